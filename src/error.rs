@@ -1,0 +1,120 @@
+//! The stable error and close codes of PROTOCOL.md, and the one place that
+//! turns a refusal into a wire value.
+
+use std::fmt;
+
+/// Error codes carried by `error` frames and HTTP refusals. The string form
+/// is the stable contract; the message beside it is for humans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Not JSON, wrong shape, unknown field, bad name, binary frame.
+    BadRequest,
+    /// The frame's `type` is not one of PROTOCOL.md's client frames.
+    UnknownType,
+    /// Credentials missing or invalid.
+    Unauthorized,
+    /// The connection lacks the right the frame needs.
+    Forbidden,
+    /// The room does not exist.
+    RoomNotFound,
+    /// `create` of a room that exists.
+    RoomExists,
+    /// The room is at `max_members`.
+    RoomFull,
+    /// The connection is not a member of the room.
+    NotMember,
+    /// `limits.max_rooms` or `limits.max_rooms_per_connection` reached.
+    TooManyRooms,
+    /// The publish rate limit is exhausted.
+    RateLimited,
+    /// Per-IP or per-user connection cap (HTTP 429).
+    TooManyConnections,
+    /// Global or shard connection cap, or draining (HTTP 503).
+    ServerFull,
+    /// A bug or an unexpected condition inside the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of this code when it refuses a request.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::UnknownType => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RoomNotFound | ErrorCode::NotMember => 404,
+            ErrorCode::RoomExists => 409,
+            ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
+            ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
+            ErrorCode::ServerFull => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: a stable code and a human sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A sentence that says why, for people.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// WebSocket close codes used by the broker (PROTOCOL.md, "Close codes").
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Server shutting down, or client going away.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error (unmasked frame, bad opcode, ...).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Invalid UTF-8 in a text message or close reason.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy: token expired, kicked.
+    pub const POLICY: u16 = 1008;
+    /// Message larger than `limits.max_message_bytes`.
+    pub const TOO_BIG: u16 = 1009;
+    /// Internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// Slow consumer: the outbound queue overflowed.
+    pub const SLOW_CONSUMER: u16 = 4000;
+    /// No pong within `limits.heartbeat_timeout_ms`.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4001;
+}

@@ -1,0 +1,406 @@
+//! The shared, lock-free indexes: rooms, users and connection caps.
+//!
+//! These are the only state shards share (besides their inboxes).
+//! **Architecture Invariant:** every check-and-update here is one atomic
+//! compare-and-swap (directly, or through papaya's `compute`), so concurrent
+//! connects can never overshoot a cap; no `Mutex` or `RwLock` is taken.
+//! A room's entry is inserted and removed only by its home shard.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use papaya::{Compute, HashMap, Operation};
+
+use crate::config::OverflowPolicy;
+use crate::error::{ErrorCode, Refusal};
+
+/// What every shard may know about a room without asking its home.
+#[derive(Debug)]
+pub struct RoomMeta {
+    /// The shard that sequences and fans out the room.
+    pub home: usize,
+    /// Private: joining needs a matching `rooms` claim or `admin`.
+    pub private: bool,
+    /// Member cap.
+    pub max_members: u32,
+    /// What happens to members whose queue is full.
+    pub overflow: OverflowPolicy,
+    /// Made by `create` (lives until deleted) rather than by `join`.
+    pub explicit: bool,
+    /// Member connections (written by the home shard only).
+    pub members: AtomicU32,
+    /// Last assigned seq (written by the home shard only).
+    pub seq: AtomicU64,
+}
+
+/// Room name -> [`RoomMeta`], with a bound on the number of rooms.
+pub struct RoomIndex {
+    map: HashMap<Arc<str>, Arc<RoomMeta>>,
+    count: AtomicU64,
+    max_rooms: u64,
+}
+
+impl RoomIndex {
+    /// An empty index holding at most `max_rooms` rooms.
+    pub fn new(max_rooms: u64) -> Self {
+        RoomIndex {
+            map: HashMap::new(),
+            count: AtomicU64::new(0),
+            max_rooms,
+        }
+    }
+
+    /// The room's metadata, if it exists.
+    pub fn get(&self, room: &str) -> Option<Arc<RoomMeta>> {
+        self.map.pin().get(room).cloned()
+    }
+
+    /// Whether the room exists.
+    pub fn contains(&self, room: &str) -> bool {
+        self.map.pin().contains_key(room)
+    }
+
+    /// Rooms in the index.
+    pub fn len(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether there are no rooms.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Insert a new room; refused with `too_many_rooms` at `limits.max_rooms`.
+    /// Called by the room's home shard only, which knows it is absent.
+    pub fn insert(&self, room: Arc<str>, meta: Arc<RoomMeta>) -> Result<(), Refusal> {
+        let reserved = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_rooms).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(Refusal::new(
+                ErrorCode::TooManyRooms,
+                format!("the server holds its maximum of {} rooms", self.max_rooms),
+            ));
+        }
+        self.map.pin().insert(room, meta);
+        Ok(())
+    }
+
+    /// Remove a room (home shard only).
+    pub fn remove(&self, room: &str) {
+        if self.map.pin().remove(room).is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A snapshot of every room's name and metadata.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Arc<RoomMeta>)> {
+        self.map
+            .pin()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// A user's connections: how many, and on which shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct UserSlot {
+    conns: u32,
+    shards: u64,
+}
+
+/// User id -> its connections (count and shard set), for direct messages and
+/// the per-user cap. Entries vanish when a user's last connection closes, so
+/// the map holds at most one entry per connection.
+pub struct UserIndex {
+    map: HashMap<Arc<str>, UserSlot>,
+}
+
+impl Default for UserIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UserIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        UserIndex {
+            map: HashMap::new(),
+        }
+    }
+
+    /// Count a new connection of `user`, unless it has `cap` already
+    /// (`cap` 0 = no cap).
+    pub fn try_connect(&self, user: &Arc<str>, cap: u32) -> bool {
+        let map = self.map.pin();
+        let result = map.compute(user.clone(), |entry| {
+            let slot = entry.map(|(_, s)| *s).unwrap_or_default();
+            if cap > 0 && slot.conns >= cap {
+                Operation::Abort(())
+            } else {
+                Operation::Insert(UserSlot {
+                    conns: slot.conns + 1,
+                    ..slot
+                })
+            }
+        });
+        !matches!(result, Compute::Aborted(()))
+    }
+
+    /// Forget one connection of `user`.
+    pub fn disconnect(&self, user: &Arc<str>) {
+        self.update(user, |s| UserSlot {
+            conns: s.conns.saturating_sub(1),
+            ..s
+        });
+    }
+
+    /// Mark that `shard` has connections of `user`.
+    pub fn attach(&self, user: &Arc<str>, shard: usize) {
+        self.update(user, |s| UserSlot {
+            shards: s.shards | (1 << shard),
+            ..s
+        });
+    }
+
+    /// Mark that `shard` has no more connections of `user`.
+    pub fn detach(&self, user: &Arc<str>, shard: usize) {
+        self.update(user, |s| UserSlot {
+            shards: s.shards & !(1 << shard),
+            ..s
+        });
+    }
+
+    fn update(&self, user: &Arc<str>, f: impl Fn(UserSlot) -> UserSlot) {
+        let map = self.map.pin();
+        map.compute(user.clone(), |entry| match entry {
+            None => Operation::Abort(()),
+            Some((_, slot)) => {
+                let next = f(*slot);
+                if next.conns == 0 && next.shards == 0 {
+                    Operation::Remove
+                } else {
+                    Operation::Insert(next)
+                }
+            }
+        });
+    }
+
+    /// The shards holding connections of `user` (a bit set).
+    pub fn shards(&self, user: &str) -> u64 {
+        self.map.pin().get(user).map(|s| s.shards).unwrap_or(0)
+    }
+
+    /// Connections of `user`.
+    pub fn connections(&self, user: &str) -> u32 {
+        self.map.pin().get(user).map(|s| s.conns).unwrap_or(0)
+    }
+
+    /// Users with at least one connection.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no user is connected.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Connection caps: global, per shard, per IP. (Per user: [`UserIndex`].)
+pub struct ConnCaps {
+    total: AtomicU64,
+    max_total: u64,
+    per_shard: Box<[AtomicU64]>,
+    max_per_shard: u64,
+    per_ip: HashMap<IpAddr, u32>,
+    max_per_ip: u32,
+}
+
+impl ConnCaps {
+    /// Caps for `shards` shards. 0 turns the per-shard and per-IP caps off.
+    pub fn new(shards: usize, max_total: u64, max_per_shard: u64, max_per_ip: u32) -> Self {
+        ConnCaps {
+            total: AtomicU64::new(0),
+            max_total,
+            per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            max_per_shard,
+            per_ip: HashMap::new(),
+            max_per_ip,
+        }
+    }
+
+    /// Connections open now.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now on `shard`.
+    pub fn on_shard(&self, shard: usize) -> u64 {
+        self.per_shard
+            .get(shard)
+            .map(|c| c.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Count a connection from `ip` on `shard`, or refuse it. Each counter is
+    /// checked and raised in one CAS; a later refusal undoes earlier raises.
+    pub fn try_acquire(&self, shard: usize, ip: IpAddr) -> Result<(), Refusal> {
+        if !try_raise(&self.total, self.max_total) {
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                format!(
+                    "the server holds its maximum of {} connections",
+                    self.max_total
+                ),
+            ));
+        }
+        let shard_cap = if self.max_per_shard == 0 {
+            u64::MAX
+        } else {
+            self.max_per_shard
+        };
+        if !try_raise(&self.per_shard[shard], shard_cap) {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                format!("shard {shard} holds its maximum of {shard_cap} connections"),
+            ));
+        }
+        if self.max_per_ip > 0 {
+            let cap = self.max_per_ip;
+            let map = self.per_ip.pin();
+            let result = map.compute(ip, |entry| match entry {
+                Some((_, n)) if *n >= cap => Operation::Abort(()),
+                Some((_, n)) => Operation::Insert(n + 1),
+                None => Operation::Insert(1),
+            });
+            if matches!(result, Compute::Aborted(())) {
+                self.per_shard[shard].fetch_sub(1, Ordering::AcqRel);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::new(
+                    ErrorCode::TooManyConnections,
+                    format!("{ip} holds its maximum of {cap} connections"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo one [`ConnCaps::try_acquire`].
+    pub fn release(&self, shard: usize, ip: IpAddr) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        self.per_shard[shard].fetch_sub(1, Ordering::AcqRel);
+        if self.max_per_ip > 0 {
+            self.per_ip.pin().compute(ip, |entry| match entry {
+                Some((_, n)) if *n > 1 => Operation::Insert(n - 1),
+                Some(_) => Operation::Remove,
+                None => Operation::Abort(()),
+            });
+        }
+    }
+}
+
+/// Raise `counter` by one unless it is at `cap`.
+fn try_raise(counter: &AtomicU64, cap: u64) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn caps_never_overshoot_under_threads() {
+        let caps = Arc::new(ConnCaps::new(2, 50, 0, 0));
+        let admitted = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let caps = caps.clone();
+                let admitted = &admitted;
+                s.spawn(move || {
+                    for _ in 0..100 {
+                        if caps.try_acquire(t % 2, IpAddr::V4(Ipv4Addr::LOCALHOST)).is_ok() {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::Relaxed), 50);
+        assert_eq!(caps.total(), 50);
+    }
+
+    #[test]
+    fn per_ip_cap_and_release() {
+        let caps = ConnCaps::new(1, 100, 0, 2);
+        let a = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        assert!(caps.try_acquire(0, a).is_ok());
+        assert!(caps.try_acquire(0, a).is_ok());
+        let err = caps.try_acquire(0, a).expect_err("cap");
+        assert_eq!(err.code, ErrorCode::TooManyConnections);
+        assert!(caps.try_acquire(0, b).is_ok());
+        caps.release(0, a);
+        assert!(caps.try_acquire(0, a).is_ok());
+        assert_eq!(caps.total(), 3);
+    }
+
+    #[test]
+    fn shard_cap() {
+        let caps = ConnCaps::new(2, 100, 1, 0);
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert!(caps.try_acquire(0, ip).is_ok());
+        assert_eq!(caps.try_acquire(0, ip).expect_err("shard").code, ErrorCode::ServerFull);
+        assert!(caps.try_acquire(1, ip).is_ok());
+        assert_eq!(caps.total(), 2);
+    }
+
+    #[test]
+    fn user_index_counts_and_forgets() {
+        let users = UserIndex::new();
+        let u: Arc<str> = Arc::from("u");
+        assert!(users.try_connect(&u, 2));
+        assert!(users.try_connect(&u, 2));
+        assert!(!users.try_connect(&u, 2));
+        users.attach(&u, 3);
+        assert_eq!(users.shards("u"), 1 << 3);
+        users.disconnect(&u);
+        users.disconnect(&u);
+        assert_eq!(users.len(), 1);
+        users.detach(&u, 3);
+        assert!(users.is_empty());
+    }
+
+    #[test]
+    fn room_cap() {
+        let rooms = RoomIndex::new(1);
+        let meta = || {
+            Arc::new(RoomMeta {
+                home: 0,
+                private: false,
+                max_members: 1,
+                overflow: OverflowPolicy::Drop,
+                explicit: true,
+                members: AtomicU32::new(0),
+                seq: AtomicU64::new(0),
+            })
+        };
+        assert!(rooms.insert(Arc::from("a"), meta()).is_ok());
+        let err = rooms.insert(Arc::from("b"), meta()).expect_err("full");
+        assert_eq!(err.code, ErrorCode::TooManyRooms);
+        rooms.remove("a");
+        assert!(rooms.insert(Arc::from("b"), meta()).is_ok());
+        assert_eq!(rooms.len(), 1);
+    }
+}

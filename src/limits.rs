@@ -1,0 +1,68 @@
+//! Hard limits that are not configurable, and the relations between them.
+//!
+//! Configurable limits live in [`crate::config::LimitsConfig`]; this module
+//! holds the bounds that shape data structures (and so cannot change at run
+//! time) plus the compile-time checks that tie them together.
+
+/// Most shards a process may run: shard sets are `u64` bit masks.
+pub const MAX_SHARDS: usize = 64;
+
+/// Longest room name or user id, in bytes (PROTOCOL.md, "Room names").
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Longest display name (`?name=` in dev mode, `name` claim later), in bytes.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 256;
+
+/// Largest `id` a client may attach to a frame: 2^53 - 1, so that it
+/// survives a round trip through a JavaScript number.
+pub const MAX_FRAME_ID: u64 = (1 << 53) - 1;
+
+/// Longest history ring a room may ask for with `create { history }`.
+pub const MAX_ROOM_HISTORY: usize = 10_000;
+
+/// Capacity of each shard's request inbox (publishes, joins, ... forwarded to
+/// the room's home shard). A full inbox makes the sending connection wait:
+/// this is where backpressure reaches the publisher's read loop.
+pub const SHARD_REQUEST_INBOX: usize = 8_192;
+
+/// Capacity of each shard's delivery inbox (frames fanned out by a home shard,
+/// replies, direct messages). A full inbox makes the home shard wait.
+pub const SHARD_DELIVERY_INBOX: usize = 16_384;
+
+/// How many inbox items a shard pump handles before yielding to the
+/// connections of its runtime, so one busy inbox cannot starve sockets.
+pub const SHARD_PUMP_BATCH: usize = 256;
+
+/// Most frames the writer of one connection hands to one vectored write.
+pub const WRITE_BATCH_FRAMES: usize = 64;
+
+/// Bytes read from one socket before the reader yields to other tasks.
+pub const READ_BYTES_PER_TURN: usize = 64 * 1024;
+
+/// Size of one socket read: the read buffer grows to this much at a time and
+/// is released when a connection goes idle, so idle connections hold none.
+pub const READ_CHUNK_BYTES: usize = 4 * 1024;
+
+/// Largest WebSocket frame header (2 + 8 bytes of length; server frames are
+/// not masked).
+pub const MAX_SERVER_FRAME_HEADER: usize = 10;
+
+/// File descriptors kept back from `max_connections` for listeners, log files
+/// and the HTTP side when clamping to the open-file limit.
+pub const RESERVED_FDS: u64 = 64;
+
+/// `Retry-After` (seconds) on a 503 `server_full`.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// How long a closing connection waits for its pending joins to be answered
+/// by their home shards before leaving its rooms anyway.
+pub const PENDING_JOIN_WAIT_MS: u64 = 5_000;
+
+/// How often a home shard looks for empty auto-created rooms whose
+/// `room.empty_ttl_ms` has passed.
+pub const ROOM_SWEEP_INTERVAL_MS: u64 = 1_000;
+
+const _: () = assert!(MAX_SHARDS <= 64, "shard sets are u64 bit masks");
+const _: () = assert!(SHARD_PUMP_BATCH <= SHARD_REQUEST_INBOX);
+const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN);
+const _: () = assert!(MAX_FRAME_ID < (1 << 53));

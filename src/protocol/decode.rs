@@ -1,0 +1,498 @@
+//! Client frames: parse and validate, in PROTOCOL.md's order of checks
+//! (shape: JSON, object, `type`, fields, names; rights and state are checked
+//! by the caller).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::config::OverflowPolicy;
+use crate::error::{ErrorCode, Refusal};
+use crate::limits::{MAX_FRAME_ID, MAX_ROOM_HISTORY};
+use crate::protocol::names::is_valid_name;
+
+/// A valid client frame. Names borrow from the frame's bytes; `data` is the
+/// raw JSON text of the value, passed through without re-encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame<'a> {
+    /// `join`
+    Join {
+        /// Reply id.
+        id: Option<u64>,
+        /// Room name (valid).
+        room: &'a str,
+        /// Recover messages after this seq.
+        since: Option<u64>,
+        /// Create the room if it is missing.
+        create: bool,
+    },
+    /// `leave`
+    Leave {
+        /// Reply id.
+        id: Option<u64>,
+        /// Room name (valid).
+        room: &'a str,
+    },
+    /// `create`
+    Create {
+        /// Reply id.
+        id: Option<u64>,
+        /// Room name (valid).
+        room: &'a str,
+        /// Options of the new room.
+        options: RoomOptions,
+    },
+    /// `publish`
+    Publish {
+        /// Reply id.
+        id: Option<u64>,
+        /// Room name (valid).
+        room: &'a str,
+        /// Raw JSON value.
+        data: &'a str,
+        /// Do not deliver to the publishing connection.
+        exclude_self: bool,
+    },
+    /// `send`
+    Send {
+        /// Reply id.
+        id: Option<u64>,
+        /// User id (valid).
+        to: &'a str,
+        /// Raw JSON value.
+        data: &'a str,
+    },
+    /// `broadcast`
+    Broadcast {
+        /// Reply id.
+        id: Option<u64>,
+        /// Raw JSON value.
+        data: &'a str,
+    },
+    /// `members`
+    Members {
+        /// Reply id.
+        id: Option<u64>,
+        /// Room name (valid).
+        room: &'a str,
+    },
+    /// `ping`
+    Ping {
+        /// Reply id.
+        id: Option<u64>,
+    },
+}
+
+impl ClientFrame<'_> {
+    /// The frame's `id`.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Create { id, .. }
+            | ClientFrame::Publish { id, .. }
+            | ClientFrame::Send { id, .. }
+            | ClientFrame::Broadcast { id, .. }
+            | ClientFrame::Members { id, .. }
+            | ClientFrame::Ping { id } => *id,
+        }
+    }
+}
+
+/// Options given to `create` (absent ones take the configured defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomOptions {
+    /// `max_members`
+    pub max_members: Option<u32>,
+    /// `private`
+    pub private: bool,
+    /// `history` (ring length)
+    pub history: Option<usize>,
+    /// `overflow`
+    pub overflow: Option<OverflowPolicy>,
+}
+
+/// A frame that failed the shape checks: the refusal, and the frame's `id`
+/// when it could be read, so the error can carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The frame's `id`, if it was readable.
+    pub id: Option<u64>,
+    /// Why the frame was refused.
+    pub refusal: Refusal,
+}
+
+/// Every field any client frame may carry, as raw JSON.
+#[derive(Default)]
+struct Fields<'a> {
+    kind: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    room: Option<&'a RawValue>,
+    since: Option<&'a RawValue>,
+    create: Option<&'a RawValue>,
+    max_members: Option<&'a RawValue>,
+    private: Option<&'a RawValue>,
+    history: Option<&'a RawValue>,
+    overflow: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    exclude_self: Option<&'a RawValue>,
+    to: Option<&'a RawValue>,
+    /// The first key that is no field of any frame, or a repeated key.
+    stray: Option<Stray>,
+}
+
+enum Stray {
+    Unknown(String),
+    Duplicate(&'static str),
+}
+
+const ALL_FIELDS: [&str; 12] = [
+    "type",
+    "id",
+    "room",
+    "since",
+    "create",
+    "max_members",
+    "private",
+    "history",
+    "overflow",
+    "data",
+    "exclude_self",
+    "to",
+];
+
+impl<'a> Fields<'a> {
+    fn slot(&mut self, key: &str) -> Option<(&'static str, &mut Option<&'a RawValue>)> {
+        let slot = match key {
+            "type" => ("type", &mut self.kind),
+            "id" => ("id", &mut self.id),
+            "room" => ("room", &mut self.room),
+            "since" => ("since", &mut self.since),
+            "create" => ("create", &mut self.create),
+            "max_members" => ("max_members", &mut self.max_members),
+            "private" => ("private", &mut self.private),
+            "history" => ("history", &mut self.history),
+            "overflow" => ("overflow", &mut self.overflow),
+            "data" => ("data", &mut self.data),
+            "exclude_self" => ("exclude_self", &mut self.exclude_self),
+            "to" => ("to", &mut self.to),
+            _ => return None,
+        };
+        Some(slot)
+    }
+
+    /// The fields present, by name.
+    fn present(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let values = [
+            self.kind,
+            self.id,
+            self.room,
+            self.since,
+            self.create,
+            self.max_members,
+            self.private,
+            self.history,
+            self.overflow,
+            self.data,
+            self.exclude_self,
+            self.to,
+        ];
+        ALL_FIELDS
+            .into_iter()
+            .zip(values)
+            .filter_map(|(name, v)| v.map(|_| name))
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match fields.slot(&key) {
+                        Some((name, slot)) => {
+                            let value: &'de RawValue = map.next_value()?;
+                            if slot.replace(value).is_some() && fields.stray.is_none() {
+                                fields.stray = Some(Stray::Duplicate(name));
+                            }
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                            if fields.stray.is_none() {
+                                fields.stray = Some(Stray::Unknown(key.into_owned()));
+                            }
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// The frame types, with the fields each may carry besides `type` and `id`.
+const TYPES: [(&str, &[&str]); 8] = [
+    ("join", &["room", "since", "create"]),
+    ("leave", &["room"]),
+    (
+        "create",
+        &["room", "max_members", "private", "history", "overflow"],
+    ),
+    ("publish", &["room", "data", "exclude_self"]),
+    ("send", &["to", "data"]),
+    ("broadcast", &["data"]),
+    ("members", &["room"]),
+    ("ping", &[]),
+];
+
+fn bad(id: Option<u64>, message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        id,
+        refusal: Refusal::new(ErrorCode::BadRequest, message),
+    }
+}
+
+/// Parse and shape-check one client text frame.
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
+    let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            bad(None, "a frame must be a JSON object")
+        } else {
+            bad(None, format!("the frame is not valid JSON: {e}"))
+        }
+    })?;
+    // The id first, so every later error can carry it.
+    let id = match fields.id {
+        None => None,
+        Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Ok(id) if id <= MAX_FRAME_ID => Some(id),
+            _ => {
+                return Err(bad(
+                    None,
+                    "`id` must be an integer from 0 to 2^53-1",
+                ));
+            }
+        },
+    };
+    let Some(kind) = fields.kind else {
+        return Err(bad(id, "missing field `type`"));
+    };
+    let Ok(kind) = serde_json::from_str::<&str>(kind.get()) else {
+        return Err(bad(id, "`type` must be a string"));
+    };
+    let Some((kind, allowed)) = TYPES.iter().find(|(name, _)| *name == kind) else {
+        return Err(DecodeError {
+            id,
+            refusal: Refusal::new(
+                ErrorCode::UnknownType,
+                format!(
+                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping"
+                ),
+            ),
+        });
+    };
+    match &fields.stray {
+        Some(Stray::Unknown(key)) => {
+            return Err(bad(id, format!("unknown field `{key}` in a `{kind}` frame")));
+        }
+        Some(Stray::Duplicate(key)) => {
+            return Err(bad(id, format!("field `{key}` appears twice")));
+        }
+        None => {}
+    }
+    if let Some(field) = fields
+        .present()
+        .find(|f| *f != "type" && *f != "id" && !allowed.contains(f))
+    {
+        return Err(bad(id, format!("unknown field `{field}` in a `{kind}` frame")));
+    }
+    let p = Parser { id, kind };
+    let frame = match *kind {
+        "join" => ClientFrame::Join {
+            id,
+            room: p.name("room", fields.room)?,
+            since: p.optional::<u64>("since", fields.since, "an unsigned integer")?,
+            create: p
+                .optional::<bool>("create", fields.create, "a boolean")?
+                .unwrap_or(true),
+        },
+        "leave" => ClientFrame::Leave {
+            id,
+            room: p.name("room", fields.room)?,
+        },
+        "create" => ClientFrame::Create {
+            id,
+            room: p.name("room", fields.room)?,
+            options: RoomOptions {
+                max_members: match p.optional::<u32>(
+                    "max_members",
+                    fields.max_members,
+                    "an integer from 1 to 4294967295",
+                )? {
+                    Some(0) => return Err(bad(id, "`max_members` must be at least 1")),
+                    other => other,
+                },
+                private: p
+                    .optional::<bool>("private", fields.private, "a boolean")?
+                    .unwrap_or(false),
+                history: match p.optional::<usize>(
+                    "history",
+                    fields.history,
+                    "an unsigned integer",
+                )? {
+                    Some(h) if h > MAX_ROOM_HISTORY => {
+                        return Err(bad(
+                            id,
+                            format!("`history` must be at most {MAX_ROOM_HISTORY}"),
+                        ));
+                    }
+                    other => other,
+                },
+                overflow: p.optional::<OverflowPolicy>(
+                    "overflow",
+                    fields.overflow,
+                    "\"disconnect\" or \"drop\"",
+                )?,
+            },
+        },
+        "publish" => ClientFrame::Publish {
+            id,
+            room: p.name("room", fields.room)?,
+            data: p.data(fields.data)?,
+            exclude_self: p
+                .optional::<bool>("exclude_self", fields.exclude_self, "a boolean")?
+                .unwrap_or(false),
+        },
+        "send" => ClientFrame::Send {
+            id,
+            to: p.name("to", fields.to)?,
+            data: p.data(fields.data)?,
+        },
+        "broadcast" => ClientFrame::Broadcast {
+            id,
+            data: p.data(fields.data)?,
+        },
+        "members" => ClientFrame::Members {
+            id,
+            room: p.name("room", fields.room)?,
+        },
+        _ => ClientFrame::Ping { id },
+    };
+    Ok(frame)
+}
+
+struct Parser<'k> {
+    id: Option<u64>,
+    kind: &'k str,
+}
+
+impl Parser<'_> {
+    fn required<'a>(&self, field: &str, raw: Option<&'a RawValue>) -> Result<&'a RawValue, DecodeError> {
+        raw.ok_or_else(|| bad(self.id, format!("a `{}` frame needs `{field}`", self.kind)))
+    }
+
+    fn name<'a>(&self, field: &str, raw: Option<&'a RawValue>) -> Result<&'a str, DecodeError> {
+        let raw = self.required(field, raw)?;
+        match serde_json::from_str::<&str>(raw.get()) {
+            Ok(name) if is_valid_name(name) => Ok(name),
+            _ => Err(bad(
+                self.id,
+                format!("`{field}` must be 1-128 bytes of [A-Za-z0-9_.:@-]"),
+            )),
+        }
+    }
+
+    fn data<'a>(&self, raw: Option<&'a RawValue>) -> Result<&'a str, DecodeError> {
+        Ok(self.required("data", raw)?.get())
+    }
+
+    fn optional<T: de::DeserializeOwned>(
+        &self,
+        field: &str,
+        raw: Option<&RawValue>,
+        expected: &str,
+    ) -> Result<Option<T>, DecodeError> {
+        match raw {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str::<T>(raw.get())
+                .map(Some)
+                .map_err(|_| bad(self.id, format!("`{field}` must be {expected}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> (Option<u64>, ErrorCode) {
+        let e = decode_client_frame(text).expect_err("must fail");
+        (e.id, e.refusal.code)
+    }
+
+    #[test]
+    fn valid_frames() {
+        assert_eq!(
+            decode_client_frame(r#"{"type":"join","room":"a","id":7,"since":3}"#),
+            Ok(ClientFrame::Join {
+                id: Some(7),
+                room: "a",
+                since: Some(3),
+                create: true
+            })
+        );
+        let f = decode_client_frame(r#"{"type":"publish","room":"r","data":{"x":[1,2]} }"#)
+            .expect("publish");
+        assert_eq!(
+            f,
+            ClientFrame::Publish {
+                id: None,
+                room: "r",
+                data: r#"{"x":[1,2]}"#,
+                exclude_self: false
+            }
+        );
+        assert!(matches!(
+            decode_client_frame(r#"{"type":"create","room":"r","overflow":"drop","history":5,"private":true}"#),
+            Ok(ClientFrame::Create { options: RoomOptions { overflow: Some(OverflowPolicy::Drop), history: Some(5), private: true, .. }, .. })
+        ));
+        assert_eq!(decode_client_frame(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping { id: None }));
+    }
+
+    #[test]
+    fn shape_errors_in_order() {
+        assert_eq!(code("not json"), (None, ErrorCode::BadRequest));
+        assert_eq!(code("[1,2]"), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"id":1}"#), (Some(1), ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"nope","id":2,"bogus":1}"#), (Some(2), ErrorCode::UnknownType));
+        assert_eq!(code(r#"{"type":7}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"ping","id":3,"bogus":1}"#), (Some(3), ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"ping","room":"a"}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"join","id":4}"#), (Some(4), ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"join","room":"a b","id":5}"#), (Some(5), ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"join","room":"a","since":-1}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"ping","id":9007199254740992}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"ping","id":1.5}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"publish","room":"a"}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"ping","type":"ping"}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"create","room":"a","max_members":0}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"create","room":"a","history":100000}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"type":"create","room":"a","overflow":"later"}"#), (None, ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn escaped_names_are_decoded_then_checked() {
+        assert!(matches!(
+            decode_client_frame(r#"{"type":"join","room":"\u0061"}"#),
+            Err(_) | Ok(ClientFrame::Join { room: "a", .. })
+        ));
+    }
+}

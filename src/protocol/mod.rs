@@ -1,0 +1,12 @@
+//! PROTOCOL.md v1 on the wire: client frames in ([`decode`]), server frames
+//! out ([`encode`]) and the name rules ([`names`]).
+//!
+//! **Architecture Invariant:** decoding never panics and never allocates in
+//! proportion to anything but the frame; a room message is encoded exactly
+//! once, whatever its number of recipients.
+
+pub mod decode;
+pub mod encode;
+pub mod names;
+
+pub use decode::{ClientFrame, DecodeError, decode_client_frame};

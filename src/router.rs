@@ -1,0 +1,294 @@
+//! Shard-to-shard messaging: bounded inboxes with a wake-up.
+//!
+//! Each shard has two inboxes (crossbeam channels), drained by two tasks:
+//!
+//! * **requests** (join, leave, create, publish, members) go to a room's home
+//!   shard. They are sent by connection tasks, and a full inbox makes the
+//!   sender wait: backpressure reaches the publisher's read loop.
+//! * **deliveries** (fan-out frames, replies, direct messages) go from a home
+//!   shard (or a sender of direct messages) to the shards of the recipients.
+//!   A full inbox makes the home shard's request pump wait.
+//!
+//! **Architecture Invariant:** a delivery pump never waits on anything but
+//! its own inbox, so waits form a chain (connection → request pump →
+//! delivery pump) with no cycle, and the shards cannot deadlock however full
+//! the inboxes get. Per (home, member shard) pair, deliveries are FIFO,
+//! which gives every room one total order.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use tokio::sync::Notify;
+
+use crate::config::OverflowPolicy;
+use crate::limits::{SHARD_DELIVERY_INBOX, SHARD_REQUEST_INBOX};
+use crate::protocol::decode::RoomOptions;
+
+/// Who asked: the connection a reply goes to.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Connection id (its shard is `conn % shards`).
+    pub conn: u64,
+    /// The frame's `id`, if the client wants a reply.
+    pub id: Option<u64>,
+}
+
+/// Work for a room's home shard.
+#[derive(Debug)]
+pub enum Request {
+    /// Join a room (creating it if allowed).
+    Join {
+        /// Reply target.
+        origin: Origin,
+        /// The member's user id.
+        user: Arc<str>,
+        /// Its display name.
+        name: Option<Arc<str>>,
+        /// The room.
+        room: Arc<str>,
+        /// Recover after this seq.
+        since: Option<u64>,
+        /// Create the room if absent.
+        create: bool,
+        /// The connection holds the `create` right.
+        may_create: bool,
+        /// The connection may join the room if it is private.
+        may_join_private: bool,
+    },
+    /// Leave a room (also sent, without an id, when a connection closes).
+    Leave {
+        /// Reply target.
+        origin: Origin,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// Create a room explicitly.
+    Create {
+        /// Reply target.
+        origin: Origin,
+        /// The room.
+        room: Arc<str>,
+        /// Its options.
+        options: RoomOptions,
+    },
+    /// Publish into a room.
+    Publish {
+        /// Reply target.
+        origin: Origin,
+        /// The publisher's user id.
+        from: Arc<str>,
+        /// The room.
+        room: Arc<str>,
+        /// Raw JSON of `data` (a slice of the client's frame).
+        data: Bytes,
+        /// Skip the publishing connection.
+        exclude_self: bool,
+    },
+    /// List members.
+    Members {
+        /// Reply target.
+        origin: Origin,
+        /// The room.
+        room: Arc<str>,
+    },
+}
+
+/// Work for the shard that holds the recipients.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A frame for every local member of `room`. `seq` > 0 marks a room
+    /// message (overflow policy applies); 0 an event (`joined`/`left`).
+    Room {
+        /// The room.
+        room: Arc<str>,
+        /// The message's seq, or 0 for an event.
+        seq: u64,
+        /// The encoded frame, shared by every recipient.
+        frame: Bytes,
+        /// A connection to skip (`exclude_self`, or the subject of an event).
+        exclude: Option<u64>,
+    },
+    /// One frame for one connection (acks, errors).
+    ToConn {
+        /// The connection.
+        conn: u64,
+        /// The frame.
+        frame: Bytes,
+    },
+    /// The home accepted a join: start delivering the room to `conn`.
+    Joined {
+        /// The connection.
+        conn: u64,
+        /// The room.
+        room: Arc<str>,
+        /// The room's overflow policy.
+        overflow: OverflowPolicy,
+        /// The ack, if the join carried an id.
+        reply: Option<Bytes>,
+    },
+    /// The home refused a join.
+    JoinRefused {
+        /// The connection.
+        conn: u64,
+        /// The error frame.
+        reply: Bytes,
+    },
+    /// A frame for every local connection of a user.
+    ToUser {
+        /// The user.
+        user: Arc<str>,
+        /// The frame.
+        frame: Bytes,
+    },
+    /// A frame for every local connection.
+    All {
+        /// The frame.
+        frame: Bytes,
+    },
+}
+
+/// One bounded inbox and its two signals.
+pub struct Inbox<T> {
+    tx: Sender<T>,
+    rx: Receiver<T>,
+    /// Woken when an item arrives.
+    pub arrived: Notify,
+    /// Woken when a drain made room.
+    pub space: Notify,
+}
+
+impl<T> Inbox<T> {
+    fn new(capacity: usize) -> Self {
+        let (tx, rx) = bounded(capacity);
+        Inbox {
+            tx,
+            rx,
+            arrived: Notify::new(),
+            space: Notify::new(),
+        }
+    }
+
+    /// Send `item`, waiting while the inbox is full. Errors only when the
+    /// receiving shard has gone (shutdown); the item is then dropped.
+    pub async fn send(&self, mut item: T) -> Result<(), ShardGone> {
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.tx.try_send(item) {
+                Ok(()) => {
+                    self.arrived.notify_one();
+                    return Ok(());
+                }
+                Err(TrySendError::Full(back)) => {
+                    item = back;
+                    space.await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(ShardGone),
+            }
+        }
+    }
+
+    /// Take up to `max` items into `out`; wakes waiting senders if the inbox
+    /// was at least half full. Returns how many were taken.
+    pub fn drain(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let was_busy = self.rx.len() * 2 >= self.rx.capacity().unwrap_or(usize::MAX);
+        let before = out.len();
+        while out.len() - before < max {
+            match self.rx.try_recv() {
+                Ok(item) => out.push(item),
+                Err(_) => break,
+            }
+        }
+        let taken = out.len() - before;
+        if was_busy && taken > 0 {
+            self.space.notify_waiters();
+        }
+        taken
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+/// The receiving shard has shut down.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the target shard has shut down")]
+pub struct ShardGone;
+
+/// The inboxes of one shard.
+pub struct ShardLink {
+    /// Requests for rooms homed on the shard.
+    pub requests: Inbox<Request>,
+    /// Deliveries to connections on the shard.
+    pub deliveries: Inbox<Delivery>,
+}
+
+impl ShardLink {
+    /// A link with the standard inbox bounds.
+    pub fn new() -> Arc<Self> {
+        Arc::new(ShardLink {
+            requests: Inbox::new(SHARD_REQUEST_INBOX),
+            deliveries: Inbox::new(SHARD_DELIVERY_INBOX),
+        })
+    }
+}
+
+/// The home shard of `room` among `shards`: a fixed hash, the same in every
+/// process, so a room's home never moves.
+pub fn home_of(room: &str, shards: usize) -> usize {
+    // FNV-1a: short keys, no DoS concern (a room's home only picks a shard).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_is_stable_and_in_range() {
+        for n in 1..8 {
+            for room in ["a", "lobby", "team-42"] {
+                let h = home_of(room, n);
+                assert!(h < n);
+                assert_eq!(h, home_of(room, n));
+            }
+        }
+    }
+
+    #[test]
+    fn inbox_backpressure_waits_for_space() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let inbox = Arc::new(Inbox::<u32>::new(2));
+            inbox.send(1).await.expect("send");
+            inbox.send(2).await.expect("send");
+            let sender = {
+                let inbox = inbox.clone();
+                tokio::spawn(async move { inbox.send(3).await })
+            };
+            tokio::task::yield_now().await;
+            assert!(!sender.is_finished());
+            let mut out = Vec::new();
+            assert_eq!(inbox.drain(&mut out, 10), 2);
+            sender.await.expect("join").expect("sent");
+            inbox.drain(&mut out, 10);
+            assert_eq!(out, vec![1, 2, 3]);
+        });
+    }
+}

@@ -1,0 +1,220 @@
+//! Listeners, the HTTP side of a shard (health, refusals, the upgrade) and
+//! the hand-over of upgraded sockets to [`crate::shard::conn`].
+//!
+//! Every refusal happens here, before the upgrade, as plain HTTP with a JSON
+//! body `{"error":{"code","message"}}` (PROTOCOL.md section 1).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::{ErrorCode, Refusal};
+use crate::limits::RETRY_AFTER_SECS;
+use crate::perms::Perms;
+use crate::protocol::names::{is_valid_display_name, is_valid_name};
+use crate::shard::Shard;
+use crate::shard::conn::{self, Identity};
+
+type Body = Full<Bytes>;
+
+/// Bind `shards` listeners to `addr` with SO_REUSEPORT, so the kernel spreads
+/// connections over shards by hash. With port 0 the first listener picks the
+/// port and the others join it.
+pub fn bind_listeners(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(shards);
+    let mut addr = addr;
+    for _ in 0..shards {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
+        let std_listener = listener.into_std()?;
+        addr = std_listener.local_addr()?;
+        listeners.push(std_listener);
+    }
+    Ok(listeners)
+}
+
+/// Accept connections for `shard` until aborted.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::task::spawn_local(serve_http(shard.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off, don't spin.
+                tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serve HTTP on one socket until it upgrades, closes or times out.
+async fn serve_http(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let handshake = Duration::from_millis(shard.shared.config.limits.handshake_timeout_ms);
+    let service = {
+        let shard = shard.clone();
+        service_fn(move |req| {
+            let shard = shard.clone();
+            async move { Ok::<_, Infallible>(route(&shard, peer, req)) }
+        })
+    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    // Slowloris: a client gets `handshake_timeout_ms` in all to upgrade.
+    let _ = tokio::time::timeout(handshake, connection).await;
+}
+
+fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path == shard.shared.config.server.ws_path {
+        return match upgrade(shard, peer, req) {
+            Ok(response) => response,
+            Err(refusal) => {
+                tracing::info!(%peer, code = %refusal.code, reason = %refusal.message, "connection refused");
+                refusal_response(&refusal)
+            }
+        };
+    }
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, "/readyz") => {
+            if shard.shared.is_draining() {
+                json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+            } else {
+                json(StatusCode::OK, r#"{"status":"ready"}"#)
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":{"code":"not_found","message":"no such path"}}"#,
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The HTTP response for a refusal.
+pub fn refusal_response(refusal: &Refusal) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "code": refusal.code.as_str(), "message": refusal.message }
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if refusal.code == ErrorCode::ServerFull {
+        headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, message)
+}
+
+/// Query parameters of the upgrade request (dev-mode identity).
+#[derive(Default)]
+struct ConnectParams {
+    user: Option<String>,
+    name: Option<String>,
+}
+
+fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
+    let mut params = ConnectParams::default();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
+            "user" => {
+                if !is_valid_name(&value) {
+                    return Err(bad_request(
+                        "`user` must be 1-128 bytes of [A-Za-z0-9_.:@-]",
+                    ));
+                }
+                params.user = Some(value.into_owned());
+            }
+            "name" => {
+                if !is_valid_display_name(&value) {
+                    return Err(bad_request(
+                        "`name` must be at most 256 bytes without control characters",
+                    ));
+                }
+                params.name = Some(value.into_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok(params)
+}
+
+fn upgrade(shard: &Rc<Shard>, peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Err(bad_request("not a WebSocket upgrade request"));
+    }
+    let params = parse_query(req.uri().query())?;
+    let id = shard.next_conn_id();
+    let user: Arc<str> = match params.user {
+        Some(user) => Arc::from(user),
+        None => Arc::from(format!("anon-{id}")),
+    };
+    let permit = shard.shared.admit(shard.index, peer.ip(), &user)?;
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
+        .map_err(|e| bad_request(format!("invalid WebSocket upgrade: {e}")))?;
+    let identity = Identity {
+        id,
+        user,
+        name: params.name.map(Arc::from),
+        perms: Perms::from_list(&shard.shared.config.auth.default_perms),
+    };
+    let shard = shard.clone();
+    tokio::task::spawn_local(async move {
+        let ws = match upgrade.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let upgraded = ws.into_inner().into_inner();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                conn::serve(shard, identity, parts.io.into_inner(), parts.read_buf, permit).await;
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+}

@@ -1,0 +1,546 @@
+//! One WebSocket connection: its reader (frames in, requests out), its
+//! writer (queued frames out in vectored batches), heartbeat and close.
+//!
+//! **Invariant:** a connection holds no read buffer while idle, and its
+//! outbound memory is bounded by its [`OutQueue`]; the only frame that may
+//! bypass the queue's bounds is the close frame that ends it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::io::IoSlice;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+
+use super::Shard;
+use super::outbound::{OutQueue, Pushed};
+use super::signal::LocalSignal;
+use crate::config::OverflowPolicy;
+use crate::error::{ErrorCode, Refusal, close};
+use crate::limits::{
+    PENDING_JOIN_WAIT_MS, READ_BYTES_PER_TURN, READ_CHUNK_BYTES, WRITE_BATCH_FRAMES,
+};
+use crate::perms::{Perm, Perms};
+use crate::protocol::decode::{ClientFrame, decode_client_frame};
+use crate::protocol::encode;
+use crate::ratelimit::TokenBucket;
+use crate::router::{Delivery, Origin, Request, home_of};
+use crate::shared::Permit;
+use crate::ws::encode::{close_frame, ping_frame, pong_frame};
+use crate::ws::{Message, MessageReader};
+
+/// How long the server waits for the peer's answer to a close it sent for a
+/// reason other than a slow consumer (the client reads; it should answer
+/// promptly).
+const CLOSE_HANDSHAKE_MS: u64 = 2_000;
+
+/// Who a connection is, decided before the upgrade.
+pub struct Identity {
+    /// Connection id.
+    pub id: u64,
+    /// User id.
+    pub user: Arc<str>,
+    /// Display name.
+    pub name: Option<Arc<str>>,
+    /// Rights.
+    pub perms: Perms,
+}
+
+/// A connection's state shared by its reader, its writer and fan-out.
+pub struct Conn {
+    /// Connection id (`id % shards` is its shard).
+    pub id: u64,
+    /// User id.
+    pub user: Arc<str>,
+    /// Display name.
+    pub name: Option<Arc<str>>,
+    perms: Perms,
+    queue: RefCell<OutQueue>,
+    writer_wake: LocalSignal,
+    reader_wake: LocalSignal,
+    /// Rooms joined (as acknowledged by their home shards).
+    pub rooms: RefCell<HashSet<Arc<str>>>,
+    pending_joins: Cell<usize>,
+    dead: Cell<bool>,
+    close_code: Cell<Option<u16>>,
+    bucket: RefCell<Option<TokenBucket>>,
+}
+
+impl Conn {
+    fn new(identity: Identity, shard: &Shard) -> Rc<Conn> {
+        let l = &shard.shared.config.limits;
+        let bucket = (l.publish_rate_per_sec > 0)
+            .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
+        Rc::new(Conn {
+            id: identity.id,
+            user: identity.user,
+            name: identity.name,
+            perms: identity.perms,
+            queue: RefCell::new(OutQueue::new(
+                l.outbound_queue_messages,
+                l.outbound_queue_bytes,
+            )),
+            writer_wake: LocalSignal::default(),
+            reader_wake: LocalSignal::default(),
+            rooms: RefCell::default(),
+            pending_joins: Cell::new(0),
+            dead: Cell::new(false),
+            close_code: Cell::new(None),
+            bucket: RefCell::new(bucket),
+        })
+    }
+
+    /// Whether the connection is being torn down (no more deliveries).
+    pub fn is_dead(&self) -> bool {
+        self.dead.get()
+    }
+
+    /// Queue a frame that is not a room message; a full queue closes the
+    /// connection with 4000.
+    pub fn send(&self, frame: Bytes) {
+        let pushed = self.queue.borrow_mut().push_control(frame);
+        self.after_push(pushed);
+    }
+
+    /// Queue message `seq` of `room` under the room's overflow policy.
+    pub fn push_room(&self, room: &Arc<str>, seq: u64, frame: &Bytes, policy: OverflowPolicy) {
+        let pushed = self.queue.borrow_mut().push_room(room, seq, frame, policy);
+        self.after_push(pushed);
+    }
+
+    fn after_push(&self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued { wake: true } => self.writer_wake.notify(),
+            Pushed::Overflow => self.close_with(
+                close::SLOW_CONSUMER,
+                "slow consumer: outbound queue full",
+                true,
+            ),
+            Pushed::Queued { wake: false } | Pushed::Dropped | Pushed::Closed => {}
+        }
+    }
+
+    /// Start closing with `code`. With `discard`, queued frames are dropped
+    /// (slow consumer); otherwise they are sent first.
+    pub fn close_with(&self, code: u16, reason: &str, discard: bool) {
+        if self.queue.borrow_mut().close(close_frame(code, reason), discard) {
+            self.close_code.set(Some(code));
+            self.writer_wake.notify();
+            self.reader_wake.notify();
+        }
+    }
+
+    /// A pending join was answered by its home shard.
+    pub fn join_settled(&self) {
+        self.pending_joins.set(self.pending_joins.get().saturating_sub(1));
+        if self.pending_joins.get() == 0 {
+            self.reader_wake.notify();
+        }
+    }
+
+    fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
+        self.send(encode::error(id, refusal.code, &refusal.message));
+    }
+
+    /// Spend one token of the publish rate limit.
+    fn take_token(&self) -> Result<(), Refusal> {
+        let allowed = match self.bucket.borrow_mut().as_mut() {
+            Some(bucket) => bucket.try_take(Instant::now()),
+            None => true,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                ErrorCode::RateLimited,
+                "publish rate limit exceeded; slow down",
+            ))
+        }
+    }
+}
+
+/// How the read loop ended.
+enum ReadEnd {
+    /// The peer closed the TCP stream or it failed.
+    Eof,
+    /// The peer sent a close frame with this code.
+    PeerClose(Option<u16>),
+    /// The server decided to close (the close frame is queued).
+    ServerClose,
+}
+
+/// Serve an upgraded connection until it closes.
+pub async fn serve(shard: Rc<Shard>, identity: Identity, stream: TcpStream, prefix: Bytes, permit: Permit) {
+    let conn = Conn::new(identity, &shard);
+    let limits = &shard.shared.config.limits;
+    shard.register(&conn);
+    conn.send(encode::welcome(
+        conn.id,
+        &conn.user,
+        shard.index,
+        &shard.shared.config.server.node_id,
+        limits.heartbeat_interval_ms,
+    ));
+    let (read, write) = stream.into_split();
+    let mut writer = tokio::task::spawn_local(write_loop(conn.clone(), write));
+    let end = read_loop(&shard, &conn, &read, prefix).await;
+    let grace = match end {
+        ReadEnd::Eof => Duration::ZERO,
+        ReadEnd::PeerClose(code) => {
+            let code = code.unwrap_or(close::NORMAL);
+            conn.close_with(code, "", false);
+            Duration::from_millis(CLOSE_HANDSHAKE_MS)
+        }
+        ReadEnd::ServerClose => match conn.close_code.get() {
+            Some(close::SLOW_CONSUMER) => Duration::from_millis(limits.slow_close_grace_ms),
+            _ => Duration::from_millis(CLOSE_HANDSHAKE_MS),
+        },
+    };
+    conn.dead.set(true);
+    if !grace.is_zero() {
+        let deadline = Instant::now() + grace;
+        // The writer ends once the close frame is out; then wait for the
+        // peer's close (or EOF) so it can read ours, up to the grace.
+        if tokio::time::timeout_at(deadline, &mut writer).await.is_ok()
+            && matches!(end, ReadEnd::ServerClose)
+        {
+            let _ = tokio::time::timeout_at(deadline, wait_for_peer_close(&read)).await;
+        }
+    }
+    writer.abort();
+    teardown(&shard, &conn).await;
+    drop(permit);
+}
+
+async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix: Bytes) -> ReadEnd {
+    let limits = &shard.shared.config.limits;
+    let interval = Duration::from_millis(limits.heartbeat_interval_ms);
+    let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
+    let mut reader = MessageReader::new(limits.max_message_bytes);
+    let mut buf = BytesMut::from(&prefix[..]);
+    let mut next_ping = Instant::now() + interval;
+    let mut awaiting_pong: Option<Instant> = None;
+    let heartbeat = tokio::time::sleep_until(next_ping);
+    tokio::pin!(heartbeat);
+    loop {
+        // Handle every complete message in the buffer.
+        loop {
+            if conn.queue.borrow().is_closing() {
+                return ReadEnd::ServerClose;
+            }
+            match reader.next(&mut buf) {
+                Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
+                Ok(Some(Message::Binary(_))) => conn.refuse(
+                    None,
+                    &Refusal::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not supported; send JSON in text frames",
+                    ),
+                ),
+                Ok(Some(Message::Ping(payload))) => conn.send(pong_frame(&payload)),
+                Ok(Some(Message::Pong)) => awaiting_pong = None,
+                Ok(Some(Message::Close(code, _))) => return ReadEnd::PeerClose(code),
+                Ok(None) => break,
+                Err(e) => {
+                    conn.close_with(e.close_code(), &e.to_string(), false);
+                    return ReadEnd::ServerClose;
+                }
+            }
+        }
+        if buf.is_empty() && buf.capacity() > 0 {
+            buf = BytesMut::new(); // idle connections hold no read buffer
+        }
+        let deadline = awaiting_pong.map_or(next_ping, |since| since + timeout);
+        if heartbeat.deadline() != deadline {
+            heartbeat.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            _ = conn.reader_wake.wait() => {}
+            ready = read.readable() => {
+                if ready.is_err() || !read_burst(read, &mut buf) {
+                    return ReadEnd::Eof;
+                }
+            }
+            _ = &mut heartbeat => {
+                let now = Instant::now();
+                if awaiting_pong.is_some() {
+                    conn.close_with(close::HEARTBEAT_TIMEOUT, "heartbeat timeout: no pong", true);
+                    return ReadEnd::ServerClose;
+                }
+                conn.send(ping_frame());
+                awaiting_pong = Some(now);
+                next_ping = now + interval;
+            }
+        }
+    }
+}
+
+/// Read what the socket has, up to [`READ_BYTES_PER_TURN`]. Returns false
+/// on EOF or error.
+fn read_burst(read: &OwnedReadHalf, buf: &mut BytesMut) -> bool {
+    let mut total = 0;
+    while total < READ_BYTES_PER_TURN {
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        match read.try_read_buf(buf) {
+            Ok(0) => return false,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// After the server's close frame went out: read and discard until the
+/// peer's close frame or EOF.
+async fn wait_for_peer_close(read: &OwnedReadHalf) {
+    let mut buf = [0u8; 1024];
+    loop {
+        if read.readable().await.is_err() {
+            return;
+        }
+        match read.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Write queued frames in vectored batches until the close frame is out.
+async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
+    loop {
+        let mut batch = Vec::new();
+        let closing = {
+            let mut queue = conn.queue.borrow_mut();
+            if queue.is_empty() {
+                queue.flush_gaps();
+            }
+            queue.take_batch(&mut batch, WRITE_BATCH_FRAMES);
+            queue.is_closing() && queue.is_empty()
+        };
+        if batch.is_empty() {
+            conn.writer_wake.wait().await;
+            continue;
+        }
+        if write_all(&mut write, &batch).await.is_err() {
+            conn.dead.set(true);
+            conn.reader_wake.notify();
+            return;
+        }
+        if closing {
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn write_all(write: &mut OwnedWriteHalf, batch: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = write.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// Leave every room and drop the connection from the shard's tables.
+async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
+    // Joins in flight must settle first, or their rooms would keep a member
+    // that is gone.
+    let deadline = Instant::now() + Duration::from_millis(PENDING_JOIN_WAIT_MS);
+    while conn.pending_joins.get() > 0 {
+        if tokio::time::timeout_at(deadline, conn.reader_wake.wait())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let rooms: Vec<Arc<str>> = conn.rooms.borrow_mut().drain().collect();
+    for room in &rooms {
+        shard.remove_local_member(room, conn.id);
+    }
+    shard.unregister(conn);
+    if shard.shared.is_draining() {
+        return; // the whole broker is going; rooms go with it
+    }
+    for room in rooms {
+        let home = home_of(&room, shard.shared.shards());
+        let origin = Origin {
+            conn: conn.id,
+            id: None,
+        };
+        shard.request(home, Request::Leave { origin, room }).await;
+    }
+}
+
+/// Handle one text message.
+async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+    let Ok(text) = std::str::from_utf8(&payload) else {
+        // The reader validated UTF-8 already; this cannot happen.
+        return;
+    };
+    let frame = match decode_client_frame(text) {
+        Ok(frame) => frame,
+        Err(e) => return conn.refuse(e.id, &e.refusal),
+    };
+    let id = frame.id();
+    if let Err(refusal) = dispatch(shard, conn, &payload, text, frame).await {
+        conn.refuse(id, &refusal);
+    }
+}
+
+/// The `Bytes` of `part`, a sub-slice of `text`, which is `payload`.
+fn slice_of(payload: &Bytes, text: &str, part: &str) -> Bytes {
+    let start = part.as_ptr() as usize - text.as_ptr() as usize;
+    payload.slice(start..start + part.len())
+}
+
+fn membership_refusal(shard: &Shard, room: &str) -> Refusal {
+    if shard.shared.rooms.contains(room) {
+        Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}"))
+    } else {
+        Refusal::new(ErrorCode::RoomNotFound, format!("room {room} does not exist"))
+    }
+}
+
+async fn dispatch(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    payload: &Bytes,
+    text: &str,
+    frame: ClientFrame<'_>,
+) -> Result<(), Refusal> {
+    let shards = shard.shared.shards();
+    let limits = &shard.shared.config.limits;
+    match frame {
+        ClientFrame::Ping { id } => conn.send(encode::pong(id)),
+        ClientFrame::Join {
+            id,
+            room,
+            since,
+            create,
+        } => {
+            let member = conn.rooms.borrow().contains(room);
+            if !member && conn.rooms.borrow().len() + conn.pending_joins.get() >= limits.max_rooms_per_connection {
+                return Err(Refusal::new(
+                    ErrorCode::TooManyRooms,
+                    format!(
+                        "a connection may be in at most {} rooms",
+                        limits.max_rooms_per_connection
+                    ),
+                ));
+            }
+            conn.pending_joins.set(conn.pending_joins.get() + 1);
+            let room: Arc<str> = Arc::from(room);
+            let request = Request::Join {
+                origin: Origin { conn: conn.id, id },
+                user: conn.user.clone(),
+                name: conn.name.clone(),
+                since,
+                create,
+                may_create: conn.perms.allows(Perm::Create),
+                may_join_private: conn.perms.allows(Perm::Admin),
+                room: room.clone(),
+            };
+            shard.request(home_of(&room, shards), request).await;
+        }
+        ClientFrame::Leave { id, room } => {
+            let Some(room) = conn.rooms.borrow_mut().take(room) else {
+                return Err(membership_refusal(shard, room));
+            };
+            shard.remove_local_member(&room, conn.id);
+            conn.queue.borrow_mut().forget_room(&room);
+            let home = home_of(&room, shards);
+            let origin = Origin { conn: conn.id, id };
+            shard.request(home, Request::Leave { origin, room }).await;
+        }
+        ClientFrame::Create { id, room, options } => {
+            conn.perms.require(Perm::Create)?;
+            let room: Arc<str> = Arc::from(room);
+            let home = home_of(&room, shards);
+            let origin = Origin { conn: conn.id, id };
+            shard
+                .request(home, Request::Create { origin, room, options })
+                .await;
+        }
+        ClientFrame::Publish {
+            id,
+            room,
+            data,
+            exclude_self,
+        } => {
+            conn.perms.require(Perm::Publish)?;
+            let Some(room) = conn.rooms.borrow().get(room).cloned() else {
+                return Err(membership_refusal(shard, room));
+            };
+            conn.take_token()?;
+            let request = Request::Publish {
+                origin: Origin { conn: conn.id, id },
+                from: conn.user.clone(),
+                data: slice_of(payload, text, data),
+                exclude_self,
+                room: room.clone(),
+            };
+            shard.request(home_of(&room, shards), request).await;
+        }
+        ClientFrame::Send { id, to, data } => {
+            conn.perms.require(Perm::Send)?;
+            conn.take_token()?;
+            let frame = encode::direct(&conn.user, encode::now_ms(), data.as_bytes());
+            let mut targets = shard.shared.users.shards(to);
+            if targets != 0 {
+                let to: Arc<str> = Arc::from(to);
+                while targets != 0 {
+                    let target = targets.trailing_zeros() as usize;
+                    targets &= targets - 1;
+                    let delivery = Delivery::ToUser {
+                        user: to.clone(),
+                        frame: frame.clone(),
+                    };
+                    shard.deliver(target, delivery).await;
+                }
+            }
+            if let Some(id) = id {
+                conn.send(encode::ack_send(id, to));
+            }
+        }
+        ClientFrame::Broadcast { id, data } => {
+            conn.perms.require(Perm::Broadcast)?;
+            conn.take_token()?;
+            let frame = encode::broadcast(&conn.user, encode::now_ms(), data.as_bytes());
+            for target in 0..shards {
+                let delivery = Delivery::All {
+                    frame: frame.clone(),
+                };
+                shard.deliver(target, delivery).await;
+            }
+            if let Some(id) = id {
+                conn.send(encode::ack(id));
+            }
+        }
+        ClientFrame::Members { id, room } => {
+            conn.perms.require(Perm::Presence)?;
+            let room: Arc<str> = Arc::from(room);
+            let home = home_of(&room, shards);
+            let origin = Origin { conn: conn.id, id };
+            shard.request(home, Request::Members { origin, room }).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! The home side of rooms: the one place that assigns `seq`, keeps the
+//! history ring, admits members against `max_members` and decides fan-out.
+//!
+//! **Architecture Invariant:** only the request pump of a room's home shard
+//! runs this code for that room, one request at a time, so `seq` is gap-free
+//! and a cap check and its update cannot interleave with another.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::Shard;
+use crate::error::{ErrorCode, Refusal};
+use crate::index::RoomMeta;
+use crate::protocol::decode::RoomOptions;
+use crate::protocol::encode::{self, MemberEntry, PresenceKind};
+use crate::router::{Delivery, Origin, Request};
+use crate::ws::encode::text_payload;
+
+/// A member connection as its room's home knows it.
+struct Member {
+    user: Arc<str>,
+    name: Option<Arc<str>>,
+}
+
+/// A room homed on this shard.
+pub struct HomeRoom {
+    meta: Arc<RoomMeta>,
+    seq: u64,
+    /// `(seq, message frame)`, oldest first, at most `history_len`.
+    history: VecDeque<(u64, Bytes)>,
+    history_len: usize,
+    members: HashMap<u64, Member>,
+    /// Members per shard: where fan-out must go.
+    per_shard: Vec<u32>,
+    /// When the room last became empty (auto-created rooms only).
+    empty_since: Option<Instant>,
+}
+
+impl HomeRoom {
+    fn new(meta: Arc<RoomMeta>, history_len: usize, shards: usize) -> Self {
+        HomeRoom {
+            meta,
+            seq: 0,
+            history: VecDeque::new(),
+            history_len,
+            members: HashMap::new(),
+            per_shard: vec![0; shards],
+            empty_since: None,
+        }
+    }
+
+    /// Push a frame to every shard with members.
+    fn fan_out(&self, seq: u64, frame: &Bytes, exclude: Option<u64>, out: &mut Vec<(usize, Delivery)>, room: &Arc<str>) {
+        for (shard, &count) in self.per_shard.iter().enumerate() {
+            if count > 0 {
+                out.push((
+                    shard,
+                    Delivery::Room {
+                        room: room.clone(),
+                        seq,
+                        frame: frame.clone(),
+                        exclude,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// History after `since` (or the last `on_join` messages), and whether
+    /// it is complete.
+    fn history_for(&self, since: Option<u64>, on_join: usize) -> (Vec<Bytes>, Option<bool>) {
+        match since {
+            Some(since) => {
+                let messages: Vec<Bytes> = self
+                    .history
+                    .iter()
+                    .filter(|(seq, _)| *seq > since)
+                    .map(|(_, f)| text_payload(f))
+                    .collect();
+                let oldest = self.history.front().map(|(s, _)| *s).unwrap_or(self.seq + 1);
+                let recovered = since <= self.seq && (since == self.seq || oldest <= since + 1);
+                (messages, Some(recovered))
+            }
+            None => {
+                let skip = self.history.len().saturating_sub(on_join);
+                let messages = self
+                    .history
+                    .iter()
+                    .skip(skip)
+                    .map(|(_, f)| text_payload(f))
+                    .collect();
+                (messages, None)
+            }
+        }
+    }
+}
+
+fn refuse(origin: &Origin, shards: usize, refusal: Refusal, out: &mut Vec<(usize, Delivery)>) {
+    let frame = encode::error(origin.id, refusal.code, &refusal.message);
+    out.push((
+        (origin.conn % shards as u64) as usize,
+        Delivery::ToConn {
+            conn: origin.conn,
+            frame,
+        },
+    ));
+}
+
+fn not_found(room: &str) -> Refusal {
+    Refusal::new(ErrorCode::RoomNotFound, format!("room {room} does not exist"))
+}
+
+impl Shard {
+    /// Run one request against the rooms homed here; the frames it causes
+    /// go to `out` as `(shard, delivery)`, in the order they must be sent.
+    pub(crate) fn handle_request(&self, request: Request, out: &mut Vec<(usize, Delivery)>) {
+        match request {
+            Request::Join {
+                origin,
+                user,
+                name,
+                room,
+                since,
+                create,
+                may_create,
+                may_join_private,
+            } => {
+                let member = Member { user, name };
+                let args = JoinArgs {
+                    since,
+                    create,
+                    may_create,
+                    may_join_private,
+                };
+                if let Err(refusal) = self.home_join(&origin, member, &room, args, out) {
+                    let frame = encode::error(origin.id, refusal.code, &refusal.message);
+                    out.push((
+                        self.shard_of(origin.conn),
+                        Delivery::JoinRefused {
+                            conn: origin.conn,
+                            reply: frame,
+                        },
+                    ));
+                }
+            }
+            Request::Leave { origin, room } => self.home_leave(&origin, &room, out),
+            Request::Create {
+                origin,
+                room,
+                options,
+            } => match self.create_room(&room, &options, true) {
+                Ok(()) => {
+                    if let Some(id) = origin.id {
+                        out.push((
+                            self.shard_of(origin.conn),
+                            Delivery::ToConn {
+                                conn: origin.conn,
+                                frame: encode::ack_room(id, &room),
+                            },
+                        ));
+                    }
+                }
+                Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+            },
+            Request::Publish {
+                origin,
+                from,
+                room,
+                data,
+                exclude_self,
+            } => {
+                let exclude = exclude_self.then_some(origin.conn);
+                match self.publish(&room, &from, &data, exclude, out) {
+                    Ok(seq) => {
+                        if let Some(id) = origin.id {
+                            out.push((
+                                self.shard_of(origin.conn),
+                                Delivery::ToConn {
+                                    conn: origin.conn,
+                                    frame: encode::ack_publish(id, &room, seq),
+                                },
+                            ));
+                        }
+                    }
+                    Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+                }
+            }
+            Request::Members { origin, room } => {
+                let reply = self.members(&origin, &room);
+                match reply {
+                    Ok(Some(frame)) => out.push((
+                        self.shard_of(origin.conn),
+                        Delivery::ToConn {
+                            conn: origin.conn,
+                            frame,
+                        },
+                    )),
+                    Ok(None) => {}
+                    Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+                }
+            }
+        }
+    }
+
+    /// Create `room` here. `explicit` rooms live until deleted; others
+    /// expire `room.empty_ttl_ms` after their last member leaves.
+    fn create_room(&self, room: &Arc<str>, options: &RoomOptions, explicit: bool) -> Result<(), Refusal> {
+        let mut homes = self.homes.borrow_mut();
+        if homes.contains_key(room) {
+            return Err(Refusal::new(
+                ErrorCode::RoomExists,
+                format!("room {room} already exists"),
+            ));
+        }
+        let cfg = &self.shared.config;
+        let meta = Arc::new(RoomMeta {
+            home: self.index,
+            private: options.private,
+            max_members: options.max_members.unwrap_or(cfg.room.default_max_members),
+            overflow: options
+                .overflow
+                .unwrap_or(cfg.limits.slow_consumer_policy),
+            explicit,
+            members: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
+        });
+        self.shared.rooms.insert(room.clone(), meta.clone())?;
+        let history_len = options.history.unwrap_or(cfg.room.history);
+        let mut home = HomeRoom::new(meta, history_len, self.shared.shards());
+        if !explicit {
+            // Until its first member arrives it is as good as empty.
+            home.empty_since = Some(Instant::now());
+            self.schedule_expiry(room);
+        }
+        homes.insert(room.clone(), home);
+        Ok(())
+    }
+
+    fn home_join(
+        &self,
+        origin: &Origin,
+        member: Member,
+        room: &Arc<str>,
+        args: JoinArgs,
+        out: &mut Vec<(usize, Delivery)>,
+    ) -> Result<(), Refusal> {
+        let cfg = &self.shared.config;
+        if !self.homes.borrow().contains_key(room) {
+            if !args.create || !cfg.room.auto_create {
+                return Err(not_found(room));
+            }
+            if !args.may_create {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    format!("room {room} does not exist and this connection lacks the `create` right"),
+                ));
+            }
+            self.create_room(room, &RoomOptions::default(), false)?;
+        }
+        let mut homes = self.homes.borrow_mut();
+        let Some(home) = homes.get_mut(room) else {
+            return Err(not_found(room));
+        };
+        if home.meta.private && !args.may_join_private {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("room {room} is private and this connection's rooms do not include it"),
+            ));
+        }
+        let origin_shard = self.shard_of(origin.conn);
+        let rejoin = home.members.contains_key(&origin.conn);
+        if !rejoin {
+            if home.members.len() >= home.meta.max_members as usize {
+                return Err(Refusal::new(
+                    ErrorCode::RoomFull,
+                    format!("room {room} is full ({} members)", home.meta.max_members),
+                ));
+            }
+            home.per_shard[origin_shard] += 1;
+            home.empty_since = None;
+        }
+        let (user, name) = (member.user.clone(), member.name.clone());
+        if !rejoin {
+            home.members.insert(origin.conn, member);
+            home.meta
+                .members
+                .store(home.members.len() as u32, Ordering::Relaxed);
+        }
+        let count = home.members.len() as u32;
+        let reply = origin.id.map(|id| {
+            let (history, recovered) = home.history_for(args.since, cfg.room.history_on_join);
+            encode::ack_join(id, room, home.seq, count, history.iter().map(|b| &b[..]), recovered)
+        });
+        out.push((
+            origin_shard,
+            Delivery::Joined {
+                conn: origin.conn,
+                room: room.clone(),
+                overflow: home.meta.overflow,
+                reply,
+            },
+        ));
+        if !rejoin && cfg.room.presence_events {
+            let frame = encode::presence(PresenceKind::Joined, room, &user, name.as_deref(), count);
+            home.fan_out(0, &frame, Some(origin.conn), out, room);
+        }
+        Ok(())
+    }
+
+    fn home_leave(&self, origin: &Origin, room: &Arc<str>, out: &mut Vec<(usize, Delivery)>) {
+        let origin_shard = self.shard_of(origin.conn);
+        let mut homes = self.homes.borrow_mut();
+        let Some(home) = homes.get_mut(room) else {
+            refuse(origin, self.shared.shards(), not_found(room), out);
+            return;
+        };
+        let Some(member) = home.members.remove(&origin.conn) else {
+            refuse(
+                origin,
+                self.shared.shards(),
+                Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}")),
+                out,
+            );
+            return;
+        };
+        home.per_shard[origin_shard] = home.per_shard[origin_shard].saturating_sub(1);
+        let count = home.members.len() as u32;
+        home.meta.members.store(count, Ordering::Relaxed);
+        if let Some(id) = origin.id {
+            out.push((
+                origin_shard,
+                Delivery::ToConn {
+                    conn: origin.conn,
+                    frame: encode::ack_room(id, room),
+                },
+            ));
+        }
+        if self.shared.config.room.presence_events && count > 0 {
+            let frame = encode::presence(
+                PresenceKind::Left,
+                room,
+                &member.user,
+                member.name.as_deref(),
+                count,
+            );
+            home.fan_out(0, &frame, Some(origin.conn), out, room);
+        }
+        if count == 0 && !home.meta.explicit {
+            home.empty_since = Some(Instant::now());
+            drop(homes);
+            self.schedule_expiry(room);
+        }
+    }
+
+    fn publish(
+        &self,
+        room: &Arc<str>,
+        from: &str,
+        data: &[u8],
+        exclude: Option<u64>,
+        out: &mut Vec<(usize, Delivery)>,
+    ) -> Result<u64, Refusal> {
+        let mut homes = self.homes.borrow_mut();
+        let Some(home) = homes.get_mut(room) else {
+            return Err(not_found(room));
+        };
+        home.seq += 1;
+        let seq = home.seq;
+        let frame = encode::message(room, seq, from, encode::now_ms(), data);
+        if home.history_len > 0 {
+            if home.history.len() == home.history_len {
+                home.history.pop_front();
+            }
+            home.history.push_back((seq, frame.clone()));
+        }
+        home.meta.seq.store(seq, Ordering::Relaxed);
+        home.fan_out(seq, &frame, exclude, out, room);
+        Ok(seq)
+    }
+
+    fn members(&self, origin: &Origin, room: &str) -> Result<Option<Bytes>, Refusal> {
+        let homes = self.homes.borrow();
+        let Some(home) = homes.get(room) else {
+            return Err(not_found(room));
+        };
+        if home.meta.private && !home.members.contains_key(&origin.conn) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("room {room} is private: only its members may list them"),
+            ));
+        }
+        let Some(id) = origin.id else {
+            return Ok(None);
+        };
+        let max = self.shared.config.limits.max_presence_list;
+        let entries = home.members.iter().take(max).map(|(conn, m)| MemberEntry {
+            conn: *conn,
+            user: &m.user,
+            name: m.name.as_deref(),
+        });
+        Ok(Some(encode::ack_members(id, room, entries, home.members.len())))
+    }
+
+    fn schedule_expiry(&self, room: &Arc<str>) {
+        let ttl = std::time::Duration::from_millis(self.shared.config.room.empty_ttl_ms);
+        self.expiring
+            .borrow_mut()
+            .push_back((Instant::now() + ttl, room.clone()));
+    }
+
+    /// Remove auto-created rooms empty for at least `room.empty_ttl_ms`.
+    pub(crate) fn expire_rooms(&self, now: Instant) {
+        let ttl = std::time::Duration::from_millis(self.shared.config.room.empty_ttl_ms);
+        loop {
+            let room = {
+                let mut expiring = self.expiring.borrow_mut();
+                match expiring.front() {
+                    Some((at, _)) if *at <= now => expiring.pop_front().map(|(_, r)| r),
+                    _ => None,
+                }
+            };
+            let Some(room) = room else {
+                return;
+            };
+            let mut homes = self.homes.borrow_mut();
+            let expired = homes.get(&room).is_some_and(|h| {
+                h.members.is_empty()
+                    && !h.meta.explicit
+                    && h.empty_since.is_some_and(|since| since + ttl <= now)
+            });
+            if expired {
+                homes.remove(&room);
+                self.shared.rooms.remove(&room);
+            }
+        }
+    }
+}
+
+/// The parts of a join request that steer admission.
+struct JoinArgs {
+    since: Option<u64>,
+    create: bool,
+    may_create: bool,
+    may_join_private: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OverflowPolicy;
+
+    fn room_with_history(seqs: std::ops::RangeInclusive<u64>, last: u64) -> HomeRoom {
+        let meta = Arc::new(RoomMeta {
+            home: 0,
+            private: false,
+            max_members: 10,
+            overflow: OverflowPolicy::Disconnect,
+            explicit: true,
+            members: AtomicU32::new(0),
+            seq: AtomicU64::new(last),
+        });
+        let mut home = HomeRoom::new(meta, 100, 1);
+        home.seq = last;
+        for s in seqs {
+            home.history.push_back((s, encode::message("r", s, "u", 0, b"1")));
+        }
+        home
+    }
+
+    #[test]
+    fn recovery_is_exact() {
+        let home = room_with_history(5..=10, 10);
+        let (h, r) = home.history_for(Some(4), 100);
+        assert_eq!((h.len(), r), (6, Some(true)));
+        let (h, r) = home.history_for(Some(3), 100);
+        assert_eq!((h.len(), r), (6, Some(false)));
+        let (h, r) = home.history_for(Some(10), 100);
+        assert_eq!((h.len(), r), (0, Some(true)));
+        let (h, r) = home.history_for(Some(11), 100);
+        assert_eq!((h.len(), r), (0, Some(false)));
+        let (h, r) = home.history_for(None, 2);
+        assert_eq!((h.len(), r), (2, None));
+        let empty = room_with_history(1..=0, 0);
+        assert_eq!(empty.history_for(Some(0), 100), (vec![], Some(true)));
+    }
+}

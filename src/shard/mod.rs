@@ -1,0 +1,370 @@
+//! A shard: one OS thread running a current-thread tokio runtime that owns
+//! its connections, their queues, its share of room membership, and the rooms
+//! homed on it.
+//!
+//! **Architecture Invariant:** nothing in a shard is touched by another
+//! thread; state is `Rc`/`RefCell`, and no `RefCell` borrow is held across
+//! an `.await`. Shards talk only through [`crate::router`] inboxes and the
+//! lock-free indexes of [`crate::shared::Shared`].
+
+pub mod conn;
+pub mod home;
+pub mod outbound;
+pub mod signal;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+
+use crate::config::OverflowPolicy;
+use crate::error::close;
+use crate::limits::{ROOM_SWEEP_INTERVAL_MS, SHARD_PUMP_BATCH};
+use crate::router::{Delivery, Origin, Request, ShardLink};
+use crate::shared::Shared;
+use conn::Conn;
+use home::HomeRoom;
+use signal::LocalSignal;
+
+/// Members of one room on this shard.
+struct LocalRoom {
+    overflow: OverflowPolicy,
+    members: Vec<Rc<Conn>>,
+}
+
+/// One shard's state.
+pub struct Shard {
+    /// This shard's index.
+    pub index: usize,
+    /// State shared with other shards.
+    pub shared: Arc<Shared>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    local_rooms: RefCell<HashMap<Arc<str>, LocalRoom>>,
+    local_users: RefCell<HashMap<Arc<str>, Vec<Rc<Conn>>>>,
+    homes: RefCell<HashMap<Arc<str>, HomeRoom>>,
+    /// Auto-created rooms that became empty, with the time they may go.
+    expiring: RefCell<VecDeque<(Instant, Arc<str>)>>,
+    /// Joins accepted for connections that were gone: to be left again.
+    orphans: RefCell<Vec<(u64, Arc<str>)>>,
+    orphan_signal: LocalSignal,
+    next_conn: Cell<u64>,
+    conn_closed: LocalSignal,
+}
+
+impl Shard {
+    fn new(index: usize, shared: Arc<Shared>) -> Rc<Shard> {
+        Rc::new(Shard {
+            index,
+            shared,
+            conns: RefCell::default(),
+            local_rooms: RefCell::default(),
+            local_users: RefCell::default(),
+            homes: RefCell::default(),
+            expiring: RefCell::default(),
+            orphans: RefCell::default(),
+            orphan_signal: LocalSignal::default(),
+            next_conn: Cell::new(1),
+            conn_closed: LocalSignal::default(),
+        })
+    }
+
+    fn link(&self) -> &ShardLink {
+        &self.shared.links[self.index]
+    }
+
+    /// A new connection id; `id % shards == index`, so any shard can tell
+    /// where a connection lives.
+    pub fn next_conn_id(&self) -> u64 {
+        let n = self.next_conn.get();
+        self.next_conn.set(n + 1);
+        n * self.shared.shards() as u64 + self.index as u64
+    }
+
+    /// The shard holding connection `conn`.
+    pub fn shard_of(&self, conn: u64) -> usize {
+        (conn % self.shared.shards() as u64) as usize
+    }
+
+    /// Connections open on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Add a connection to the shard's tables.
+    fn register(&self, conn: &Rc<Conn>) {
+        self.conns.borrow_mut().insert(conn.id, conn.clone());
+        let mut users = self.local_users.borrow_mut();
+        let list = users.entry(conn.user.clone()).or_default();
+        if list.is_empty() {
+            self.shared.users.attach(&conn.user, self.index);
+        }
+        list.push(conn.clone());
+    }
+
+    /// Remove a closed connection from the shard's tables (its rooms were
+    /// left already).
+    fn unregister(&self, conn: &Conn) {
+        self.conns.borrow_mut().remove(&conn.id);
+        let mut users = self.local_users.borrow_mut();
+        if let Some(list) = users.get_mut(&conn.user) {
+            list.retain(|c| c.id != conn.id);
+            if list.is_empty() {
+                users.remove(&conn.user);
+                self.shared.users.detach(&conn.user, self.index);
+            }
+        }
+        self.conn_closed.notify();
+    }
+
+    /// Stop delivering `room` to `conn` on this shard.
+    fn remove_local_member(&self, room: &str, conn: u64) {
+        let mut rooms = self.local_rooms.borrow_mut();
+        if let Some(local) = rooms.get_mut(room) {
+            if let Some(i) = local.members.iter().position(|c| c.id == conn) {
+                local.members.swap_remove(i);
+            }
+            if local.members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Send a request to `room`'s home shard (through its inbox, also when
+    /// that is this shard: the request pump is the one sequencer of the rooms
+    /// homed here).
+    pub async fn request(&self, home: usize, request: Request) {
+        // A gone shard means shutdown; the request no longer matters.
+        let _ = self.shared.links[home].requests.send(request).await;
+    }
+
+    /// Deliver to `shard`: directly if it is this one, else through its inbox.
+    pub async fn deliver(&self, shard: usize, delivery: Delivery) {
+        if shard == self.index {
+            self.apply_delivery(delivery);
+        } else {
+            let _ = self.shared.links[shard].deliveries.send(delivery).await;
+        }
+    }
+
+    /// Hand a delivery to local connections. Never waits.
+    pub fn apply_delivery(&self, delivery: Delivery) {
+        match delivery {
+            Delivery::Room {
+                room,
+                seq,
+                frame,
+                exclude,
+            } => {
+                let rooms = self.local_rooms.borrow();
+                let Some(local) = rooms.get(&room) else {
+                    return;
+                };
+                for member in &local.members {
+                    if Some(member.id) == exclude {
+                        continue;
+                    }
+                    if seq > 0 {
+                        member.push_room(&room, seq, &frame, local.overflow);
+                    } else {
+                        member.send(frame.clone());
+                    }
+                }
+            }
+            Delivery::ToConn { conn, frame } => {
+                if let Some(c) = self.conns.borrow().get(&conn) {
+                    c.send(frame);
+                }
+            }
+            Delivery::Joined {
+                conn,
+                room,
+                overflow,
+                reply,
+            } => self.apply_joined(conn, room, overflow, reply),
+            Delivery::JoinRefused { conn, reply } => {
+                if let Some(c) = self.conns.borrow().get(&conn) {
+                    c.join_settled();
+                    c.send(reply);
+                }
+            }
+            Delivery::ToUser { user, frame } => {
+                if let Some(list) = self.local_users.borrow().get(&user) {
+                    for c in list {
+                        c.send(frame.clone());
+                    }
+                }
+            }
+            Delivery::All { frame } => {
+                for c in self.conns.borrow().values() {
+                    c.send(frame.clone());
+                }
+            }
+        }
+    }
+
+    fn apply_joined(
+        &self,
+        conn: u64,
+        room: Arc<str>,
+        overflow: OverflowPolicy,
+        reply: Option<bytes::Bytes>,
+    ) {
+        let Some(c) = self.conns.borrow().get(&conn).cloned() else {
+            self.orphans.borrow_mut().push((conn, room));
+            self.orphan_signal.notify();
+            return;
+        };
+        let newly = c.rooms.borrow_mut().insert(room.clone());
+        if newly && !c.is_dead() {
+            self.local_rooms
+                .borrow_mut()
+                .entry(room)
+                .or_insert_with(|| LocalRoom {
+                    overflow,
+                    members: Vec::new(),
+                })
+                .members
+                .push(c.clone());
+        }
+        c.join_settled();
+        if let Some(reply) = reply {
+            c.send(reply);
+        }
+    }
+
+    /// Drain the request inbox forever: the home logic of this shard's rooms.
+    async fn request_pump(self: Rc<Self>) {
+        let mut batch = Vec::with_capacity(SHARD_PUMP_BATCH);
+        let mut out: Vec<(usize, Delivery)> = Vec::new();
+        loop {
+            if self.link().requests.drain(&mut batch, SHARD_PUMP_BATCH) == 0 {
+                self.link().requests.arrived.notified().await;
+                continue;
+            }
+            for request in batch.drain(..) {
+                self.handle_request(request, &mut out);
+                for (shard, delivery) in out.drain(..) {
+                    self.deliver(shard, delivery).await;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Drain the delivery inbox forever. Never waits on another shard.
+    async fn delivery_pump(self: Rc<Self>) {
+        let mut batch = Vec::with_capacity(SHARD_PUMP_BATCH);
+        loop {
+            if self.link().deliveries.drain(&mut batch, SHARD_PUMP_BATCH) == 0 {
+                self.link().deliveries.arrived.notified().await;
+                continue;
+            }
+            for delivery in batch.drain(..) {
+                self.apply_delivery(delivery);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Leave rooms whose join was accepted after the connection had gone.
+    async fn orphan_janitor(self: Rc<Self>) {
+        loop {
+            self.orphan_signal.wait().await;
+            let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
+            for (conn, room) in orphans {
+                let home = crate::router::home_of(&room, self.shared.shards());
+                let origin = Origin { conn, id: None };
+                self.request(home, Request::Leave { origin, room }).await;
+            }
+        }
+    }
+
+    /// Remove auto-created rooms that stayed empty for `room.empty_ttl_ms`.
+    async fn room_sweeper(self: Rc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(ROOM_SWEEP_INTERVAL_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.expire_rooms(Instant::now());
+        }
+    }
+
+    /// Close every connection with 1001 and wait (bounded by the caller)
+    /// until they are gone.
+    async fn drain_connections(&self) {
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.close_with(close::GOING_AWAY, "server shutting down", false);
+        }
+        while self.connection_count() > 0 {
+            self.conn_closed.wait().await;
+        }
+    }
+}
+
+/// A running shard thread.
+pub struct ShardHandle {
+    /// The thread; it returns when the shard has drained.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Start shard `index` on its own thread, serving `listener` (a std
+/// listener, non-blocking, bound with SO_REUSEPORT).
+pub fn spawn(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+) -> std::io::Result<ShardHandle> {
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{index}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(shard = index, error = %e, "cannot start shard runtime");
+                    return;
+                }
+            };
+            let local = LocalSet::new();
+            local.block_on(&runtime, run(index, shared, listener));
+        })?;
+    Ok(ShardHandle { thread })
+}
+
+async fn run(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener) {
+    let shard = Shard::new(index, shared.clone());
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = index, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    let mut shutdown = shared.shutdown_signal();
+    let accept = tokio::task::spawn_local(crate::server::accept_loop(shard.clone(), listener));
+    tokio::task::spawn_local(shard.clone().request_pump());
+    tokio::task::spawn_local(shard.clone().delivery_pump());
+    tokio::task::spawn_local(shard.clone().orphan_janitor());
+    tokio::task::spawn_local(shard.clone().room_sweeper());
+    let _ = shutdown.wait_for(|draining| *draining).await;
+    accept.abort();
+    let timeout = Duration::from_millis(shared.config.server.drain_timeout_ms);
+    if tokio::time::timeout(timeout, shard.drain_connections())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            shard = index,
+            open = shard.connection_count(),
+            "drain timeout: closing remaining connections"
+        );
+    }
+}

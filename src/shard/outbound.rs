@@ -1,0 +1,290 @@
+//! The outbound queue of one connection, and its overflow policy.
+//!
+//! Pure: no I/O, no clock. The connection's writer takes batches from it;
+//! fan-out pushes into it. **Invariant:** the queue never holds more than
+//! `max_frames` frames or `max_bytes` bytes, except one frame of any size
+//! when it is empty (a `join` ack with a long history), and the close frame
+//! that ends a connection.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::OverflowPolicy;
+use crate::protocol::encode;
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued; `wake` when the writer must be woken (the queue was empty).
+    Queued {
+        /// The queue was empty before: the writer may be asleep.
+        wake: bool,
+    },
+    /// Not queued, by the room's `drop` policy; a `gap` will follow.
+    Dropped,
+    /// Did not fit and the policy says close with 4000.
+    Overflow,
+    /// The connection is closing; the frame was discarded.
+    Closed,
+}
+
+/// Messages of one room dropped for this client, not yet reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingGap {
+    room: Arc<str>,
+    from: u64,
+    to: u64,
+}
+
+/// A bounded queue of encoded frames.
+#[derive(Debug)]
+pub struct OutQueue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    max_frames: usize,
+    max_bytes: usize,
+    gaps: Vec<PendingGap>,
+    closing: bool,
+    dropped: u64,
+}
+
+impl OutQueue {
+    /// An empty queue with the given bounds.
+    pub fn new(max_frames: usize, max_bytes: usize) -> Self {
+        OutQueue {
+            frames: VecDeque::new(),
+            bytes: 0,
+            max_frames,
+            max_bytes,
+            gaps: Vec::new(),
+            closing: false,
+            dropped: 0,
+        }
+    }
+
+    /// Frames queued.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Room messages dropped by the `drop` policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether the connection is closing (only its close frame remains).
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    fn fits(&self, extra_frames: usize, extra_bytes: usize) -> bool {
+        self.frames.len() + extra_frames <= self.max_frames
+            && (self.frames.is_empty() || self.bytes + extra_bytes <= self.max_bytes)
+    }
+
+    fn enqueue(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Push a frame that is not a room message (ack, error, direct, ...).
+    /// Such a frame that does not fit means the client is too slow.
+    pub fn push_control(&mut self, frame: Bytes) -> Pushed {
+        if self.closing {
+            return Pushed::Closed;
+        }
+        if !self.fits(1, frame.len()) {
+            return Pushed::Overflow;
+        }
+        let wake = self.frames.is_empty();
+        self.enqueue(frame);
+        Pushed::Queued { wake }
+    }
+
+    /// Push message `seq` of `room`, applying the room's overflow `policy`.
+    /// A pending gap of that room is queued first, so the client learns of
+    /// the loss before it sees a later message.
+    pub fn push_room(
+        &mut self,
+        room: &Arc<str>,
+        seq: u64,
+        frame: &Bytes,
+        policy: OverflowPolicy,
+    ) -> Pushed {
+        if self.closing {
+            return Pushed::Closed;
+        }
+        let wake = self.frames.is_empty();
+        let gap_at = self.gaps.iter().position(|g| g.room == *room);
+        if let Some(i) = gap_at {
+            let gap = encode::gap(room, self.gaps[i].from, self.gaps[i].to);
+            if self.fits(2, gap.len() + frame.len()) {
+                self.gaps.swap_remove(i);
+                self.enqueue(gap);
+                self.enqueue(frame.clone());
+                return Pushed::Queued { wake };
+            }
+        } else if self.fits(1, frame.len()) {
+            self.enqueue(frame.clone());
+            return Pushed::Queued { wake };
+        }
+        match policy {
+            OverflowPolicy::Disconnect => Pushed::Overflow,
+            OverflowPolicy::Drop => {
+                self.dropped += 1;
+                match gap_at {
+                    Some(i) => self.gaps[i].to = seq,
+                    None => self.gaps.push(PendingGap {
+                        room: room.clone(),
+                        from: seq,
+                        to: seq,
+                    }),
+                }
+                Pushed::Dropped
+            }
+        }
+    }
+
+    /// Queue the `gap` frames that fit now. Call when the writer has drained
+    /// a batch. Returns whether anything was queued.
+    pub fn flush_gaps(&mut self) -> bool {
+        let mut queued = false;
+        let mut i = 0;
+        while i < self.gaps.len() && !self.closing {
+            let g = &self.gaps[i];
+            let frame = encode::gap(&g.room, g.from, g.to);
+            if !self.fits(1, frame.len()) {
+                break;
+            }
+            self.gaps.swap_remove(i);
+            self.enqueue(frame);
+            queued = true;
+            i = 0;
+        }
+        queued
+    }
+
+    /// Forget pending gaps of `room` (the client left it).
+    pub fn forget_room(&mut self, room: &str) {
+        self.gaps.retain(|g| &*g.room != room);
+    }
+
+    /// Move up to `max` frames into `out` for one write.
+    pub fn take_batch(&mut self, out: &mut Vec<Bytes>, max: usize) {
+        while out.len() < max {
+            let Some(frame) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= frame.len();
+            out.push(frame);
+        }
+        debug_assert!(self.frames.is_empty() == (self.bytes == 0));
+    }
+
+    /// Start closing with `frame` (a close frame). With `discard`, what is
+    /// queued is dropped first (slow consumer: 4000); otherwise it is sent
+    /// before the close. Returns false if the queue was already closing.
+    pub fn close(&mut self, frame: Bytes, discard: bool) -> bool {
+        if self.closing {
+            return false;
+        }
+        if discard {
+            self.frames.clear();
+            self.bytes = 0;
+        }
+        self.gaps.clear();
+        self.enqueue(frame);
+        self.closing = true;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::encode::text_payload;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn bounds_in_frames_and_bytes() {
+        let mut q = OutQueue::new(2, 100);
+        assert_eq!(q.push_control(frame(10)), Pushed::Queued { wake: true });
+        assert_eq!(q.push_control(frame(10)), Pushed::Queued { wake: false });
+        assert_eq!(q.push_control(frame(10)), Pushed::Overflow);
+        let mut out = Vec::new();
+        q.take_batch(&mut out, 64);
+        assert_eq!((out.len(), q.bytes()), (2, 0));
+        // One frame larger than the byte bound fits an empty queue only.
+        assert_eq!(q.push_control(frame(500)), Pushed::Queued { wake: true });
+        assert_eq!(q.push_control(frame(1)), Pushed::Overflow);
+    }
+
+    #[test]
+    fn drop_policy_reports_one_gap_before_the_next_message() {
+        let room: Arc<str> = Arc::from("r");
+        let mut q = OutQueue::new(1, 1000);
+        let m = frame(10);
+        assert!(matches!(q.push_room(&room, 1, &m, OverflowPolicy::Drop), Pushed::Queued { .. }));
+        assert_eq!(q.push_room(&room, 2, &m, OverflowPolicy::Drop), Pushed::Dropped);
+        assert_eq!(q.push_room(&room, 3, &m, OverflowPolicy::Drop), Pushed::Dropped);
+        assert_eq!(q.dropped(), 2);
+        let mut out = Vec::new();
+        q.take_batch(&mut out, 64);
+        // Room for one frame only: gap + message do not fit together, so 4 is dropped too.
+        q.max_frames = 1;
+        assert!(matches!(q.push_room(&room, 4, &m, OverflowPolicy::Drop), Pushed::Dropped));
+        assert!(q.flush_gaps());
+        out.clear();
+        q.take_batch(&mut out, 64);
+        let gap: serde_json::Value = serde_json::from_slice(&text_payload(&out[0])).expect("json");
+        assert_eq!((gap["from"].as_u64(), gap["to"].as_u64()), (Some(2), Some(4)));
+        q.max_frames = 10;
+        assert_eq!(q.push_room(&room, 5, &m, OverflowPolicy::Drop), Pushed::Queued { wake: true });
+    }
+
+    #[test]
+    fn pending_gap_precedes_later_message() {
+        let room: Arc<str> = Arc::from("r");
+        let mut q = OutQueue::new(1, 1000);
+        let m = frame(10);
+        q.push_room(&room, 1, &m, OverflowPolicy::Drop);
+        q.push_room(&room, 2, &m, OverflowPolicy::Drop);
+        let mut out = Vec::new();
+        q.take_batch(&mut out, 64);
+        q.max_frames = 5;
+        q.push_room(&room, 3, &m, OverflowPolicy::Drop);
+        out.clear();
+        q.take_batch(&mut out, 64);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1], m);
+        assert!(text_payload(&out[0]).starts_with(b"{\"type\":\"gap\""));
+    }
+
+    #[test]
+    fn disconnect_policy_and_close() {
+        let room: Arc<str> = Arc::from("r");
+        let mut q = OutQueue::new(1, 1000);
+        let m = frame(10);
+        q.push_room(&room, 1, &m, OverflowPolicy::Disconnect);
+        assert_eq!(q.push_room(&room, 2, &m, OverflowPolicy::Disconnect), Pushed::Overflow);
+        assert!(q.close(frame(4), true));
+        assert_eq!((q.len(), q.bytes()), (1, 4));
+        assert!(!q.close(frame(4), true));
+        assert_eq!(q.push_control(frame(1)), Pushed::Closed);
+    }
+}

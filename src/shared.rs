@@ -1,0 +1,114 @@
+//! State every shard can see: the configuration, the lock-free indexes and
+//! the shard inboxes. Nothing else is shared between shards.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::{ErrorCode, Refusal};
+use crate::index::{ConnCaps, RoomIndex, UserIndex};
+use crate::router::ShardLink;
+
+/// Shared broker state (one per process).
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// Rooms.
+    pub rooms: RoomIndex,
+    /// Users and their shards.
+    pub users: UserIndex,
+    /// Connection caps.
+    pub caps: ConnCaps,
+    /// Inboxes, by shard index.
+    pub links: Vec<Arc<ShardLink>>,
+    draining: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// State for `config` (validated, `shards` resolved).
+    pub fn new(config: Config) -> Arc<Self> {
+        let shards = config.server.shards;
+        let l = &config.limits;
+        Arc::new(Shared {
+            rooms: RoomIndex::new(l.max_rooms),
+            users: UserIndex::new(),
+            caps: ConnCaps::new(
+                shards,
+                l.max_connections,
+                l.max_connections_per_shard,
+                l.max_connections_per_ip,
+            ),
+            links: (0..shards).map(|_| ShardLink::new()).collect(),
+            draining: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            config,
+        })
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether the broker is draining (refusing new connections).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Start draining: refuse new connections and tell every shard to close
+    /// its connections with 1001.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+    }
+
+    /// A receiver that turns true when draining starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Admit a connection of `user` from `ip` on `shard`, or say why not.
+    /// The returned permit gives the slots back when dropped.
+    pub fn admit(self: &Arc<Self>, shard: usize, ip: IpAddr, user: &Arc<str>) -> Result<Permit, Refusal> {
+        if self.is_draining() {
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                "the server is shutting down",
+            ));
+        }
+        self.caps.try_acquire(shard, ip)?;
+        let cap = self.config.limits.max_connections_per_user;
+        if !self.users.try_connect(user, cap) {
+            self.caps.release(shard, ip);
+            return Err(Refusal::new(
+                ErrorCode::TooManyConnections,
+                format!("user {user} holds its maximum of {cap} connections"),
+            ));
+        }
+        Ok(Permit {
+            shared: self.clone(),
+            shard,
+            ip,
+            user: user.clone(),
+        })
+    }
+}
+
+/// A connection's slots in the caps; released on drop.
+pub struct Permit {
+    shared: Arc<Shared>,
+    shard: usize,
+    ip: IpAddr,
+    user: Arc<str>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.caps.release(self.shard, self.ip);
+        self.shared.users.disconnect(&self.user);
+    }
+}
