@@ -259,10 +259,11 @@ impl Config {
                     path: path.display().to_string(),
                     source,
                 })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-                    origin: format!(" in {}", path.display()),
-                    message: e.to_string(),
-                })?
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        origin: format!(" in {}", path.display()),
+                        message: e.to_string(),
+                    })?
             }
             None => toml::Table::new(),
         };
@@ -316,7 +317,10 @@ impl Config {
             ));
         }
         if !s.ws_path.starts_with('/') || s.ws_path.len() < 2 {
-            return Err(invalid("server.ws_path", "must start with / and name a path"));
+            return Err(invalid(
+                "server.ws_path",
+                "must start with / and name a path",
+            ));
         }
         if s.drain_timeout_ms == 0 {
             return Err(invalid("server.drain_timeout_ms", "must be > 0"));
@@ -333,9 +337,15 @@ impl Config {
         let positive: [(&'static str, u64); 9] = [
             ("limits.max_connections", l.max_connections),
             ("limits.max_message_bytes", l.max_message_bytes as u64),
-            ("limits.max_rooms_per_connection", l.max_rooms_per_connection as u64),
+            (
+                "limits.max_rooms_per_connection",
+                l.max_rooms_per_connection as u64,
+            ),
             ("limits.max_rooms", l.max_rooms),
-            ("limits.outbound_queue_messages", l.outbound_queue_messages as u64),
+            (
+                "limits.outbound_queue_messages",
+                l.outbound_queue_messages as u64,
+            ),
             ("limits.outbound_queue_bytes", l.outbound_queue_bytes as u64),
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
             ("limits.heartbeat_interval_ms", l.heartbeat_interval_ms),
@@ -347,7 +357,10 @@ impl Config {
             }
         }
         if l.max_message_bytes > 64 * 1024 * 1024 {
-            return Err(invalid("limits.max_message_bytes", "must be at most 64 MiB"));
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be at most 64 MiB",
+            ));
         }
         if l.publish_rate_per_sec > 0 && l.publish_burst == 0 {
             return Err(invalid(
@@ -510,7 +523,10 @@ mod tests {
     fn bad_value_is_named() {
         let e = env(&[("SHARDCAST_LIMITS__OUTBOUND_QUEUE_BYTES", "0")]);
         let err = Config::load_from(None, &e, &Overrides::default()).expect_err("zero");
-        assert!(err.to_string().contains("limits.outbound_queue_bytes"), "{err}");
+        assert!(
+            err.to_string().contains("limits.outbound_queue_bytes"),
+            "{err}"
+        );
         let o = Overrides {
             shards: Some(65),
             ..Overrides::default()

@@ -330,7 +330,10 @@ mod tests {
                 let admitted = &admitted;
                 s.spawn(move || {
                     for _ in 0..100 {
-                        if caps.try_acquire(t % 2, IpAddr::V4(Ipv4Addr::LOCALHOST)).is_ok() {
+                        if caps
+                            .try_acquire(t % 2, IpAddr::V4(Ipv4Addr::LOCALHOST))
+                            .is_ok()
+                        {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -361,7 +364,10 @@ mod tests {
         let caps = ConnCaps::new(2, 100, 1, 0);
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         assert!(caps.try_acquire(0, ip).is_ok());
-        assert_eq!(caps.try_acquire(0, ip).expect_err("shard").code, ErrorCode::ServerFull);
+        assert_eq!(
+            caps.try_acquire(0, ip).expect_err("shard").code,
+            ErrorCode::ServerFull
+        );
         assert!(caps.try_acquire(1, ip).is_ok());
         assert_eq!(caps.total(), 2);
     }

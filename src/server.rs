@@ -29,26 +29,29 @@ use crate::shard::conn::{self, Identity};
 
 type Body = Full<Bytes>;
 
+/// Pending-connection backlog of each shard's listener.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Bind `shards` listeners to `addr` with SO_REUSEPORT, so the kernel spreads
 /// connections over shards by hash. With port 0 the first listener picks the
 /// port and the others join it.
-pub fn bind_listeners(addr: SocketAddr, shards: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_listeners(
+    addr: SocketAddr,
+    shards: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let mut listeners = Vec::with_capacity(shards);
     let mut addr = addr;
     for _ in 0..shards {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.set_nodelay(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(4096)?;
-        let std_listener = listener.into_std()?;
-        addr = std_listener.local_addr()?;
-        listeners.push(std_listener);
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
     }
     Ok(listeners)
 }
@@ -179,7 +182,11 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
     Ok(params)
 }
 
-fn upgrade(shard: &Rc<Shard>, peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+fn upgrade(
+    shard: &Rc<Shard>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(bad_request("not a WebSocket upgrade request"));
     }
@@ -210,7 +217,14 @@ fn upgrade(shard: &Rc<Shard>, peer: SocketAddr, mut req: Request<Incoming>) -> R
         let upgraded = ws.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                conn::serve(shard, identity, parts.io.into_inner(), parts.read_buf, permit).await;
+                conn::serve(
+                    shard,
+                    identity,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    permit,
+                )
+                .await;
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

@@ -73,7 +73,12 @@ impl Shared {
 
     /// Admit a connection of `user` from `ip` on `shard`, or say why not.
     /// The returned permit gives the slots back when dropped.
-    pub fn admit(self: &Arc<Self>, shard: usize, ip: IpAddr, user: &Arc<str>) -> Result<Permit, Refusal> {
+    pub fn admit(
+        self: &Arc<Self>,
+        shard: usize,
+        ip: IpAddr,
+        user: &Arc<str>,
+    ) -> Result<Permit, Refusal> {
         if self.is_draining() {
             return Err(Refusal::new(
                 ErrorCode::ServerFull,

@@ -275,10 +275,7 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
         Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
             Ok(id) if id <= MAX_FRAME_ID => Some(id),
             _ => {
-                return Err(bad(
-                    None,
-                    "`id` must be an integer from 0 to 2^53-1",
-                ));
+                return Err(bad(None, "`id` must be an integer from 0 to 2^53-1"));
             }
         },
     };
@@ -301,7 +298,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
     };
     match &fields.stray {
         Some(Stray::Unknown(key)) => {
-            return Err(bad(id, format!("unknown field `{key}` in a `{kind}` frame")));
+            return Err(bad(
+                id,
+                format!("unknown field `{key}` in a `{kind}` frame"),
+            ));
         }
         Some(Stray::Duplicate(key)) => {
             return Err(bad(id, format!("field `{key}` appears twice")));
@@ -312,7 +312,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
         .present()
         .find(|f| *f != "type" && *f != "id" && !allowed.contains(f))
     {
-        return Err(bad(id, format!("unknown field `{field}` in a `{kind}` frame")));
+        return Err(bad(
+            id,
+            format!("unknown field `{field}` in a `{kind}` frame"),
+        ));
     }
     let p = Parser { id, kind };
     let frame = match *kind {
@@ -395,7 +398,11 @@ struct Parser<'k> {
 }
 
 impl Parser<'_> {
-    fn required<'a>(&self, field: &str, raw: Option<&'a RawValue>) -> Result<&'a RawValue, DecodeError> {
+    fn required<'a>(
+        &self,
+        field: &str,
+        raw: Option<&'a RawValue>,
+    ) -> Result<&'a RawValue, DecodeError> {
         raw.ok_or_else(|| bad(self.id, format!("a `{}` frame needs `{field}`", self.kind)))
     }
 
@@ -461,10 +468,23 @@ mod tests {
             }
         );
         assert!(matches!(
-            decode_client_frame(r#"{"type":"create","room":"r","overflow":"drop","history":5,"private":true}"#),
-            Ok(ClientFrame::Create { options: RoomOptions { overflow: Some(OverflowPolicy::Drop), history: Some(5), private: true, .. }, .. })
+            decode_client_frame(
+                r#"{"type":"create","room":"r","overflow":"drop","history":5,"private":true}"#
+            ),
+            Ok(ClientFrame::Create {
+                options: RoomOptions {
+                    overflow: Some(OverflowPolicy::Drop),
+                    history: Some(5),
+                    private: true,
+                    ..
+                },
+                ..
+            })
         ));
-        assert_eq!(decode_client_frame(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping { id: None }));
+        assert_eq!(
+            decode_client_frame(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping { id: None })
+        );
     }
 
     #[test]
@@ -472,20 +492,59 @@ mod tests {
         assert_eq!(code("not json"), (None, ErrorCode::BadRequest));
         assert_eq!(code("[1,2]"), (None, ErrorCode::BadRequest));
         assert_eq!(code(r#"{"id":1}"#), (Some(1), ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"nope","id":2,"bogus":1}"#), (Some(2), ErrorCode::UnknownType));
+        assert_eq!(
+            code(r#"{"type":"nope","id":2,"bogus":1}"#),
+            (Some(2), ErrorCode::UnknownType)
+        );
         assert_eq!(code(r#"{"type":7}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"ping","id":3,"bogus":1}"#), (Some(3), ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"ping","room":"a"}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"join","id":4}"#), (Some(4), ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"join","room":"a b","id":5}"#), (Some(5), ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"join","room":"a","since":-1}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"ping","id":9007199254740992}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"ping","id":1.5}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"publish","room":"a"}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"ping","type":"ping"}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"create","room":"a","max_members":0}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"create","room":"a","history":100000}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"type":"create","room":"a","overflow":"later"}"#), (None, ErrorCode::BadRequest));
+        assert_eq!(
+            code(r#"{"type":"ping","id":3,"bogus":1}"#),
+            (Some(3), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","room":"a"}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"join","id":4}"#),
+            (Some(4), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a b","id":5}"#),
+            (Some(5), ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","since":-1}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":9007199254740992}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":1.5}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","room":"a"}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","type":"ping"}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"create","room":"a","max_members":0}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"create","room":"a","history":100000}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(r#"{"type":"create","room":"a","overflow":"later"}"#),
+            (None, ErrorCode::BadRequest)
+        );
     }
 
     #[test]

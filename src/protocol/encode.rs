@@ -247,7 +247,13 @@ pub fn broadcast(from: &str, ts: u64, data: &[u8]) -> Bytes {
 }
 
 /// `joined` or `left`.
-pub fn presence(kind: PresenceKind, room: &str, user: &str, name: Option<&str>, members: u32) -> Bytes {
+pub fn presence(
+    kind: PresenceKind,
+    room: &str,
+    user: &str,
+    name: Option<&str>,
+    members: u32,
+) -> Bytes {
     let kind = match kind {
         PresenceKind::Joined => "joined",
         PresenceKind::Left => "left",
@@ -311,7 +317,12 @@ mod tests {
         let list = ack_members(
             2,
             "r",
-            [MemberEntry { conn: 5, user: "u", name: Some("Ü \"n\"") }].into_iter(),
+            [MemberEntry {
+                conn: 5,
+                user: "u",
+                name: Some("Ü \"n\""),
+            }]
+            .into_iter(),
             1,
         );
         assert_eq!(json(&list)["members"][0]["name"], "Ü \"n\"");

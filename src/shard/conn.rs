@@ -129,7 +129,11 @@ impl Conn {
     /// Start closing with `code`. With `discard`, queued frames are dropped
     /// (slow consumer); otherwise they are sent first.
     pub fn close_with(&self, code: u16, reason: &str, discard: bool) {
-        if self.queue.borrow_mut().close(close_frame(code, reason), discard) {
+        if self
+            .queue
+            .borrow_mut()
+            .close(close_frame(code, reason), discard)
+        {
             self.close_code.set(Some(code));
             self.writer_wake.notify();
             self.reader_wake.notify();
@@ -138,7 +142,8 @@ impl Conn {
 
     /// A pending join was answered by its home shard.
     pub fn join_settled(&self) {
-        self.pending_joins.set(self.pending_joins.get().saturating_sub(1));
+        self.pending_joins
+            .set(self.pending_joins.get().saturating_sub(1));
         if self.pending_joins.get() == 0 {
             self.reader_wake.notify();
         }
@@ -176,7 +181,13 @@ enum ReadEnd {
 }
 
 /// Serve an upgraded connection until it closes.
-pub async fn serve(shard: Rc<Shard>, identity: Identity, stream: TcpStream, prefix: Bytes, permit: Permit) {
+pub async fn serve(
+    shard: Rc<Shard>,
+    identity: Identity,
+    stream: TcpStream,
+    prefix: Bytes,
+    permit: Permit,
+) {
     let conn = Conn::new(identity, &shard);
     let limits = &shard.shared.config.limits;
     shard.register(&conn);
@@ -415,7 +426,10 @@ fn membership_refusal(shard: &Shard, room: &str) -> Refusal {
     if shard.shared.rooms.contains(room) {
         Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}"))
     } else {
-        Refusal::new(ErrorCode::RoomNotFound, format!("room {room} does not exist"))
+        Refusal::new(
+            ErrorCode::RoomNotFound,
+            format!("room {room} does not exist"),
+        )
     }
 }
 
@@ -437,7 +451,10 @@ async fn dispatch(
             create,
         } => {
             let member = conn.rooms.borrow().contains(room);
-            if !member && conn.rooms.borrow().len() + conn.pending_joins.get() >= limits.max_rooms_per_connection {
+            if !member
+                && conn.rooms.borrow().len() + conn.pending_joins.get()
+                    >= limits.max_rooms_per_connection
+            {
                 return Err(Refusal::new(
                     ErrorCode::TooManyRooms,
                     format!(
@@ -476,7 +493,14 @@ async fn dispatch(
             let home = home_of(&room, shards);
             let origin = Origin { conn: conn.id, id };
             shard
-                .request(home, Request::Create { origin, room, options })
+                .request(
+                    home,
+                    Request::Create {
+                        origin,
+                        room,
+                        options,
+                    },
+                )
                 .await;
         }
         ClientFrame::Publish {

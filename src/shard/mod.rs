@@ -355,7 +355,8 @@ async fn run(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener)
     tokio::task::spawn_local(shard.clone().orphan_janitor());
     tokio::task::spawn_local(shard.clone().room_sweeper());
     let _ = shutdown.wait_for(|draining| *draining).await;
-    accept.abort();
+    // The listener stays open while draining: /readyz answers 503 to load
+    // balancers and upgrades are refused with 503 `server_full`.
     let timeout = Duration::from_millis(shared.config.server.drain_timeout_ms);
     if tokio::time::timeout(timeout, shard.drain_connections())
         .await
@@ -367,4 +368,5 @@ async fn run(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener)
             "drain timeout: closing remaining connections"
         );
     }
+    accept.abort();
 }

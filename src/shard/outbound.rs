@@ -239,22 +239,40 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let mut q = OutQueue::new(1, 1000);
         let m = frame(10);
-        assert!(matches!(q.push_room(&room, 1, &m, OverflowPolicy::Drop), Pushed::Queued { .. }));
-        assert_eq!(q.push_room(&room, 2, &m, OverflowPolicy::Drop), Pushed::Dropped);
-        assert_eq!(q.push_room(&room, 3, &m, OverflowPolicy::Drop), Pushed::Dropped);
+        assert!(matches!(
+            q.push_room(&room, 1, &m, OverflowPolicy::Drop),
+            Pushed::Queued { .. }
+        ));
+        assert_eq!(
+            q.push_room(&room, 2, &m, OverflowPolicy::Drop),
+            Pushed::Dropped
+        );
+        assert_eq!(
+            q.push_room(&room, 3, &m, OverflowPolicy::Drop),
+            Pushed::Dropped
+        );
         assert_eq!(q.dropped(), 2);
         let mut out = Vec::new();
         q.take_batch(&mut out, 64);
         // Room for one frame only: gap + message do not fit together, so 4 is dropped too.
         q.max_frames = 1;
-        assert!(matches!(q.push_room(&room, 4, &m, OverflowPolicy::Drop), Pushed::Dropped));
+        assert!(matches!(
+            q.push_room(&room, 4, &m, OverflowPolicy::Drop),
+            Pushed::Dropped
+        ));
         assert!(q.flush_gaps());
         out.clear();
         q.take_batch(&mut out, 64);
         let gap: serde_json::Value = serde_json::from_slice(&text_payload(&out[0])).expect("json");
-        assert_eq!((gap["from"].as_u64(), gap["to"].as_u64()), (Some(2), Some(4)));
+        assert_eq!(
+            (gap["from"].as_u64(), gap["to"].as_u64()),
+            (Some(2), Some(4))
+        );
         q.max_frames = 10;
-        assert_eq!(q.push_room(&room, 5, &m, OverflowPolicy::Drop), Pushed::Queued { wake: true });
+        assert_eq!(
+            q.push_room(&room, 5, &m, OverflowPolicy::Drop),
+            Pushed::Queued { wake: true }
+        );
     }
 
     #[test]
@@ -281,7 +299,10 @@ mod tests {
         let mut q = OutQueue::new(1, 1000);
         let m = frame(10);
         q.push_room(&room, 1, &m, OverflowPolicy::Disconnect);
-        assert_eq!(q.push_room(&room, 2, &m, OverflowPolicy::Disconnect), Pushed::Overflow);
+        assert_eq!(
+            q.push_room(&room, 2, &m, OverflowPolicy::Disconnect),
+            Pushed::Overflow
+        );
         assert!(q.close(frame(4), true));
         assert_eq!((q.len(), q.bytes()), (1, 4));
         assert!(!q.close(frame(4), true));

@@ -237,7 +237,11 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
         n => (0, u64::from(n)),
     };
     let header = 2 + extra + if masked { 4 } else { 0 };
-    Some(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(header))
+    Some(
+        usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(header),
+    )
 }
 
 /// Decode one frame from the front of `buf`, or `Ok(None)` if it is not all
@@ -290,7 +294,9 @@ fn decode_frame(buf: &mut BytesMut, max_message_bytes: usize) -> Result<Option<F
             b.copy_from_slice(&buf[2..10]);
             let len = u64::from_be_bytes(b);
             if len >> 63 != 0 {
-                return Err(WsError::Protocol("64-bit frame length with the top bit set"));
+                return Err(WsError::Protocol(
+                    "64-bit frame length with the top bit set",
+                ));
             }
             len
         }
@@ -364,7 +370,10 @@ mod tests {
             if i + 1 < bytes.len() {
                 assert!(got.is_none());
             } else {
-                assert_eq!(got, Some(Message::Text(Bytes::from_static(b"{\"type\":\"ping\"}"))));
+                assert_eq!(
+                    got,
+                    Some(Message::Text(Bytes::from_static(b"{\"type\":\"ping\"}")))
+                );
             }
         }
         assert!(buf.is_empty());
@@ -412,13 +421,13 @@ mod tests {
     #[test]
     fn protocol_errors() {
         let cases: Vec<Vec<u8>> = vec![
-            vec![0x81, 0x02, b'h', b'i'],                  // unmasked
-            client_frame(true, 0x3, b""),                  // reserved opcode
-            client_frame(true, 0xB, b""),                  // reserved control opcode
-            client_frame(true, opcode::CONTINUATION, b""), // nothing to continue
-            client_frame(false, opcode::PING, b""),        // fragmented control
-            client_frame(true, opcode::PING, &[0; 126]),   // control too long
-            client_frame(true, opcode::CLOSE, &[3]),       // one-byte close
+            vec![0x81, 0x02, b'h', b'i'],                     // unmasked
+            client_frame(true, 0x3, b""),                     // reserved opcode
+            client_frame(true, 0xB, b""),                     // reserved control opcode
+            client_frame(true, opcode::CONTINUATION, b""),    // nothing to continue
+            client_frame(false, opcode::PING, b""),           // fragmented control
+            client_frame(true, opcode::PING, &[0; 126]),      // control too long
+            client_frame(true, opcode::CLOSE, &[3]),          // one-byte close
             client_frame(true, opcode::CLOSE, &[0x03, 0xED]), // code 1005
             {
                 let mut f = client_frame(true, opcode::TEXT, b"x");

@@ -115,7 +115,13 @@ mod tests {
 
     #[test]
     fn header_sizes() {
-        for (len, header) in [(0usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+        for (len, header) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+        ] {
             let mut f = FrameBuf::with_capacity(len);
             f.payload().resize(MAX_SERVER_FRAME_HEADER + len, b'a');
             let frame = f.finish_text();

@@ -1,0 +1,343 @@
+//! Test harness: a real broker on port 0 and a real WebSocket client
+//! (tokio-tungstenite, an implementation independent of the server's).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use shardcast::{Broker, Config, Overrides};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame it expects.
+pub(crate) const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds a broker for one test.
+pub(crate) struct TestBroker {
+    config: Config,
+}
+
+impl TestBroker {
+    pub(crate) fn new() -> Self {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            shards: Some(2),
+        };
+        let config = Config::load_from(None, &[], &overrides).expect("default config");
+        TestBroker { config }
+    }
+
+    pub(crate) fn shards(mut self, n: usize) -> Self {
+        self.config.server.shards = n;
+        self
+    }
+
+    pub(crate) fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    pub(crate) fn start(self) -> Running {
+        self.config.validate().expect("valid test config");
+        let broker = Broker::start(self.config).expect("broker starts");
+        Running {
+            addr: broker.local_addr(),
+            broker: Some(broker),
+        }
+    }
+}
+
+/// A running broker; drained when dropped.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    broker: Option<Broker>,
+}
+
+impl Running {
+    pub(crate) fn url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("ws://{}/ws", self.addr)
+        } else {
+            format!("ws://{}/ws?{}", self.addr, query)
+        }
+    }
+
+    pub(crate) fn broker(&self) -> &Broker {
+        self.broker.as_ref().expect("running")
+    }
+
+    pub(crate) async fn connect(&self, query: &str) -> Client {
+        Client::connect(&self.url(query)).await
+    }
+
+    /// Connect as `user` and read the welcome.
+    pub(crate) async fn user(&self, user: &str) -> Client {
+        let mut c = self.connect(&format!("user={user}")).await;
+        let w = c.recv().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c.conn = w["conn"].as_u64().expect("conn id");
+        c.shard = w["shard"].as_u64().expect("shard");
+        c
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(b) = self.broker.take() {
+            b.shutdown();
+        }
+    }
+}
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking JSON frames.
+pub(crate) struct Client {
+    pub(crate) ws: Ws,
+    pub(crate) conn: u64,
+    pub(crate) shard: u64,
+    next_id: u64,
+    /// Frames read while looking for a reply, returned by later `recv`s.
+    backlog: std::collections::VecDeque<Value>,
+}
+
+impl Client {
+    pub(crate) async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client {
+            ws,
+            conn: 0,
+            shard: 0,
+            next_id: 1,
+            backlog: Default::default(),
+        }
+    }
+
+    pub(crate) async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub(crate) async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next JSON frame (pings are answered by tungstenite and skipped).
+    pub(crate) async fn recv(&mut self) -> Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        self.recv_wire().await
+    }
+
+    async fn recv_wire(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("stream ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping others (presence events, ...).
+    pub(crate) async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Send `frame` with a fresh id and return the reply (ack or error)
+    /// carrying it, skipping other frames.
+    pub(crate) async fn request(&mut self, mut frame: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.send(frame).await;
+        loop {
+            let v = self.recv_wire().await;
+            if (v["type"] == "ack" || v["type"] == "error" || v["type"] == "pong") && v["id"] == id
+            {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// `request` that must succeed.
+    pub(crate) async fn ok(&mut self, frame: Value) -> Value {
+        let reply = self.request(frame.clone()).await;
+        assert_eq!(reply["type"], "ack", "{frame} -> {reply}");
+        reply
+    }
+
+    /// `request` that must fail with `code`.
+    pub(crate) async fn err(&mut self, frame: Value, code: &str) -> Value {
+        let reply = self.request(frame.clone()).await;
+        assert_eq!(reply["type"], "error", "{frame} -> {reply}");
+        assert_eq!(reply["code"], code, "{frame} -> {reply}");
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+        reply
+    }
+
+    pub(crate) async fn join(&mut self, room: &str) -> Value {
+        self.ok(json!({"type":"join","room":room})).await
+    }
+
+    /// Read until the server closes; return the close code. Frames before
+    /// the close are skipped.
+    pub(crate) async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let next = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match next {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f: CloseFrame| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(tungstenite::Error::ConnectionClosed)) | None => return None,
+                Some(Err(e)) => panic!("error before close: {e}"),
+            }
+        }
+    }
+
+    /// Assert nothing arrives for `wait`.
+    pub(crate) async fn silent(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
+            if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                panic!("expected silence, got {msg:?}");
+            }
+        }
+    }
+}
+
+/// An HTTP GET on loopback; returns (status, headers+body text).
+pub(crate) async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path_and_headers}\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(RECV_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("http timeout")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The JSON body of an HTTP response text.
+pub(crate) fn http_body(text: &str) -> Value {
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// A raw TCP connection after a hand-made WebSocket handshake, for frames a
+/// well-behaved client library refuses to send.
+pub(crate) async fn raw_ws(addr: SocketAddr, query: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(RECV_TIMEOUT, s.read(&mut byte))
+            .await
+            .expect("handshake timeout")
+            .expect("read");
+        assert_eq!(n, 1, "connection closed during handshake");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A client frame, masked unless `masked` is false.
+pub(crate) fn raw_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let len = payload.len();
+    if len < 126 {
+        out.push(mask_bit | len as u8);
+    } else if len <= 0xFFFF {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    if masked {
+        let mask = [1u8, 2, 3, 4];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Read server frames from a raw connection until a close frame; return its
+/// code (None if the socket closed first).
+pub(crate) async fn raw_close_code(s: &mut TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Parse whole frames in buf.
+        while buf.len() >= 2 {
+            let len7 = (buf[1] & 0x7F) as usize;
+            let (hdr, len) = match len7 {
+                126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+                127 if buf.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[2..10]);
+                    (10, u64::from_be_bytes(b) as usize)
+                }
+                126 | 127 => break,
+                n => (2, n),
+            };
+            if buf.len() < hdr + len {
+                break;
+            }
+            if buf[0] & 0x0F == 0x8 {
+                return (len >= 2).then(|| u16::from_be_bytes([buf[hdr], buf[hdr + 1]]));
+            }
+            buf.drain(..hdr + len);
+        }
+        let n = tokio::time::timeout(RECV_TIMEOUT, s.read(&mut chunk))
+            .await
+            .expect("timed out waiting for close")
+            .unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,344 @@
+//! The invariants of DESIGN.md section 3, each pinned by a test that would
+//! fail if it broke.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shardcast::config::OverflowPolicy;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+/// Invariant 2: with members on 4 shards and 4 concurrent publishers, every
+/// member sees seq 1..=N, gap-free, in order, and each publisher's messages
+/// in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_order_per_room_across_shards() {
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: u64 = 250;
+    const MEMBERS: usize = 16;
+    let broker = TestBroker::new().shards(4).start();
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let mut m = broker.user(&format!("m{i}")).await;
+        m.ok(json!({"type":"join","room":"ordered"})).await;
+        members.push(m);
+    }
+    let shards: BTreeSet<u64> = members.iter().map(|m| m.shard).collect();
+    assert!(
+        shards.len() >= 2,
+        "members all landed on one shard: {shards:?}"
+    );
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let mut c = broker.user(&format!("p{p}")).await;
+        c.ok(json!({"type":"join","room":"ordered"})).await;
+        publishers.push(c);
+    }
+    let total = PUBLISHERS as u64 * PER_PUBLISHER;
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|mut m| {
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                let mut last_by_publisher: HashMap<String, u64> = HashMap::new();
+                while (seqs.len() as u64) < total {
+                    let v = m.recv().await;
+                    if v["type"] != "message" {
+                        continue;
+                    }
+                    let from = v["from"].as_str().expect("from").to_string();
+                    let n = v["data"].as_u64().expect("n");
+                    let last = last_by_publisher.insert(from.clone(), n);
+                    assert!(
+                        last.is_none_or(|l| l < n),
+                        "{from} reordered: {last:?} then {n}"
+                    );
+                    seqs.push(v["seq"].as_u64().expect("seq"));
+                }
+                seqs
+            })
+        })
+        .collect();
+    let writers: Vec<_> = publishers
+        .into_iter()
+        .map(|mut p| {
+            tokio::spawn(async move {
+                for n in 0..PER_PUBLISHER {
+                    p.send(json!({"type":"publish","room":"ordered","data":n}))
+                        .await;
+                }
+                p
+            })
+        })
+        .collect();
+    let mut keep = Vec::new();
+    for w in writers {
+        keep.push(w.await.expect("publisher"));
+    }
+    for r in readers {
+        let seqs = r.await.expect("reader");
+        let expected: Vec<u64> = (1..=total).collect();
+        assert_eq!(seqs, expected, "a member saw gaps or reordering");
+    }
+}
+
+/// Invariant 3: 200 concurrent joins to a room with max_members = 50 admit
+/// exactly 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_members_holds_under_concurrent_joins() {
+    let broker = TestBroker::new().shards(4).start();
+    let mut owner = broker.user("owner").await;
+    owner
+        .ok(json!({"type":"create","room":"capped","max_members":50}))
+        .await;
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        clients.push(broker.user(&format!("j{i}")).await);
+    }
+    let joins: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let reply = c.request(json!({"type":"join","room":"capped"})).await;
+                (reply, c)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    let mut full = 0;
+    let mut keep = Vec::new();
+    for j in joins {
+        let (reply, c) = j.await.expect("join task");
+        match (reply["type"].as_str(), reply["code"].as_str()) {
+            (Some("ack"), _) => admitted += 1,
+            (Some("error"), Some("room_full")) => full += 1,
+            other => panic!("unexpected reply {other:?}: {reply}"),
+        }
+        keep.push(c);
+    }
+    assert_eq!((admitted, full), (50, 150));
+    let list = owner
+        .request(json!({"type":"members","room":"capped"}))
+        .await;
+    assert_eq!(list["total"], 50, "{list}");
+}
+
+/// Invariant 3: concurrent connects never overshoot the global cap, and the
+/// refusals are 503 `server_full` with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_under_concurrent_connects() {
+    let broker = TestBroker::new()
+        .shards(2)
+        .with(|c| c.limits.max_connections = 20)
+        .start();
+    let url = broker.url("");
+    let attempts: Vec<_> = (0..60)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { tokio_tungstenite::connect_async(url).await })
+        })
+        .collect();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for a in attempts {
+        match a.await.expect("task") {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                assert_eq!(resp.headers()["retry-after"], "1");
+                let body: Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
+                assert_eq!(body["error"]["code"], "server_full");
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (20, 40));
+    assert_eq!(broker.broker().connections(), 20);
+    // Closing frees slots.
+    drop(open);
+    for _ in 0..100 {
+        if broker.broker().connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(broker.broker().connections(), 0);
+    broker.user("later").await;
+}
+
+#[tokio::test]
+async fn per_ip_and_per_user_caps_are_429() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.limits.max_connections_per_ip = 3;
+            c.limits.max_connections_per_user = 2;
+        })
+        .start();
+    let _a = broker.user("dup").await;
+    let _b = broker.user("dup").await;
+    match tokio_tungstenite::connect_async(broker.url("user=dup")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+            let body: Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
+            assert_eq!(body["error"]["code"], "too_many_connections");
+        }
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+    let _c = broker.user("other").await;
+    match tokio_tungstenite::connect_async(broker.url("user=fourth")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Invariant 1 (disconnect policy): a member that never reads is closed with
+/// 4000 while fast members receive every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected_and_fast_members_get_everything() {
+    const MESSAGES: u64 = 10_000;
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.limits.outbound_queue_messages = 64;
+            c.limits.outbound_queue_bytes = 256 * 1024;
+            c.limits.slow_close_grace_ms = 60_000; // it reads only at the end
+        })
+        .start();
+    let mut slow = broker.user("slow").await;
+    slow.join("flood").await;
+    let mut fast = broker.user("fast").await;
+    fast.join("flood").await;
+    let mut publisher = broker.user("pub").await;
+    publisher.join("flood").await;
+    let payload = "x".repeat(2000);
+    // The fast member reads as fast as it can; the publisher never runs more
+    // than a window ahead of it, so only the member that never reads falls
+    // behind.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut next = 1;
+            while next <= MESSAGES {
+                let v = fast.recv().await;
+                if v["type"] == "message" {
+                    assert_eq!(v["seq"], next);
+                    seen.store(next, std::sync::atomic::Ordering::Release);
+                    next += 1;
+                }
+            }
+            fast
+        })
+    };
+    let pub_task = tokio::spawn(async move {
+        for sent in 0..MESSAGES {
+            while sent > seen.load(std::sync::atomic::Ordering::Acquire) + 32 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            publisher
+                .send(json!({"type":"publish","room":"flood","data":payload,"exclude_self":true}))
+                .await;
+        }
+        publisher
+    });
+    let _fast = reader.await.expect("fast member got everything");
+    let _publisher = pub_task.await.expect("publisher");
+    assert_eq!(slow.close_code().await, Some(4000));
+}
+
+/// Invariant 1 (drop policy): the slow member keeps its connection, and the
+/// messages it got plus the gaps it was told of cover every seq exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_policy_reports_every_missed_seq_as_a_gap() {
+    const MESSAGES: u64 = 20_000;
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.limits.outbound_queue_messages = 64;
+            c.limits.outbound_queue_bytes = 64 * 1024;
+        })
+        .start();
+    let mut owner = broker.user("owner").await;
+    owner
+        .ok(json!({"type":"create","room":"lossy","overflow":"drop"}))
+        .await;
+    owner.join("lossy").await;
+    let mut slow = broker.user("slow").await;
+    slow.join("lossy").await;
+    let payload = "y".repeat(1000);
+    for _ in 0..MESSAGES {
+        owner
+            .send(json!({"type":"publish","room":"lossy","data":payload,"exclude_self":true}))
+            .await;
+    }
+    // The publisher's own pings make sure the home handled every publish.
+    owner.request(json!({"type":"ping"})).await;
+    let mut covered = vec![0u32; MESSAGES as usize + 1];
+    let mut gaps = 0;
+    let mut last_seen = 0;
+    while covered[1..].contains(&0) {
+        let v = slow.recv().await;
+        match v["type"].as_str() {
+            Some("message") => {
+                let seq = v["seq"].as_u64().expect("seq");
+                assert!(seq > last_seen, "out of order: {seq} after {last_seen}");
+                last_seen = seq;
+                covered[seq as usize] += 1;
+            }
+            Some("gap") => {
+                gaps += 1;
+                let (from, to) = (
+                    v["from"].as_u64().expect("from"),
+                    v["to"].as_u64().expect("to"),
+                );
+                assert!(from > last_seen && from <= to, "gap {v} after {last_seen}");
+                last_seen = to;
+                for s in from..=to {
+                    covered[s as usize] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        covered[1..].iter().all(|c| *c == 1),
+        "a seq was covered twice"
+    );
+    assert!(
+        gaps > 0,
+        "the slow member never overflowed: the test proves nothing"
+    );
+    // Still connected.
+    assert_eq!(slow.request(json!({"type":"ping"})).await["type"], "pong");
+}
+
+/// Invariant 4: garbage from one client never disturbs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_one_client_does_not_disturb_others() {
+    let broker = TestBroker::new().start();
+    let mut a = broker.user("a").await;
+    let mut b = broker.user("b").await;
+    a.join("r").await;
+    b.join("r").await;
+    let mut junk = broker.user("junk").await;
+    for text in [
+        "{",
+        "[]",
+        "null",
+        "{\"type\":null}",
+        "\"str\"",
+        "{\"type\":\"join\",\"room\":{}}",
+    ] {
+        junk.send_raw(Message::text(text)).await;
+    }
+    for _ in 0..6 {
+        assert_eq!(junk.recv().await["code"], "bad_request");
+    }
+    a.ok(json!({"type":"publish","room":"r","data":"fine"}))
+        .await;
+    assert_eq!(b.recv_type("message").await["data"], "fine");
+    let _ = OverflowPolicy::Drop;
+}

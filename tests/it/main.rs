@@ -1,0 +1,7 @@
+//! Integration tests: the real broker on port 0, real WebSocket clients.
+
+mod closes;
+mod harness;
+mod invariants;
+mod process;
+mod protocol;

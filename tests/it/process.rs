@@ -1,0 +1,176 @@
+//! The `shardcast` binary as a child process: drain on SIGTERM, memory
+//! bound under a slow consumer.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// A broker child process; killed on drop if still running.
+struct ChildBroker {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildBroker {
+    fn spawn(env: &[(&str, &str)]) -> ChildBroker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardcast"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn shardcast");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("broker exited before listening")
+                .expect("read stderr");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let addr = rest.split_whitespace().next().expect("addr");
+                break addr.parse().expect("socket address");
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ChildBroker { child, addr }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    async fn user(&self, user: &str) -> Client {
+        let mut c = Client::connect(&format!("ws://{}/ws?user={user}", self.addr)).await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Invariant 6: SIGTERM drains: readyz 503, close 1001 to every client,
+/// exit 0 within the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let mut broker = ChildBroker::spawn(&[("SHARDCAST_SERVER__DRAIN_TIMEOUT_MS", "5000")]);
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = broker.user(&format!("u{i}")).await;
+        c.join("r").await;
+        clients.push(c);
+    }
+    // A client that never reads keeps the drain busy for a moment, so
+    // /readyz can be seen failing.
+    let _mute = raw_ws(broker.addr, "?user=mute").await;
+    broker.signal("TERM");
+    for c in &mut clients {
+        assert_eq!(c.close_code().await, Some(1001));
+    }
+    let (status, _) = http_get(broker.addr, "/readyz HTTP/1.1").await;
+    assert_eq!(status, 503);
+    let (status, text) = http_get(
+        broker.addr,
+        "/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+    let exit = broker
+        .wait_exit(Duration::from_secs(8))
+        .expect("exited in time");
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// Invariant 1: a member that never reads, in a room with the drop policy,
+/// cannot raise the server's memory beyond its queue bound, however much is
+/// published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_cannot_grow_server_memory() {
+    const MESSAGES: usize = 15_000;
+    const PAYLOAD: usize = 2_000; // 30 MB in all
+    let broker = ChildBroker::spawn(&[
+        ("SHARDCAST_LIMITS__OUTBOUND_QUEUE_BYTES", "262144"),
+        ("SHARDCAST_LIMITS__SLOW_CONSUMER_POLICY", "drop"),
+    ]);
+    let mut publisher = broker.user("pub").await;
+    publisher.join("big").await;
+    let mut slow = broker.user("slow").await;
+    slow.join("big").await;
+    let payload = "z".repeat(PAYLOAD);
+    // Warm up allocator pools with a first round, then measure.
+    for _ in 0..500 {
+        publisher
+            .send(json!({"type":"publish","room":"big","data":payload,"exclude_self":true}))
+            .await;
+    }
+    publisher
+        .request(json!({"type":"publish","room":"big","data":0}))
+        .await;
+    let before = broker.rss_kib();
+    for _ in 0..MESSAGES {
+        publisher
+            .send(json!({"type":"publish","room":"big","data":payload,"exclude_self":true}))
+            .await;
+    }
+    let ack = publisher
+        .request(json!({"type":"publish","room":"big","data":0}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    let after = broker.rss_kib();
+    let growth_kib = after.saturating_sub(before);
+    let sent_kib = (MESSAGES * PAYLOAD / 1024) as u64;
+    assert!(
+        growth_kib < 16 * 1024,
+        "RSS grew {growth_kib} KiB while {sent_kib} KiB went to a member that never reads"
+    );
+    // The slow member is still connected (drop policy) and learns of the loss.
+    let mut saw_gap = false;
+    for _ in 0..200_000 {
+        let v = slow.recv().await;
+        if v["type"] == "gap" {
+            saw_gap = true;
+            break;
+        }
+    }
+    assert!(saw_gap);
+}

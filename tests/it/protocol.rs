@@ -1,0 +1,367 @@
+//! Every client frame type and its replies, over a real connection.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn welcome_join_publish_receive() {
+    let broker = TestBroker::new().start();
+    let mut alice = broker.connect("user=alice&name=Alice%20A").await;
+    let w = alice.recv().await;
+    assert_eq!(w["type"], "welcome");
+    assert_eq!(w["user"], "alice");
+    assert_eq!(w["heartbeat_ms"], 25000);
+    assert!(w["node"].as_str().is_some());
+    let mut bob = broker.user("bob").await;
+    let a = alice.join("lobby").await;
+    assert_eq!(a["room"], "lobby");
+    assert_eq!(a["seq"], 0);
+    assert_eq!(a["members"], 1);
+    assert_eq!(a["history"], json!([]));
+    bob.join("lobby").await;
+    let joined = alice.recv_type("joined").await;
+    assert_eq!(joined["user"], "bob");
+    assert_eq!(joined["members"], 2);
+    let ack = bob
+        .ok(json!({"type":"publish","room":"lobby","data":{"text":"hi"}}))
+        .await;
+    assert_eq!(ack["seq"], 1);
+    for c in [&mut alice, &mut bob] {
+        let m = c.recv_type("message").await;
+        assert_eq!(m["room"], "lobby");
+        assert_eq!(m["seq"], 1);
+        assert_eq!(m["from"], "bob");
+        assert_eq!(m["data"], json!({"text":"hi"}));
+        assert!(m["ts"].as_u64().is_some());
+    }
+}
+
+#[tokio::test]
+async fn anonymous_users_get_anon_ids() {
+    let broker = TestBroker::new().start();
+    let mut c = broker.connect("").await;
+    let w = c.recv().await;
+    assert_eq!(w["user"], format!("anon-{}", w["conn"]));
+}
+
+#[tokio::test]
+async fn ping_pong_and_errors_without_id() {
+    let broker = TestBroker::new().start();
+    let mut c = broker.user("u").await;
+    let pong = c.request(json!({"type":"ping"})).await;
+    assert_eq!(pong["type"], "pong");
+    c.send(json!({"type":"ping"})).await;
+    assert_eq!(c.recv().await, json!({"type":"pong"}));
+    c.send(json!({"type":"publish","room":"nope","data":1}))
+        .await;
+    let e = c.recv().await;
+    assert_eq!(e["code"], "room_not_found");
+    assert!(e.get("id").is_none());
+}
+
+#[tokio::test]
+async fn shape_errors() {
+    let broker = TestBroker::new().start();
+    let mut c = broker.user("u").await;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::text("not json"))
+        .await;
+    assert_eq!(c.recv().await["code"], "bad_request");
+    c.err(json!({"type":"dance"}), "unknown_type").await;
+    c.err(
+        json!({"type":"join","room":"a","colour":"red"}),
+        "bad_request",
+    )
+    .await;
+    c.err(json!({"type":"join"}), "bad_request").await;
+    c.err(json!({"type":"join","room":"has space"}), "bad_request")
+        .await;
+    c.err(json!({"type":"join","room":"x".repeat(129)}), "bad_request")
+        .await;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1, 2, 3,
+    ]))
+    .await;
+    assert_eq!(c.recv().await["code"], "bad_request");
+    // The connection is still fine.
+    c.join("ok").await;
+}
+
+#[tokio::test]
+async fn state_errors() {
+    let broker = TestBroker::new().start();
+    let mut a = broker.user("a").await;
+    let mut b = broker.user("b").await;
+    a.err(
+        json!({"type":"publish","room":"r","data":1}),
+        "room_not_found",
+    )
+    .await;
+    a.err(json!({"type":"leave","room":"r"}), "room_not_found")
+        .await;
+    a.err(json!({"type":"members","room":"r"}), "room_not_found")
+        .await;
+    a.err(
+        json!({"type":"join","room":"r","create":false}),
+        "room_not_found",
+    )
+    .await;
+    a.ok(json!({"type":"create","room":"r"})).await;
+    a.err(json!({"type":"create","room":"r"}), "room_exists")
+        .await;
+    b.err(json!({"type":"publish","room":"r","data":1}), "not_member")
+        .await;
+    b.err(json!({"type":"leave","room":"r"}), "not_member")
+        .await;
+    a.err(json!({"type":"broadcast","data":1}), "forbidden")
+        .await;
+    a.ok(json!({"type":"create","room":"small","max_members":1}))
+        .await;
+    a.join("small").await;
+    b.err(json!({"type":"join","room":"small"}), "room_full")
+        .await;
+}
+
+#[tokio::test]
+async fn leave_and_left_events() {
+    let broker = TestBroker::new().start();
+    let mut a = broker.user("a").await;
+    let mut b = broker.connect("user=b&name=Bea").await;
+    b.recv().await;
+    a.join("r").await;
+    b.join("r").await;
+    let j = a.recv_type("joined").await;
+    assert_eq!(j["name"], "Bea");
+    let ack = b.ok(json!({"type":"leave","room":"r"})).await;
+    assert_eq!(ack["room"], "r");
+    let left = a.recv_type("left").await;
+    assert_eq!(
+        (left["user"].clone(), left["members"].clone()),
+        (json!("b"), json!(1))
+    );
+    // b no longer receives the room.
+    a.ok(json!({"type":"publish","room":"r","data":2})).await;
+    b.silent(Duration::from_millis(200)).await;
+    // Closing a connection leaves every room.
+    b.join("r").await;
+    a.recv_type("joined").await;
+    drop(b);
+    let left = a.recv_type("left").await;
+    assert_eq!(left["user"], "b");
+}
+
+#[tokio::test]
+async fn rejoin_is_acked_without_event() {
+    let broker = TestBroker::new().start();
+    let mut a = broker.user("a").await;
+    let mut b = broker.user("b").await;
+    a.join("r").await;
+    b.join("r").await;
+    a.recv_type("joined").await;
+    let again = b.join("r").await;
+    assert_eq!(again["members"], 2);
+    a.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn members_list() {
+    let broker = TestBroker::new()
+        .with(|c| c.limits.max_presence_list = 2)
+        .start();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = broker.connect(&format!("user=u{i}&name=N{i}")).await;
+        c.recv().await;
+        c.join("r").await;
+        clients.push(c);
+    }
+    let list = clients[0].ok(json!({"type":"members","room":"r"})).await;
+    assert_eq!(list["total"], 3);
+    assert_eq!(list["members"].as_array().map(Vec::len), Some(2));
+    let m = &list["members"][0];
+    assert!(m["conn"].as_u64().is_some() && m["user"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn exclude_self_and_publisher_copy() {
+    let broker = TestBroker::new().start();
+    let mut a = broker.user("a").await;
+    let mut b = broker.user("b").await;
+    a.join("r").await;
+    b.join("r").await;
+    a.recv_type("joined").await;
+    a.ok(json!({"type":"publish","room":"r","data":1,"exclude_self":true}))
+        .await;
+    assert_eq!(b.recv_type("message").await["data"], 1);
+    a.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn direct_messages_reach_every_connection_of_a_user() {
+    let broker = TestBroker::new().shards(4).start();
+    let mut sender = broker.user("s").await;
+    let mut copies = Vec::new();
+    for _ in 0..6 {
+        copies.push(broker.user("target").await);
+    }
+    let ack = sender
+        .ok(json!({"type":"send","to":"target","data":{"n":1}}))
+        .await;
+    assert_eq!(ack["to"], "target");
+    for c in &mut copies {
+        let d = c.recv_type("direct").await;
+        assert_eq!(
+            (d["from"].clone(), d["data"].clone()),
+            (json!("s"), json!({"n":1}))
+        );
+    }
+    // A user with no connection: not an error.
+    sender
+        .ok(json!({"type":"send","to":"nobody","data":1}))
+        .await;
+}
+
+#[tokio::test]
+async fn broadcast_needs_the_right_and_reaches_everyone() {
+    use shardcast::perms::Perm;
+    let broker = TestBroker::new()
+        .shards(3)
+        .with(|c| c.auth.default_perms.push(Perm::Broadcast))
+        .start();
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(broker.user(&format!("u{i}")).await);
+    }
+    clients[0]
+        .ok(json!({"type":"broadcast","data":"all"}))
+        .await;
+    for c in &mut clients {
+        let b = c.recv_type("broadcast").await;
+        assert_eq!(
+            (b["from"].clone(), b["data"].clone()),
+            (json!("u0"), json!("all"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn history_on_join_and_recovery() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.room.history = 5;
+            c.room.history_on_join = 3;
+        })
+        .start();
+    let mut a = broker.user("a").await;
+    a.join("r").await;
+    for i in 1..=8 {
+        a.ok(json!({"type":"publish","room":"r","data":i})).await;
+    }
+    let mut b = broker.user("b").await;
+    let ack = b.join("r").await;
+    assert_eq!(ack["seq"], 8);
+    let seqs: Vec<u64> = ack["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![6, 7, 8]);
+    assert!(ack.get("recovered").is_none());
+    let mut c = broker.user("c").await;
+    let ack = c.ok(json!({"type":"join","room":"r","since":5})).await;
+    assert_eq!(ack["history"].as_array().map(Vec::len), Some(3));
+    assert_eq!(ack["recovered"], true);
+    let mut d = broker.user("d").await;
+    let ack = d.ok(json!({"type":"join","room":"r","since":1})).await;
+    assert_eq!(ack["history"].as_array().map(Vec::len), Some(5));
+    assert_eq!(ack["recovered"], false);
+}
+
+#[tokio::test]
+async fn drop_room_options_and_create_rights() {
+    use shardcast::perms::Perm;
+    let broker = TestBroker::new()
+        .with(|c| c.auth.default_perms = vec![Perm::Publish])
+        .start();
+    let mut a = broker.user("a").await;
+    a.err(json!({"type":"create","room":"r"}), "forbidden")
+        .await;
+    let e = a.err(json!({"type":"join","room":"r"}), "forbidden").await;
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("create")));
+    a.err(json!({"type":"members","room":"r"}), "forbidden")
+        .await;
+    a.err(json!({"type":"send","to":"b","data":1}), "forbidden")
+        .await;
+}
+
+#[tokio::test]
+async fn rooms_per_connection_and_max_rooms() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.limits.max_rooms_per_connection = 2;
+            c.limits.max_rooms = 3;
+        })
+        .start();
+    let mut a = broker.user("a").await;
+    a.join("r1").await;
+    a.join("r2").await;
+    a.join("r2").await; // already a member: fine
+    a.err(json!({"type":"join","room":"r3"}), "too_many_rooms")
+        .await;
+    let mut b = broker.user("b").await;
+    b.join("r3").await;
+    b.err(json!({"type":"join","room":"r4"}), "too_many_rooms")
+        .await;
+}
+
+#[tokio::test]
+async fn rate_limit() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.limits.publish_rate_per_sec = 1;
+            c.limits.publish_burst = 2;
+        })
+        .start();
+    let mut a = broker.user("a").await;
+    a.join("r").await;
+    a.ok(json!({"type":"publish","room":"r","data":1})).await;
+    a.ok(json!({"type":"publish","room":"r","data":2})).await;
+    a.err(
+        json!({"type":"publish","room":"r","data":3}),
+        "rate_limited",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn auto_created_rooms_expire_when_empty() {
+    let broker = TestBroker::new()
+        .with(|c| c.room.empty_ttl_ms = 100)
+        .start();
+    let mut a = broker.user("a").await;
+    a.join("temp").await;
+    a.ok(json!({"type":"create","room":"kept"})).await;
+    a.ok(json!({"type":"leave","room":"temp"})).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    a.err(json!({"type":"members","room":"temp"}), "room_not_found")
+        .await;
+    a.ok(json!({"type":"members","room":"kept"})).await;
+    assert_eq!(broker.broker().rooms(), 1);
+}
+
+#[tokio::test]
+async fn health_and_unknown_paths() {
+    let broker = TestBroker::new().start();
+    let (status, _) = http_get(broker.addr, "/healthz HTTP/1.1").await;
+    assert_eq!(status, 200);
+    let (status, _) = http_get(broker.addr, "/readyz HTTP/1.1").await;
+    assert_eq!(status, 200);
+    let (status, _) = http_get(broker.addr, "/nope HTTP/1.1").await;
+    assert_eq!(status, 404);
+    let (status, text) = http_get(broker.addr, "/ws HTTP/1.1").await;
+    assert_eq!(status, 400);
+    assert_eq!(http_body(&text)["error"]["code"], "bad_request");
+}
