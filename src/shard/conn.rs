@@ -234,7 +234,14 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
     let interval = Duration::from_millis(limits.heartbeat_interval_ms);
     let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
     let mut reader = MessageReader::new(limits.max_message_bytes);
-    let mut buf = BytesMut::from(&prefix[..]);
+    // Bytes the client sent right after its upgrade request. `prefix` may
+    // point into hyper's whole read buffer: copy what is needed and let it go.
+    let mut buf = if prefix.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&prefix[..])
+    };
+    drop(prefix);
     let mut next_ping = Instant::now() + interval;
     let mut awaiting_pong: Option<Instant> = None;
     let heartbeat = tokio::time::sleep_until(next_ping);

@@ -1,0 +1,525 @@
+//! `fanout`: R rooms x M members, P publishers per room; max rate (closed
+//! loop, bounded window) or a fixed rate per publisher (open loop, latency
+//! from the intended send time). Every member checks it gets every seq once,
+//! in order.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, Window, nanos_since};
+use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
+
+/// Largest payload the generator sends.
+const MAX_PAYLOAD: usize = 1024 * 1024;
+/// Largest in-flight window of a closed-loop publisher.
+const MAX_WINDOW: usize = 65_536;
+
+/// `fanout` options.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct FanoutArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rooms: usize,
+    /// Receiving members per room.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) members: usize,
+    /// Publishers per room (members too, but they exclude themselves).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) publishers: usize,
+    /// Bytes of filler in each message's data.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) payload: usize,
+    /// `max` (closed loop) or publishes per second per publisher (open loop).
+    #[arg(long, default_value = "max")]
+    pub(crate) rate: String,
+    /// In-flight publishes per publisher with `--rate max`.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) window: usize,
+}
+
+/// Phases of a run, broadcast to every task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Warmup,
+    Measure,
+    Drain,
+    Stop,
+}
+
+/// What one member saw.
+struct MemberStats {
+    delivered_total: u64,
+    delivered_window: u64,
+    missing: u64,
+    out_of_order: u64,
+    gaps: u64,
+    gap_messages: u64,
+    closed: Option<String>,
+    latency_us: Histogram<u64>,
+}
+
+/// What one publisher did.
+struct PublisherStats {
+    published_total: u64,
+    published_window: u64,
+    errors: u64,
+    last_seq: u64,
+    closed: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Rate {
+    Max,
+    PerSec(f64),
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    // 1 us .. 60 s at 2 significant digits: ~26 KB per member.
+    Histogram::new_with_bounds(1, 60_000_000, 2)
+        .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Run the scenario; returns the JSON result and whether it was lossless.
+pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
+    let (target, sources) = args.common.resolve()?;
+    let rate = match args.rate.as_str() {
+        "max" => Rate::Max,
+        n => match n.parse::<f64>() {
+            Ok(r) if r > 0.0 && r <= 1_000_000.0 => Rate::PerSec(r),
+            _ => {
+                return Err(
+                    "--rate must be `max` or a number of publishes per second (0 < r <= 1e6)"
+                        .into(),
+                );
+            }
+        },
+    };
+    let total_conns = args.rooms * (args.members + args.publishers);
+    if args.rooms == 0 || args.members == 0 || args.publishers == 0 {
+        return Err("--rooms, --members and --publishers must be at least 1".into());
+    }
+    if total_conns > MAX_CONNECTIONS {
+        return Err(format!(
+            "{total_conns} connections: at most {MAX_CONNECTIONS}"
+        ));
+    }
+    if args.payload > MAX_PAYLOAD {
+        return Err(format!("--payload must be at most {MAX_PAYLOAD}"));
+    }
+    if args.window == 0 || args.window > MAX_WINDOW {
+        return Err(format!("--window must be 1..={MAX_WINDOW}"));
+    }
+    let origin = Instant::now();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
+    let final_seqs: Arc<Vec<AtomicU64>> =
+        Arc::new((0..args.rooms).map(|_| AtomicU64::new(u64::MAX)).collect());
+    let gate = Arc::new(Semaphore::new(args.common.connect_concurrency));
+    let prefix = &args.common.user_prefix;
+    println!(
+        "fanout: {} room(s) x {} members, {} publisher(s) per room, {} B payload, rate {}",
+        args.rooms, args.members, args.publishers, args.payload, args.rate
+    );
+
+    // Members first: every one joined before the first publish.
+    let mut setups = Vec::with_capacity(args.rooms * args.members);
+    for r in 0..args.rooms {
+        for m in 0..args.members {
+            let n = r * args.members + m;
+            let target = target.with_query(&format!("user={prefix}-m{r}-{m}"));
+            let source = sources[n % sources.len()];
+            let room = format!("{prefix}-room-{r}");
+            let gate = gate.clone();
+            setups.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                open_member(&target, source, n as u32, &room).await
+            }));
+        }
+    }
+    let mut members = Vec::with_capacity(setups.len());
+    for (i, s) in setups.into_iter().enumerate() {
+        let (conn, seq) = s
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("member {i}: {e}"))?;
+        members.push((i / args.members, conn, seq));
+    }
+    println!("  {} members joined", members.len());
+    let mut publishers = Vec::new();
+    for r in 0..args.rooms {
+        for p in 0..args.publishers {
+            let target = target.with_query(&format!("user={prefix}-p{r}-{p}"));
+            let source = sources[(r * args.publishers + p) % sources.len()];
+            let room = format!("{prefix}-room-{r}");
+            let (conn, _) = open_member(
+                &target,
+                source,
+                (1 << 24) + (r * args.publishers + p) as u32,
+                &room,
+            )
+            .await
+            .map_err(|e| format!("publisher {r}/{p}: {e}"))?;
+            publishers.push((r, conn));
+        }
+    }
+    let member_tasks: Vec<_> = members
+        .into_iter()
+        .map(|(room, conn, seq)| {
+            let phase = phase_rx.clone();
+            let finals = final_seqs.clone();
+            tokio::spawn(member_loop(conn, seq, room, finals, phase, origin))
+        })
+        .collect();
+    let filler = "x".repeat(args.payload);
+    let publisher_tasks: Vec<_> = publishers
+        .into_iter()
+        .map(|(room, conn)| {
+            let phase = phase_rx.clone();
+            let room_name = format!("{prefix}-room-{room}");
+            let filler = filler.clone();
+            let window = args.window;
+            tokio::spawn(async move {
+                let stats =
+                    publisher_loop(conn, &room_name, &filler, rate, window, phase, origin).await;
+                (room, stats)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(args.common.warmup)).await;
+    let window = Window::start(args.common.server_pid);
+    let _ = phase_tx.send(Phase::Measure);
+    println!("  measuring for {} s", args.common.duration);
+    tokio::time::sleep(Duration::from_secs(args.common.duration)).await;
+    let figures = window.finish();
+    let _ = phase_tx.send(Phase::Drain);
+
+    let mut published_total = 0;
+    let mut published_window = 0;
+    let mut publish_errors = 0;
+    let mut closed = Vec::new();
+    let mut per_room_published = vec![0u64; args.rooms];
+    let mut last_seq = vec![0u64; args.rooms];
+    for t in publisher_tasks {
+        let (room, s) = t.await.map_err(|e| e.to_string())?;
+        published_total += s.published_total;
+        published_window += s.published_window;
+        publish_errors += s.errors;
+        per_room_published[room] += s.published_total;
+        last_seq[room] = last_seq[room].max(s.last_seq);
+        closed.extend(s.closed);
+    }
+    for (r, seq) in last_seq.iter().enumerate() {
+        final_seqs[r].store(*seq, Ordering::Release);
+    }
+    // Wake members so they notice the final seqs.
+    let _ = phase_tx.send(Phase::Drain);
+    let stop_at = tokio::time::Instant::now() + DRAIN_WAIT;
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep_until(stop_at).await;
+        let _ = phase_tx.send(Phase::Stop);
+    });
+    let mut latency = latency_histogram();
+    let (mut delivered_total, mut delivered_window) = (0u64, 0u64);
+    let (mut missing, mut out_of_order, mut gaps, mut gap_messages) = (0u64, 0u64, 0u64, 0u64);
+    for t in member_tasks {
+        let s = t.await.map_err(|e| e.to_string())?;
+        delivered_total += s.delivered_total;
+        delivered_window += s.delivered_window;
+        missing += s.missing;
+        out_of_order += s.out_of_order;
+        gaps += s.gaps;
+        gap_messages += s.gap_messages;
+        closed.extend(s.closed);
+        let _ = latency.add(&s.latency_us);
+    }
+    stopper.abort();
+    let expected: u64 = per_room_published
+        .iter()
+        .map(|p| p * args.members as u64)
+        .sum();
+    let ratio = if expected > 0 {
+        delivered_total as f64 / expected as f64
+    } else {
+        0.0
+    };
+    let secs = figures.secs.max(1e-9);
+    let deliveries_per_sec = delivered_window as f64 / secs;
+    let per_cpu = figures
+        .server_cpu_secs
+        .filter(|c| *c > 0.0)
+        .map(|c| delivered_window as f64 / c);
+    let lossless = missing == 0
+        && out_of_order == 0
+        && gaps == 0
+        && closed.is_empty()
+        && delivered_total == expected
+        && publish_errors == 0;
+    let pct = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+
+    println!("results");
+    println!("  publishes/s        {:.0}", published_window as f64 / secs);
+    println!("  deliveries/s       {deliveries_per_sec:.0}");
+    if let Some(p) = per_cpu {
+        println!("  deliveries per server CPU-second  {p:.0}");
+    }
+    println!(
+        "  delivery ratio     {:.6} ({delivered_total} of {expected})",
+        ratio
+    );
+    println!(
+        "  latency ms         p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        latency.max() as f64 / 1000.0
+    );
+    println!(
+        "  checks             missing {missing}, out of order/duplicate {out_of_order}, gaps {gaps} ({gap_messages} msgs), publish errors {publish_errors}, closed {}",
+        closed.len()
+    );
+    for c in closed.iter().take(5) {
+        println!("    closed: {c}");
+    }
+    figures.print();
+
+    let parameters = json!({
+        "rooms": args.rooms, "members": args.members, "publishers": args.publishers,
+        "payload": args.payload, "rate": args.rate, "window": args.window,
+        "duration": args.common.duration, "warmup": args.common.warmup,
+    });
+    let mut result = common::environment(&args.common, "fanout", parameters);
+    result["results"] = json!({
+        "published_total": published_total,
+        "published_window": published_window,
+        "publishes_per_sec": published_window as f64 / secs,
+        "delivered_total": delivered_total,
+        "delivered_window": delivered_window,
+        "deliveries_per_sec": deliveries_per_sec,
+        "deliveries_per_server_cpu_sec": per_cpu,
+        "expected_deliveries": expected,
+        "delivery_ratio": ratio,
+        "latency_ms": {
+            "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "p999": pct(0.999),
+            "max": latency.max() as f64 / 1000.0, "samples": latency.len(),
+        },
+        "checks": {
+            "missing": missing, "out_of_order": out_of_order, "gaps": gaps,
+            "gap_messages": gap_messages, "publish_errors": publish_errors,
+            "closed_connections": closed.len(), "lossless": lossless,
+        },
+        "window": figures.to_json(),
+    });
+    Ok((result, lossless))
+}
+
+/// Connect, read the welcome, join `room`; return the connection and the
+/// room's seq at the join.
+async fn open_member(
+    target: &Target,
+    source: IpAddr,
+    seed: u32,
+    room: &str,
+) -> Result<(WsConn, u64), ClientError> {
+    let mut conn = WsConn::connect(target, Some(source), seed).await?;
+    conn.queue_text(format!(r#"{{"type":"join","room":"{room}","id":1}}"#).as_bytes());
+    conn.flush().await?;
+    let mut acked: Option<Result<u64, String>> = None;
+    while acked.is_none() {
+        conn.read_frames(|f| {
+            if let Frame::Text(t) = f {
+                if is_type(t, b"ack") && json_u64(t, b"\"id\":") == Some(1) {
+                    acked = Some(Ok(json_u64(t, b"\"seq\":").unwrap_or(0)));
+                } else if is_type(t, b"error") {
+                    acked = Some(Err(String::from_utf8_lossy(t).to_string()));
+                }
+            }
+        })
+        .await?;
+    }
+    match acked {
+        Some(Ok(seq)) => Ok((conn, seq)),
+        Some(Err(e)) => Err(ClientError::Refused { status: 0, body: e }),
+        None => Err(ClientError::Protocol("no join ack")),
+    }
+}
+
+async fn member_loop(
+    mut conn: WsConn,
+    joined_at: u64,
+    room: usize,
+    finals: Arc<Vec<AtomicU64>>,
+    mut phase: watch::Receiver<Phase>,
+    origin: Instant,
+) -> MemberStats {
+    let mut s = MemberStats {
+        delivered_total: 0,
+        delivered_window: 0,
+        missing: 0,
+        out_of_order: 0,
+        gaps: 0,
+        gap_messages: 0,
+        closed: None,
+        latency_us: latency_histogram(),
+    };
+    let mut expected = joined_at + 1;
+    loop {
+        let now_phase = *phase.borrow();
+        if now_phase == Phase::Stop {
+            break;
+        }
+        let final_seq = finals[room].load(Ordering::Acquire);
+        if now_phase >= Phase::Drain && final_seq != u64::MAX && expected > final_seq {
+            break;
+        }
+        let measuring = now_phase == Phase::Measure;
+        let result = tokio::select! {
+            r = conn.read_frames(|f| {
+                let Frame::Text(t) = f else { return };
+                if is_type(t, b"message") {
+                    let Some(seq) = json_u64(t, b"\"seq\":") else { return };
+                    if seq == expected {
+                        expected += 1;
+                    } else if seq > expected {
+                        s.missing += seq - expected;
+                        expected = seq + 1;
+                    } else {
+                        s.out_of_order += 1;
+                        return;
+                    }
+                    s.delivered_total += 1;
+                    if measuring {
+                        s.delivered_window += 1;
+                        if let Some(sent) = json_u64(t, b"\"t\":") {
+                            let now = nanos_since(origin);
+                            let _ = s.latency_us.record((now.saturating_sub(sent) / 1000).max(1));
+                        }
+                    }
+                } else if is_type(t, b"gap") {
+                    let (Some(from), Some(to)) = (json_u64(t, b"\"from\":"), json_u64(t, b"\"to\":")) else { return };
+                    s.gaps += 1;
+                    s.gap_messages += to.saturating_sub(from) + 1;
+                    if from > expected {
+                        s.missing += from - expected;
+                    }
+                    expected = expected.max(to + 1);
+                }
+            }) => r,
+            _ = phase.changed() => Ok(()),
+        };
+        if let Err(e) = result.and(conn.flush().await) {
+            s.closed = Some(e.to_string());
+            break;
+        }
+    }
+    s
+}
+
+async fn publisher_loop(
+    mut conn: WsConn,
+    room: &str,
+    filler: &str,
+    rate: Rate,
+    window: usize,
+    mut phase: watch::Receiver<Phase>,
+    origin: Instant,
+) -> PublisherStats {
+    let mut s = PublisherStats {
+        published_total: 0,
+        published_window: 0,
+        errors: 0,
+        last_seq: 0,
+        closed: None,
+    };
+    let mut next_id: u64 = 100;
+    let mut in_flight: usize = 0;
+    let start = tokio::time::Instant::now();
+    let mut sent_open_loop: u64 = 0;
+    let drain_deadline = std::cell::Cell::new(None::<tokio::time::Instant>);
+    let mut frame = String::with_capacity(filler.len() + 128);
+    loop {
+        let current = *phase.borrow();
+        if current >= Phase::Drain {
+            let deadline = *drain_deadline
+                .get()
+                .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_WAIT);
+            drain_deadline.set(Some(deadline));
+            if in_flight == 0 || tokio::time::Instant::now() >= deadline || current == Phase::Stop {
+                break;
+            }
+        } else {
+            let due = match rate {
+                Rate::Max => window.saturating_sub(in_flight),
+                Rate::PerSec(r) => {
+                    let elapsed = start.elapsed().as_secs_f64();
+                    let due_total = (elapsed * r) as u64 + 1;
+                    due_total.saturating_sub(sent_open_loop) as usize
+                }
+            };
+            for _ in 0..due.min(MAX_WINDOW) {
+                // Open loop: the intended send time, so queueing in the
+                // generator counts as latency (no coordinated omission).
+                let t = match rate {
+                    Rate::Max => nanos_since(origin),
+                    Rate::PerSec(r) => {
+                        let intended = start + Duration::from_secs_f64(sent_open_loop as f64 / r);
+                        (intended.into_std().saturating_duration_since(origin)).as_nanos() as u64
+                    }
+                };
+                frame.clear();
+                use std::fmt::Write;
+                let _ = write!(
+                    frame,
+                    r#"{{"type":"publish","room":"{room}","id":{next_id},"exclude_self":true,"data":{{"t":{t},"p":"{filler}"}}}}"#
+                );
+                conn.queue_text(frame.as_bytes());
+                next_id += 1;
+                in_flight += 1;
+                sent_open_loop += 1;
+                s.published_total += 1;
+                if current == Phase::Measure {
+                    s.published_window += 1;
+                }
+            }
+        }
+        if let Err(e) = conn.flush().await {
+            s.closed = Some(e.to_string());
+            break;
+        }
+        let wake_at = match rate {
+            Rate::PerSec(r) if current < Phase::Drain => {
+                start + Duration::from_secs_f64(sent_open_loop as f64 / r)
+            }
+            _ => tokio::time::Instant::now() + Duration::from_secs(1),
+        };
+        let result = tokio::select! {
+            r = conn.read_frames(|f| {
+                let Frame::Text(t) = f else { return };
+                if is_type(t, b"ack") {
+                    in_flight = in_flight.saturating_sub(1);
+                    if let Some(seq) = json_u64(t, b"\"seq\":") {
+                        s.last_seq = s.last_seq.max(seq);
+                    }
+                } else if is_type(t, b"error") {
+                    in_flight = in_flight.saturating_sub(1);
+                    s.errors += 1;
+                }
+            }) => r,
+            _ = tokio::time::sleep_until(wake_at) => Ok(()),
+            _ = phase.changed() => Ok(()),
+        };
+        if let Err(e) = result {
+            s.closed = Some(e.to_string());
+            break;
+        }
+    }
+    s
+}

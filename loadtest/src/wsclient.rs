@@ -1,0 +1,335 @@
+//! A minimal WebSocket client for load: one read buffer per connection,
+//! frames parsed in place, no allocation per message.
+//!
+//! It speaks just what a load generator needs: the upgrade, masked text
+//! frames out, unmasked frames in, pong for ping, close.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Largest HTTP response head accepted during the upgrade.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Read buffer of one connection.
+const READ_BUF_BYTES: usize = 16 * 1024;
+/// Largest frame accepted from the server.
+const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    /// TCP connect or I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered the upgrade with this HTTP status.
+    #[error("HTTP {status}: {body}")]
+    Refused {
+        /// The status code.
+        status: u16,
+        /// The body, if any was read with the head.
+        body: String,
+    },
+    /// The server broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    /// The server closed the connection (close code if any).
+    #[error("closed by server ({0:?})")]
+    Closed(Option<u16>),
+}
+
+/// `ws://host:port/path?query` split into parts.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Socket address.
+    pub(crate) addr: SocketAddr,
+    /// `Host` header value.
+    pub(crate) host: String,
+    /// Path and query.
+    pub(crate) path: String,
+}
+
+impl Target {
+    /// Parse a `ws://` URL whose host is an IP address or `localhost`.
+    pub(crate) fn parse(url: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let resolved = hostport.replace("localhost", "127.0.0.1");
+        let addr: SocketAddr = resolved
+            .parse()
+            .map_err(|_| format!("{url}: host must be IP:port (or localhost:port)"))?;
+        Ok(Target {
+            addr,
+            host: hostport.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// The same target with `extra` appended to the query string.
+    pub(crate) fn with_query(&self, extra: &str) -> Target {
+        let sep = if self.path.contains('?') { '&' } else { '?' };
+        Target {
+            path: format!("{}{sep}{extra}", self.path),
+            ..self.clone()
+        }
+    }
+}
+
+/// An open WebSocket connection.
+pub(crate) struct WsConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    mask: [u8; 4],
+    /// Queued messages and pongs owed to the server, written by
+    /// [`WsConn::flush`].
+    owed: Vec<u8>,
+}
+
+/// A frame from the server, borrowed from the read buffer.
+pub(crate) enum Frame<'a> {
+    /// A text frame.
+    Text(&'a [u8]),
+    /// A close frame (its code comes back as [`ClientError::Closed`]).
+    Close,
+    /// Anything else (ping answered already, pong, binary).
+    Other,
+}
+
+impl WsConn {
+    /// Connect and upgrade; `source` binds the local address (to spread
+    /// ephemeral ports over several loopback addresses).
+    pub(crate) async fn connect(
+        target: &Target,
+        source: Option<IpAddr>,
+        seed: u32,
+    ) -> Result<WsConn, ClientError> {
+        let socket = if target.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let mut stream = socket.connect(target.addr).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: c2hhcmRjYXN0LWxvYWR0ZXN0\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            target.path, target.host
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = vec![0u8; READ_BUF_BYTES];
+        let mut end = 0;
+        let head_end = loop {
+            if let Some(i) = find(&buf[..end], b"\r\n\r\n") {
+                break i + 4;
+            }
+            if end >= MAX_RESPONSE_HEAD {
+                return Err(ClientError::Protocol("HTTP response head too long"));
+            }
+            let n = stream.read(&mut buf[end..]).await?;
+            if n == 0 {
+                return Err(ClientError::Protocol("connection closed during upgrade"));
+            }
+            end += n;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if status != 101 {
+            let body = String::from_utf8_lossy(&buf[head_end..end]).to_string();
+            return Err(ClientError::Refused { status, body });
+        }
+        let mask = seed.wrapping_mul(2_654_435_761).to_be_bytes();
+        Ok(WsConn {
+            stream,
+            buf,
+            start: head_end,
+            end,
+            mask,
+            owed: Vec::new(),
+        })
+    }
+
+    /// Queue one text message; [`WsConn::flush`] writes what is queued in
+    /// one write.
+    pub(crate) fn queue_text(&mut self, payload: &[u8]) {
+        encode_masked(&mut self.owed, 0x81, payload, self.mask);
+    }
+
+    /// Write the queued messages and the pongs owed for pings received.
+    pub(crate) async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.owed.is_empty() {
+            self.stream.write_all(&self.owed).await?;
+            self.owed.clear();
+        }
+        Ok(())
+    }
+
+    /// Call `on_frame` for every frame the server sent, reading once from the
+    /// socket if no complete frame is buffered. Pongs for pings are queued
+    /// for [`WsConn::flush`]. Cancel-safe: it only awaits a read.
+    pub(crate) async fn read_frames(
+        &mut self,
+        mut on_frame: impl FnMut(Frame<'_>),
+    ) -> Result<(), ClientError> {
+        let mut got_any = false;
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            let Some((header, len)) = parse_header(avail)? else {
+                break;
+            };
+            if avail.len() < header + len {
+                break;
+            }
+            let opcode = avail[0] & 0x0F;
+            let payload = &avail[header..header + len];
+            match opcode {
+                0x1 => on_frame(Frame::Text(payload)),
+                0x8 => {
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    on_frame(Frame::Close);
+                    return Err(ClientError::Closed(code));
+                }
+                0x9 => {
+                    encode_masked(&mut self.owed, 0x8A, payload, self.mask);
+                    on_frame(Frame::Other);
+                }
+                _ => on_frame(Frame::Other),
+            }
+            self.start += header + len;
+            got_any = true;
+        }
+        if got_any {
+            return Ok(());
+        }
+        // Make room, then read.
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let want = match parse_header(&self.buf[..self.end])? {
+                Some((h, len)) => h + len,
+                None => self.buf.len() * 2,
+            };
+            self.buf.resize(want.max(self.buf.len() * 2), 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            return Err(ClientError::Closed(None));
+        }
+        self.end += n;
+        Ok(())
+    }
+}
+
+/// Header length and payload length of the frame at the start of `b`.
+fn parse_header(b: &[u8]) -> Result<Option<(usize, usize)>, ClientError> {
+    if b.len() < 2 {
+        return Ok(None);
+    }
+    if b[1] & 0x80 != 0 {
+        return Err(ClientError::Protocol("server frames must not be masked"));
+    }
+    let (header, len) = match b[1] & 0x7F {
+        126 => {
+            if b.len() < 4 {
+                return Ok(None);
+            }
+            (4, u16::from_be_bytes([b[2], b[3]]) as usize)
+        }
+        127 => {
+            if b.len() < 10 {
+                return Ok(None);
+            }
+            let mut l = [0u8; 8];
+            l.copy_from_slice(&b[2..10]);
+            (10, u64::from_be_bytes(l) as usize)
+        }
+        n => (2, n as usize),
+    };
+    if len > MAX_FRAME_BYTES {
+        return Err(ClientError::Protocol("server frame too large"));
+    }
+    Ok(Some((header, len)))
+}
+
+fn encode_masked(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(first);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The unsigned integer after `pattern` (such as `"seq":`) in a JSON text,
+/// found by scanning: the generator checks only the fields it needs, without
+/// a JSON parse or an allocation.
+pub(crate) fn json_u64(text: &[u8], pattern: &[u8]) -> Option<u64> {
+    let at = find(text, pattern)? + pattern.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut n: u64 = 0;
+    let mut any = false;
+    for d in digits {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        any = true;
+    }
+    any.then_some(n)
+}
+
+/// Whether a JSON text frame has `"type":"<kind>"` first (the broker always
+/// writes `type` first).
+pub(crate) fn is_type(text: &[u8], kind: &[u8]) -> bool {
+    text.starts_with(b"{\"type\":\"")
+        && text[9..].starts_with(kind)
+        && text.get(9 + kind.len()) == Some(&b'"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_fields() {
+        let t = br#"{"type":"message","room":"r","seq":42,"from":"u","ts":1,"data":{"t":99}}"#;
+        assert!(is_type(t, b"message"));
+        assert!(!is_type(t, b"messag"));
+        assert_eq!(json_u64(t, b"\"seq\":"), Some(42));
+        assert_eq!(json_u64(t, b"\"t\":"), Some(99));
+        assert_eq!(json_u64(t, b"\"nope\":"), None);
+    }
+
+    #[test]
+    fn parses_targets() {
+        let t = Target::parse("ws://localhost:8080/ws").expect("url");
+        assert_eq!(t.addr.port(), 8080);
+        assert_eq!(t.with_query("user=a").path, "/ws?user=a");
+        assert!(Target::parse("http://x").is_err());
+    }
+}
