@@ -179,6 +179,9 @@ pub struct RoomConfig {
     pub default_max_members: u32,
     /// History ring length of rooms that do not set it.
     pub history: usize,
+    /// Bytes of history a room keeps at most (the ring drops its oldest
+    /// messages beyond this, whatever its length in messages).
+    pub history_max_bytes: usize,
     /// Messages of history sent in a `join` ack without `since`.
     pub history_on_join: usize,
     /// Send `joined` / `left` events.
@@ -194,6 +197,7 @@ impl Default for RoomConfig {
         RoomConfig {
             default_max_members: 10_000,
             history: 100,
+            history_max_bytes: 1024 * 1024,
             history_on_join: 100,
             presence_events: true,
             auto_create: true,
@@ -267,13 +271,19 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let file_origin = file.map(|p| format!(" in {}", p.display()));
+        let env_used = env.iter().any(|(k, _)| k.starts_with(ENV_PREFIX));
+        let origin = match (file, env_used) {
+            (Some(p), true) => format!(" in {} or SHARDCAST_* environment", p.display()),
+            (Some(p), false) => format!(" in {}", p.display()),
+            (None, true) => " in SHARDCAST_* environment".to_string(),
+            (None, false) => String::new(),
+        };
         apply_env(&mut table, env)?;
         let mut config: Config =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: file_origin.unwrap_or_default(),
+                    origin,
                     message: e.to_string().trim().to_string(),
                 })?;
         if let Some(listen) = &overrides.listen {
@@ -380,6 +390,9 @@ impl Config {
                 "room.history",
                 format!("must be at most {MAX_ROOM_HISTORY}"),
             ));
+        }
+        if r.history_max_bytes == 0 {
+            return Err(invalid("room.history_max_bytes", "must be > 0"));
         }
         if r.history_on_join > MAX_ROOM_HISTORY {
             return Err(invalid(

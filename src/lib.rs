@@ -86,12 +86,12 @@ impl Broker {
     }
 
     /// Drain: refuse new connections, close every connection with 1001, and
-    /// wait for the shards to finish, at most `server.drain_timeout_ms` (plus
-    /// a moment). Returns whether every shard finished in time.
+    /// wait for the shards to finish, at most `server.drain_timeout_ms`
+    /// (shards drop what is left a little before). Returns whether every
+    /// shard finished its drain cleanly.
     pub fn shutdown(self) -> bool {
         self.shared.start_drain();
-        let limit = Duration::from_millis(self.shared.config.server.drain_timeout_ms)
-            + Duration::from_millis(500);
+        let limit = Duration::from_millis(self.shared.config.server.drain_timeout_ms);
         let started = Instant::now();
         let mut clean = true;
         for shard in self.shards {

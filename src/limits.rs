@@ -29,6 +29,11 @@ pub const SHARD_REQUEST_INBOX: usize = 8_192;
 /// replies, direct messages). A full inbox makes the home shard wait.
 pub const SHARD_DELIVERY_INBOX: usize = 16_384;
 
+/// Bytes of payload (message data, encoded frames) one shard inbox may hold.
+/// With the item bounds above this caps a shard's inbox memory however large
+/// the messages are.
+pub const SHARD_INBOX_BYTES: usize = 32 * 1024 * 1024;
+
 /// How many inbox items a shard pump handles before yielding to the
 /// connections of its runtime, so one busy inbox cannot starve sockets.
 pub const SHARD_PUMP_BATCH: usize = 256;

@@ -92,6 +92,14 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     let shards = config.server.shards;
+    // Signal handlers first, so a SIGTERM during startup still drains.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shardcast: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let broker = match Broker::start(config) {
         Ok(b) => b,
         Err(e) => {
@@ -100,31 +108,47 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     tracing::info!(addr = %broker.local_addr(), shards, "shardcast listening");
-    if let Err(e) = wait_for_signal() {
-        eprintln!("shardcast: cannot wait for signals: {e}");
-    }
+    signals.wait();
     tracing::info!("draining");
     if broker.shutdown() {
         tracing::info!("drained; bye");
     } else {
-        tracing::warn!("drain timeout passed; exiting anyway");
+        tracing::warn!("drain timeout passed; remaining connections were dropped");
     }
     ExitCode::SUCCESS
 }
 
-/// Block until SIGTERM or SIGINT.
-fn wait_for_signal() -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            r = tokio::signal::ctrl_c() => r?,
-        }
-        Ok(())
-    })
+/// SIGTERM and SIGINT, registered on a small runtime of their own.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int) = runtime.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })?;
+        Ok(Signals { runtime, term, int })
+    }
+
+    /// Block until SIGTERM or SIGINT.
+    fn wait(mut self) {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        });
+    }
 }
 
 fn init_logging() {

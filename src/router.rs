@@ -16,13 +16,14 @@
 //! which gives every room one total order.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use tokio::sync::Notify;
 
 use crate::config::OverflowPolicy;
-use crate::limits::{SHARD_DELIVERY_INBOX, SHARD_REQUEST_INBOX};
+use crate::limits::{SHARD_DELIVERY_INBOX, SHARD_INBOX_BYTES, SHARD_REQUEST_INBOX};
 use crate::protocol::decode::RoomOptions;
 
 /// Who asked: the connection a reply goes to.
@@ -131,8 +132,19 @@ pub enum Delivery {
     JoinRefused {
         /// The connection.
         conn: u64,
+        /// The room.
+        room: Arc<str>,
         /// The error frame.
         reply: Bytes,
+    },
+    /// The home removed `conn` from `room`: stop delivering it.
+    Left {
+        /// The connection.
+        conn: u64,
+        /// The room.
+        room: Arc<str>,
+        /// The ack, if the leave carried an id.
+        reply: Option<Bytes>,
     },
     /// A frame for every local connection of a user.
     ToUser {
@@ -148,61 +160,141 @@ pub enum Delivery {
     },
 }
 
-/// One bounded inbox and its two signals.
+/// Something that travels through an inbox, with the bytes it keeps alive.
+pub trait Weighed {
+    /// Bytes of payload the item holds (frames, message data).
+    fn weight(&self) -> usize;
+}
+
+impl Weighed for Request {
+    fn weight(&self) -> usize {
+        match self {
+            Request::Publish { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Weighed for Delivery {
+    fn weight(&self) -> usize {
+        match self {
+            Delivery::Room { frame, .. }
+            | Delivery::ToConn { frame, .. }
+            | Delivery::ToUser { frame, .. }
+            | Delivery::All { frame }
+            | Delivery::JoinRefused { reply: frame, .. } => frame.len(),
+            Delivery::Joined { reply, .. } | Delivery::Left { reply, .. } => {
+                reply.as_ref().map_or(0, Bytes::len)
+            }
+        }
+    }
+}
+
+impl Weighed for u64 {
+    fn weight(&self) -> usize {
+        8
+    }
+}
+
+/// One inbox, bounded in items and in bytes, and its two signals.
 pub struct Inbox<T> {
     tx: Sender<T>,
     rx: Receiver<T>,
+    /// Bytes held by queued items.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    /// A sender may be waiting for space (set before it checks for space,
+    /// so a drain that empties the inbox cannot miss it).
+    sender_waiting: AtomicBool,
     /// Woken when an item arrives.
     pub arrived: Notify,
     /// Woken when a drain made room.
     pub space: Notify,
 }
 
-impl<T> Inbox<T> {
-    fn new(capacity: usize) -> Self {
+impl<T: Weighed> Inbox<T> {
+    /// An inbox of at most `capacity` items and `max_bytes` bytes (one item
+    /// larger than that fits when the inbox holds no bytes).
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         let (tx, rx) = bounded(capacity);
         Inbox {
             tx,
             rx,
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            sender_waiting: AtomicBool::new(false),
             arrived: Notify::new(),
             space: Notify::new(),
         }
     }
 
-    /// Send `item`, waiting while the inbox is full. Errors only when the
-    /// receiving shard has gone (shutdown); the item is then dropped.
-    pub async fn send(&self, mut item: T) -> Result<(), ShardGone> {
+    /// Send `item`, waiting while the inbox is full (in items or bytes).
+    /// Errors only when the receiving shard has gone (shutdown); the item is
+    /// then dropped.
+    pub async fn send(&self, item: T) -> Result<(), ShardGone> {
+        // Fast path: no waiter registration (Notify's lock) unless full.
+        let mut item = match self.try_put(item)? {
+            None => return Ok(()),
+            Some(back) => back,
+        };
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            match self.tx.try_send(item) {
-                Ok(()) => {
-                    self.arrived.notify_one();
-                    return Ok(());
-                }
-                Err(TrySendError::Full(back)) => {
-                    item = back;
-                    space.await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(ShardGone),
+            // Say a sender waits, then look once more: a drain that ran
+            // before the flag was set made room we would otherwise miss.
+            self.sender_waiting.store(true, Ordering::Release);
+            item = match self.try_put(item)? {
+                None => return Ok(()),
+                Some(back) => back,
+            };
+            space.await;
+        }
+    }
+
+    /// Put `item` in if it fits; hand it back if not.
+    fn try_put(&self, item: T) -> Result<Option<T>, ShardGone> {
+        let weight = item.weight();
+        let before = self.bytes.fetch_add(weight, Ordering::AcqRel);
+        if before > 0 && before + weight > self.max_bytes {
+            self.bytes.fetch_sub(weight, Ordering::AcqRel);
+            return Ok(Some(item));
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => {
+                self.arrived.notify_one();
+                Ok(None)
+            }
+            Err(TrySendError::Full(back)) => {
+                self.bytes.fetch_sub(weight, Ordering::AcqRel);
+                Ok(Some(back))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.bytes.fetch_sub(weight, Ordering::AcqRel);
+                Err(ShardGone)
             }
         }
     }
 
-    /// Take up to `max` items into `out`; wakes waiting senders if the inbox
-    /// was at least half full. Returns how many were taken.
+    /// Take up to `max` items into `out`, waking senders waiting for space.
+    /// Returns how many were taken.
     pub fn drain(&self, out: &mut Vec<T>, max: usize) -> usize {
-        let was_busy = self.rx.len() * 2 >= self.rx.capacity().unwrap_or(usize::MAX);
         let before = out.len();
+        let mut freed = 0;
         while out.len() - before < max {
             match self.rx.try_recv() {
-                Ok(item) => out.push(item),
+                Ok(item) => {
+                    freed += item.weight();
+                    out.push(item);
+                }
                 Err(_) => break,
             }
         }
+        if freed > 0 {
+            self.bytes.fetch_sub(freed, Ordering::AcqRel);
+        }
         let taken = out.len() - before;
-        if was_busy && taken > 0 {
+        if taken > 0 && self.sender_waiting.swap(false, Ordering::AcqRel) {
             self.space.notify_waiters();
         }
         taken
@@ -211,6 +303,11 @@ impl<T> Inbox<T> {
     /// Items waiting.
     pub fn len(&self) -> usize {
         self.rx.len()
+    }
+
+    /// Bytes held by waiting items.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
     }
 
     /// Whether nothing waits.
@@ -236,8 +333,8 @@ impl ShardLink {
     /// A link with the standard inbox bounds.
     pub fn new() -> Arc<Self> {
         Arc::new(ShardLink {
-            requests: Inbox::new(SHARD_REQUEST_INBOX),
-            deliveries: Inbox::new(SHARD_DELIVERY_INBOX),
+            requests: Inbox::new(SHARD_REQUEST_INBOX, SHARD_INBOX_BYTES),
+            deliveries: Inbox::new(SHARD_DELIVERY_INBOX, SHARD_INBOX_BYTES),
         })
     }
 }
@@ -275,7 +372,7 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let inbox = Arc::new(Inbox::<u32>::new(2));
+            let inbox = Arc::new(Inbox::<u64>::new(2, 1 << 20));
             inbox.send(1).await.expect("send");
             inbox.send(2).await.expect("send");
             let sender = {
@@ -289,6 +386,30 @@ mod tests {
             sender.await.expect("join").expect("sent");
             inbox.drain(&mut out, 10);
             assert_eq!(out, vec![1, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn inbox_is_bounded_in_bytes_too() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            // Room for 100 items but only 16 bytes: two u64s.
+            let inbox = Arc::new(Inbox::<u64>::new(100, 16));
+            inbox.send(1).await.expect("send");
+            inbox.send(2).await.expect("send");
+            assert_eq!(inbox.bytes(), 16);
+            let sender = {
+                let inbox = inbox.clone();
+                tokio::spawn(async move { inbox.send(3).await })
+            };
+            tokio::task::yield_now().await;
+            assert!(!sender.is_finished());
+            let mut out = Vec::new();
+            inbox.drain(&mut out, 1);
+            sender.await.expect("join").expect("sent");
+            assert_eq!(inbox.bytes(), 16);
         });
     }
 }

@@ -29,6 +29,12 @@ use crate::shard::conn::{self, Identity};
 
 type Body = Full<Bytes>;
 
+/// The wire protocol version this server speaks (`/ws?v=1`).
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// The user id of messages from the server itself (`from` of API publishes).
+pub const SYSTEM_USER: &str = "system";
+
 /// Pending-connection backlog of each shard's listener.
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -40,8 +46,18 @@ pub fn bind_listeners(
     shards: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
+    // SO_REUSEPORT lets any process of this user join the port. Bind once
+    // without it first, so a port already in use (by another broker, too)
+    // fails loudly instead of silently sharing connections.
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())?;
+    let mut addr = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
+    drop(probe);
     let mut listeners = Vec::with_capacity(shards);
-    let mut addr = addr;
     for _ in 0..shards {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
@@ -166,6 +182,11 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
                         "`user` must be 1-128 bytes of [A-Za-z0-9_.:@-]",
                     ));
                 }
+                if value == SYSTEM_USER {
+                    return Err(bad_request(
+                        "the user id `system` is reserved for messages from the server",
+                    ));
+                }
                 params.user = Some(value.into_owned());
             }
             "name" => {
@@ -175,6 +196,11 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
                     ));
                 }
                 params.name = Some(value.into_owned());
+            }
+            "v" if value != PROTOCOL_VERSION => {
+                return Err(bad_request(format!(
+                    "unsupported protocol version {value:?}; this server speaks v={PROTOCOL_VERSION}"
+                )));
             }
             _ => {}
         }

@@ -6,14 +6,14 @@
 //! bypass the queue's bounds is the close frame that ends it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
@@ -39,6 +39,10 @@ use crate::ws::{Message, MessageReader};
 /// reason other than a slow consumer (the client reads; it should answer
 /// promptly).
 const CLOSE_HANDSHAKE_MS: u64 = 2_000;
+
+/// Capacity a writer's in-flight buffer keeps after a burst; more is given
+/// back so a connection that was once busy does not stay large.
+const WRITER_KEEP_CAPACITY: usize = 256;
 
 /// Who a connection is, decided before the upgrade.
 pub struct Identity {
@@ -66,7 +70,8 @@ pub struct Conn {
     reader_wake: LocalSignal,
     /// Rooms joined (as acknowledged by their home shards).
     pub rooms: RefCell<HashSet<Arc<str>>>,
-    pending_joins: Cell<usize>,
+    /// Joins sent to home shards and not answered yet, by room.
+    joining: RefCell<HashMap<Arc<str>, u32>>,
     dead: Cell<bool>,
     close_code: Cell<Option<u16>>,
     bucket: RefCell<Option<TokenBucket>>,
@@ -89,7 +94,7 @@ impl Conn {
             writer_wake: LocalSignal::default(),
             reader_wake: LocalSignal::default(),
             rooms: RefCell::default(),
-            pending_joins: Cell::new(0),
+            joining: RefCell::default(),
             dead: Cell::new(false),
             close_code: Cell::new(None),
             bucket: RefCell::new(bucket),
@@ -140,13 +145,34 @@ impl Conn {
         }
     }
 
-    /// A pending join was answered by its home shard.
-    pub fn join_settled(&self) {
-        self.pending_joins
-            .set(self.pending_joins.get().saturating_sub(1));
-        if self.pending_joins.get() == 0 {
+    /// A join of `room` was answered by its home shard.
+    pub fn join_settled(&self, room: &str) {
+        let mut joining = self.joining.borrow_mut();
+        if let Some(n) = joining.get_mut(room) {
+            *n -= 1;
+            if *n == 0 {
+                joining.remove(room);
+            }
+        }
+        if joining.is_empty() {
             self.reader_wake.notify();
         }
+    }
+
+    /// The room this connection is in, or is joining, as the shared name.
+    fn known_room(&self, room: &str) -> Option<Arc<str>> {
+        if let Some(r) = self.rooms.borrow().get(room) {
+            return Some(r.clone());
+        }
+        self.joining
+            .borrow()
+            .get_key_value(room)
+            .map(|(r, _)| r.clone())
+    }
+
+    /// Forget pending gaps of a room the connection left.
+    pub fn forget_room(&self, room: &str) {
+        self.queue.borrow_mut().forget_room(room);
     }
 
     fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
@@ -337,41 +363,68 @@ async fn wait_for_peer_close(read: &OwnedReadHalf) {
 
 /// Write queued frames in vectored batches until the close frame is out.
 async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
+    let mut inflight: VecDeque<Bytes> = VecDeque::new();
     loop {
-        let mut batch = Vec::new();
         let closing = {
             let mut queue = conn.queue.borrow_mut();
             if queue.is_empty() {
                 queue.flush_gaps();
             }
-            queue.take_batch(&mut batch, WRITE_BATCH_FRAMES);
-            queue.is_closing() && queue.is_empty()
+            queue.take_all(&mut inflight);
+            queue.is_closing()
         };
-        if batch.is_empty() {
+        if inflight.is_empty() {
             conn.writer_wake.wait().await;
             continue;
         }
-        if write_all(&mut write, &batch).await.is_err() {
+        if write_frames(&mut write, &inflight).await.is_err() {
             conn.dead.set(true);
             conn.reader_wake.notify();
             return;
         }
+        inflight.clear();
+        if inflight.capacity() > WRITER_KEEP_CAPACITY {
+            inflight.shrink_to(WRITER_KEEP_CAPACITY);
+        }
         if closing {
+            // The close frame was the last one queued: it is out.
             let _ = write.shutdown().await;
             return;
         }
     }
 }
 
-async fn write_all(write: &mut OwnedWriteHalf, batch: &[Bytes]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        let n = write.write_vectored(rest).await?;
-        if n == 0 {
+/// Write `frames` with vectored writes of up to [`WRITE_BATCH_FRAMES`]
+/// slices each. The slices live on the stack of each poll, not in the
+/// future, so an idle connection's task stays small.
+async fn write_frames(write: &mut OwnedWriteHalf, frames: &VecDeque<Bytes>) -> std::io::Result<()> {
+    let (mut index, mut offset) = (0usize, 0usize);
+    while index < frames.len() {
+        let written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];
+            let mut count = 0;
+            for (i, frame) in frames.range(index..).take(WRITE_BATCH_FRAMES).enumerate() {
+                slices[count] = IoSlice::new(if i == 0 { &frame[offset..] } else { frame });
+                count += 1;
+            }
+            std::pin::Pin::new(&mut *write).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
+        if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        IoSlice::advance_slices(&mut rest, n);
+        let mut left = written;
+        while left > 0 && index < frames.len() {
+            let rest = frames[index].len() - offset;
+            if left >= rest {
+                left -= rest;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += left;
+                left = 0;
+            }
+        }
     }
     Ok(())
 }
@@ -381,7 +434,7 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
     // Joins in flight must settle first, or their rooms would keep a member
     // that is gone.
     let deadline = Instant::now() + Duration::from_millis(PENDING_JOIN_WAIT_MS);
-    while conn.pending_joins.get() > 0 {
+    while !conn.joining.borrow().is_empty() {
         if tokio::time::timeout_at(deadline, conn.reader_wake.wait())
             .await
             .is_err()
@@ -457,21 +510,33 @@ async fn dispatch(
             since,
             create,
         } => {
-            let member = conn.rooms.borrow().contains(room);
-            if !member
-                && conn.rooms.borrow().len() + conn.pending_joins.get()
-                    >= limits.max_rooms_per_connection
-            {
+            // Rights before state: creating needs the `create` right.
+            let creates = create && shard.shared.config.room.auto_create;
+            if creates && !conn.perms.allows(Perm::Create) && !shard.shared.rooms.contains(room) {
                 return Err(Refusal::new(
-                    ErrorCode::TooManyRooms,
+                    ErrorCode::Forbidden,
                     format!(
-                        "a connection may be in at most {} rooms",
-                        limits.max_rooms_per_connection
+                        "room {room} does not exist and this connection lacks the `create` right"
                     ),
                 ));
             }
-            conn.pending_joins.set(conn.pending_joins.get() + 1);
-            let room: Arc<str> = Arc::from(room);
+            let room = match conn.known_room(room) {
+                Some(known) => known,
+                None => {
+                    let held = conn.rooms.borrow().len() + conn.joining.borrow().len();
+                    if held >= limits.max_rooms_per_connection {
+                        return Err(Refusal::new(
+                            ErrorCode::TooManyRooms,
+                            format!(
+                                "a connection may be in at most {} rooms",
+                                limits.max_rooms_per_connection
+                            ),
+                        ));
+                    }
+                    Arc::from(room)
+                }
+            };
+            *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
             let request = Request::Join {
                 origin: Origin { conn: conn.id, id },
                 user: conn.user.clone(),
@@ -485,11 +550,11 @@ async fn dispatch(
             shard.request(home_of(&room, shards), request).await;
         }
         ClientFrame::Leave { id, room } => {
-            let Some(room) = conn.rooms.borrow_mut().take(room) else {
+            // Forwarded also while the join is in flight: the home decides,
+            // in the order the client sent its frames.
+            let Some(room) = conn.known_room(room) else {
                 return Err(membership_refusal(shard, room));
             };
-            shard.remove_local_member(&room, conn.id);
-            conn.queue.borrow_mut().forget_room(&room);
             let home = home_of(&room, shards);
             let origin = Origin { conn: conn.id, id };
             shard.request(home, Request::Leave { origin, room }).await;
@@ -517,7 +582,7 @@ async fn dispatch(
             exclude_self,
         } => {
             conn.perms.require(Perm::Publish)?;
-            let Some(room) = conn.rooms.borrow().get(room).cloned() else {
+            let Some(room) = conn.known_room(room) else {
                 return Err(membership_refusal(shard, room));
             };
             conn.take_token()?;

@@ -5,6 +5,7 @@
 //! runs this code for that room, one request at a time, so `seq` is gap-free
 //! and a cap check and its update cannot interleave with another.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -33,11 +34,17 @@ pub struct HomeRoom {
     /// `(seq, message frame)`, oldest first, at most `history_len`.
     history: VecDeque<(u64, Bytes)>,
     history_len: usize,
+    /// Bytes held by `history`, at most `room.history_max_bytes` (but the
+    /// newest message is always kept).
+    history_bytes: usize,
     members: HashMap<u64, Member>,
     /// Members per shard: where fan-out must go.
     per_shard: Vec<u32>,
     /// When the room last became empty (auto-created rooms only).
     empty_since: Option<Instant>,
+    /// The room has an entry in the shard's expiry heap (at most one, so
+    /// join/leave churn cannot grow the heap).
+    expiry_scheduled: bool,
 }
 
 impl HomeRoom {
@@ -47,9 +54,11 @@ impl HomeRoom {
             seq: 0,
             history: VecDeque::new(),
             history_len,
+            history_bytes: 0,
             members: HashMap::new(),
             per_shard: vec![0; shards],
             empty_since: None,
+            expiry_scheduled: false,
         }
     }
 
@@ -156,6 +165,7 @@ impl Shard {
                         self.shard_of(origin.conn),
                         Delivery::JoinRefused {
                             conn: origin.conn,
+                            room,
                             reply: frame,
                         },
                     ));
@@ -186,23 +196,20 @@ impl Shard {
                 room,
                 data,
                 exclude_self,
-            } => {
-                let exclude = exclude_self.then_some(origin.conn);
-                match self.publish(&room, &from, &data, exclude, out) {
-                    Ok(seq) => {
-                        if let Some(id) = origin.id {
-                            out.push((
-                                self.shard_of(origin.conn),
-                                Delivery::ToConn {
-                                    conn: origin.conn,
-                                    frame: encode::ack_publish(id, &room, seq),
-                                },
-                            ));
-                        }
+            } => match self.publish(&room, origin.conn, &from, &data, exclude_self, out) {
+                Ok(seq) => {
+                    if let Some(id) = origin.id {
+                        out.push((
+                            self.shard_of(origin.conn),
+                            Delivery::ToConn {
+                                conn: origin.conn,
+                                frame: encode::ack_publish(id, &room, seq),
+                            },
+                        ));
                     }
-                    Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
                 }
-            }
+                Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+            },
             Request::Members { origin, room } => {
                 let reply = self.members(&origin, &room);
                 match reply {
@@ -251,7 +258,7 @@ impl Shard {
         if !explicit {
             // Until its first member arrives it is as good as empty.
             home.empty_since = Some(Instant::now());
-            self.schedule_expiry(room);
+            self.schedule_expiry(room, &mut home);
         }
         homes.insert(room.clone(), home);
         Ok(())
@@ -356,15 +363,14 @@ impl Shard {
         home.per_shard[origin_shard] = home.per_shard[origin_shard].saturating_sub(1);
         let count = home.members.len() as u32;
         home.meta.members.store(count, Ordering::Relaxed);
-        if let Some(id) = origin.id {
-            out.push((
-                origin_shard,
-                Delivery::ToConn {
-                    conn: origin.conn,
-                    frame: encode::ack_room(id, room),
-                },
-            ));
-        }
+        out.push((
+            origin_shard,
+            Delivery::Left {
+                conn: origin.conn,
+                room: room.clone(),
+                reply: origin.id.map(|id| encode::ack_room(id, room)),
+            },
+        ));
         if self.shared.config.room.presence_events && count > 0 {
             let frame = encode::presence(
                 PresenceKind::Left,
@@ -377,31 +383,47 @@ impl Shard {
         }
         if count == 0 && !home.meta.explicit {
             home.empty_since = Some(Instant::now());
-            drop(homes);
-            self.schedule_expiry(room);
+            self.schedule_expiry(room, home);
         }
     }
 
     fn publish(
         &self,
         room: &Arc<str>,
+        conn: u64,
         from: &str,
         data: &[u8],
-        exclude: Option<u64>,
+        exclude_self: bool,
         out: &mut Vec<(usize, Delivery)>,
     ) -> Result<u64, Refusal> {
         let mut homes = self.homes.borrow_mut();
         let Some(home) = homes.get_mut(room) else {
             return Err(not_found(room));
         };
+        // The origin forwards a publish also while a join is in flight, so
+        // frames take effect in the order the client sent them: the home,
+        // which saw that join first, decides.
+        if !home.members.contains_key(&conn) {
+            return Err(Refusal::new(
+                ErrorCode::NotMember,
+                format!("not a member of room {room}"),
+            ));
+        }
+        let exclude = exclude_self.then_some(conn);
         home.seq += 1;
         let seq = home.seq;
         let frame = encode::message(room, seq, from, encode::now_ms(), data);
         if home.history_len > 0 {
-            if home.history.len() == home.history_len {
-                home.history.pop_front();
-            }
+            home.history_bytes += frame.len();
             home.history.push_back((seq, frame.clone()));
+            let max_bytes = self.shared.config.room.history_max_bytes;
+            while home.history.len() > home.history_len
+                || (home.history_bytes > max_bytes && home.history.len() > 1)
+            {
+                if let Some((_, old)) = home.history.pop_front() {
+                    home.history_bytes -= old.len();
+                }
+            }
         }
         home.meta.seq.store(seq, Ordering::Relaxed);
         home.fan_out(seq, &frame, exclude, out, room);
@@ -436,11 +458,17 @@ impl Shard {
         )))
     }
 
-    fn schedule_expiry(&self, room: &Arc<str>) {
+    /// Make sure `room` has one entry in the expiry heap.
+    fn schedule_expiry(&self, room: &Arc<str>, home: &mut HomeRoom) {
+        if home.expiry_scheduled {
+            return;
+        }
         let ttl = std::time::Duration::from_millis(self.shared.config.room.empty_ttl_ms);
+        let since = home.empty_since.unwrap_or_else(Instant::now);
+        home.expiry_scheduled = true;
         self.expiring
             .borrow_mut()
-            .push_back((Instant::now() + ttl, room.clone()));
+            .push(Reverse((since + ttl, room.clone())));
     }
 
     /// Remove auto-created rooms empty for at least `room.empty_ttl_ms`.
@@ -449,8 +477,8 @@ impl Shard {
         loop {
             let room = {
                 let mut expiring = self.expiring.borrow_mut();
-                match expiring.front() {
-                    Some((at, _)) if *at <= now => expiring.pop_front().map(|(_, r)| r),
+                match expiring.peek() {
+                    Some(Reverse((at, _))) if *at <= now => expiring.pop().map(|Reverse((_, r))| r),
                     _ => None,
                 }
             };
@@ -458,14 +486,21 @@ impl Shard {
                 return;
             };
             let mut homes = self.homes.borrow_mut();
-            let expired = homes.get(&room).is_some_and(|h| {
-                h.members.is_empty()
-                    && !h.meta.explicit
-                    && h.empty_since.is_some_and(|since| since + ttl <= now)
-            });
-            if expired {
-                homes.remove(&room);
-                self.shared.rooms.remove(&room);
+            let Some(home) = homes.get_mut(&room) else {
+                continue;
+            };
+            home.expiry_scheduled = false;
+            if !home.members.is_empty() || home.meta.explicit {
+                continue;
+            }
+            match home.empty_since {
+                Some(since) if since + ttl <= now => {
+                    homes.remove(&room);
+                    self.shared.rooms.remove(&room);
+                }
+                // Emptied again since it was scheduled: wait its full ttl.
+                Some(_) => self.schedule_expiry(&room, home),
+                None => {}
             }
         }
     }

@@ -13,7 +13,8 @@ pub mod outbound;
 pub mod signal;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,9 @@ use conn::Conn;
 use home::HomeRoom;
 use signal::LocalSignal;
 
+/// Empty auto-created rooms by the time they may be removed (earliest first).
+type ExpiryHeap = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
+
 /// Members of one room on this shard.
 struct LocalRoom {
     overflow: OverflowPolicy,
@@ -47,8 +51,9 @@ pub struct Shard {
     local_rooms: RefCell<HashMap<Arc<str>, LocalRoom>>,
     local_users: RefCell<HashMap<Arc<str>, Vec<Rc<Conn>>>>,
     homes: RefCell<HashMap<Arc<str>, HomeRoom>>,
-    /// Auto-created rooms that became empty, with the time they may go.
-    expiring: RefCell<VecDeque<(Instant, Arc<str>)>>,
+    /// Auto-created rooms that became empty, by the time they may go; at
+    /// most one entry per room.
+    expiring: RefCell<ExpiryHeap>,
     /// Joins accepted for connections that were gone: to be left again.
     orphans: RefCell<Vec<(u64, Arc<str>)>>,
     orphan_signal: LocalSignal,
@@ -186,9 +191,21 @@ impl Shard {
                 overflow,
                 reply,
             } => self.apply_joined(conn, room, overflow, reply),
-            Delivery::JoinRefused { conn, reply } => {
+            Delivery::JoinRefused { conn, room, reply } => {
                 if let Some(c) = self.conns.borrow().get(&conn) {
-                    c.join_settled();
+                    c.join_settled(&room);
+                    c.send(reply);
+                }
+            }
+            Delivery::Left { conn, room, reply } => {
+                let Some(c) = self.conns.borrow().get(&conn).cloned() else {
+                    return;
+                };
+                if c.rooms.borrow_mut().remove(&room) {
+                    self.remove_local_member(&room, conn);
+                    c.forget_room(&room);
+                }
+                if let Some(reply) = reply {
                     c.send(reply);
                 }
             }
@@ -219,6 +236,7 @@ impl Shard {
             self.orphan_signal.notify();
             return;
         };
+        let room_for_settle = room.clone();
         let newly = c.rooms.borrow_mut().insert(room.clone());
         if newly && !c.is_dead() {
             self.local_rooms
@@ -231,7 +249,7 @@ impl Shard {
                 .members
                 .push(c.clone());
         }
-        c.join_settled();
+        c.join_settled(&room_for_settle);
         if let Some(reply) = reply {
             c.send(reply);
         }
@@ -307,6 +325,16 @@ impl Shard {
     }
 }
 
+/// How long a shard drains: the drain timeout less a margin for tearing the
+/// shard down, so the process exits within `server.drain_timeout_ms`.
+fn drain_budget(drain_timeout_ms: u64) -> Duration {
+    let margin = (drain_timeout_ms / 10).clamp(1, DRAIN_TEARDOWN_MARGIN_MS);
+    Duration::from_millis(drain_timeout_ms - margin)
+}
+
+/// Most of the drain timeout kept back for tearing a shard down.
+const DRAIN_TEARDOWN_MARGIN_MS: u64 = 250;
+
 /// A running shard thread.
 pub struct ShardHandle {
     /// The thread; it returns when the shard has drained.
@@ -357,7 +385,7 @@ async fn run(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener)
     let _ = shutdown.wait_for(|draining| *draining).await;
     // The listener stays open while draining: /readyz answers 503 to load
     // balancers and upgrades are refused with 503 `server_full`.
-    let timeout = Duration::from_millis(shared.config.server.drain_timeout_ms);
+    let timeout = drain_budget(shared.config.server.drain_timeout_ms);
     if tokio::time::timeout(timeout, shard.drain_connections())
         .await
         .is_err()

@@ -181,6 +181,17 @@ impl OutQueue {
         self.gaps.retain(|g| &*g.room != room);
     }
 
+    /// Move every queued frame into `inflight` (empty) by swapping buffers,
+    /// so a busy connection alternates two buffers and allocates nothing.
+    /// What is in flight is at most one queue's worth: a connection holds at
+    /// most twice its bound.
+    pub fn take_all(&mut self, inflight: &mut VecDeque<Bytes>) {
+        debug_assert!(inflight.is_empty());
+        std::mem::swap(&mut self.frames, inflight);
+        self.bytes = 0;
+        debug_assert!(self.frames.is_empty());
+    }
+
     /// Move up to `max` frames into `out` for one write.
     pub fn take_batch(&mut self, out: &mut Vec<Bytes>, max: usize) {
         while out.len() < max {

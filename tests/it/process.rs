@@ -174,3 +174,33 @@ async fn slow_reader_cannot_grow_server_memory() {
     }
     assert!(saw_gap);
 }
+
+#[test]
+fn config_command_prints_effective_toml_and_names_bad_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["config", "--shards", "3"])
+        .env("SHARDCAST_LIMITS__MAX_CONNECTIONS", "5000")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[limits]") && text.contains("max_connections = 5000"),
+        "{text}"
+    );
+    assert!(text.contains("shards = 3"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["config"])
+        .env("SHARDCAST_LIMITS__HEARTBEAT_TIMEOUT_MS", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.heartbeat_timeout_ms"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["serve", "--config", "/nonexistent/shardcast.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}

@@ -365,3 +365,118 @@ async fn health_and_unknown_paths() {
     assert_eq!(status, 400);
     assert_eq!(http_body(&text)["error"]["code"], "bad_request");
 }
+
+#[tokio::test]
+async fn frames_take_effect_in_the_order_sent() {
+    let broker = TestBroker::new().shards(4).start();
+    for round in 0..10 {
+        let mut c = broker.user(&format!("p{round}")).await;
+        let room = format!("pipe-{round}");
+        // No waiting between frames: join, publish, leave, publish.
+        c.send(json!({"type":"join","room":room,"id":1})).await;
+        c.send(json!({"type":"publish","room":room,"data":"x","id":2}))
+            .await;
+        c.send(json!({"type":"leave","room":room,"id":3})).await;
+        c.send(json!({"type":"publish","room":room,"data":"y","id":4}))
+            .await;
+        let mut replies = std::collections::BTreeMap::new();
+        while replies.len() < 4 {
+            let v = c.recv().await;
+            if let Some(id) = v["id"].as_u64() {
+                replies.insert(id, v);
+            }
+        }
+        assert_eq!(replies[&1]["type"], "ack", "{:?}", replies);
+        assert_eq!(replies[&2]["type"], "ack", "{:?}", replies);
+        assert_eq!(replies[&2]["seq"], 1);
+        assert_eq!(replies[&3]["type"], "ack", "{:?}", replies);
+        assert_eq!(replies[&4]["code"], "not_member", "{:?}", replies);
+    }
+}
+
+#[tokio::test]
+async fn reserved_user_and_protocol_version() {
+    let broker = TestBroker::new().start();
+    for (query, needle) in [("user=system", "reserved"), ("v=2", "version")] {
+        match tokio_tungstenite::connect_async(broker.url(query)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 400);
+                let body: serde_json::Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
+                assert_eq!(body["error"]["code"], "bad_request");
+                let message = body["error"]["message"].as_str().unwrap_or("");
+                assert!(message.contains(needle), "{message}");
+            }
+            other => panic!("{query}: expected 400, got {:?}", other.map(|_| ())),
+        }
+    }
+    let mut c = broker.connect("v=1&user=ok").await;
+    assert_eq!(c.recv().await["type"], "welcome");
+}
+
+#[tokio::test]
+async fn rights_are_checked_before_state() {
+    use shardcast::perms::Perm;
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.auth.default_perms = vec![Perm::Publish];
+            c.limits.max_rooms_per_connection = 1;
+        })
+        .start();
+    let mut admin_made = broker.user("x").await;
+    // No `create` right: a missing room is `forbidden`, even when the
+    // connection is also at its room limit.
+    admin_made
+        .err(json!({"type":"join","room":"nope"}), "forbidden")
+        .await;
+    // Without create the right is not needed: plain `room_not_found`.
+    admin_made
+        .err(
+            json!({"type":"join","room":"nope","create":false}),
+            "room_not_found",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn history_is_bounded_in_bytes() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.room.history = 100;
+            c.room.history_max_bytes = 2_000;
+        })
+        .start();
+    let mut a = broker.user("a").await;
+    a.join("r").await;
+    for _ in 0..10 {
+        a.ok(json!({"type":"publish","room":"r","data":"h".repeat(500)}))
+            .await;
+    }
+    let mut b = broker.user("b").await;
+    let ack = b.join("r").await;
+    let kept = ack["history"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(
+        (1..=3).contains(&kept),
+        "kept {kept} messages of ~560 bytes under 2000"
+    );
+    assert_eq!(ack["history"][kept - 1]["seq"], 10);
+}
+
+#[tokio::test]
+async fn a_second_broker_cannot_share_the_port() {
+    let broker = TestBroker::new().start();
+    let addr = broker.addr.to_string();
+    let config = {
+        let mut c = shardcast::Config::load_from(None, &[], &shardcast::Overrides::default())
+            .expect("config");
+        c.server.listen = addr;
+        c
+    };
+    match shardcast::Broker::start(config) {
+        Err(e) => assert!(e.to_string().contains("cannot listen"), "{e}"),
+        Ok(b) => {
+            b.shutdown();
+            panic!("a second broker bound the same port");
+        }
+    }
+}
