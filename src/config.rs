@@ -271,7 +271,10 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let env_used = env.iter().any(|(k, _)| k.starts_with(ENV_PREFIX));
+        let env_used = env.iter().any(|(k, _)| {
+            k.strip_prefix(ENV_PREFIX)
+                .is_some_and(|rest| rest.contains("__"))
+        });
         let origin = match (file, env_used) {
             (Some(p), true) => format!(" in {} or SHARDCAST_* environment", p.display()),
             (Some(p), false) => format!(" in {}", p.display()),

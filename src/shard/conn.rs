@@ -482,6 +482,14 @@ fn slice_of(payload: &Bytes, text: &str, part: &str) -> Bytes {
     payload.slice(start..start + part.len())
 }
 
+/// The refusal of a private room to a connection without a grant for it.
+pub fn private_room_refusal(room: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Forbidden,
+        format!("room {room} is private and this connection's rooms do not include it"),
+    )
+}
+
 fn membership_refusal(shard: &Shard, room: &str) -> Refusal {
     if shard.shared.rooms.contains(room) {
         Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}"))
@@ -510,15 +518,20 @@ async fn dispatch(
             since,
             create,
         } => {
-            // Rights before state: creating needs the `create` right.
+            // Rights before state: creating needs the `create` right, and a
+            // private room a matching grant (the home checks again).
+            let meta = shard.shared.rooms.get(room);
             let creates = create && shard.shared.config.room.auto_create;
-            if creates && !conn.perms.allows(Perm::Create) && !shard.shared.rooms.contains(room) {
+            if meta.is_none() && creates && !conn.perms.allows(Perm::Create) {
                 return Err(Refusal::new(
                     ErrorCode::Forbidden,
                     format!(
                         "room {room} does not exist and this connection lacks the `create` right"
                     ),
                 ));
+            }
+            if meta.is_some_and(|m| m.private) && !conn.perms.allows(Perm::Admin) {
+                return Err(private_room_refusal(room));
             }
             let room = match conn.known_room(room) {
                 Some(known) => known,

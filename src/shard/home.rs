@@ -292,10 +292,7 @@ impl Shard {
             return Err(not_found(room));
         };
         if home.meta.private && !args.may_join_private {
-            return Err(Refusal::new(
-                ErrorCode::Forbidden,
-                format!("room {room} is private and this connection's rooms do not include it"),
-            ));
+            return Err(super::conn::private_room_refusal(room));
         }
         let origin_shard = self.shard_of(origin.conn);
         let rejoin = home.members.contains_key(&origin.conn);

@@ -480,3 +480,33 @@ async fn a_second_broker_cannot_share_the_port() {
         }
     }
 }
+
+#[tokio::test]
+async fn private_rooms_need_a_grant_and_hide_their_members() {
+    use shardcast::perms::Perm;
+    let broker = TestBroker::new()
+        .with(|c| c.limits.max_rooms_per_connection = 1)
+        .start();
+    let mut a = broker.user("a").await;
+    a.ok(json!({"type":"create","room":"secret","private":true}))
+        .await;
+    a.join("open").await;
+    // Rights before state: forbidden, although `a` is also at its room limit.
+    let e = a
+        .err(json!({"type":"join","room":"secret"}), "forbidden")
+        .await;
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("private")));
+    a.err(json!({"type":"members","room":"secret"}), "forbidden")
+        .await;
+    drop(a);
+    let admin_broker = TestBroker::new()
+        .with(|c| c.auth.default_perms.push(Perm::Admin))
+        .start();
+    let mut admin = admin_broker.user("root").await;
+    admin
+        .ok(json!({"type":"create","room":"secret","private":true}))
+        .await;
+    admin.join("secret").await;
+    let list = admin.ok(json!({"type":"members","room":"secret"})).await;
+    assert_eq!(list["total"], 1);
+}
