@@ -10,10 +10,21 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use papaya::{Compute, HashMap, Operation};
+use papaya::{Compute, HashMap, Operation, ResizeMode};
 
 use crate::config::OverflowPolicy;
 use crate::error::{ErrorCode, Refusal};
+
+/// A papaya map with blocking resizes. papaya 0.2.5's default (incremental)
+/// resize is only helped along by `insert`/`remove`, never by `compute`; a
+/// map changed only through `compute` (users, per-IP counts) kept a growing
+/// chain of unfinished tables, so every connect got slower and memory grew
+/// without bound (seen in `benches/hot_path.rs`, index/*). With blocking
+/// resizes a writer that meets a resize finishes it first; reads stay
+/// lock-free.
+fn new_map<K: std::hash::Hash + Eq, V>() -> HashMap<K, V> {
+    HashMap::builder().resize_mode(ResizeMode::Blocking).build()
+}
 
 /// What every shard may know about a room without asking its home.
 #[derive(Debug)]
@@ -45,7 +56,7 @@ impl RoomIndex {
     /// An empty index holding at most `max_rooms` rooms.
     pub fn new(max_rooms: u64) -> Self {
         RoomIndex {
-            map: HashMap::new(),
+            map: new_map(),
             count: AtomicU64::new(0),
             max_rooms,
         }
@@ -129,9 +140,7 @@ impl Default for UserIndex {
 impl UserIndex {
     /// An empty index.
     pub fn new() -> Self {
-        UserIndex {
-            map: HashMap::new(),
-        }
+        UserIndex { map: new_map() }
     }
 
     /// Count a new connection of `user`, unless it has `cap` already
@@ -230,7 +239,7 @@ impl ConnCaps {
             max_total,
             per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             max_per_shard,
-            per_ip: HashMap::new(),
+            per_ip: new_map(),
             max_per_ip,
         }
     }

@@ -215,8 +215,12 @@ impl<'de> de::Deserialize<'de> for Fields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Fields::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match fields.slot(&key) {
+                while let Some(key) = map.next_key::<Key>()? {
+                    let known = match key {
+                        Key::Known(name) => fields.slot(name),
+                        Key::Unknown(_) => None,
+                    };
+                    match known {
                         Some((name, slot)) => {
                             let value: &'de RawValue = map.next_value()?;
                             if slot.replace(value).is_some() && fields.stray.is_none() {
@@ -225,8 +229,8 @@ impl<'de> de::Deserialize<'de> for Fields<'de> {
                         }
                         None => {
                             map.next_value::<IgnoredAny>()?;
-                            if fields.stray.is_none() {
-                                fields.stray = Some(Stray::Unknown(key.into_owned()));
+                            if let (None, Key::Unknown(name)) = (&fields.stray, key) {
+                                fields.stray = Some(Stray::Unknown(name));
                             }
                         }
                     }
@@ -235,6 +239,33 @@ impl<'de> de::Deserialize<'de> for Fields<'de> {
             }
         }
         deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// An object key: one of [`ALL_FIELDS`] (matched without allocating, also
+/// when the key is written with escapes), or an unknown key kept for the
+/// error message.
+enum Key {
+    Known(&'static str),
+    Unknown(String),
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match ALL_FIELDS.iter().find(|f| **f == key) {
+                    Some(name) => Key::Known(name),
+                    None => Key::Unknown(key.chars().take(64).collect()),
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
