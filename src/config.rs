@@ -210,9 +210,27 @@ impl Default for RoomConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `"none"`: no credentials (dev mode).
+    /// `"none"` (dev mode: no credentials, `?user=` names the client) or
+    /// `"jwt"` (a valid token is required).
     pub mode: AuthMode,
-    /// Rights of connections without a token.
+    /// Accepted JWT algorithms, all of one key type.
+    pub algorithms: Vec<String>,
+    /// HMAC secret (prefer `SHARDCAST_AUTH__SECRET` to a file on disk).
+    pub secret: String,
+    /// File holding the HMAC secret (instead of `secret`).
+    pub secret_file: Option<String>,
+    /// PEM public key for RS*/PS*/ES*/EdDSA.
+    pub public_key_file: Option<String>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+    /// Tokens must carry the `connect` right (else 403 before the upgrade).
+    pub require_connect: bool,
+    /// Rights of connections without a token (mode `none`) and of tokens
+    /// without a `perms` claim.
     pub default_perms: Vec<crate::perms::Perm>,
 }
 
@@ -221,6 +239,14 @@ impl Default for AuthConfig {
         use crate::perms::Perm;
         AuthConfig {
             mode: AuthMode::None,
+            algorithms: vec!["HS256".into()],
+            secret: String::new(),
+            secret_file: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 5,
+            require_connect: false,
             default_perms: vec![Perm::Create, Perm::Publish, Perm::Send, Perm::Presence],
         }
     }
@@ -232,6 +258,8 @@ impl Default for AuthConfig {
 pub enum AuthMode {
     /// No credentials; `?user=` names the client.
     None,
+    /// A JWT is required.
+    Jwt,
 }
 
 /// Values given on the command line; `None` leaves the config alone.
@@ -427,9 +455,13 @@ impl Config {
         None
     }
 
-    /// The effective config as TOML.
+    /// The effective config as TOML, with secrets redacted.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        if !shown.auth.secret.is_empty() {
+            shown.auth.secret = "<redacted>".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 

@@ -3,6 +3,7 @@
 //! Start one with [`Broker::start`]; see `ARCHITECTURE.md` for the map of
 //! the code and the flow of a message.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod index;
@@ -35,6 +36,10 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The `[auth]` section could not be turned into a working checker
+    /// (missing or unreadable key, algorithms that do not fit it).
+    #[error("{0}")]
+    Auth(#[from] ConfigError),
     /// A shard thread could not be started.
     #[error("cannot start shard thread: {0}")]
     Thread(std::io::Error),
@@ -50,6 +55,7 @@ pub struct Broker {
 impl Broker {
     /// Bind the listeners and start every shard.
     pub fn start(config: Config) -> Result<Broker, StartError> {
+        let auth = auth::Authenticator::from_config(&config.auth)?;
         let addr = config.listen_addr();
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
@@ -58,7 +64,7 @@ impl Broker {
             .first()
             .and_then(|l| l.local_addr().ok())
             .unwrap_or(addr);
-        let shared = Shared::new(config);
+        let shared = Shared::new(config, auth);
         let mut shards = Vec::with_capacity(shard_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             shards.push(shard::spawn(index, shared.clone(), listener).map_err(StartError::Thread)?);

@@ -29,6 +29,105 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print an HS256 token, for development and load tests.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Environment variable holding the HMAC secret (kept out of the
+    /// command line and shell history).
+    #[arg(long, default_value = "SHARDCAST_AUTH__SECRET")]
+    secret_env: String,
+    /// User id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Display name (`name`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Private-room patterns, comma separated (`team-*,lobby`).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Vec<String>,
+    /// Rights, comma separated (create,publish,send,broadcast,presence,admin,connect);
+    /// absent: the server's auth.default_perms.
+    #[arg(long, value_delimiter = ',')]
+    perms: Option<Vec<String>>,
+    /// Lifetime: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Issuer (`iss`).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Audience (`aud`).
+    #[arg(long)]
+    audience: Option<String>,
+}
+
+/// Longest `--ttl` a minted token may have.
+const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
+fn parse_ttl(text: &str) -> Option<u64> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())?
+            .max(1)
+            .min(text.len()),
+    );
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (1..=MAX_TOKEN_TTL_SECS).contains(&secs).then_some(secs)
+}
+
+fn mint(args: &TokenArgs) -> Result<String, String> {
+    let secret = std::env::var(&args.secret_env)
+        .map_err(|_| format!("environment variable {} is not set", args.secret_env))?;
+    if secret.len() < 32 {
+        return Err(format!(
+            "the secret in {} must be at least 32 bytes",
+            args.secret_env
+        ));
+    }
+    if !shardcast::protocol::names::is_valid_name(&args.sub) {
+        return Err("--sub must be 1-128 bytes of [A-Za-z0-9_.:@-]".into());
+    }
+    let ttl = parse_ttl(&args.ttl).ok_or_else(|| {
+        format!(
+            "--ttl {:?}: use a number with s, m, h or d, at most 365d",
+            args.ttl
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let mut claims = serde_json::json!({ "sub": args.sub, "iat": now, "exp": now + ttl });
+    if let Some(name) = &args.name {
+        claims["name"] = name.clone().into();
+    }
+    if !args.rooms.is_empty() {
+        claims["rooms"] = args.rooms.clone().into();
+    }
+    if let Some(perms) = &args.perms {
+        if let Some(bad) = perms
+            .iter()
+            .find(|p| shardcast::perms::Perm::parse(p).is_none())
+        {
+            return Err(format!("unknown right {bad:?} in --perms"));
+        }
+        claims["perms"] = perms.clone().into();
+    }
+    if let Some(iss) = &args.issuer {
+        claims["iss"] = iss.clone().into();
+    }
+    if let Some(aud) = &args.audience {
+        claims["aud"] = aud.clone().into();
+    }
+    shardcast::auth::mint_hs256(secret.as_bytes(), &claims).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -67,6 +166,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Token(args) => match mint(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shardcast token: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve { common } => {
             init_logging();
             let mut config = match common.load() {
@@ -102,6 +211,10 @@ fn serve(config: Config) -> ExitCode {
     };
     let broker = match Broker::start(config) {
         Ok(b) => b,
+        Err(e @ shardcast::StartError::Auth(_)) => {
+            eprintln!("shardcast: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("shardcast: {e}");
             return ExitCode::from(1);

@@ -18,6 +18,8 @@ pub enum Perm {
     Presence,
     /// Everything, and any private room.
     Admin,
+    /// Connect at all (checked only with `auth.require_connect`).
+    Connect,
 }
 
 impl Perm {
@@ -30,7 +32,23 @@ impl Perm {
             Perm::Broadcast => "broadcast",
             Perm::Presence => "presence",
             Perm::Admin => "admin",
+            Perm::Connect => "connect",
         }
+    }
+
+    /// The right named `name`, if any.
+    pub fn parse(name: &str) -> Option<Perm> {
+        [
+            Perm::Create,
+            Perm::Publish,
+            Perm::Send,
+            Perm::Broadcast,
+            Perm::Presence,
+            Perm::Admin,
+            Perm::Connect,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
     }
 
     fn bit(self) -> u8 {

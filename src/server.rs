@@ -22,7 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{ErrorCode, Refusal};
 use crate::limits::RETRY_AFTER_SECS;
-use crate::perms::Perms;
 use crate::protocol::names::{is_valid_display_name, is_valid_name};
 use crate::shard::Shard;
 use crate::shard::conn::{self, Identity};
@@ -161,6 +160,19 @@ pub fn refusal_response(refusal: &Refusal) -> Response<Body> {
     response
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if any.
+fn bearer_token<B>(req: &Request<B>) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 fn bad_request(message: impl Into<String>) -> Refusal {
     Refusal::new(ErrorCode::BadRequest, message)
 }
@@ -170,6 +182,7 @@ fn bad_request(message: impl Into<String>) -> Refusal {
 struct ConnectParams {
     user: Option<String>,
     name: Option<String>,
+    token: Option<String>,
 }
 
 fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
@@ -197,6 +210,7 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
                 }
                 params.name = Some(value.into_owned());
             }
+            "token" => params.token = Some(value.into_owned()),
             "v" if value != PROTOCOL_VERSION => {
                 return Err(bad_request(format!(
                     "unsupported protocol version {value:?}; this server speaks v={PROTOCOL_VERSION}"
@@ -217,19 +231,28 @@ fn upgrade(
         return Err(bad_request("not a WebSocket upgrade request"));
     }
     let params = parse_query(req.uri().query())?;
-    let id = shard.next_conn_id();
-    let user: Arc<str> = match params.user {
-        Some(user) => Arc::from(user),
-        None => Arc::from(format!("anon-{id}")),
-    };
-    let permit = shard.shared.admit(shard.index, peer.ip(), &user)?;
+    // Refusals in PROTOCOL.md's order: a bad upgrade (400), credentials
+    // (401/403), then caps (429/503).
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| bad_request(format!("invalid WebSocket upgrade: {e}")))?;
+    let token = bearer_token(&req).or(params.token.as_deref());
+    let grant = shard.shared.auth.authenticate(token)?;
+    let id = shard.next_conn_id();
+    let (user, name): (Arc<str>, Option<String>) = match grant.user {
+        Some(sub) => (Arc::from(sub), grant.name),
+        None => match params.user {
+            Some(user) => (Arc::from(user), params.name),
+            None => (Arc::from(format!("anon-{id}")), params.name),
+        },
+    };
+    let permit = shard.shared.admit(shard.index, peer.ip(), &user)?;
     let identity = Identity {
         id,
         user,
-        name: params.name.map(Arc::from),
-        perms: Perms::from_list(&shard.shared.config.auth.default_perms),
+        name: name.map(Arc::from),
+        perms: grant.perms,
+        rooms: grant.rooms,
+        expires_at: grant.expires_at,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::{ErrorCode, Refusal};
 use crate::index::{ConnCaps, RoomIndex, UserIndex};
@@ -16,6 +17,8 @@ use crate::router::ShardLink;
 pub struct Shared {
     /// The validated configuration.
     pub config: Config,
+    /// Checks credentials of new connections.
+    pub auth: Authenticator,
     /// Rooms.
     pub rooms: RoomIndex,
     /// Users and their shards.
@@ -30,7 +33,7 @@ pub struct Shared {
 
 impl Shared {
     /// State for `config` (validated, `shards` resolved).
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config, auth: Authenticator) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
         Arc::new(Shared {
@@ -45,6 +48,7 @@ impl Shared {
             links: (0..shards).map(|_| ShardLink::new()).collect(),
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
+            auth,
             config,
         })
     }

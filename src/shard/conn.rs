@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::Shard;
 use super::outbound::{OutQueue, Pushed};
 use super::signal::LocalSignal;
+use crate::auth::RoomPatterns;
 use crate::config::OverflowPolicy;
 use crate::error::{ErrorCode, Refusal, close};
 use crate::limits::{
@@ -54,6 +55,10 @@ pub struct Identity {
     pub name: Option<Arc<str>>,
     /// Rights.
     pub perms: Perms,
+    /// Private rooms it may join.
+    pub rooms: RoomPatterns,
+    /// When its token expires (seconds since the Unix epoch).
+    pub expires_at: Option<u64>,
 }
 
 /// A connection's state shared by its reader, its writer and fan-out.
@@ -65,6 +70,8 @@ pub struct Conn {
     /// Display name.
     pub name: Option<Arc<str>>,
     perms: Perms,
+    private_rooms: RoomPatterns,
+    expires_at: Option<u64>,
     queue: RefCell<OutQueue>,
     writer_wake: LocalSignal,
     reader_wake: LocalSignal,
@@ -87,6 +94,8 @@ impl Conn {
             user: identity.user,
             name: identity.name,
             perms: identity.perms,
+            private_rooms: identity.rooms,
+            expires_at: identity.expires_at,
             queue: RefCell::new(OutQueue::new(
                 l.outbound_queue_messages,
                 l.outbound_queue_bytes,
@@ -177,6 +186,11 @@ impl Conn {
 
     fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
         self.send(encode::error(id, refusal.code, &refusal.message));
+    }
+
+    /// Whether this connection may join private room `room`.
+    fn may_join_private(&self, room: &str) -> bool {
+        self.perms.allows(Perm::Admin) || self.private_rooms.allows(room)
     }
 
     /// Spend one token of the publish rate limit.
@@ -272,6 +286,9 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
     let mut awaiting_pong: Option<Instant> = None;
     let heartbeat = tokio::time::sleep_until(next_ping);
     tokio::pin!(heartbeat);
+    // The token's expiry: one timer per connection, no sweep over all.
+    let expiry = tokio::time::sleep_until(expiry_instant(conn.expires_at));
+    tokio::pin!(expiry);
     loop {
         // Handle every complete message in the buffer.
         loop {
@@ -312,6 +329,10 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
                     return ReadEnd::Eof;
                 }
             }
+            _ = &mut expiry, if conn.expires_at.is_some() => {
+                conn.close_with(close::POLICY, "token expired", false);
+                return ReadEnd::ServerClose;
+            }
             _ = &mut heartbeat => {
                 let now = Instant::now();
                 if awaiting_pong.is_some() {
@@ -325,6 +346,24 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
         }
     }
 }
+
+/// When a token expiring at `exp` (Unix seconds) runs out, on the runtime's
+/// clock; far in the future without expiry.
+fn expiry_instant(exp: Option<u64>) -> Instant {
+    let far = Instant::now() + Duration::from_secs(FAR_FUTURE_SECS);
+    let Some(exp) = exp else {
+        return far;
+    };
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let left = (exp as f64 - now_unix).max(0.0);
+    Instant::now() + Duration::from_secs_f64(left.min(FAR_FUTURE_SECS as f64))
+}
+
+/// "Never" for timers: a year.
+const FAR_FUTURE_SECS: u64 = 365 * 24 * 3600;
 
 /// Read what the socket has, up to [`READ_BYTES_PER_TURN`]. Returns false
 /// on EOF or error.
@@ -530,7 +569,7 @@ async fn dispatch(
                     ),
                 ));
             }
-            if meta.is_some_and(|m| m.private) && !conn.perms.allows(Perm::Admin) {
+            if meta.is_some_and(|m| m.private) && !conn.may_join_private(room) {
                 return Err(private_room_refusal(room));
             }
             let room = match conn.known_room(room) {
@@ -557,7 +596,7 @@ async fn dispatch(
                 since,
                 create,
                 may_create: conn.perms.allows(Perm::Create),
-                may_join_private: conn.perms.allows(Perm::Admin),
+                may_join_private: conn.may_join_private(&room),
                 room: room.clone(),
             };
             shard.request(home_of(&room, shards), request).await;

@@ -1,5 +1,6 @@
 //! Integration tests: the real broker on port 0, real WebSocket clients.
 
+mod auth;
 mod closes;
 mod harness;
 mod invariants;

@@ -204,3 +204,108 @@ fn config_command_prints_effective_toml_and_names_bad_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+#[test]
+fn token_command_mints_a_token_the_broker_accepts() {
+    use shardcast::auth::Authenticator;
+    use shardcast::config::{AuthConfig, AuthMode};
+    let secret = "cli-secret-0123456789abcdef0123456789";
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "token",
+            "--secret-env",
+            "TEST_SECRET",
+            "--sub",
+            "alice",
+            "--name",
+            "Alice",
+        ])
+        .args([
+            "--rooms",
+            "team-*,lobby",
+            "--perms",
+            "publish,send",
+            "--ttl",
+            "15m",
+        ])
+        .env("TEST_SECRET", secret)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let auth = Authenticator::from_config(&AuthConfig {
+        mode: AuthMode::Jwt,
+        secret: secret.into(),
+        ..AuthConfig::default()
+    })
+    .expect("auth");
+    let grant = auth.authenticate(Some(&token)).expect("valid token");
+    assert_eq!(grant.user.as_deref(), Some("alice"));
+    assert_eq!(grant.name.as_deref(), Some("Alice"));
+    assert!(grant.rooms.allows("team-9") && grant.rooms.allows("lobby"));
+    assert!(grant.perms.allows(shardcast::perms::Perm::Send));
+    assert!(!grant.perms.allows(shardcast::perms::Perm::Create));
+    let left = grant.expires_at.expect("exp") as i64
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+    assert!((850..=900).contains(&left), "{left}");
+    // Errors: no secret, bad ttl, bad right.
+    for (args, needle) in [
+        (
+            vec!["token", "--secret-env", "UNSET_VAR_X", "--sub", "a"],
+            "UNSET_VAR_X",
+        ),
+        (
+            vec![
+                "token",
+                "--secret-env",
+                "TEST_SECRET",
+                "--sub",
+                "a",
+                "--ttl",
+                "forever",
+            ],
+            "--ttl",
+        ),
+        (
+            vec![
+                "token",
+                "--secret-env",
+                "TEST_SECRET",
+                "--sub",
+                "a",
+                "--perms",
+                "root",
+            ],
+            "root",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .args(&args)
+            .env("TEST_SECRET", secret)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}"
+        );
+    }
+    // `shardcast config` never prints the secret.
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["config"])
+        .env("SHARDCAST_AUTH__SECRET", secret)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(secret) && text.contains("<redacted>"),
+        "{text}"
+    );
+}
