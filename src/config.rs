@@ -76,6 +76,49 @@ pub struct Config {
     pub room: RoomConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// The HTTP API under `/api`.
+    pub api: ApiConfig,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Keys accepted as `Authorization: Bearer <key>` on `/api/*`. Empty:
+    /// `/api/*` answers only clients on loopback addresses.
+    #[serde(deserialize_with = "string_or_list")]
+    pub keys: Vec<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            keys: Vec::new(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A list given as a TOML array, or as one comma-separated string (handy in
+/// `SHARDCAST_API__KEYS=k1,k2`).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// `[server]`
@@ -412,6 +455,12 @@ impl Config {
         if l.max_presence_list == 0 {
             return Err(invalid("limits.max_presence_list", "must be > 0"));
         }
+        if self.api.max_body_bytes == 0 {
+            return Err(invalid("api.max_body_bytes", "must be > 0"));
+        }
+        if self.api.keys.iter().any(|k| k.len() < 16) {
+            return Err(invalid("api.keys", "every key must be at least 16 bytes"));
+        }
         let r = &self.room;
         if r.default_max_members == 0 {
             return Err(invalid("room.default_max_members", "must be > 0"));
@@ -460,6 +509,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.auth.secret.is_empty() {
             shown.auth.secret = "<redacted>".into();
+        }
+        for key in &mut shown.api.keys {
+            *key = "<redacted>".into();
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

@@ -33,6 +33,12 @@ pub enum ErrorCode {
     ServerFull,
     /// A bug or an unexpected condition inside the server.
     Internal,
+    /// HTTP only: no such path or resource (404).
+    NotFound,
+    /// HTTP only: the request body is larger than `api.max_body_bytes` (413).
+    PayloadTooLarge,
+    /// HTTP only: the request body is not `application/json` (415).
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
@@ -52,6 +58,9 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -61,7 +70,9 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::UnknownType => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::RoomNotFound | ErrorCode::NotMember => 404,
+            ErrorCode::RoomNotFound | ErrorCode::NotMember | ErrorCode::NotFound => 404,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,

@@ -3,6 +3,7 @@
 //! Start one with [`Broker::start`]; see `ARCHITECTURE.md` for the map of
 //! the code and the flow of a message.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::OverflowPolicy;
+use crate::error::Refusal;
 use crate::limits::{SHARD_DELIVERY_INBOX, SHARD_INBOX_BYTES, SHARD_REQUEST_INBOX};
 use crate::protocol::decode::RoomOptions;
 
@@ -93,6 +94,42 @@ pub enum Request {
         /// The room.
         room: Arc<str>,
     },
+    /// An operation of the HTTP API on a room homed there.
+    Api {
+        /// The room.
+        room: Arc<str>,
+        /// What to do.
+        op: ApiOp,
+    },
+}
+
+/// HTTP API operations on a room, each with its reply channel.
+#[derive(Debug)]
+pub enum ApiOp {
+    /// `POST /api/rooms`
+    Create {
+        /// Options of the new room.
+        options: RoomOptions,
+        /// `Ok` or `room_exists` / `too_many_rooms`.
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// `DELETE /api/rooms/{room}`
+    Delete {
+        /// `Ok` or `room_not_found`.
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// `POST /api/publish` (from `"system"`).
+    Publish {
+        /// Raw JSON of `data`.
+        data: Bytes,
+        /// The message's seq, or `room_not_found`.
+        reply: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    /// `GET /api/rooms/{room}`
+    Details {
+        /// The room's details with its member list.
+        reply: oneshot::Sender<Result<serde_json::Value, Refusal>>,
+    },
 }
 
 /// Work for the shard that holds the recipients.
@@ -158,6 +195,35 @@ pub enum Delivery {
         /// The frame.
         frame: Bytes,
     },
+    /// `room` was deleted: its local members leave it and get `frame`.
+    RoomClosed {
+        /// The room.
+        room: Arc<str>,
+        /// The `room_closed` frame.
+        frame: Bytes,
+    },
+    /// An HTTP API notification: `frame` to every local connection of
+    /// `user` (or to all, without a user); the count goes to `done`.
+    Notify {
+        /// The user, or everyone.
+        user: Option<Arc<str>>,
+        /// The `notification` frame.
+        frame: Bytes,
+        /// How many connections got it.
+        done: mpsc::Sender<usize>,
+    },
+    /// Close connection `conn` with 1008 (`DELETE /api/connections/{conn}`).
+    Kick {
+        /// The connection.
+        conn: u64,
+        /// Whether it existed.
+        done: oneshot::Sender<bool>,
+    },
+    /// Report the shard's figures (`GET /api/stats`).
+    Stats {
+        /// Where the figures go.
+        done: mpsc::Sender<crate::shard::ShardStats>,
+    },
 }
 
 /// Something that travels through an inbox, with the bytes it keeps alive.
@@ -170,6 +236,10 @@ impl Weighed for Request {
     fn weight(&self) -> usize {
         match self {
             Request::Publish { data, .. } => data.len(),
+            Request::Api {
+                op: ApiOp::Publish { data, .. },
+                ..
+            } => data.len(),
             _ => 0,
         }
     }
@@ -182,7 +252,10 @@ impl Weighed for Delivery {
             | Delivery::ToConn { frame, .. }
             | Delivery::ToUser { frame, .. }
             | Delivery::All { frame }
+            | Delivery::RoomClosed { frame, .. }
+            | Delivery::Notify { frame, .. }
             | Delivery::JoinRefused { reply: frame, .. } => frame.len(),
+            Delivery::Kick { .. } | Delivery::Stats { .. } => 0,
             Delivery::Joined { reply, .. } | Delivery::Left { reply, .. } => {
                 reply.as_ref().map_or(0, Bytes::len)
             }

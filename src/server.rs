@@ -95,7 +95,7 @@ async fn serve_http(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let shard = shard.clone();
         service_fn(move |req| {
             let shard = shard.clone();
-            async move { Ok::<_, Infallible>(route(&shard, peer, req)) }
+            async move { Ok::<_, Infallible>(route(&shard, peer, req).await) }
         })
     };
     let connection = http1::Builder::new()
@@ -108,8 +108,11 @@ async fn serve_http(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = tokio::time::timeout(handshake, connection).await;
 }
 
-fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
+    if path.starts_with("/api/") {
+        return crate::api::handle(shard, peer, req).await;
+    }
     if path == shard.shared.config.server.ws_path {
         return match upgrade(shard, peer, req) {
             Ok(response) => response,

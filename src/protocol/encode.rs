@@ -286,6 +286,22 @@ pub fn gap(room: &str, from: u64, to: u64) -> Bytes {
         .finish()
 }
 
+/// `room_closed`: the room was deleted; members were removed.
+pub fn room_closed(room: &str, reason: &str) -> Bytes {
+    Obj::new("room_closed", 48 + room.len())
+        .name("room", room)
+        .text("reason", reason)
+        .finish()
+}
+
+/// `notification`: pushed by the HTTP API.
+pub fn notification(ts: u64, data: &[u8]) -> Bytes {
+    Obj::new("notification", 32 + data.len())
+        .uint("ts", ts)
+        .raw("data", data)
+        .finish()
+}
+
 /// `pong`
 pub fn pong(id: Option<u64>) -> Bytes {
     Obj::new("pong", 16).opt_id(id).finish()

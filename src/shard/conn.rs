@@ -82,6 +82,7 @@ pub struct Conn {
     dead: Cell<bool>,
     close_code: Cell<Option<u16>>,
     bucket: RefCell<Option<TokenBucket>>,
+    counters: Rc<super::ShardCounters>,
 }
 
 impl Conn {
@@ -107,6 +108,7 @@ impl Conn {
             dead: Cell::new(false),
             close_code: Cell::new(None),
             bucket: RefCell::new(bucket),
+            counters: shard.counters.clone(),
         })
     }
 
@@ -131,11 +133,16 @@ impl Conn {
     fn after_push(&self, pushed: Pushed) {
         match pushed {
             Pushed::Queued { wake: true } => self.writer_wake.notify(),
-            Pushed::Overflow => self.close_with(
-                close::SLOW_CONSUMER,
-                "slow consumer: outbound queue full",
-                true,
-            ),
+            Pushed::Overflow => {
+                self.counters
+                    .slow_consumer_closes
+                    .set(self.counters.slow_consumer_closes.get() + 1);
+                self.close_with(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: outbound queue full",
+                    true,
+                )
+            }
             Pushed::Queued { wake: false } | Pushed::Dropped | Pushed::Closed => {}
         }
     }
@@ -177,6 +184,12 @@ impl Conn {
             .borrow()
             .get_key_value(room)
             .map(|(r, _)| r.clone())
+    }
+
+    /// Queued frames, queued bytes, and messages dropped so far.
+    pub fn queue_figures(&self) -> (usize, usize, u64) {
+        let q = self.queue.borrow();
+        (q.len(), q.bytes(), q.dropped())
     }
 
     /// Forget pending gaps of a room the connection left.
@@ -485,6 +498,11 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
     for room in &rooms {
         shard.remove_local_member(room, conn.id);
     }
+    let dropped = conn.queue.borrow().dropped();
+    shard
+        .counters
+        .dropped_closed
+        .set(shard.counters.dropped_closed.get() + dropped);
     shard.unregister(conn);
     if shard.shared.is_draining() {
         return; // the whole broker is going; rooms go with it

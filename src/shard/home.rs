@@ -18,7 +18,8 @@ use crate::error::{ErrorCode, Refusal};
 use crate::index::RoomMeta;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode::{self, MemberEntry, PresenceKind};
-use crate::router::{Delivery, Origin, Request};
+use crate::router::{ApiOp, Delivery, Origin, Request};
+use crate::server::SYSTEM_USER;
 use crate::ws::encode::text_payload;
 
 /// A member connection as its room's home knows it.
@@ -210,6 +211,7 @@ impl Shard {
                 }
                 Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
             },
+            Request::Api { room, op } => self.home_api(room, op, out),
             Request::Members { origin, room } => {
                 let reply = self.members(&origin, &room);
                 match reply {
@@ -393,20 +395,38 @@ impl Shard {
         exclude_self: bool,
         out: &mut Vec<(usize, Delivery)>,
     ) -> Result<u64, Refusal> {
+        // The origin forwards a publish also while a join is in flight, so
+        // frames take effect in the order the client sent them: the home,
+        // which saw that join first, decides.
+        let member = self
+            .homes
+            .borrow()
+            .get(room)
+            .map(|h| h.members.contains_key(&conn));
+        match member {
+            None => Err(not_found(room)),
+            Some(false) => Err(Refusal::new(
+                ErrorCode::NotMember,
+                format!("not a member of room {room}"),
+            )),
+            Some(true) => self.sequence(room, from, data, exclude_self.then_some(conn), out),
+        }
+    }
+
+    /// Give the next seq to a message, encode it once, keep it in history
+    /// and fan it out.
+    fn sequence(
+        &self,
+        room: &Arc<str>,
+        from: &str,
+        data: &[u8],
+        exclude: Option<u64>,
+        out: &mut Vec<(usize, Delivery)>,
+    ) -> Result<u64, Refusal> {
         let mut homes = self.homes.borrow_mut();
         let Some(home) = homes.get_mut(room) else {
             return Err(not_found(room));
         };
-        // The origin forwards a publish also while a join is in flight, so
-        // frames take effect in the order the client sent them: the home,
-        // which saw that join first, decides.
-        if !home.members.contains_key(&conn) {
-            return Err(Refusal::new(
-                ErrorCode::NotMember,
-                format!("not a member of room {room}"),
-            ));
-        }
-        let exclude = exclude_self.then_some(conn);
         home.seq += 1;
         let seq = home.seq;
         let frame = encode::message(room, seq, from, encode::now_ms(), data);
@@ -424,7 +444,72 @@ impl Shard {
         }
         home.meta.seq.store(seq, Ordering::Relaxed);
         home.fan_out(seq, &frame, exclude, out, room);
+        self.counters
+            .published
+            .set(self.counters.published.get() + 1);
         Ok(seq)
+    }
+
+    /// An HTTP API operation on a room homed here.
+    fn home_api(&self, room: Arc<str>, op: ApiOp, out: &mut Vec<(usize, Delivery)>) {
+        match op {
+            ApiOp::Create { options, reply } => {
+                let _ = reply.send(self.create_room(&room, &options, true));
+            }
+            ApiOp::Delete { reply } => {
+                let Some(home) = self.homes.borrow_mut().remove(&room) else {
+                    let _ = reply.send(Err(not_found(&room)));
+                    return;
+                };
+                self.shared.rooms.remove(&room);
+                let frame = encode::room_closed(&room, "deleted");
+                for (shard, &count) in home.per_shard.iter().enumerate() {
+                    if count > 0 {
+                        out.push((
+                            shard,
+                            Delivery::RoomClosed {
+                                room: room.clone(),
+                                frame: frame.clone(),
+                            },
+                        ));
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            ApiOp::Publish { data, reply } => {
+                let _ = reply.send(self.sequence(&room, SYSTEM_USER, &data, None, out));
+            }
+            ApiOp::Details { reply } => {
+                let homes = self.homes.borrow();
+                let result = match homes.get(&room) {
+                    None => Err(not_found(&room)),
+                    Some(home) => {
+                        let max = self.shared.config.limits.max_presence_list;
+                        let members: Vec<serde_json::Value> = home
+                            .members
+                            .iter()
+                            .take(max)
+                            .map(|(conn, m)| {
+                                serde_json::json!({"conn": conn, "user": &*m.user, "name": m.name.as_deref()})
+                            })
+                            .collect();
+                        Ok(serde_json::json!({
+                            "room": &*room,
+                            "members": home.members.len(),
+                            "seq": home.seq,
+                            "private": home.meta.private,
+                            "max_members": home.meta.max_members,
+                            "overflow": home.meta.overflow.as_str(),
+                            "explicit": home.meta.explicit,
+                            "history": home.history.len(),
+                            "home_shard": self.index,
+                            "member_list": members,
+                        }))
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
     }
 
     fn members(&self, origin: &Origin, room: &str) -> Result<Option<Bytes>, Refusal> {

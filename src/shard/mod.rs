@@ -41,6 +41,47 @@ struct LocalRoom {
     members: Vec<Rc<Conn>>,
 }
 
+/// Counters a shard keeps for `/api/stats` (plain cells: only the shard
+/// thread touches them; they are read by the shard itself on request).
+#[derive(Default)]
+pub struct ShardCounters {
+    /// Room messages sequenced by this shard as a home.
+    pub published: Cell<u64>,
+    /// Connections closed with 4000.
+    pub slow_consumer_closes: Cell<u64>,
+    /// Messages dropped by the `drop` policy on connections that closed.
+    pub dropped_closed: Cell<u64>,
+}
+
+/// One shard's figures, as `/api/stats` reports them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardStats {
+    /// Shard index.
+    pub shard: usize,
+    /// Open connections.
+    pub connections: usize,
+    /// Rooms with members on this shard.
+    pub rooms_with_members: usize,
+    /// Rooms homed on this shard.
+    pub rooms_homed: usize,
+    /// Frames waiting in outbound queues.
+    pub queued_frames: usize,
+    /// Bytes waiting in outbound queues.
+    pub queued_bytes: usize,
+    /// Largest outbound queue, frames.
+    pub max_queue_frames: usize,
+    /// Room messages dropped for slow members (`drop` policy).
+    pub dropped_total: u64,
+    /// Connections closed with 4000.
+    pub slow_consumer_closes_total: u64,
+    /// Room messages sequenced here.
+    pub published_total: u64,
+    /// Requests waiting in the inbox.
+    pub request_inbox: usize,
+    /// Deliveries waiting in the inbox.
+    pub delivery_inbox: usize,
+}
+
 /// One shard's state.
 pub struct Shard {
     /// This shard's index.
@@ -59,6 +100,8 @@ pub struct Shard {
     orphan_signal: LocalSignal,
     next_conn: Cell<u64>,
     conn_closed: LocalSignal,
+    /// Counters for `/api/stats`.
+    pub counters: Rc<ShardCounters>,
 }
 
 impl Shard {
@@ -75,6 +118,7 @@ impl Shard {
             orphan_signal: LocalSignal::default(),
             next_conn: Cell::new(1),
             conn_closed: LocalSignal::default(),
+            counters: Rc::default(),
         })
     }
 
@@ -221,6 +265,73 @@ impl Shard {
                     c.send(frame.clone());
                 }
             }
+            Delivery::RoomClosed { room, frame } => {
+                let Some(local) = self.local_rooms.borrow_mut().remove(&room) else {
+                    return;
+                };
+                for c in local.members {
+                    c.rooms.borrow_mut().remove(&room);
+                    c.forget_room(&room);
+                    c.send(frame.clone());
+                }
+            }
+            Delivery::Notify { user, frame, done } => {
+                let mut delivered = 0;
+                match user {
+                    Some(user) => {
+                        if let Some(list) = self.local_users.borrow().get(&user) {
+                            for c in list {
+                                c.send(frame.clone());
+                                delivered += 1;
+                            }
+                        }
+                    }
+                    None => {
+                        for c in self.conns.borrow().values() {
+                            c.send(frame.clone());
+                            delivered += 1;
+                        }
+                    }
+                }
+                let _ = done.try_send(delivered);
+            }
+            Delivery::Kick { conn, done } => {
+                let found = self.conns.borrow().get(&conn).cloned();
+                if let Some(c) = &found {
+                    c.close_with(close::POLICY, "disconnected by the server's API", false);
+                }
+                let _ = done.send(found.is_some());
+            }
+            Delivery::Stats { done } => {
+                let _ = done.try_send(self.stats());
+            }
+        }
+    }
+
+    /// This shard's figures now.
+    pub fn stats(&self) -> ShardStats {
+        let conns = self.conns.borrow();
+        let (mut frames, mut bytes, mut max, mut dropped) = (0, 0, 0, 0);
+        for c in conns.values() {
+            let (f, b, d) = c.queue_figures();
+            frames += f;
+            bytes += b;
+            max = max.max(f);
+            dropped += d;
+        }
+        ShardStats {
+            shard: self.index,
+            connections: conns.len(),
+            rooms_with_members: self.local_rooms.borrow().len(),
+            rooms_homed: self.homes.borrow().len(),
+            queued_frames: frames,
+            queued_bytes: bytes,
+            max_queue_frames: max,
+            dropped_total: dropped + self.counters.dropped_closed.get(),
+            slow_consumer_closes_total: self.counters.slow_consumer_closes.get(),
+            published_total: self.counters.published.get(),
+            request_inbox: self.link().requests.len(),
+            delivery_inbox: self.link().deliveries.len(),
         }
     }
 

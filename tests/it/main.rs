@@ -1,5 +1,6 @@
 //! Integration tests: the real broker on port 0, real WebSocket clients.
 
+mod api;
 mod auth;
 mod closes;
 mod harness;

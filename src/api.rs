@@ -1,0 +1,448 @@
+//! The HTTP API under `/api` (PROTOCOL.md section 4): rooms, publish,
+//! notify, broadcast, kick, stats. Served by the same listeners as `/ws`.
+//!
+//! Every request is authorized first (an API key, or loopback when none is
+//! configured), its body is bounded (`api.max_body_bytes`) and must be
+//! JSON; every refusal has the `{"error":{"code","message"}}` shape. Room
+//! operations run on the room's home shard through its request inbox, so
+//! they are ordered with everything else that happens to the room.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::OverflowPolicy;
+use crate::error::{ErrorCode, Refusal};
+use crate::limits::{MAX_ROOM_HISTORY, MAX_SHARDS};
+use crate::protocol::decode::RoomOptions;
+use crate::protocol::encode;
+use crate::protocol::names::is_valid_name;
+use crate::router::{ApiOp, Delivery, Request as ShardRequest, home_of};
+use crate::server::refusal_response;
+use crate::shard::Shard;
+
+type Body = Full<Bytes>;
+
+/// Most rooms `GET /api/rooms` lists.
+pub const MAX_LISTED_ROOMS: usize = 10_000;
+
+/// How long the API waits for shards to answer before giving up (`internal`).
+const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serve one `/api/*` request.
+pub async fn handle(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match route(shard, peer, req).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            tracing::info!(%peer, %method, %path, code = %refusal.code, reason = %refusal.message, "api request refused");
+            refusal_response(&refusal)
+        }
+    }
+}
+
+fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
+}
+
+async fn route(
+    shard: &Rc<Shard>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
+    authorize(shard, peer, &req)?;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path
+        .strip_prefix("/api/")
+        .unwrap_or("")
+        .split('/')
+        .collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["rooms"]) => Ok(list_rooms(shard)),
+        (&Method::POST, ["rooms"]) => {
+            let body: CreateBody = read_json(shard, req).await?;
+            create_room(shard, body).await
+        }
+        (&Method::GET, ["rooms", room]) => room_details(shard, room).await,
+        (&Method::DELETE, ["rooms", room]) => delete_room(shard, room).await,
+        (&Method::POST, ["publish"]) => {
+            let body: PublishBody = read_json(shard, req).await?;
+            publish(shard, body).await
+        }
+        (&Method::POST, ["notify"]) => {
+            let body: NotifyBody = read_json(shard, req).await?;
+            valid_name("user", &body.user)?;
+            let user: Arc<str> = Arc::from(body.user.as_str());
+            let targets = shard.shared.users.shards(&user);
+            let delivered = notify(shard, Some(user), targets, body.data.get()).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "delivered": delivered }),
+            ))
+        }
+        (&Method::POST, ["broadcast"]) => {
+            let body: BroadcastBody = read_json(shard, req).await?;
+            let all = if shard.shared.shards() >= MAX_SHARDS {
+                u64::MAX
+            } else {
+                (1u64 << shard.shared.shards()) - 1
+            };
+            let delivered = notify(shard, None, all, body.data.get()).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "delivered": delivered }),
+            ))
+        }
+        (&Method::DELETE, ["connections", conn]) => kick(shard, conn).await,
+        (&Method::GET, ["stats"]) => stats(shard).await,
+        _ => Err(refusal(
+            ErrorCode::NotFound,
+            format!("no API endpoint {method} {path}"),
+        )),
+    }
+}
+
+/// API keys compared in constant time; without keys, loopback only.
+fn authorize<B>(shard: &Shard, peer: SocketAddr, req: &Request<B>) -> Result<(), Refusal> {
+    let keys = &shard.shared.config.api.keys;
+    if keys.is_empty() {
+        if peer.ip().is_loopback() {
+            return Ok(());
+        }
+        return Err(refusal(
+            ErrorCode::Unauthorized,
+            "no API key is configured, so /api answers loopback clients only",
+        ));
+    }
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim().as_bytes());
+    let Some(given) = given else {
+        return Err(refusal(
+            ErrorCode::Unauthorized,
+            "send the API key as `Authorization: Bearer <key>`",
+        ));
+    };
+    // Compare with every key, always all of them, so timing tells nothing.
+    let matched = keys.iter().fold(false, |found, key| {
+        found | constant_time_eq(key.as_bytes(), given)
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(refusal(ErrorCode::Unauthorized, "the API key is not valid"))
+    }
+}
+
+/// Equality whose time depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// Read a bounded JSON body into `T` (unknown fields refused).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    shard: &Shard,
+    req: Request<Incoming>,
+) -> Result<T, Refusal> {
+    let json_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(refusal(
+            ErrorCode::UnsupportedMediaType,
+            "the body must be JSON with `Content-Type: application/json`",
+        ));
+    }
+    let max = shard.shared.config.api.max_body_bytes;
+    let body = Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                refusal(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the body is larger than api.max_body_bytes ({max} bytes)"),
+                )
+            } else {
+                refusal(ErrorCode::BadRequest, format!("cannot read the body: {e}"))
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| refusal(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
+}
+
+fn valid_name(field: &str, value: &str) -> Result<(), Refusal> {
+    if is_valid_name(value) {
+        Ok(())
+    } else {
+        Err(refusal(
+            ErrorCode::BadRequest,
+            format!("`{field}` must be 1-128 bytes of [A-Za-z0-9_.:@-]"),
+        ))
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn gone() -> Refusal {
+    refusal(
+        ErrorCode::Internal,
+        "a shard did not answer (shutting down?)",
+    )
+}
+
+/// Run `op` on `room`'s home shard and wait for its answer.
+async fn on_home<T>(
+    shard: &Shard,
+    room: &str,
+    op: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> ApiOp,
+) -> Result<T, Refusal> {
+    let (tx, rx) = oneshot::channel();
+    let room: Arc<str> = Arc::from(room);
+    let home = home_of(&room, shard.shared.shards());
+    shard
+        .request(home, ShardRequest::Api { room, op: op(tx) })
+        .await;
+    match tokio::time::timeout(SHARD_REPLY_TIMEOUT, rx).await {
+        Ok(Ok(result)) => result,
+        _ => Err(gone()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    room: String,
+    max_members: Option<u32>,
+    private: Option<bool>,
+    history: Option<usize>,
+    overflow: Option<OverflowPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    room: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyBody {
+    user: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    data: Box<RawValue>,
+}
+
+fn list_rooms(shard: &Shard) -> Response<Body> {
+    let rooms: Vec<Value> = shard
+        .shared
+        .rooms
+        .snapshot()
+        .into_iter()
+        .take(MAX_LISTED_ROOMS)
+        .map(|(name, meta)| {
+            json!({
+                "room": &*name,
+                "members": meta.members.load(std::sync::atomic::Ordering::Relaxed),
+                "seq": meta.seq.load(std::sync::atomic::Ordering::Relaxed),
+                "private": meta.private,
+                "max_members": meta.max_members,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(rooms))
+}
+
+async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, Refusal> {
+    valid_name("room", &body.room)?;
+    if body.max_members == Some(0) {
+        return Err(refusal(
+            ErrorCode::BadRequest,
+            "`max_members` must be at least 1",
+        ));
+    }
+    if body.history.is_some_and(|h| h > MAX_ROOM_HISTORY) {
+        return Err(refusal(
+            ErrorCode::BadRequest,
+            format!("`history` must be at most {MAX_ROOM_HISTORY}"),
+        ));
+    }
+    let options = RoomOptions {
+        max_members: body.max_members,
+        private: body.private.unwrap_or(false),
+        history: body.history,
+        overflow: body.overflow,
+    };
+    on_home(shard, &body.room, |reply| ApiOp::Create { options, reply }).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "room": body.room }),
+    ))
+}
+
+async fn room_details(shard: &Shard, room: &str) -> Result<Response<Body>, Refusal> {
+    valid_name("room", room)?;
+    let details = on_home(shard, room, |reply| ApiOp::Details { reply }).await?;
+    Ok(json_response(StatusCode::OK, &details))
+}
+
+async fn delete_room(shard: &Shard, room: &str) -> Result<Response<Body>, Refusal> {
+    valid_name("room", room)?;
+    on_home(shard, room, |reply| ApiOp::Delete { reply }).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "room": room, "deleted": true }),
+    ))
+}
+
+async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Refusal> {
+    valid_name("room", &body.room)?;
+    let data = Bytes::copy_from_slice(body.data.get().as_bytes());
+    let seq = on_home(shard, &body.room, |reply| ApiOp::Publish { data, reply }).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "room": body.room, "seq": seq }),
+    ))
+}
+
+/// Send a `notification` to `user`'s connections (or all) on the shards in
+/// `targets`; returns how many connections got it.
+async fn notify(
+    shard: &Shard,
+    user: Option<Arc<str>>,
+    targets: u64,
+    data: &str,
+) -> Result<usize, Refusal> {
+    let frame = encode::notification(encode::now_ms(), data.as_bytes());
+    let (done, mut counts) = mpsc::channel(MAX_SHARDS);
+    let mut asked = 0;
+    let mut bits = targets;
+    while bits != 0 {
+        let target = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        if target >= shard.shared.shards() {
+            break;
+        }
+        let delivery = Delivery::Notify {
+            user: user.clone(),
+            frame: frame.clone(),
+            done: done.clone(),
+        };
+        shard.deliver(target, delivery).await;
+        asked += 1;
+    }
+    drop(done);
+    let mut delivered = 0;
+    for _ in 0..asked {
+        match tokio::time::timeout(SHARD_REPLY_TIMEOUT, counts.recv()).await {
+            Ok(Some(n)) => delivered += n,
+            _ => return Err(gone()),
+        }
+    }
+    Ok(delivered)
+}
+
+async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
+    let Ok(id) = conn.parse::<u64>() else {
+        return Err(refusal(
+            ErrorCode::BadRequest,
+            "the connection id must be a number",
+        ));
+    };
+    let (tx, rx) = oneshot::channel();
+    shard
+        .deliver(shard.shard_of(id), Delivery::Kick { conn: id, done: tx })
+        .await;
+    match tokio::time::timeout(SHARD_REPLY_TIMEOUT, rx).await {
+        Ok(Ok(true)) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "conn": id, "disconnected": true }),
+        )),
+        Ok(Ok(false)) => Err(refusal(ErrorCode::NotFound, format!("no connection {id}"))),
+        _ => Err(gone()),
+    }
+}
+
+async fn stats(shard: &Shard) -> Result<Response<Body>, Refusal> {
+    let shards = shard.shared.shards();
+    let (done, mut figures) = mpsc::channel(MAX_SHARDS);
+    for target in 0..shards {
+        shard
+            .deliver(target, Delivery::Stats { done: done.clone() })
+            .await;
+    }
+    drop(done);
+    let mut per_shard = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        match tokio::time::timeout(SHARD_REPLY_TIMEOUT, figures.recv()).await {
+            Ok(Some(s)) => per_shard.push(s),
+            _ => return Err(gone()),
+        }
+    }
+    per_shard.sort_by_key(|s| s.shard);
+    let body = json!({
+        "node": shard.shared.config.server.node_id,
+        "connections": shard.shared.caps.total(),
+        "rooms": shard.shared.rooms.len(),
+        "users": shard.shared.users.len(),
+        "draining": shard.shared.is_draining(),
+        "shards": per_shard,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
