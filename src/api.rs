@@ -405,7 +405,8 @@ async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
     }
 }
 
-async fn stats(shard: &Shard) -> Result<Response<Body>, Refusal> {
+/// Every shard's figures, in shard order.
+pub async fn gather_stats(shard: &Shard) -> Result<Vec<crate::shard::ShardStats>, Refusal> {
     let shards = shard.shared.shards();
     let (done, mut figures) = mpsc::channel(MAX_SHARDS);
     for target in 0..shards {
@@ -422,6 +423,11 @@ async fn stats(shard: &Shard) -> Result<Response<Body>, Refusal> {
         }
     }
     per_shard.sort_by_key(|s| s.shard);
+    Ok(per_shard)
+}
+
+async fn stats(shard: &Shard) -> Result<Response<Body>, Refusal> {
+    let per_shard = gather_stats(shard).await?;
     let body = json!({
         "node": shard.shared.config.server.node_id,
         "connections": shard.shared.caps.total(),

@@ -42,6 +42,31 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order ([`ErrorCode::index`]).
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RoomNotFound,
+        ErrorCode::RoomExists,
+        ErrorCode::RoomFull,
+        ErrorCode::NotMember,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyConnections,
+        ErrorCode::ServerFull,
+        ErrorCode::Internal,
+        ErrorCode::NotFound,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+    ];
+
+    /// Position in [`ErrorCode::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The stable wire string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,6 +106,17 @@ impl ErrorCode {
         }
     }
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < ErrorCode::ALL.len() {
+        assert!(
+            ErrorCode::ALL[i] as usize == i,
+            "ErrorCode::ALL is in declaration order"
+        );
+        i += 1;
+    }
+};
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

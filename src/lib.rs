@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod limits;
+pub mod metrics;
 pub mod perms;
 pub mod protocol;
 pub mod ratelimit;

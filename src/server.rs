@@ -117,12 +117,14 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
         return match upgrade(shard, peer, req) {
             Ok(response) => response,
             Err(refusal) => {
+                shard.counters.refused(refusal.code);
                 tracing::info!(%peer, code = %refusal.code, reason = %refusal.message, "connection refused");
                 refusal_response(&refusal)
             }
         };
     }
     match (req.method(), path) {
+        (&Method::GET, "/metrics") => metrics(shard).await,
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if shard.shared.is_draining() {
@@ -136,6 +138,23 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
             r#"{"error":{"code":"not_found","message":"no such path"}}"#,
         ),
     }
+}
+
+/// `GET /metrics`: every shard's counters, summed by Prometheus labels.
+async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
+    let text = match crate::api::gather_stats(shard).await {
+        Ok(stats) => crate::metrics::render(
+            &stats,
+            &crate::metrics::process_figures(shard.shared.rooms.len()),
+        ),
+        Err(refusal) => return refusal_response(&refusal),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Body> {

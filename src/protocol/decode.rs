@@ -85,6 +85,20 @@ pub enum ClientFrame<'a> {
 }
 
 impl ClientFrame<'_> {
+    /// Position of the frame's type in [`crate::metrics::FRAME_KINDS`].
+    pub fn kind_index(&self) -> usize {
+        match self {
+            ClientFrame::Join { .. } => 0,
+            ClientFrame::Leave { .. } => 1,
+            ClientFrame::Create { .. } => 2,
+            ClientFrame::Publish { .. } => 3,
+            ClientFrame::Send { .. } => 4,
+            ClientFrame::Broadcast { .. } => 5,
+            ClientFrame::Members { .. } => 6,
+            ClientFrame::Ping { .. } => 7,
+        }
+    }
+
     /// The frame's `id`.
     pub fn id(&self) -> Option<u64> {
         match self {

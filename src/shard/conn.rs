@@ -198,6 +198,7 @@ impl Conn {
     }
 
     fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
+        self.counters.error_out(refusal.code);
         self.send(encode::error(id, refusal.code, &refusal.message));
     }
 
@@ -223,6 +224,13 @@ impl Conn {
     }
 }
 
+/// `shardcast_frames_in_total` slot of frames that failed to decode.
+const FRAME_INVALID: usize = 8;
+/// `shardcast_frames_in_total` slot of binary frames.
+const FRAME_BINARY: usize = 9;
+const _: () = assert!(FRAME_INVALID < crate::metrics::FRAME_KINDS.len());
+const _: () = assert!(FRAME_BINARY < crate::metrics::FRAME_KINDS.len());
+
 /// How the read loop ended.
 enum ReadEnd {
     /// The peer closed the TCP stream or it failed.
@@ -244,6 +252,10 @@ pub async fn serve(
     let conn = Conn::new(identity, &shard);
     let limits = &shard.shared.config.limits;
     shard.register(&conn);
+    shard
+        .counters
+        .connects
+        .set(shard.counters.connects.get() + 1);
     conn.send(encode::welcome(
         conn.id,
         &conn.user,
@@ -254,6 +266,12 @@ pub async fn serve(
     let (read, write) = stream.into_split();
     let mut writer = tokio::task::spawn_local(write_loop(conn.clone(), write));
     let end = read_loop(&shard, &conn, &read, prefix).await;
+    let close_code = match end {
+        ReadEnd::Eof => None,
+        ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
+        ReadEnd::ServerClose => conn.close_code.get(),
+    };
+    shard.counters.disconnected(close_code);
     let grace = match end {
         ReadEnd::Eof => Duration::ZERO,
         ReadEnd::PeerClose(code) => {
@@ -310,13 +328,16 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
             }
             match reader.next(&mut buf) {
                 Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
-                Ok(Some(Message::Binary(_))) => conn.refuse(
-                    None,
-                    &Refusal::new(
-                        ErrorCode::BadRequest,
-                        "binary frames are not supported; send JSON in text frames",
-                    ),
-                ),
+                Ok(Some(Message::Binary(_))) => {
+                    conn.counters.frame_in(FRAME_BINARY);
+                    conn.refuse(
+                        None,
+                        &Refusal::new(
+                            ErrorCode::BadRequest,
+                            "binary frames are not supported; send JSON in text frames",
+                        ),
+                    )
+                }
                 Ok(Some(Message::Ping(payload))) => conn.send(pong_frame(&payload)),
                 Ok(Some(Message::Pong)) => awaiting_pong = None,
                 Ok(Some(Message::Close(code, _))) => return ReadEnd::PeerClose(code),
@@ -525,8 +546,12 @@ async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
     };
     let frame = match decode_client_frame(text) {
         Ok(frame) => frame,
-        Err(e) => return conn.refuse(e.id, &e.refusal),
+        Err(e) => {
+            conn.counters.frame_in(FRAME_INVALID);
+            return conn.refuse(e.id, &e.refusal);
+        }
     };
+    conn.counters.frame_in(frame.kind_index());
     let id = frame.id();
     if let Err(refusal) = dispatch(shard, conn, &payload, text, frame).await {
         conn.refuse(id, &refusal);

@@ -120,7 +120,14 @@ impl HomeRoom {
     }
 }
 
-fn refuse(origin: &Origin, shards: usize, refusal: Refusal, out: &mut Vec<(usize, Delivery)>) {
+fn refuse(
+    counters: &crate::metrics::ShardCounters,
+    origin: &Origin,
+    shards: usize,
+    refusal: Refusal,
+    out: &mut Vec<(usize, Delivery)>,
+) {
+    counters.error_out(refusal.code);
     let frame = encode::error(origin.id, refusal.code, &refusal.message);
     out.push((
         (origin.conn % shards as u64) as usize,
@@ -161,6 +168,7 @@ impl Shard {
                     may_join_private,
                 };
                 if let Err(refusal) = self.home_join(&origin, member, &room, args, out) {
+                    self.counters.error_out(refusal.code);
                     let frame = encode::error(origin.id, refusal.code, &refusal.message);
                     out.push((
                         self.shard_of(origin.conn),
@@ -189,7 +197,7 @@ impl Shard {
                         ));
                     }
                 }
-                Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+                Err(refusal) => refuse(&self.counters, &origin, self.shared.shards(), refusal, out),
             },
             Request::Publish {
                 origin,
@@ -209,7 +217,7 @@ impl Shard {
                         ));
                     }
                 }
-                Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+                Err(refusal) => refuse(&self.counters, &origin, self.shared.shards(), refusal, out),
             },
             Request::Api { room, op } => self.home_api(room, op, out),
             Request::Members { origin, room } => {
@@ -223,7 +231,9 @@ impl Shard {
                         },
                     )),
                     Ok(None) => {}
-                    Err(refusal) => refuse(&origin, self.shared.shards(), refusal, out),
+                    Err(refusal) => {
+                        refuse(&self.counters, &origin, self.shared.shards(), refusal, out)
+                    }
                 }
             }
         }
@@ -347,11 +357,18 @@ impl Shard {
         let origin_shard = self.shard_of(origin.conn);
         let mut homes = self.homes.borrow_mut();
         let Some(home) = homes.get_mut(room) else {
-            refuse(origin, self.shared.shards(), not_found(room), out);
+            refuse(
+                &self.counters,
+                origin,
+                self.shared.shards(),
+                not_found(room),
+                out,
+            );
             return;
         };
         let Some(member) = home.members.remove(&origin.conn) else {
             refuse(
+                &self.counters,
                 origin,
                 self.shared.shards(),
                 Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}")),

@@ -26,6 +26,8 @@ use tokio::time::Instant;
 use crate::config::OverflowPolicy;
 use crate::error::close;
 use crate::limits::{ROOM_SWEEP_INTERVAL_MS, SHARD_PUMP_BATCH};
+use crate::metrics::CounterSnapshot;
+pub use crate::metrics::ShardCounters;
 use crate::router::{Delivery, Origin, Request, ShardLink};
 use crate::shared::Shared;
 use conn::Conn;
@@ -39,18 +41,6 @@ type ExpiryHeap = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
 struct LocalRoom {
     overflow: OverflowPolicy,
     members: Vec<Rc<Conn>>,
-}
-
-/// Counters a shard keeps for `/api/stats` (plain cells: only the shard
-/// thread touches them; they are read by the shard itself on request).
-#[derive(Default)]
-pub struct ShardCounters {
-    /// Room messages sequenced by this shard as a home.
-    pub published: Cell<u64>,
-    /// Connections closed with 4000.
-    pub slow_consumer_closes: Cell<u64>,
-    /// Messages dropped by the `drop` policy on connections that closed.
-    pub dropped_closed: Cell<u64>,
 }
 
 /// One shard's figures, as `/api/stats` reports them.
@@ -80,6 +70,8 @@ pub struct ShardStats {
     pub request_inbox: usize,
     /// Deliveries waiting in the inbox.
     pub delivery_inbox: usize,
+    /// Counters by kind (frames, errors, refusals, disconnects).
+    pub counters: CounterSnapshot,
 }
 
 /// One shard's state.
@@ -213,6 +205,7 @@ impl Shard {
                 let Some(local) = rooms.get(&room) else {
                     return;
                 };
+                let mut delivered = 0;
                 for member in &local.members {
                     if Some(member.id) == exclude {
                         continue;
@@ -222,6 +215,10 @@ impl Shard {
                     } else {
                         member.send(frame.clone());
                     }
+                    delivered += 1;
+                }
+                if seq > 0 {
+                    self.counters.delivered(delivered);
                 }
             }
             Delivery::ToConn { conn, frame } => {
@@ -332,6 +329,7 @@ impl Shard {
             published_total: self.counters.published.get(),
             request_inbox: self.link().requests.len(),
             delivery_inbox: self.link().deliveries.len(),
+            counters: self.counters.snapshot(),
         }
     }
 

@@ -267,3 +267,149 @@ async fn every_api_error() {
     let (status, _) = http(broker.addr, "DELETE", "/api/connections/abc", &[auth], None).await;
     assert_eq!(status, 400);
 }
+
+/// Parse Prometheus/OpenMetrics text into (name{labels}, value); panics on
+/// a malformed line.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    assert!(text.trim_end().ends_with("# EOF"), "no # EOF terminator");
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line:?}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+fn sum(samples: &[(String, f64)], prefix: &str, needle: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| s.starts_with(prefix) && s.contains(needle))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn scrape(broker: &Running) -> Vec<(String, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(broker.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Chunked or not, the body lines are the exposition (chunk sizes are
+    // not valid sample lines, so strip them if present).
+    let body: String = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.lines()
+            .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        body.to_string()
+    };
+    parse_metrics(&body)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_with_traffic() {
+    let broker = TestBroker::new()
+        .shards(2)
+        .with(|c| c.limits.max_connections_per_user = 1)
+        .start();
+    let before = scrape(&broker).await;
+    assert_eq!(
+        sum(&before, "shardcast_frames_in_total", "type=\"publish\""),
+        0.0
+    );
+    let mut a = broker.user("a").await;
+    let mut b = broker.user("b").await;
+    a.join("m").await;
+    b.join("m").await;
+    for i in 0..5 {
+        a.ok(json!({"type":"publish","room":"m","data":i})).await;
+    }
+    a.err(
+        json!({"type":"publish","room":"nope","data":1}),
+        "room_not_found",
+    )
+    .await;
+    // A refused upgrade (per-user cap).
+    assert!(
+        tokio_tungstenite::connect_async(broker.url("user=a"))
+            .await
+            .is_err()
+    );
+    for _ in 0..5 {
+        b.recv_type("message").await;
+    }
+    let after = scrape(&broker).await;
+    assert_eq!(
+        sum(&after, "shardcast_frames_in_total", "type=\"publish\""),
+        6.0
+    );
+    assert_eq!(
+        sum(&after, "shardcast_frames_in_total", "type=\"join\""),
+        2.0
+    );
+    assert_eq!(sum(&after, "shardcast_messages_published_total", ""), 5.0);
+    assert_eq!(sum(&after, "shardcast_deliveries_total", ""), 10.0);
+    assert_eq!(
+        sum(
+            &after,
+            "shardcast_errors_out_total",
+            "code=\"room_not_found\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &after,
+            "shardcast_handshake_refusals_total",
+            "code=\"too_many_connections\""
+        ),
+        1.0
+    );
+    assert_eq!(sum(&after, "shardcast_connections", "shard="), 2.0);
+    assert_eq!(sum(&after, "shardcast_connects_total", ""), 2.0);
+    assert!(sum(&after, "shardcast_process_resident_memory_bytes", "") > 0.0);
+    let rooms: f64 = after
+        .iter()
+        .filter(|(s, _)| s == "shardcast_rooms")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(rooms, 1.0);
+    drop(a);
+    for _ in 0..100 {
+        if sum(&scrape(&broker).await, "shardcast_disconnects_total", "") >= 1.0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("a disconnect was never counted");
+}
