@@ -209,14 +209,22 @@ impl Authenticator {
         validation.algorithms = algorithms;
         validation.leeway = cfg.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // exp is required: a token that never expires cannot be revoked by
+        // time. iss/aud are required when configured (jsonwebtoken checks
+        // them only when present otherwise).
+        let mut required = vec!["exp", "sub"];
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
         match &cfg.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Authenticator {
             mode: AuthMode::Jwt,
             key: Some(key),
@@ -329,7 +337,10 @@ impl Authenticator {
             name: claims.name,
             perms,
             rooms: RoomPatterns::new(rooms),
-            expires_at: claims.exp,
+            // The connection lives as long as the check accepted the token.
+            expires_at: claims
+                .exp
+                .map(|exp| exp.saturating_add(self.validation.leeway)),
         })
     }
 }

@@ -517,6 +517,19 @@ impl Config {
     }
 }
 
+/// Keys whose environment values are always plain strings.
+const RAW_STRING_KEYS: [(&str, &str); 9] = [
+    ("server", "listen"),
+    ("server", "ws_path"),
+    ("server", "node_id"),
+    ("auth", "secret"),
+    ("auth", "secret_file"),
+    ("auth", "public_key_file"),
+    ("auth", "issuer"),
+    ("auth", "audience"),
+    ("api", "keys"),
+];
+
 /// Merge `SHARDCAST_<SECTION>__<KEY>=value` variables into `table`. A value
 /// is read as a TOML value (`5000`, `true`, `["a","b"]`) and otherwise
 /// taken as a string.
@@ -535,11 +548,18 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                 message: "expected SHARDCAST_<SECTION>__<KEY>".into(),
             });
         }
-        let value = format!("v = {raw}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        // Keys that hold text are taken as they are: a secret made of digits
+        // must not turn into a number.
+        let text_key = RAW_STRING_KEYS.contains(&(section.as_str(), key.as_str()));
+        let value = if text_key {
+            toml::Value::String(raw.clone())
+        } else {
+            format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()))
+        };
         let entry = table
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -610,6 +630,20 @@ mod tests {
         assert_eq!(c.limits.slow_consumer_policy, OverflowPolicy::Drop);
         assert_eq!(c.server.listen, "127.0.0.1:0");
         assert_eq!(c.server.shards, 3);
+    }
+
+    #[test]
+    fn secrets_from_env_stay_text() {
+        let e = env(&[
+            ("SHARDCAST_AUTH__SECRET", "12345678901234567890123456789012"),
+            (
+                "SHARDCAST_API__KEYS",
+                "key-aaaaaaaaaaaaaaaa,key-bbbbbbbbbbbbbbbb",
+            ),
+        ]);
+        let c = Config::load_from(None, &e, &Overrides::default()).expect("load");
+        assert_eq!(c.auth.secret, "12345678901234567890123456789012");
+        assert_eq!(c.api.keys.len(), 2);
     }
 
     #[test]

@@ -105,6 +105,13 @@ async fn every_401_reason_is_told_apart() {
     let mut no_sub = good();
     no_sub.as_object_mut().expect("obj").remove("sub");
     unauthorized(&broker, Some(&hs256(no_sub)), "sub").await;
+    // iss and aud are required once configured.
+    let mut no_iss = good();
+    no_iss.as_object_mut().expect("obj").remove("iss");
+    unauthorized(&broker, Some(&hs256(no_iss)), "iss").await;
+    let mut no_aud = good();
+    no_aud.as_object_mut().expect("obj").remove("aud");
+    unauthorized(&broker, Some(&hs256(no_aud)), "aud").await;
     let mut bad_perm = good();
     bad_perm["perms"] = json!(["publish", "root"]);
     unauthorized(&broker, Some(&hs256(bad_perm)), "unknown right").await;
