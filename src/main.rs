@@ -23,6 +23,9 @@ enum Command {
     Serve {
         #[command(flatten)]
         common: Common,
+        /// Log format (filter with RUST_LOG, e.g. `RUST_LOG=shardcast=debug`).
+        #[arg(long, value_enum, default_value = "pretty")]
+        log_format: LogFormat,
     },
     /// Print the effective configuration as TOML.
     Config {
@@ -178,8 +181,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { common } => {
-            init_logging();
+        Command::Serve { common, log_format } => {
+            init_logging(log_format);
             let mut config = match common.load() {
                 Ok(c) => c,
                 Err(e) => {
@@ -266,14 +269,28 @@ impl Signals {
     }
 }
 
-fn init_logging() {
+/// How log lines look.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// Raise the soft open-file limit to the hard limit; return the soft limit.

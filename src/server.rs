@@ -125,6 +125,7 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
     }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => metrics(shard).await,
+        (&Method::GET, "/") => status_page(),
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if shard.shared.is_draining() {
@@ -138,6 +139,26 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
             r#"{"error":{"code":"not_found","message":"no such path"}}"#,
         ),
     }
+}
+
+/// The status page, built into the binary (no build step). It reads
+/// `/api/stats`, so it shows figures only to whoever may read the API.
+const STATUS_PAGE: &str = include_str!("status/index.html");
+
+fn status_page() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(STATUS_PAGE.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ),
+    );
+    response
 }
 
 /// `GET /metrics`: every shard's counters, summed by Prometheus labels.

@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod browser;
 mod closes;
 mod harness;
 mod invariants;

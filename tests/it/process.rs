@@ -309,3 +309,43 @@ fn token_command_mints_a_token_the_broker_accepts() {
         "{text}"
     );
 }
+
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // Every line is a JSON object; find the one that says where it listens.
+    let mut listening = None;
+    for line in lines.by_ref().take(10) {
+        let line = line.expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["fields"]["message"] == "shardcast listening" {
+            listening = Some(v);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = listening.expect("a `shardcast listening` line");
+    assert!(
+        v["fields"]["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    assert_eq!(v["level"], "INFO");
+}

@@ -1,0 +1,102 @@
+//! The status page in a real browser (headless Chromium): it must show live
+//! figures read from /api/stats.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// Chromium's path: $SHARDCAST_CHROMIUM, or Debian's /usr/bin/chromium.
+fn chromium() -> Option<String> {
+    if let Ok(path) = std::env::var("SHARDCAST_CHROMIUM") {
+        return Some(path);
+    }
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(String::from)
+}
+
+/// Load `url` headless and return the DOM after scripts ran.
+fn dump_dom(browser: &str, url: &str) -> String {
+    let profile = std::env::temp_dir().join(format!("shardcast-chromium-{}", std::process::id()));
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    let output = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_live_figures_in_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (see .ci/run) for the status page test"
+        );
+        eprintln!(
+            "skipping: no chromium here (apt-get install chromium, or set SHARDCAST_CHROMIUM)"
+        );
+        return;
+    };
+    let broker = TestBroker::new().shards(2).start();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = broker.user(&format!("viewer{i}")).await;
+        c.join("watched").await;
+        clients.push(c);
+    }
+    clients[0]
+        .ok(json!({"type":"publish","room":"watched","data":1}))
+        .await;
+    let url = format!("http://{}/", broker.addr);
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&browser, &url))
+        .await
+        .expect("chromium task");
+    assert!(
+        dom.contains(r#"id="connections">3<"#),
+        "connections not shown:\n{dom}"
+    );
+    assert!(dom.contains(r#"id="rooms">1<"#), "rooms not shown:\n{dom}");
+    assert!(
+        dom.contains(r#"id="state">ready<"#),
+        "state not shown:\n{dom}"
+    );
+    assert_eq!(
+        dom.matches("data-shard=").count(),
+        2,
+        "one row per shard:\n{dom}"
+    );
+    assert!(dom.contains("updated "), "no successful refresh:\n{dom}");
+}
