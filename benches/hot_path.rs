@@ -177,7 +177,7 @@ fn bench_fanout(c: &mut Criterion) {
     // Bytes to its shared form), so the measured pushes allocate nothing.
     for q in &mut queues {
         for seq in 1..=8 {
-            let pushed = q.push_room(&room, seq, &frame, OverflowPolicy::Disconnect);
+            let pushed = q.push_room(&room, seq, &frame, OverflowPolicy::Disconnect, 1);
             assert!(matches!(pushed, Pushed::Queued { .. }));
         }
         q.take_batch(&mut out, QUEUE_FRAMES);
@@ -194,7 +194,7 @@ fn bench_fanout(c: &mut Criterion) {
                 seq += 1;
                 let start = Instant::now();
                 for q in &mut queues {
-                    let pushed = q.push_room(&room, seq, &frame, OverflowPolicy::Disconnect);
+                    let pushed = q.push_room(&room, seq, &frame, OverflowPolicy::Disconnect, 1);
                     queued += u64::from(matches!(pushed, Pushed::Queued { .. }));
                 }
                 measured += start.elapsed();
@@ -346,6 +346,7 @@ fn bench_inbox(c: &mut Criterion) {
                     seq,
                     frame: frame.clone(),
                     exclude: None,
+                    stamp_us: 1,
                 };
                 // Never full (one batch in a 16 Ki inbox): ready at once.
                 link.deliveries

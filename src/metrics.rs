@@ -39,6 +39,130 @@ const CLOSE_OTHER: usize = CLOSE_CODES.len();
 /// Index of the "none" close code slot.
 const CLOSE_NONE: usize = CLOSE_CODES.len() + 1;
 
+/// Upper bounds (seconds) of the publish-to-write latency buckets.
+pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// [`LATENCY_BUCKETS_SECS`] in microseconds, for recording without floats.
+const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// Microseconds on the process's monotonic clock (comparable across
+/// shards: every shard reads the same `Instant` epoch).
+pub fn now_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
+/// A fixed-bucket latency histogram in Cells (one shard's).
+#[derive(Default)]
+pub struct LatencyHistogram {
+    /// Per-bucket counts; the last slot is +Inf.
+    buckets: [Cell<u64>; LATENCY_BUCKETS_SECS.len() + 1],
+    count: Cell<u64>,
+    sum_us: Cell<u64>,
+}
+
+const _: () = assert!(LATENCY_BUCKETS_US.len() == LATENCY_BUCKETS_SECS.len());
+
+impl LatencyHistogram {
+    /// Record one latency.
+    pub fn record(&self, us: u64) {
+        let slot = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        bump(&self.buckets[slot], 1);
+        bump(&self.count, 1);
+        bump(&self.sum_us, us);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: self.buckets.iter().map(Cell::get).collect(),
+            count: self.count.get(),
+            sum_secs: self.sum_us.get() as f64 / 1e6,
+        }
+    }
+}
+
+/// A histogram's figures at one moment (per-bucket counts, +Inf last).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistogramSnapshot {
+    /// Per-bucket counts.
+    pub buckets: Vec<u64>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of observations, seconds.
+    pub sum_secs: f64,
+}
+
+/// Histograms by shard, for the exposition.
+struct ShardHistograms(Vec<(usize, HistogramSnapshot)>);
+
+impl prometheus_client::encoding::EncodeMetric for ShardHistograms {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for (shard, h) in &self.0 {
+            let labels = shard_label(*shard);
+            let family = encoder.encode_family(&labels)?;
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_SECS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(h.buckets.iter().copied())
+                .collect();
+            let mut family = family;
+            family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum_secs, h.count, &buckets, None,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+impl std::fmt::Debug for ShardHistograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ShardHistograms")
+            .field(&self.0.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_agree_and_record() {
+        for (us, secs) in LATENCY_BUCKETS_US.iter().zip(LATENCY_BUCKETS_SECS) {
+            assert!((*us as f64 / 1e6 - secs).abs() < 1e-12);
+        }
+        let h = LatencyHistogram::default();
+        h.record(50);
+        h.record(100);
+        h.record(101);
+        h.record(10_000_000);
+        let s = h.snapshot();
+        assert_eq!(
+            (s.buckets[0], s.buckets[1], s.buckets[14], s.count),
+            (2, 1, 1, 4)
+        );
+    }
+}
+
 /// One shard's counters. Only that shard's thread touches them.
 #[derive(Default)]
 pub struct ShardCounters {
@@ -52,6 +176,9 @@ pub struct ShardCounters {
     pub deliveries: Cell<u64>,
     /// Connections opened.
     pub connects: Cell<u64>,
+    /// From a room message's sequencing at its home to the end of the
+    /// write that handed it to a member's socket.
+    pub publish_to_write: LatencyHistogram,
     frames_in: [Cell<u64>; FRAME_KINDS.len()],
     errors_out: [Cell<u64>; ErrorCode::ALL.len()],
     refusals: [Cell<u64>; ErrorCode::ALL.len()],
@@ -114,6 +241,7 @@ impl ShardCounters {
         CounterSnapshot {
             connects: self.connects.get(),
             deliveries: self.deliveries.get(),
+            publish_to_write: self.publish_to_write.snapshot(),
             frames_in: named(
                 &self.frames_in,
                 &mut FRAME_KINDS.iter().map(|k| k.to_string()),
@@ -132,6 +260,8 @@ pub struct CounterSnapshot {
     pub connects: u64,
     /// Room frames queued for members.
     pub deliveries: u64,
+    /// Publish-to-write latency.
+    pub publish_to_write: HistogramSnapshot,
     /// Frames in, by type.
     pub frames_in: Vec<(String, u64)>,
     /// Error frames out, by code.
@@ -285,6 +415,16 @@ pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> 
             .get_or_create(&with(i, "inbox", "deliveries"))
             .set(to_i64(s.delivery_inbox));
     }
+    r.register(
+        "publish_to_write_seconds",
+        "Time from a room message's sequencing to the write that sent it to a member",
+        ShardHistograms(
+            shards
+                .iter()
+                .map(|s| (s.shard, s.counters.publish_to_write.clone()))
+                .collect(),
+        ),
+    );
     let rooms = Gauge::<i64>::default();
     rooms.set(to_i64(process.rooms));
     r.register("rooms", "Rooms that exist", rooms);

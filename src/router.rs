@@ -146,6 +146,9 @@ pub enum Delivery {
         frame: Bytes,
         /// A connection to skip (`exclude_self`, or the subject of an event).
         exclude: Option<u64>,
+        /// When the home sequenced it ([`crate::metrics::now_us`]; 0 for
+        /// events), for the publish-to-write histogram.
+        stamp_us: u64,
     },
     /// One frame for one connection (acks, errors).
     ToConn {

@@ -19,7 +19,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 use super::Shard;
-use super::outbound::{OutQueue, Pushed};
+use super::outbound::{OutQueue, Pushed, Queued};
 use super::signal::LocalSignal;
 use crate::auth::RoomPatterns;
 use crate::config::OverflowPolicy;
@@ -125,8 +125,18 @@ impl Conn {
     }
 
     /// Queue message `seq` of `room` under the room's overflow policy.
-    pub fn push_room(&self, room: &Arc<str>, seq: u64, frame: &Bytes, policy: OverflowPolicy) {
-        let pushed = self.queue.borrow_mut().push_room(room, seq, frame, policy);
+    pub fn push_room(
+        &self,
+        room: &Arc<str>,
+        seq: u64,
+        frame: &Bytes,
+        policy: OverflowPolicy,
+        stamp_us: u64,
+    ) {
+        let pushed = self
+            .queue
+            .borrow_mut()
+            .push_room(room, seq, frame, policy, stamp_us);
         self.after_push(pushed);
     }
 
@@ -436,7 +446,7 @@ async fn wait_for_peer_close(read: &OwnedReadHalf) {
 
 /// Write queued frames in vectored batches until the close frame is out.
 async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
-    let mut inflight: VecDeque<Bytes> = VecDeque::new();
+    let mut inflight: VecDeque<Queued> = VecDeque::new();
     loop {
         let closing = {
             let mut queue = conn.queue.borrow_mut();
@@ -455,6 +465,14 @@ async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
             conn.reader_wake.notify();
             return;
         }
+        let written_us = crate::metrics::now_us();
+        for (_, stamp_us) in &inflight {
+            if *stamp_us > 0 {
+                conn.counters
+                    .publish_to_write
+                    .record(written_us.saturating_sub(*stamp_us));
+            }
+        }
         inflight.clear();
         if inflight.capacity() > WRITER_KEEP_CAPACITY {
             inflight.shrink_to(WRITER_KEEP_CAPACITY);
@@ -470,13 +488,16 @@ async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
 /// Write `frames` with vectored writes of up to [`WRITE_BATCH_FRAMES`]
 /// slices each. The slices live on the stack of each poll, not in the
 /// future, so an idle connection's task stays small.
-async fn write_frames(write: &mut OwnedWriteHalf, frames: &VecDeque<Bytes>) -> std::io::Result<()> {
+async fn write_frames(
+    write: &mut OwnedWriteHalf,
+    frames: &VecDeque<Queued>,
+) -> std::io::Result<()> {
     let (mut index, mut offset) = (0usize, 0usize);
     while index < frames.len() {
         let written = std::future::poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];
             let mut count = 0;
-            for (i, frame) in frames.range(index..).take(WRITE_BATCH_FRAMES).enumerate() {
+            for (i, (frame, _)) in frames.range(index..).take(WRITE_BATCH_FRAMES).enumerate() {
                 slices[count] = IoSlice::new(if i == 0 { &frame[offset..] } else { frame });
                 count += 1;
             }
@@ -488,7 +509,7 @@ async fn write_frames(write: &mut OwnedWriteHalf, frames: &VecDeque<Bytes>) -> s
         }
         let mut left = written;
         while left > 0 && index < frames.len() {
-            let rest = frames[index].len() - offset;
+            let rest = frames[index].0.len() - offset;
             if left >= rest {
                 left -= rest;
                 index += 1;

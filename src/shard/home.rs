@@ -72,6 +72,7 @@ impl HomeRoom {
         out: &mut Vec<(usize, Delivery)>,
         room: &Arc<str>,
     ) {
+        let stamp_us = if seq > 0 { crate::metrics::now_us() } else { 0 };
         for (shard, &count) in self.per_shard.iter().enumerate() {
             if count > 0 {
                 out.push((
@@ -81,6 +82,7 @@ impl HomeRoom {
                         seq,
                         frame: frame.clone(),
                         exclude,
+                        stamp_us,
                     },
                 ));
             }

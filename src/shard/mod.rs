@@ -200,6 +200,7 @@ impl Shard {
                 seq,
                 frame,
                 exclude,
+                stamp_us,
             } => {
                 let rooms = self.local_rooms.borrow();
                 let Some(local) = rooms.get(&room) else {
@@ -211,7 +212,7 @@ impl Shard {
                         continue;
                     }
                     if seq > 0 {
-                        member.push_room(&room, seq, &frame, local.overflow);
+                        member.push_room(&room, seq, &frame, local.overflow, stamp_us);
                     } else {
                         member.send(frame.clone());
                     }

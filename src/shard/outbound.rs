@@ -38,10 +38,14 @@ struct PendingGap {
     to: u64,
 }
 
+/// A queued frame and when its message was sequenced
+/// ([`crate::metrics::now_us`]; 0 when not a timed room message).
+pub type Queued = (Bytes, u64);
+
 /// A bounded queue of encoded frames.
 #[derive(Debug)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     max_frames: usize,
     max_bytes: usize,
@@ -94,9 +98,9 @@ impl OutQueue {
             && (self.frames.is_empty() || self.bytes + extra_bytes <= self.max_bytes)
     }
 
-    fn enqueue(&mut self, frame: Bytes) {
+    fn enqueue(&mut self, frame: Bytes, stamp_us: u64) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, stamp_us));
     }
 
     /// Push a frame that is not a room message (ack, error, direct, ...).
@@ -109,7 +113,7 @@ impl OutQueue {
             return Pushed::Overflow;
         }
         let wake = self.frames.is_empty();
-        self.enqueue(frame);
+        self.enqueue(frame, 0);
         Pushed::Queued { wake }
     }
 
@@ -122,6 +126,7 @@ impl OutQueue {
         seq: u64,
         frame: &Bytes,
         policy: OverflowPolicy,
+        stamp_us: u64,
     ) -> Pushed {
         if self.closing {
             return Pushed::Closed;
@@ -132,12 +137,12 @@ impl OutQueue {
             let gap = encode::gap(room, self.gaps[i].from, self.gaps[i].to);
             if self.fits(2, gap.len() + frame.len()) {
                 self.gaps.swap_remove(i);
-                self.enqueue(gap);
-                self.enqueue(frame.clone());
+                self.enqueue(gap, 0);
+                self.enqueue(frame.clone(), stamp_us);
                 return Pushed::Queued { wake };
             }
         } else if self.fits(1, frame.len()) {
-            self.enqueue(frame.clone());
+            self.enqueue(frame.clone(), stamp_us);
             return Pushed::Queued { wake };
         }
         match policy {
@@ -169,7 +174,7 @@ impl OutQueue {
                 break;
             }
             self.gaps.swap_remove(i);
-            self.enqueue(frame);
+            self.enqueue(frame, 0);
             queued = true;
             i = 0;
         }
@@ -185,7 +190,7 @@ impl OutQueue {
     /// so a busy connection alternates two buffers and allocates nothing.
     /// What is in flight is at most one queue's worth: a connection holds at
     /// most twice its bound.
-    pub fn take_all(&mut self, inflight: &mut VecDeque<Bytes>) {
+    pub fn take_all(&mut self, inflight: &mut VecDeque<Queued>) {
         debug_assert!(inflight.is_empty());
         std::mem::swap(&mut self.frames, inflight);
         self.bytes = 0;
@@ -195,7 +200,7 @@ impl OutQueue {
     /// Move up to `max` frames into `out` for one write.
     pub fn take_batch(&mut self, out: &mut Vec<Bytes>, max: usize) {
         while out.len() < max {
-            let Some(frame) = self.frames.pop_front() else {
+            let Some((frame, _)) = self.frames.pop_front() else {
                 break;
             };
             self.bytes -= frame.len();
@@ -216,7 +221,7 @@ impl OutQueue {
             self.bytes = 0;
         }
         self.gaps.clear();
-        self.enqueue(frame);
+        self.enqueue(frame, 0);
         self.closing = true;
         true
     }
@@ -251,15 +256,15 @@ mod tests {
         let mut q = OutQueue::new(1, 1000);
         let m = frame(10);
         assert!(matches!(
-            q.push_room(&room, 1, &m, OverflowPolicy::Drop),
+            q.push_room(&room, 1, &m, OverflowPolicy::Drop, 0),
             Pushed::Queued { .. }
         ));
         assert_eq!(
-            q.push_room(&room, 2, &m, OverflowPolicy::Drop),
+            q.push_room(&room, 2, &m, OverflowPolicy::Drop, 0),
             Pushed::Dropped
         );
         assert_eq!(
-            q.push_room(&room, 3, &m, OverflowPolicy::Drop),
+            q.push_room(&room, 3, &m, OverflowPolicy::Drop, 0),
             Pushed::Dropped
         );
         assert_eq!(q.dropped(), 2);
@@ -268,7 +273,7 @@ mod tests {
         // Room for one frame only: gap + message do not fit together, so 4 is dropped too.
         q.max_frames = 1;
         assert!(matches!(
-            q.push_room(&room, 4, &m, OverflowPolicy::Drop),
+            q.push_room(&room, 4, &m, OverflowPolicy::Drop, 0),
             Pushed::Dropped
         ));
         assert!(q.flush_gaps());
@@ -281,7 +286,7 @@ mod tests {
         );
         q.max_frames = 10;
         assert_eq!(
-            q.push_room(&room, 5, &m, OverflowPolicy::Drop),
+            q.push_room(&room, 5, &m, OverflowPolicy::Drop, 0),
             Pushed::Queued { wake: true }
         );
     }
@@ -291,12 +296,12 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let mut q = OutQueue::new(1, 1000);
         let m = frame(10);
-        q.push_room(&room, 1, &m, OverflowPolicy::Drop);
-        q.push_room(&room, 2, &m, OverflowPolicy::Drop);
+        q.push_room(&room, 1, &m, OverflowPolicy::Drop, 0);
+        q.push_room(&room, 2, &m, OverflowPolicy::Drop, 0);
         let mut out = Vec::new();
         q.take_batch(&mut out, 64);
         q.max_frames = 5;
-        q.push_room(&room, 3, &m, OverflowPolicy::Drop);
+        q.push_room(&room, 3, &m, OverflowPolicy::Drop, 0);
         out.clear();
         q.take_batch(&mut out, 64);
         assert_eq!(out.len(), 2);
@@ -309,9 +314,9 @@ mod tests {
         let room: Arc<str> = Arc::from("r");
         let mut q = OutQueue::new(1, 1000);
         let m = frame(10);
-        q.push_room(&room, 1, &m, OverflowPolicy::Disconnect);
+        q.push_room(&room, 1, &m, OverflowPolicy::Disconnect, 0);
         assert_eq!(
-            q.push_room(&room, 2, &m, OverflowPolicy::Disconnect),
+            q.push_room(&room, 2, &m, OverflowPolicy::Disconnect, 0),
             Pushed::Overflow
         );
         assert!(q.close(frame(4), true));

@@ -379,6 +379,16 @@ async fn metrics_parse_and_move_with_traffic() {
     );
     assert_eq!(sum(&after, "shardcast_messages_published_total", ""), 5.0);
     assert_eq!(sum(&after, "shardcast_deliveries_total", ""), 10.0);
+    // b read all five, so at least those writes were timed.
+    let timed = sum(&after, "shardcast_publish_to_write_seconds_count", "");
+    assert!((5.0..=10.0).contains(&timed), "{timed}");
+    assert!(
+        sum(
+            &after,
+            "shardcast_publish_to_write_seconds_bucket",
+            "le=\"+Inf\""
+        ) >= 5.0
+    );
     assert_eq!(
         sum(
             &after,
