@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::procstat::{self, ProcSample};
@@ -14,6 +15,8 @@ use crate::wsclient::Target;
 pub(crate) const MAX_CONNECTIONS: usize = 200_000;
 /// Longest run, seconds.
 pub(crate) const MAX_DURATION_SECS: u64 = 3_600;
+/// Longest wait for one connection's setup (upgrade, join, ack).
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for stragglers after the measured window.
 pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
@@ -232,6 +235,29 @@ pub(crate) fn write_out(common: &Common, result: &Value) -> Result<(), String> {
         println!("  results written to {}", path.display());
     }
     Ok(())
+}
+
+/// Percentiles of a microsecond histogram, in milliseconds, as JSON.
+pub(crate) fn latency_json(h: &Histogram<u64>) -> Value {
+    let pct = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "p999": pct(0.999),
+        "max": h.max() as f64 / 1000.0, "samples": h.len(),
+    })
+}
+
+/// Print the percentiles of a microsecond histogram, in milliseconds.
+pub(crate) fn print_latency(label: &str, h: &Histogram<u64>) {
+    let pct = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  {label:<18} p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
 }
 
 /// Nanoseconds since `origin` (the run's one clock).

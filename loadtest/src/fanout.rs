@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, Window, nanos_since};
+use crate::progress::{self, Counters};
 use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
 
 /// Largest payload the generator sends.
-const MAX_PAYLOAD: usize = 1024 * 1024;
+pub(crate) const MAX_PAYLOAD: usize = 1024 * 1024;
 /// Largest in-flight window of a closed-loop publisher.
 const MAX_WINDOW: usize = 65_536;
 
@@ -47,7 +48,7 @@ pub(crate) struct FanoutArgs {
 
 /// Phases of a run, broadcast to every task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
+pub(crate) enum Phase {
     Warmup,
     Measure,
     Drain,
@@ -55,33 +56,37 @@ enum Phase {
 }
 
 /// What one member saw.
-struct MemberStats {
-    delivered_total: u64,
-    delivered_window: u64,
-    missing: u64,
-    out_of_order: u64,
-    gaps: u64,
-    gap_messages: u64,
-    closed: Option<String>,
-    latency_us: Histogram<u64>,
+pub(crate) struct MemberStats {
+    pub(crate) delivered_total: u64,
+    pub(crate) delivered_window: u64,
+    pub(crate) missing: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) gaps: u64,
+    pub(crate) gap_messages: u64,
+    pub(crate) closed: Option<String>,
+    pub(crate) latency_us: Histogram<u64>,
 }
 
 /// What one publisher did.
-struct PublisherStats {
-    published_total: u64,
-    published_window: u64,
-    errors: u64,
-    last_seq: u64,
-    closed: Option<String>,
+pub(crate) struct PublisherStats {
+    pub(crate) published_total: u64,
+    pub(crate) published_window: u64,
+    pub(crate) errors: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) closed: Option<String>,
 }
 
+/// Publish rate of a publisher.
 #[derive(Clone, Copy)]
-enum Rate {
-    Max,
+pub(crate) enum Rate {
+    /// Closed loop with this many publishes in flight.
+    Max(usize),
+    /// Open loop, publishes per second.
     PerSec(f64),
 }
 
-fn latency_histogram() -> Histogram<u64> {
+/// Latency histogram in microseconds.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     // 1 us .. 60 s at 2 significant digits: ~26 KB per member.
     Histogram::new_with_bounds(1, 60_000_000, 2)
         .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!()))
@@ -91,7 +96,7 @@ fn latency_histogram() -> Histogram<u64> {
 pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let (target, sources) = args.common.resolve()?;
     let rate = match args.rate.as_str() {
-        "max" => Rate::Max,
+        "max" => Rate::Max(args.window),
         n => match n.parse::<f64>() {
             Ok(r) if r > 0.0 && r <= 1_000_000.0 => Rate::PerSec(r),
             _ => {
@@ -169,30 +174,38 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             publishers.push((r, conn));
         }
     }
+    let counters = Arc::new(Counters::default());
     let member_tasks: Vec<_> = members
         .into_iter()
         .map(|(room, conn, seq)| {
             let phase = phase_rx.clone();
             let finals = final_seqs.clone();
-            tokio::spawn(member_loop(conn, seq, room, finals, phase, origin))
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                let mut conn = conn;
+                member_loop(&mut conn, seq, room, finals, phase, origin, &counters).await
+            })
         })
         .collect();
     let filler = "x".repeat(args.payload);
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
-        .map(|(room, conn)| {
+        .map(|(room, mut conn)| {
             let phase = phase_rx.clone();
             let room_name = format!("{prefix}-room-{room}");
             let filler = filler.clone();
-            let window = args.window;
+            let counters = counters.clone();
             tokio::spawn(async move {
-                let stats =
-                    publisher_loop(conn, &room_name, &filler, rate, window, phase, origin).await;
+                let stats = publisher_loop(
+                    &mut conn, &room_name, &filler, rate, phase, origin, &counters,
+                )
+                .await;
                 (room, stats)
             })
         })
         .collect();
 
+    let ticker = progress::spawn(counters.clone(), progress::DELIVERIES);
     tokio::time::sleep(Duration::from_secs(args.common.warmup)).await;
     let window = Window::start(args.common.server_pid);
     let _ = phase_tx.send(Phase::Measure);
@@ -241,6 +254,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         let _ = latency.add(&s.latency_us);
     }
     stopper.abort();
+    ticker.abort();
     let expected: u64 = per_room_published
         .iter()
         .map(|p| p * args.members as u64)
@@ -323,13 +337,19 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
 
 /// Connect, read the welcome, join `room`; return the connection and the
 /// room's seq at the join.
-async fn open_member(
+pub(crate) async fn open_member(
     target: &Target,
     source: IpAddr,
     seed: u32,
     room: &str,
 ) -> Result<(WsConn, u64), ClientError> {
-    let mut conn = WsConn::connect(target, Some(source), seed).await?;
+    let conn = WsConn::connect(target, Some(source), seed).await?;
+    join_room(conn, room).await
+}
+
+/// Join `room` on an open connection; return it and the room's seq at the
+/// join.
+pub(crate) async fn join_room(mut conn: WsConn, room: &str) -> Result<(WsConn, u64), ClientError> {
     conn.queue_text(format!(r#"{{"type":"join","room":"{room}","id":1}}"#).as_bytes());
     conn.flush().await?;
     let mut acked: Option<Result<u64, String>> = None;
@@ -352,13 +372,15 @@ async fn open_member(
     }
 }
 
-async fn member_loop(
-    mut conn: WsConn,
+/// Read one member's room until the final seq is reached or the run stops.
+pub(crate) async fn member_loop(
+    conn: &mut WsConn,
     joined_at: u64,
     room: usize,
     finals: Arc<Vec<AtomicU64>>,
     mut phase: watch::Receiver<Phase>,
     origin: Instant,
+    counters: &Counters,
 ) -> MemberStats {
     let mut s = MemberStats {
         delivered_total: 0,
@@ -381,6 +403,7 @@ async fn member_loop(
             break;
         }
         let measuring = now_phase == Phase::Measure;
+        let before = s.delivered_total;
         let result = tokio::select! {
             r = conn.read_frames(|f| {
                 let Frame::Text(t) = f else { return };
@@ -415,6 +438,7 @@ async fn member_loop(
             }) => r,
             _ = phase.changed() => Ok(()),
         };
+        counters.delivered(s.delivered_total - before);
         if let Err(e) = result.and(conn.flush().await) {
             s.closed = Some(e.to_string());
             break;
@@ -423,14 +447,15 @@ async fn member_loop(
     s
 }
 
-async fn publisher_loop(
-    mut conn: WsConn,
+/// Publish to `room` at `rate` until the drain phase, then wait for acks.
+pub(crate) async fn publisher_loop(
+    conn: &mut WsConn,
     room: &str,
     filler: &str,
     rate: Rate,
-    window: usize,
     mut phase: watch::Receiver<Phase>,
     origin: Instant,
+    counters: &Counters,
 ) -> PublisherStats {
     let mut s = PublisherStats {
         published_total: 0,
@@ -457,7 +482,7 @@ async fn publisher_loop(
             }
         } else {
             let due = match rate {
-                Rate::Max => window.saturating_sub(in_flight),
+                Rate::Max(window) => window.saturating_sub(in_flight),
                 Rate::PerSec(r) => {
                     let elapsed = start.elapsed().as_secs_f64();
                     let due_total = (elapsed * r) as u64 + 1;
@@ -468,7 +493,7 @@ async fn publisher_loop(
                 // Open loop: the intended send time, so queueing in the
                 // generator counts as latency (no coordinated omission).
                 let t = match rate {
-                    Rate::Max => nanos_since(origin),
+                    Rate::Max(_) => nanos_since(origin),
                     Rate::PerSec(r) => {
                         let intended = start + Duration::from_secs_f64(sent_open_loop as f64 / r);
                         (intended.into_std().saturating_duration_since(origin)).as_nanos() as u64
@@ -489,6 +514,7 @@ async fn publisher_loop(
                     s.published_window += 1;
                 }
             }
+            counters.published(due.min(MAX_WINDOW) as u64);
         }
         if let Err(e) = conn.flush().await {
             s.closed = Some(e.to_string());

@@ -3,10 +3,14 @@
 //!
 //! Every run is bounded in connections and time and targets loopback only.
 
+mod chat;
 mod common;
+mod connect;
 mod fanout;
 mod idle;
 mod procstat;
+mod progress;
+mod slow;
 mod wsclient;
 
 use std::process::ExitCode;
@@ -30,7 +34,17 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Hold N joined connections; server RSS per connection.
     Idle(idle::IdleArgs),
+    /// Fast and stalled members in one room: the fast ones stay lossless,
+    /// the stalled ones get 4000 or gap frames.
+    SlowConsumer(slow::SlowArgs),
+    /// Ramp to N connections at a rate; handshake latency and refusals.
+    Connect(connect::ConnectArgs),
+    /// Many small rooms, a mix of publish/send/members/rejoin at a rate.
+    Chat(chat::ChatArgs),
 }
+
+/// Why a run that completed failed its checks (exit status 1).
+const NOT_LOSSLESS: &str = "the run was not lossless (see checks above)";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,22 +66,40 @@ fn main() -> ExitCode {
                 let common = args.common.clone();
                 let (result, lossless) = fanout::run(args).await?;
                 common::write_out(&common, &result)?;
-                Ok::<bool, String>(lossless)
+                Ok::<Option<&str>, String>((!lossless).then_some(NOT_LOSSLESS))
             }
             Scenario::Idle(args) => {
                 let common = args.common.clone();
                 let result = idle::run(args).await?;
                 common::write_out(&common, &result)?;
-                Ok(true)
+                Ok(None)
+            }
+            Scenario::Chat(args) => {
+                let common = args.common.clone();
+                let (result, lossless) = chat::run(args).await?;
+                common::write_out(&common, &result)?;
+                Ok((!lossless).then_some(NOT_LOSSLESS))
+            }
+            Scenario::Connect(args) => {
+                let common = args.common.clone();
+                let (result, all_opened) = connect::run(args).await?;
+                common::write_out(&common, &result)?;
+                Ok((!all_opened).then_some("some connections failed (see counts above)"))
+            }
+            Scenario::SlowConsumer(args) => {
+                let common = args.common.clone();
+                let (result, lossless) = slow::run(args).await?;
+                common::write_out(&common, &result)?;
+                Ok((!lossless).then_some("the fast group was not lossless (see checks above)"))
             }
         }
     });
     // Do not wait for connection tasks still parked on sockets.
     runtime.shutdown_background();
     match outcome {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("shardcast-loadtest: the run was not lossless (see checks above)");
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(failure)) => {
+            eprintln!("shardcast-loadtest: {failure}");
             ExitCode::from(1)
         }
         Err(e) => {

@@ -110,11 +110,32 @@ impl WsConn {
         source: Option<IpAddr>,
         seed: u32,
     ) -> Result<WsConn, ClientError> {
+        Self::connect_with(target, source, seed, None, None).await
+    }
+
+    /// [`WsConn::connect`] with the socket's receive buffer set to
+    /// `recv_buffer` bytes (the kernel doubles and clamps it) and the MSS it
+    /// announces set to `mss` bytes. Small values make a client that stops
+    /// reading back up into the server's queue quickly: on loopback the MSS
+    /// is 64 KiB, and the server's send buffer grows with it to megabytes.
+    pub(crate) async fn connect_with(
+        target: &Target,
+        source: Option<IpAddr>,
+        seed: u32,
+        recv_buffer: Option<u32>,
+        mss: Option<u32>,
+    ) -> Result<WsConn, ClientError> {
         let socket = if target.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
             TcpSocket::new_v6()?
         };
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        if let Some(mss) = mss {
+            set_mss(&socket, mss)?;
+        }
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
@@ -237,6 +258,30 @@ impl WsConn {
     }
 }
 
+/// Set `TCP_MAXSEG` before connecting: the MSS announced in the SYN.
+fn set_mss(socket: &TcpSocket, mss: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(mss)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "MSS too large"))?;
+    // SAFETY: the descriptor is open (owned by `socket` for the call) and
+    // the option value is a live c_int whose size is passed.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Header length and payload length of the frame at the start of `b`.
 fn parse_header(b: &[u8]) -> Result<Option<(usize, usize)>, ClientError> {
     if b.len() < 2 {
@@ -303,6 +348,14 @@ pub(crate) fn json_u64(text: &[u8], pattern: &[u8]) -> Option<u64> {
     any.then_some(n)
 }
 
+/// The string after `pattern` (such as `"code":"`) up to the next quote, in
+/// a JSON text (for plain values such as error codes: no escapes).
+pub(crate) fn json_str<'a>(text: &'a [u8], pattern: &[u8]) -> Option<&'a [u8]> {
+    let at = find(text, pattern)? + pattern.len();
+    let len = text[at..].iter().position(|&b| b == b'"')?;
+    Some(&text[at..at + len])
+}
+
 /// Whether a JSON text frame has `"type":"<kind>"` first (the broker always
 /// writes `type` first).
 pub(crate) fn is_type(text: &[u8], kind: &[u8]) -> bool {
@@ -323,6 +376,9 @@ mod tests {
         assert_eq!(json_u64(t, b"\"seq\":"), Some(42));
         assert_eq!(json_u64(t, b"\"t\":"), Some(99));
         assert_eq!(json_u64(t, b"\"nope\":"), None);
+        let e = br#"{"type":"error","id":3,"code":"not_member","message":"m"}"#;
+        assert_eq!(json_str(e, b"\"code\":\""), Some(&b"not_member"[..]));
+        assert_eq!(json_str(e, b"\"nope\":\""), None);
     }
 
     #[test]

@@ -7,12 +7,25 @@ use serde_json::Value;
 use shardcast::{Broker, Config, Overrides};
 
 fn broker(shards: usize) -> Broker {
+    broker_with(shards, |_| {})
+}
+
+/// A broker on port 0 with `tune` applied to its config.
+fn broker_with(shards: usize, tune: impl FnOnce(&mut Config)) -> Broker {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         shards: Some(shards),
     };
-    let config = Config::load_from(None, &[], &overrides).expect("config");
+    let mut config = Config::load_from(None, &[], &overrides).expect("config");
+    tune(&mut config);
     Broker::start(config).expect("broker")
+}
+
+/// Outbound queues small enough that a member that stops reading overflows
+/// within a short run.
+fn small_queues(config: &mut Config) {
+    config.limits.outbound_queue_messages = 64;
+    config.limits.outbound_queue_bytes = 65_536;
 }
 
 fn run(args: &[&str]) -> (i32, String, Value) {
@@ -150,4 +163,220 @@ fn bad_arguments_fail_clearly() {
     ]);
     assert_eq!(code, 2);
     assert!(out.contains("member 0"), "{out}");
+}
+
+#[test]
+fn bad_arguments_of_new_scenarios_fail_clearly() {
+    let cases: [(&[&str], &str); 9] = [
+        (&["slow-consumer", "--fast", "0"], "--fast"),
+        (&["slow-consumer", "--rate", "0"], "--rate"),
+        (&["slow-consumer", "--overflow", "sometimes"], "--overflow"),
+        (&["slow-consumer", "--payload", "9999999"], "--payload"),
+        (&["connect", "--connections", "0"], "--connections"),
+        (&["connect", "--rate=-5"], "--rate"),
+        (&["connect", "--url", "ws://192.168.1.1:80/ws"], "loopback"),
+        (&["chat", "--rooms", "0"], "--rooms"),
+        (&["chat", "--rate", "0"], "--rate"),
+    ];
+    for (args, expected) in cases {
+        let (code, out, json) = run(args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(expected), "{args:?}: {out}");
+        assert!(json.is_null(), "{args:?} wrote results");
+    }
+    let (code, out, _) = run(&[
+        "connect",
+        "--url",
+        "ws://127.0.0.1:1/ws",
+        "--connections",
+        "3",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("io: ConnectionRefused"), "{out}");
+}
+
+fn slow_consumer(overflow: &str) -> (String, Value) {
+    let b = broker_with(2, small_queues);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let pid = std::process::id().to_string();
+    let (code, out, json) = run(&[
+        "slow-consumer",
+        "--url",
+        &url,
+        "--fast",
+        "10",
+        "--slow",
+        "4",
+        "--rate",
+        "1000",
+        "--payload",
+        "256",
+        "--overflow",
+        overflow,
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    b.shutdown();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["scenario"], "slow-consumer");
+    assert_eq!(json["parameters"]["overflow"], overflow);
+    let r = &json["results"];
+    let published = r["published_total"].as_u64().expect("published");
+    assert!(published > 0, "{out}");
+    assert_eq!(r["final_seq"].as_u64(), Some(published), "{out}");
+    let fast = &r["fast"];
+    assert_eq!(fast["expected_deliveries"].as_u64(), Some(published * 10));
+    assert_eq!(fast["delivered_total"], fast["expected_deliveries"]);
+    assert_eq!(fast["delivery_ratio"], 1.0);
+    assert_eq!(fast["checks"]["lossless"], true);
+    for key in ["p50", "p90", "p99", "p999", "max", "samples"] {
+        assert!(fast["latency_ms"][key].is_number(), "{key}");
+    }
+    let slow = &r["slow"];
+    assert_eq!(slow["members"], 4);
+    assert_eq!(slow["protocol_violations"], 0, "{out}");
+    assert_eq!(slow["missing"], 0, "{out}");
+    assert_eq!(slow["out_of_order"], 0, "{out}");
+    (out, r.clone())
+}
+
+#[test]
+fn slow_consumer_disconnect_closes_slow_members_with_4000() {
+    let (out, r) = slow_consumer("disconnect");
+    let slow = &r["slow"];
+    assert!(slow["closed_4000"].as_u64().is_some_and(|n| n > 0), "{out}");
+    assert_eq!(slow["gaps"], 0, "{out}");
+}
+
+#[test]
+fn slow_consumer_drop_sends_gaps_covering_every_seq() {
+    let (out, r) = slow_consumer("drop");
+    let slow = &r["slow"];
+    let published = r["published_total"].as_u64().expect("published");
+    assert_eq!(slow["closed_4000"], 0, "{out}");
+    assert!(slow["gaps"].as_u64().is_some_and(|n| n > 0), "{out}");
+    assert_eq!(slow["coverage_exact"], true, "{out}");
+    assert_eq!(slow["covered_exactly"], 4, "{out}");
+    let received = slow["received"].as_u64().expect("received");
+    let gap_messages = slow["gap_messages"].as_u64().expect("gap messages");
+    assert_eq!(received + gap_messages, 4 * published, "{out}");
+}
+
+#[test]
+fn connect_opens_every_connection() {
+    let b = broker(2);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let (code, out, json) = run(&[
+        "connect",
+        "--url",
+        &url,
+        "--connections",
+        "50",
+        "--rate",
+        "500",
+        "--duration",
+        "1",
+    ]);
+    b.shutdown();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["scenario"], "connect");
+    let r = &json["results"];
+    assert_eq!(r["attempted"], 50);
+    assert_eq!(r["opened"], 50, "{out}");
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["held"], 50, "{out}");
+    assert_eq!(r["handshake_ms"]["samples"], 50);
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(r["handshake_ms"][key].is_number(), "{key}");
+    }
+    assert!(
+        r["failures_by_status"]
+            .as_object()
+            .is_some_and(|m| m.is_empty())
+    );
+}
+
+#[test]
+fn connect_counts_refusals_by_status() {
+    let b = broker_with(2, |c| c.limits.max_connections = 10);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let (code, out, json) = run(&[
+        "connect",
+        "--url",
+        &url,
+        "--connections",
+        "50",
+        "--rate",
+        "1000",
+        "--duration",
+        "1",
+    ]);
+    b.shutdown();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("some connections failed"), "{out}");
+    let r = &json["results"];
+    assert_eq!(r["opened"], 10, "{out}");
+    assert_eq!(r["failed"], 40, "{out}");
+    assert_eq!(r["failures_by_status"]["503"], 40, "{out}");
+    assert!(
+        r["failures_by_kind"]
+            .as_object()
+            .is_some_and(|m| m.is_empty())
+    );
+}
+
+#[test]
+fn chat_mix_is_lossless() {
+    let b = broker(2);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let pid = std::process::id().to_string();
+    let (code, out, json) = run(&[
+        "chat",
+        "--url",
+        &url,
+        "--rooms",
+        "10",
+        "--room-size",
+        "5",
+        "--rate",
+        "500",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    b.shutdown();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["scenario"], "chat");
+    assert_eq!(json["parameters"]["users"], 50);
+    let r = &json["results"];
+    let publish = r["actions"]["publish"].as_u64().expect("publishes");
+    let send = r["actions"]["send"].as_u64().expect("sends");
+    assert!(publish > 0 && send > 0, "{out}");
+    for kind in ["members", "churn"] {
+        assert!(r["actions"][kind].is_u64(), "{kind}");
+    }
+    assert_eq!(r["checks"]["lossless"], true, "{out}");
+    assert_eq!(r["checks"]["missing"], 0);
+    assert_eq!(r["checks"]["behind_final_seq"], 0);
+    assert_eq!(r["direct"]["acked"].as_u64(), Some(send), "{out}");
+    assert_eq!(r["direct"]["received"], r["direct"]["acked"]);
+    assert_eq!(r["errors_total"], 0, "{out}");
+    assert!(
+        r["delivered_total"].as_u64().is_some_and(|d| d >= publish),
+        "{out}"
+    );
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(r["latency_ms"][key].is_number(), "{key}");
+    }
+    let rate = r["actions_per_sec"].as_f64().expect("rate");
+    assert!((400.0..=600.0).contains(&rate), "actions/s {rate}: {out}");
 }
