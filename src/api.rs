@@ -119,7 +119,8 @@ async fn route(
 fn authorize<B>(shard: &Shard, peer: SocketAddr, req: &Request<B>) -> Result<(), Refusal> {
     let keys = &shard.shared.config.api.keys;
     if keys.is_empty() {
-        if peer.ip().is_loopback() {
+        // `::ffff:127.0.0.1` (IPv4 on a dual-stack listener) is loopback too.
+        if peer.ip().to_canonical().is_loopback() {
             return Ok(());
         }
         return Err(refusal(
@@ -276,12 +277,12 @@ struct BroadcastBody {
 }
 
 fn list_rooms(shard: &Shard) -> Response<Body> {
+    let total = shard.shared.rooms.len();
     let rooms: Vec<Value> = shard
         .shared
         .rooms
-        .snapshot()
+        .snapshot(MAX_LISTED_ROOMS)
         .into_iter()
-        .take(MAX_LISTED_ROOMS)
         .map(|(name, meta)| {
             json!({
                 "room": &*name,
@@ -292,7 +293,13 @@ fn list_rooms(shard: &Shard) -> Response<Body> {
             })
         })
         .collect();
-    json_response(StatusCode::OK, &Value::Array(rooms))
+    let mut response = json_response(StatusCode::OK, &Value::Array(rooms));
+    // The body is an array (the contract); say how many rooms there are
+    // when the list was cut.
+    response
+        .headers_mut()
+        .insert("x-shardcast-rooms-total", HeaderValue::from(total));
+    response
 }
 
 async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, Refusal> {

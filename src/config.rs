@@ -459,7 +459,10 @@ impl Config {
             return Err(invalid("api.max_body_bytes", "must be > 0"));
         }
         if self.api.keys.iter().any(|k| k.len() < 16) {
-            return Err(invalid("api.keys", "every key must be at least 16 bytes"));
+            return Err(invalid(
+                "api.keys",
+                "must hold keys of at least 16 bytes each",
+            ));
         }
         let r = &self.room;
         if r.default_max_members == 0 {
@@ -550,7 +553,9 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
         }
         // Keys that hold text are taken as they are: a secret made of digits
         // must not turn into a number.
-        let text_key = RAW_STRING_KEYS.contains(&(section.as_str(), key.as_str()));
+        // (A TOML array is still an array: `SHARDCAST_API__KEYS='["k1","k2"]'`.)
+        let text_key = RAW_STRING_KEYS.contains(&(section.as_str(), key.as_str()))
+            && !raw.trim_start().starts_with('[');
         let value = if text_key {
             toml::Value::String(raw.clone())
         } else {
@@ -644,6 +649,15 @@ mod tests {
         let c = Config::load_from(None, &e, &Overrides::default()).expect("load");
         assert_eq!(c.auth.secret, "12345678901234567890123456789012");
         assert_eq!(c.api.keys.len(), 2);
+        let e = env(&[(
+            "SHARDCAST_API__KEYS",
+            r#"["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"]"#,
+        )]);
+        let c = Config::load_from(None, &e, &Overrides::default()).expect("load");
+        assert_eq!(
+            c.api.keys,
+            vec!["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"]
+        );
     }
 
     #[test]

@@ -107,11 +107,12 @@ impl RoomIndex {
         }
     }
 
-    /// A snapshot of every room's name and metadata.
-    pub fn snapshot(&self) -> Vec<(Arc<str>, Arc<RoomMeta>)> {
+    /// Names and metadata of at most `limit` rooms.
+    pub fn snapshot(&self, limit: usize) -> Vec<(Arc<str>, Arc<RoomMeta>)> {
         self.map
             .pin()
             .iter()
+            .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
