@@ -466,7 +466,19 @@ pub(crate) async fn publisher_loop(
     };
     let mut next_id: u64 = 100;
     let mut in_flight: usize = 0;
-    let start = tokio::time::Instant::now();
+    // Open loop: spread publishers over the period (golden-ratio phases),
+    // or every publisher would fire at the same instants and the server
+    // would see synchronized bursts no real population produces.
+    let start = match rate {
+        Rate::PerSec(r) => {
+            static PUBLISHER_INDEX: std::sync::atomic::AtomicU64 =
+                std::sync::atomic::AtomicU64::new(0);
+            let index = PUBLISHER_INDEX.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let phase_frac = (index as f64 * 0.618_033_988_749_895).fract();
+            tokio::time::Instant::now() + Duration::from_secs_f64(phase_frac / r)
+        }
+        Rate::Max(_) => tokio::time::Instant::now(),
+    };
     let mut sent_open_loop: u64 = 0;
     let drain_deadline = std::cell::Cell::new(None::<tokio::time::Instant>);
     let mut frame = String::with_capacity(filler.len() + 128);
