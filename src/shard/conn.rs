@@ -327,9 +327,11 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
     let mut awaiting_pong: Option<Instant> = None;
     let heartbeat = tokio::time::sleep_until(next_ping);
     tokio::pin!(heartbeat);
-    // The token's expiry: one timer per connection, no sweep over all.
-    let expiry = tokio::time::sleep_until(expiry_instant(conn.expires_at));
-    tokio::pin!(expiry);
+    // The token's expiry: one timer per connection that has one (boxed, so
+    // connections without a token carry no timer), no sweep over all.
+    let mut expiry = conn
+        .expires_at
+        .map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
     loop {
         // Handle every complete message in the buffer.
         loop {
@@ -373,7 +375,12 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
                     return ReadEnd::Eof;
                 }
             }
-            _ = &mut expiry, if conn.expires_at.is_some() => {
+            _ = async {
+                match expiry.as_mut() {
+                    Some(timer) => timer.await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 conn.close_with(close::POLICY, "token expired", false);
                 return ReadEnd::ServerClose;
             }
@@ -392,12 +399,8 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
 }
 
 /// When a token expiring at `exp` (Unix seconds) runs out, on the runtime's
-/// clock; far in the future without expiry.
-fn expiry_instant(exp: Option<u64>) -> Instant {
-    let far = Instant::now() + Duration::from_secs(FAR_FUTURE_SECS);
-    let Some(exp) = exp else {
-        return far;
-    };
+/// clock (at most a year ahead).
+fn expiry_instant(exp: u64) -> Instant {
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
