@@ -163,7 +163,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(Value, bool), String> {
     let gate = Arc::new(Semaphore::new(args.common.connect_concurrency));
     let mut setups = Vec::with_capacity(users);
     for i in 0..users {
-        let target = target.with_query(&format!("user={prefix}-c{i}"));
+        let target = target.for_user(&format!("{prefix}-c{i}"));
         let source = sources[i % sources.len()];
         let room = room_name(&prefix, i / args.room_size);
         let gate = gate.clone();

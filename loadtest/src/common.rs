@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::procstat::{self, ProcSample};
-use crate::wsclient::Target;
+use crate::wsclient::{Credentials, Target};
 
 /// Most connections one run may open (a bound on every loop).
 pub(crate) const MAX_CONNECTIONS: usize = 200_000;
@@ -45,6 +45,13 @@ pub(crate) struct Common {
     /// Connections opened at once during setup.
     #[arg(long, default_value_t = 256)]
     pub(crate) connect_concurrency: usize,
+    /// A JWT every connection presents (servers with auth.mode = "jwt").
+    #[arg(long, conflicts_with = "token_secret")]
+    pub(crate) token: Option<String>,
+    /// HS256 secret to mint one token per simulated user (sub = its user
+    /// id), so a run is many distinct users. Prefer the environment variable.
+    #[arg(long, env = "SHARDCAST_LOADTEST_TOKEN_SECRET", hide_env_values = true)]
+    pub(crate) token_secret: Option<String>,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -74,6 +81,22 @@ impl Common {
             ));
         }
         let sources = parse_sources(&self.source_ips)?;
+        let mut target = target;
+        target.credentials = match (&self.token, &self.token_secret) {
+            (Some(t), _) if t.is_empty() => return Err("--token is empty".into()),
+            (Some(t), _) => Credentials::Token(t.clone()),
+            (None, Some(s)) if s.len() < 32 => {
+                return Err(
+                    "--token-secret must be at least 32 bytes (as the server requires)".into(),
+                );
+            }
+            (None, Some(s)) => Credentials::Secret {
+                secret: s.clone(),
+                // Outlive the whole run, warm-up and drain included.
+                ttl_secs: self.warmup + self.duration + 3_600,
+            },
+            (None, None) => Credentials::DevUser,
+        };
         Ok((target, sources))
     }
 }

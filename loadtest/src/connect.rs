@@ -70,7 +70,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(Value, bool), String> {
     let start = tokio::time::Instant::now();
     let mut attempts = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let target = target.with_query(&format!("user={prefix}-k{i}"));
+        let target = target.for_user(&format!("{prefix}-k{i}"));
         let source = sources[i % sources.len()];
         let gate = gate.clone();
         let mut stop = stop_rx.clone();

@@ -138,7 +138,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     for r in 0..args.rooms {
         for m in 0..args.members {
             let n = r * args.members + m;
-            let target = target.with_query(&format!("user={prefix}-m{r}-{m}"));
+            let target = target.for_user(&format!("{prefix}-m{r}-{m}"));
             let source = sources[n % sources.len()];
             let room = format!("{prefix}-room-{r}");
             let gate = gate.clone();
@@ -160,7 +160,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let mut publishers = Vec::new();
     for r in 0..args.rooms {
         for p in 0..args.publishers {
-            let target = target.with_query(&format!("user={prefix}-p{r}-{p}"));
+            let target = target.for_user(&format!("{prefix}-p{r}-{p}"));
             let source = sources[(r * args.publishers + p) % sources.len()];
             let room = format!("{prefix}-room-{r}");
             let (conn, _) = open_member(

@@ -45,7 +45,7 @@ pub(crate) async fn run(args: IdleArgs) -> Result<Value, String> {
     let started = std::time::Instant::now();
     let mut opens = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let target = target.with_query(&format!("user={prefix}-i{i}"));
+        let target = target.for_user(&format!("{prefix}-i{i}"));
         let source = sources[i % sources.len()];
         let room = format!("{prefix}-idle-{}", i / args.room_size);
         let gate = gate.clone();

@@ -138,7 +138,7 @@ pub(crate) async fn run(args: SlowArgs) -> Result<(Value, bool), String> {
 
     // The publisher creates the room with the policy, then joins it.
     let mut publisher = WsConn::connect(
-        &target.with_query(&format!("user={prefix}-sp")),
+        &target.for_user(&format!("{prefix}-sp")),
         Some(sources[0]),
         1 << 25,
     )
@@ -396,9 +396,7 @@ struct SockOpts {
 async fn join_group(g: Group<'_>) -> Result<Vec<(WsConn, u64)>, String> {
     let mut setups = Vec::with_capacity(g.n);
     for i in 0..g.n {
-        let target = g
-            .target
-            .with_query(&format!("user={}-{}{i}", g.prefix, g.tag));
+        let target = g.target.for_user(&format!("{}-{}{i}", g.prefix, g.tag));
         let source = g.sources[i % g.sources.len()];
         let room = g.room.to_string();
         let gate = g.gate.clone();

@@ -47,6 +47,25 @@ pub(crate) struct Target {
     pub(crate) host: String,
     /// Path and query.
     pub(crate) path: String,
+    /// How connections prove who they are.
+    pub(crate) credentials: Credentials,
+}
+
+/// Credentials for servers with `auth.mode = "jwt"`.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Credentials {
+    /// `?user=` (servers without auth).
+    #[default]
+    DevUser,
+    /// One token for every connection (`--token`).
+    Token(String),
+    /// Mint an HS256 token per user with this secret (`--token-secret`).
+    Secret {
+        /// The HMAC secret.
+        secret: String,
+        /// Token lifetime, seconds.
+        ttl_secs: u64,
+    },
 }
 
 impl Target {
@@ -67,7 +86,31 @@ impl Target {
             addr,
             host: hostport.to_string(),
             path: path.to_string(),
+            credentials: Credentials::default(),
         })
+    }
+
+    /// The target for a connection of `user`: `?user=`, or a token whose
+    /// `sub` is `user` (minted per user with `--token-secret`).
+    pub(crate) fn for_user(&self, user: &str) -> Target {
+        match &self.credentials {
+            Credentials::DevUser => self.with_query(&format!("user={user}")),
+            Credentials::Token(token) => self.with_query(&format!("token={token}")),
+            Credentials::Secret { secret, ttl_secs } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let claims = serde_json::json!({"sub": user, "iat": now, "exp": now + ttl_secs});
+                let token = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+                )
+                .unwrap_or_default();
+                self.with_query(&format!("token={token}"))
+            }
+        }
     }
 
     /// The same target with `extra` appended to the query string.

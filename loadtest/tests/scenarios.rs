@@ -380,3 +380,38 @@ fn chat_mix_is_lossless() {
     let rate = r["actions_per_sec"].as_f64().expect("rate");
     assert!((400.0..=600.0).contains(&rate), "actions/s {rate}: {out}");
 }
+
+#[test]
+fn fanout_against_a_jwt_broker_mints_a_token_per_user() {
+    let secret = "loadtest-secret-0123456789abcdef0123";
+    let b = broker_with(2, |c| {
+        c.auth.mode = shardcast::config::AuthMode::Jwt;
+        c.auth.secret = secret.into();
+        // One connection per user: distinct users or the run fails.
+        c.limits.max_connections_per_user = 1;
+    });
+    let url = format!("ws://{}/ws", b.local_addr());
+    let (code, out, json) = run(&[
+        "fanout",
+        "--url",
+        &url,
+        "--members",
+        "10",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--token-secret",
+        secret,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["results"]["checks"]["lossless"], true);
+    // Without credentials the broker refuses every connection with 401.
+    let (code, out, _) = run(&["fanout", "--url", &url, "--members", "1", "--duration", "1"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("401"), "{out}");
+    let (code, out, _) = run(&["fanout", "--url", &url, "--token-secret", "short"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("--token-secret"), "{out}");
+    b.shutdown();
+}
