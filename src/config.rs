@@ -135,6 +135,11 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// Name of this node in `welcome` frames; empty means a random id.
     pub node_id: String,
+    /// Conformance aid, off when empty: a WebSocket path that echoes every
+    /// message back, through the same connection layer as `ws_path` (frame
+    /// reader, fragment assembly, UTF-8 checks, close handling, limits).
+    /// For the Autobahn test suite; not for production.
+    pub echo_path: String,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +150,7 @@ impl Default for ServerConfig {
             ws_path: "/ws".into(),
             drain_timeout_ms: 10_000,
             node_id: String::new(),
+            echo_path: String::new(),
         }
     }
 }
@@ -406,6 +412,16 @@ impl Config {
                 "must start with / and name a path",
             ));
         }
+        if !s.echo_path.is_empty()
+            && (!s.echo_path.starts_with('/')
+                || s.echo_path == s.ws_path
+                || s.echo_path.starts_with("/api/"))
+        {
+            return Err(invalid(
+                "server.echo_path",
+                "must start with / and differ from server.ws_path and /api/",
+            ));
+        }
         if s.drain_timeout_ms == 0 {
             return Err(invalid("server.drain_timeout_ms", "must be > 0"));
         }
@@ -521,10 +537,11 @@ impl Config {
 }
 
 /// Keys whose environment values are always plain strings.
-const RAW_STRING_KEYS: [(&str, &str); 9] = [
+const RAW_STRING_KEYS: [(&str, &str); 10] = [
     ("server", "listen"),
     ("server", "ws_path"),
     ("server", "node_id"),
+    ("server", "echo_path"),
     ("auth", "secret"),
     ("auth", "secret_file"),
     ("auth", "public_key_file"),

@@ -113,8 +113,10 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
     if path.starts_with("/api/") {
         return crate::api::handle(shard, peer, req).await;
     }
-    if path == shard.shared.config.server.ws_path {
-        return match upgrade(shard, peer, req) {
+    let echo_path = &shard.shared.config.server.echo_path;
+    let echo = !echo_path.is_empty() && path == echo_path;
+    if path == shard.shared.config.server.ws_path || echo {
+        return match upgrade(shard, peer, req, echo) {
             Ok(response) => response,
             Err(refusal) => {
                 shard.counters.refused(refusal.code);
@@ -269,6 +271,7 @@ fn upgrade(
     shard: &Rc<Shard>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
+    echo: bool,
 ) -> Result<Response<Body>, Refusal> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(bad_request("not a WebSocket upgrade request"));
@@ -296,6 +299,7 @@ fn upgrade(
         perms: grant.perms,
         rooms: grant.rooms,
         expires_at: grant.expires_at,
+        echo,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {

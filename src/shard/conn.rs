@@ -59,6 +59,8 @@ pub struct Identity {
     pub rooms: RoomPatterns,
     /// When its token expires (seconds since the Unix epoch).
     pub expires_at: Option<u64>,
+    /// An echo connection (`server.echo_path`): messages come straight back.
+    pub echo: bool,
 }
 
 /// A connection's state shared by its reader, its writer and fan-out.
@@ -72,6 +74,7 @@ pub struct Conn {
     perms: Perms,
     private_rooms: RoomPatterns,
     expires_at: Option<u64>,
+    echo: bool,
     queue: RefCell<OutQueue>,
     writer_wake: LocalSignal,
     reader_wake: LocalSignal,
@@ -97,6 +100,7 @@ impl Conn {
             perms: identity.perms,
             private_rooms: identity.rooms,
             expires_at: identity.expires_at,
+            echo: identity.echo,
             queue: RefCell::new(OutQueue::new(
                 l.outbound_queue_messages,
                 l.outbound_queue_bytes,
@@ -266,13 +270,15 @@ pub async fn serve(
         .counters
         .connects
         .set(shard.counters.connects.get() + 1);
-    conn.send(encode::welcome(
-        conn.id,
-        &conn.user,
-        shard.index,
-        &shard.shared.config.server.node_id,
-        limits.heartbeat_interval_ms,
-    ));
+    if !conn.echo {
+        conn.send(encode::welcome(
+            conn.id,
+            &conn.user,
+            shard.index,
+            &shard.shared.config.server.node_id,
+            limits.heartbeat_interval_ms,
+        ));
+    }
     let (read, write) = stream.into_split();
     let mut writer = tokio::task::spawn_local(write_loop(conn.clone(), write));
     let end = read_loop(&shard, &conn, &read, prefix).await;
@@ -339,6 +345,12 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
                 return ReadEnd::ServerClose;
             }
             match reader.next(&mut buf) {
+                Ok(Some(Message::Text(payload))) if conn.echo => {
+                    conn.send(crate::ws::encode::data_frame(true, &payload));
+                }
+                Ok(Some(Message::Binary(payload))) if conn.echo => {
+                    conn.send(crate::ws::encode::data_frame(false, &payload));
+                }
                 Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
                 Ok(Some(Message::Binary(_))) => {
                     conn.counters.frame_in(FRAME_BINARY);

@@ -6,6 +6,8 @@ use crate::limits::MAX_SERVER_FRAME_HEADER;
 
 /// Text frame opcode with FIN.
 const FIN_TEXT: u8 = 0x81;
+/// Binary frame opcode with FIN.
+const FIN_BINARY: u8 = 0x82;
 /// Close frame opcode with FIN.
 const FIN_CLOSE: u8 = 0x88;
 /// Ping frame opcode with FIN.
@@ -63,6 +65,13 @@ impl FrameBuf {
         self.buf[start..MAX_SERVER_FRAME_HEADER].copy_from_slice(&header[..header_len]);
         Bytes::from(self.buf).slice(start..)
     }
+}
+
+/// A text (or binary) frame carrying `payload` as it is (the echo endpoint).
+pub fn data_frame(text: bool, payload: &[u8]) -> Bytes {
+    let mut f = FrameBuf::with_capacity(payload.len());
+    f.payload().extend_from_slice(payload);
+    f.finish(if text { FIN_TEXT } else { FIN_BINARY })
 }
 
 /// The payload of a server text frame built by [`FrameBuf`] (the frame

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -145,4 +146,42 @@ async fn bad_upgrade_requests_get_400() {
             .as_str()
             .is_some_and(|m| m.contains("user"))
     );
+}
+
+#[tokio::test]
+async fn echo_endpoint_is_off_by_default_and_shares_the_connection_layer() {
+    let broker = TestBroker::new().start();
+    let (status, _) = http_get(broker.addr, "/echo HTTP/1.1").await;
+    assert_eq!(status, 404);
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.server.echo_path = "/echo".into();
+            c.limits.max_message_bytes = 1024;
+        })
+        .start();
+    let url = format!("ws://{}/echo", broker.addr);
+    let mut c = Client::connect(&url).await;
+    c.send_raw(Message::text("not even json")).await;
+    match c.ws.next().await {
+        Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "not even json"),
+        other => panic!("{other:?}"),
+    }
+    c.send_raw(Message::binary(vec![0u8, 1, 2, 255])).await;
+    match c.ws.next().await {
+        Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], &[0u8, 1, 2, 255]),
+        other => panic!("{other:?}"),
+    }
+    // The same limits and checks as /ws.
+    c.send_raw(Message::text("x".repeat(2000))).await;
+    assert_eq!(c.close_code().await, Some(1009));
+    let mut s = raw_ws_path(broker.addr, "/echo").await;
+    s.write_all(&raw_frame(true, 0x1, &[0xFF], true))
+        .await
+        .expect("write");
+    assert_eq!(raw_close_code(&mut s).await, Some(1007));
+    // A config with a bad echo path is refused.
+    let mut config =
+        shardcast::Config::load_from(None, &[], &shardcast::Overrides::default()).expect("config");
+    config.server.echo_path = "/ws".into();
+    assert!(config.validate().is_err());
 }

@@ -254,10 +254,15 @@ pub(crate) fn http_body(text: &str) -> Value {
 /// A raw TCP connection after a hand-made WebSocket handshake, for frames a
 /// well-behaved client library refuses to send.
 pub(crate) async fn raw_ws(addr: SocketAddr, query: &str) -> TcpStream {
+    raw_ws_path(addr, &format!("/ws{query}")).await
+}
+
+/// [`raw_ws`] on any path (with its query).
+pub(crate) async fn raw_ws_path(addr: SocketAddr, path: &str) -> TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
-        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.expect("write");
