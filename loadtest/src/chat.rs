@@ -337,6 +337,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(Value, bool), String> {
             "lossless": lossless,
         },
         "window": figures.to_json(),
+        "timeline": shared.counters.timeline_json(),
     });
     Ok((result, lossless))
 }

@@ -260,12 +260,23 @@ pub(crate) fn write_out(common: &Common, result: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Percentiles of a microsecond histogram, in milliseconds, as JSON.
+/// Quantiles stored as `percentiles` in latency JSON, for HDR-style charts.
+pub(crate) const STORED_QUANTILES: [f64; 11] = [
+    0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0,
+];
+
+/// Percentiles of a microsecond histogram, in milliseconds, as JSON, with
+/// `percentiles: [[q, ms], ...]` for every q of [`STORED_QUANTILES`].
 pub(crate) fn latency_json(h: &Histogram<u64>) -> Value {
     let pct = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let percentiles: Vec<Value> = STORED_QUANTILES
+        .iter()
+        .map(|&q| json!([q, pct(q)]))
+        .collect();
     json!({
         "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "p999": pct(0.999),
         "max": h.max() as f64 / 1000.0, "samples": h.len(),
+        "percentiles": percentiles,
     })
 }
 

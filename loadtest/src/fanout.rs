@@ -321,16 +321,14 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         "deliveries_per_server_cpu_sec": per_cpu,
         "expected_deliveries": expected,
         "delivery_ratio": ratio,
-        "latency_ms": {
-            "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "p999": pct(0.999),
-            "max": latency.max() as f64 / 1000.0, "samples": latency.len(),
-        },
+        "latency_ms": common::latency_json(&latency),
         "checks": {
             "missing": missing, "out_of_order": out_of_order, "gaps": gaps,
             "gap_messages": gap_messages, "publish_errors": publish_errors,
             "closed_connections": closed.len(), "lossless": lossless,
         },
         "window": figures.to_json(),
+        "timeline": counters.timeline_json(),
     });
     Ok((result, lossless))
 }

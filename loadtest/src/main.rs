@@ -3,6 +3,7 @@
 //!
 //! Every run is bounded in connections and time and targets loopback only.
 
+mod charts;
 mod chat;
 mod common;
 mod connect;
@@ -10,6 +11,7 @@ mod fanout;
 mod idle;
 mod procstat;
 mod progress;
+mod report;
 mod slow;
 mod wsclient;
 
@@ -41,6 +43,8 @@ enum Scenario {
     Connect(connect::ConnectArgs),
     /// Many small rooms, a mix of publish/send/members/rejoin at a rate.
     Chat(chat::ChatArgs),
+    /// Markdown tables and SVG charts from result files written by `--out`.
+    Report(report::ReportArgs),
 }
 
 /// Why a run that completed failed its checks (exit status 1).
@@ -48,6 +52,18 @@ const NOT_LOSSLESS: &str = "the run was not lossless (see checks above)";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Scenario::Report(args) = &cli.scenario {
+        return match report::run(args) {
+            Ok(path) => {
+                println!("report written to {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shardcast-loadtest report: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = cli.threads {
@@ -92,6 +108,7 @@ fn main() -> ExitCode {
                 common::write_out(&common, &result)?;
                 Ok((!lossless).then_some("the fast group was not lossless (see checks above)"))
             }
+            Scenario::Report(_) => Err("report runs without a runtime".to_string()),
         }
     });
     // Do not wait for connection tasks still parked on sockets.

@@ -340,6 +340,7 @@ pub(crate) async fn run(args: SlowArgs) -> Result<(Value, bool), String> {
         },
         "slow": slow_json,
         "window": figures.to_json(),
+        "timeline": counters.timeline_json(),
     });
     Ok((result, lossless))
 }

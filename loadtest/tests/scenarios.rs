@@ -86,6 +86,20 @@ fn fanout_max_rate_is_lossless_with_exact_counts() {
     }
     assert!(r["deliveries_per_sec"].as_f64().is_some_and(|d| d > 0.0));
     assert!(r["window"]["server_cpu_seconds"].is_number());
+    let percentiles = r["latency_ms"]["percentiles"]
+        .as_array()
+        .expect("percentiles");
+    assert_eq!(percentiles.len(), 11);
+    assert_eq!(percentiles[0][0], 0.5);
+    assert_eq!(percentiles[10][0], 1.0);
+    assert_eq!(percentiles[10][1], r["latency_ms"]["max"]);
+    let timeline = r["timeline"].as_array().expect("timeline");
+    // One sample per progress line (a 1 s run may end before the first).
+    for (i, sample) in timeline.iter().enumerate() {
+        assert_eq!(sample["t"].as_u64(), Some(i as u64 + 1));
+        assert!(sample["deliveries_per_sec"].is_u64());
+        assert!(sample["publishes_per_sec"].is_u64());
+    }
     assert!(json["cores"].as_u64().is_some_and(|c| c >= 1));
     b.shutdown();
 }
