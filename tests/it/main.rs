@@ -8,3 +8,4 @@ mod harness;
 mod invariants;
 mod process;
 mod protocol;
+mod rfc6455;
