@@ -172,7 +172,8 @@ fn bench_fanout(c: &mut Criterion) {
     let mut queues: Vec<OutQueue> = (0..MEMBERS)
         .map(|_| OutQueue::new(QUEUE_FRAMES, QUEUE_BYTES))
         .collect();
-    let mut out: Vec<Bytes> = Vec::with_capacity(QUEUE_FRAMES);
+    let mut out: std::collections::VecDeque<(Bytes, u64)> =
+        std::collections::VecDeque::with_capacity(QUEUE_FRAMES);
     // Pre-warm: give every VecDeque its capacity (and promote the frame's
     // Bytes to its shared form), so the measured pushes allocate nothing.
     for q in &mut queues {
@@ -180,7 +181,7 @@ fn bench_fanout(c: &mut Criterion) {
             let pushed = q.push_room(&room, seq, &frame, OverflowPolicy::Disconnect, 1);
             assert!(matches!(pushed, Pushed::Queued { .. }));
         }
-        q.take_batch(&mut out, QUEUE_FRAMES);
+        q.take_all(&mut out);
         out.clear();
     }
     let mut group = c.benchmark_group("fanout");
@@ -200,7 +201,7 @@ fn bench_fanout(c: &mut Criterion) {
                 measured += start.elapsed();
                 // The writers' side, not measured: empty every queue again.
                 for q in &mut queues {
-                    q.take_batch(&mut out, QUEUE_FRAMES);
+                    q.take_all(&mut out);
                     out.clear();
                 }
             }

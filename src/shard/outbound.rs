@@ -197,18 +197,6 @@ impl OutQueue {
         debug_assert!(self.frames.is_empty());
     }
 
-    /// Move up to `max` frames into `out` for one write.
-    pub fn take_batch(&mut self, out: &mut Vec<Bytes>, max: usize) {
-        while out.len() < max {
-            let Some((frame, _)) = self.frames.pop_front() else {
-                break;
-            };
-            self.bytes -= frame.len();
-            out.push(frame);
-        }
-        debug_assert!(self.frames.is_empty() == (self.bytes == 0));
-    }
-
     /// Start closing with `frame` (a close frame). With `discard`, what is
     /// queued is dropped first (slow consumer: 4000); otherwise it is sent
     /// before the close. Returns false if the queue was already closing.
@@ -236,14 +224,20 @@ mod tests {
         Bytes::from(vec![b'x'; n])
     }
 
+    /// Everything queued, as the writer takes it.
+    fn take(q: &mut OutQueue) -> Vec<Bytes> {
+        let mut inflight = VecDeque::new();
+        q.take_all(&mut inflight);
+        inflight.into_iter().map(|(f, _)| f).collect()
+    }
+
     #[test]
     fn bounds_in_frames_and_bytes() {
         let mut q = OutQueue::new(2, 100);
         assert_eq!(q.push_control(frame(10)), Pushed::Queued { wake: true });
         assert_eq!(q.push_control(frame(10)), Pushed::Queued { wake: false });
         assert_eq!(q.push_control(frame(10)), Pushed::Overflow);
-        let mut out = Vec::new();
-        q.take_batch(&mut out, 64);
+        let out = take(&mut q);
         assert_eq!((out.len(), q.bytes()), (2, 0));
         // One frame larger than the byte bound fits an empty queue only.
         assert_eq!(q.push_control(frame(500)), Pushed::Queued { wake: true });
@@ -268,8 +262,7 @@ mod tests {
             Pushed::Dropped
         );
         assert_eq!(q.dropped(), 2);
-        let mut out = Vec::new();
-        q.take_batch(&mut out, 64);
+        assert_eq!(take(&mut q).len(), 1);
         // Room for one frame only: gap + message do not fit together, so 4 is dropped too.
         q.max_frames = 1;
         assert!(matches!(
@@ -277,8 +270,7 @@ mod tests {
             Pushed::Dropped
         ));
         assert!(q.flush_gaps());
-        out.clear();
-        q.take_batch(&mut out, 64);
+        let out = take(&mut q);
         let gap: serde_json::Value = serde_json::from_slice(&text_payload(&out[0])).expect("json");
         assert_eq!(
             (gap["from"].as_u64(), gap["to"].as_u64()),
@@ -298,12 +290,10 @@ mod tests {
         let m = frame(10);
         q.push_room(&room, 1, &m, OverflowPolicy::Drop, 0);
         q.push_room(&room, 2, &m, OverflowPolicy::Drop, 0);
-        let mut out = Vec::new();
-        q.take_batch(&mut out, 64);
+        assert_eq!(take(&mut q).len(), 1);
         q.max_frames = 5;
         q.push_room(&room, 3, &m, OverflowPolicy::Drop, 0);
-        out.clear();
-        q.take_batch(&mut out, 64);
+        let out = take(&mut q);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1], m);
         assert!(text_payload(&out[0]).starts_with(b"{\"type\":\"gap\""));

@@ -93,15 +93,6 @@ impl MessageReader {
         }
     }
 
-    /// How many more bytes the next frame needs in `buf` at least (0 when a
-    /// frame may already be complete). Used to size the next read.
-    pub fn wants(&self, buf: &[u8]) -> usize {
-        match frame_len(buf) {
-            Some(len) => len.saturating_sub(buf.len()),
-            None => 2usize.saturating_sub(buf.len()).max(1),
-        }
-    }
-
     /// The next message or control frame from `buf`, `Ok(None)` when `buf`
     /// holds no complete one yet.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, WsError> {
@@ -210,38 +201,6 @@ fn decode_close(payload: Bytes) -> Result<Message, WsError> {
 /// Close codes a peer may send (RFC 6455 section 7.4).
 pub fn is_valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
-}
-
-/// Total length (header + payload) of the frame at the start of `buf`, if
-/// its header is complete. Saturates for absurd 64-bit lengths.
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let masked = buf[1] & 0x80 != 0;
-    let (extra, len) = match buf[1] & 0x7F {
-        126 => {
-            if buf.len() < 4 {
-                return None;
-            }
-            (2, u64::from(u16::from_be_bytes([buf[2], buf[3]])))
-        }
-        127 => {
-            if buf.len() < 10 {
-                return None;
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (8, u64::from_be_bytes(b))
-        }
-        n => (0, u64::from(n)),
-    };
-    let header = 2 + extra + if masked { 4 } else { 0 };
-    Some(
-        usize::try_from(len)
-            .unwrap_or(usize::MAX)
-            .saturating_add(header),
-    )
 }
 
 /// Decode one frame from the front of `buf`, or `Ok(None)` if it is not all
