@@ -29,7 +29,7 @@ use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
 use crate::protocol::names::is_valid_name;
 use crate::router::{ApiOp, Delivery, Request as ShardRequest, home_of};
-use crate::server::refusal_response;
+use crate::server::{JSON, refusal_response, respond};
 use crate::shard::Shard;
 
 type Body = Full<Bytes>;
@@ -213,12 +213,7 @@ fn valid_name(field: &str, value: &str) -> Result<(), Refusal> {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    respond(status, JSON, value.to_string())
 }
 
 fn gone() -> Refusal {

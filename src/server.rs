@@ -128,18 +128,19 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
     match (req.method(), path) {
         (&Method::GET, "/metrics") => metrics(shard).await,
         (&Method::GET, "/") => status_page(),
-        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, "/healthz") => respond(StatusCode::OK, JSON, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if shard.shared.is_draining() {
-                json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    JSON,
+                    r#"{"status":"draining"}"#,
+                )
             } else {
-                json(StatusCode::OK, r#"{"status":"ready"}"#)
+                respond(StatusCode::OK, JSON, r#"{"status":"ready"}"#)
             }
         }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            r#"{"error":{"code":"not_found","message":"no such path"}}"#,
-        ),
+        _ => refusal_response(&Refusal::new(ErrorCode::NotFound, "no such path")),
     }
 }
 
@@ -148,13 +149,8 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
 const STATUS_PAGE: &str = include_str!("status/index.html");
 
 fn status_page() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(STATUS_PAGE.as_bytes())));
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
+    let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE);
+    response.headers_mut().insert(
         hyper::header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
@@ -172,20 +168,28 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
         ),
         Err(refusal) => return refusal_response(&refusal),
     };
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
+    respond(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        text,
+    )
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// Content type of JSON bodies.
+pub const JSON: &str = "application/json";
+
+/// A response with `status`, a `Content-Type` and `body`: the one place
+/// HTTP responses are built.
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -194,13 +198,13 @@ pub fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let body = serde_json::json!({
         "error": { "code": refusal.code.as_str(), "message": refusal.message }
     });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() =
+    let status =
         StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = respond(status, JSON, body.to_string());
     if refusal.code == ErrorCode::ServerFull {
-        headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     response
 }
