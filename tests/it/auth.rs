@@ -47,14 +47,7 @@ fn jwt_broker(f: impl FnOnce(&mut shardcast::Config)) -> Running {
 /// Connect with `token` in the query; the HTTP refusal (status, body).
 async fn refused(broker: &Running, token: Option<&str>) -> (u16, Value) {
     let query = token.map(|t| format!("token={t}")).unwrap_or_default();
-    match tokio_tungstenite::connect_async(broker.url(&query)).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body =
-                serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
-            (resp.status().as_u16(), body)
-        }
-        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
-    }
+    broker.refused(&query).await
 }
 
 async fn unauthorized(broker: &Running, token: Option<&str>, needle: &str) {

@@ -69,6 +69,19 @@ impl Running {
         self.broker.as_ref().expect("running")
     }
 
+    /// Connect with `query` expecting a refusal before the upgrade:
+    /// (HTTP status, JSON body).
+    pub(crate) async fn refused(&self, query: &str) -> (u16, Value) {
+        match tokio_tungstenite::connect_async(self.url(query)).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}"))
+                    .expect("refusal body is JSON");
+                (resp.status().as_u16(), body)
+            }
+            other => panic!("{query}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+
     pub(crate) async fn connect(&self, query: &str) -> Client {
         Client::connect(&self.url(query)).await
     }
@@ -226,11 +239,22 @@ impl Client {
 }
 
 /// An HTTP GET on loopback; returns (status, headers+body text).
+/// `path_and_headers` is the request line's path and version, optionally
+/// followed by header lines.
 pub(crate) async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String) {
+    exchange(
+        addr,
+        &format!("GET {path_and_headers}\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Send one raw HTTP/1.1 request and read the response until the server
+/// closes: (status, response text).
+async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path_and_headers}\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(request.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     tokio::time::timeout(RECV_TIMEOUT, s.read_to_end(&mut out))
         .await
@@ -355,25 +379,12 @@ pub(crate) async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     let body = body.unwrap_or("");
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(RECV_TIMEOUT, s.read_to_end(&mut out))
-        .await
-        .expect("http timeout")
-        .expect("read");
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let (status, text) = exchange(addr, &req).await;
     (status, http_body(&text))
 }

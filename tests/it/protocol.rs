@@ -398,17 +398,13 @@ async fn frames_take_effect_in_the_order_sent() {
 async fn reserved_user_and_protocol_version() {
     let broker = TestBroker::new().start();
     for (query, needle) in [("user=system", "reserved"), ("v=2", "version")] {
-        match tokio_tungstenite::connect_async(broker.url(query)).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                assert_eq!(resp.status(), 400);
-                let body: serde_json::Value =
-                    serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
-                assert_eq!(body["error"]["code"], "bad_request");
-                let message = body["error"]["message"].as_str().unwrap_or("");
-                assert!(message.contains(needle), "{message}");
-            }
-            other => panic!("{query}: expected 400, got {:?}", other.map(|_| ())),
-        }
+        let (status, body) = broker.refused(query).await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (400, json!("bad_request"))
+        );
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(needle), "{message}");
     }
     let mut c = broker.connect("v=1&user=ok").await;
     assert_eq!(c.recv().await["type"], "welcome");
