@@ -34,6 +34,14 @@ pub const PROTOCOL_VERSION: &str = "1";
 /// The user id of messages from the server itself (`from` of API publishes).
 pub const SYSTEM_USER: &str = "system";
 
+/// Pause after a failed accept (out of file descriptors, ...), so the
+/// accept loop does not spin.
+const ACCEPT_BACKOFF_MS: u64 = 50;
+
+/// Largest HTTP request head hyper buffers (upgrade requests with a token
+/// fit easily; larger heads are refused by hyper).
+const MAX_HTTP_HEAD_BYTES: usize = 16 * 1024;
+
 /// Pending-connection backlog of each shard's listener.
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -82,7 +90,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Err(e) => {
                 // Out of file descriptors or similar: back off, don't spin.
                 tracing::warn!(shard = shard.index, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
             }
         }
     }
@@ -101,7 +109,7 @@ async fn serve_http(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake)
-        .max_buf_size(16 * 1024)
+        .max_buf_size(MAX_HTTP_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     // Slowloris: a client gets `handshake_timeout_ms` in all to upgrade.
