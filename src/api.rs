@@ -223,7 +223,8 @@ fn gone() -> Refusal {
     )
 }
 
-/// Run `op` on `room`'s home shard and wait for its answer.
+/// Run `op` on `room`'s home shard (in cluster mode, in Redis) and wait
+/// for its answer.
 async fn on_home<T>(
     shard: &Shard,
     room: &str,
@@ -231,10 +232,17 @@ async fn on_home<T>(
 ) -> Result<T, Refusal> {
     let (tx, rx) = oneshot::channel();
     let room: Arc<str> = Arc::from(room);
-    let home = home_of(&room, shard.shared.shards());
-    shard
-        .request(home, ShardRequest::Api { room, op: op(tx) })
-        .await;
+    if let Some(cluster) = &shard.shared.cluster {
+        // Cluster mode: Redis holds the room; the backplane answers.
+        cluster
+            .submit(crate::cluster::Op::Api { room, op: op(tx) })
+            .await;
+    } else {
+        let home = home_of(&room, shard.shared.shards());
+        shard
+            .request(home, ShardRequest::Api { room, op: op(tx) })
+            .await;
+    }
     match tokio::time::timeout(SHARD_REPLY_TIMEOUT, rx).await {
         Ok(Ok(result)) => result,
         _ => Err(gone()),
@@ -350,7 +358,8 @@ async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Ref
 }
 
 /// Send a `notification` to `user`'s connections (or all) on the shards in
-/// `targets`; returns how many connections got it.
+/// `targets`, and in cluster mode to the other nodes; returns how many
+/// connections of this node got it.
 async fn notify(
     shard: &Shard,
     user: Option<Arc<str>>,
@@ -358,6 +367,17 @@ async fn notify(
     data: &str,
 ) -> Result<usize, Refusal> {
     let frame = encode::notification(encode::now_ms(), data.as_bytes());
+    if let Some(cluster) = &shard.shared.cluster {
+        let json = crate::ws::encode::text_payload(&frame);
+        let op = match &user {
+            Some(user) => crate::cluster::Op::ToUser {
+                user: user.clone(),
+                json,
+            },
+            None => crate::cluster::Op::ToAll { json },
+        };
+        cluster.submit(op).await;
+    }
     let (done, mut counts) = mpsc::channel(MAX_SHARDS);
     let mut asked = 0;
     let mut bits = targets;

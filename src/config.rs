@@ -78,6 +78,55 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The HTTP API under `/api`.
     pub api: ApiConfig,
+    /// Several nodes as one broker, over Redis.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: off while `redis_url` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; empty: a single node.
+    pub redis_url: String,
+    /// Connecting to Redis (at start and on every reconnect) gives up after
+    /// this long.
+    pub connect_timeout_ms: u64,
+    /// A Redis command or batch without an answer for this long fails, and
+    /// the connection is dropped and made again.
+    pub command_timeout_ms: u64,
+    /// Longest wait between two reconnect attempts (the backoff doubles
+    /// from 50 ms up to this).
+    pub reconnect_max_backoff_ms: u64,
+    /// Operations waiting for the backplane; beyond this, frames that need
+    /// Redis fail with `unavailable`.
+    pub command_queue: usize,
+    /// Room messages a node keeps per room to catch up a member whose join
+    /// answer came back after messages that follow it.
+    pub catchup_messages: usize,
+    /// A node that has not renewed its heartbeat for this long is dead: its
+    /// members leave presence and the room counts.
+    pub node_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: String::new(),
+            connect_timeout_ms: 2_000,
+            command_timeout_ms: 2_000,
+            reconnect_max_backoff_ms: 2_000,
+            command_queue: 65_536,
+            catchup_messages: 256,
+            node_ttl_ms: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
 }
 
 /// `[api]`
@@ -318,6 +367,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--shards`
     pub shards: Option<usize>,
+    /// `--redis`
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -371,6 +422,9 @@ impl Config {
         }
         if let Some(shards) = overrides.shards {
             config.server.shards = shards;
+        }
+        if let Some(url) = &overrides.redis_url {
+            config.cluster.redis_url = url.clone();
         }
         if config.server.shards == 0 {
             config.server.shards = std::thread::available_parallelism()
@@ -499,6 +553,31 @@ impl Config {
                 format!("must be at most {MAX_ROOM_HISTORY}"),
             ));
         }
+        let c = &self.cluster;
+        if c.enabled() {
+            if !(c.redis_url.starts_with("redis://") || c.redis_url.starts_with("redis+unix://")) {
+                return Err(invalid(
+                    "cluster.redis_url",
+                    "must start with redis:// (or redis+unix://)",
+                ));
+            }
+            for (key, value) in [
+                ("cluster.connect_timeout_ms", c.connect_timeout_ms),
+                ("cluster.command_timeout_ms", c.command_timeout_ms),
+                (
+                    "cluster.reconnect_max_backoff_ms",
+                    c.reconnect_max_backoff_ms,
+                ),
+                ("cluster.command_queue", c.command_queue as u64),
+            ] {
+                if value == 0 {
+                    return Err(invalid(key, "must be > 0"));
+                }
+            }
+            if c.node_ttl_ms < 1_000 {
+                return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
+            }
+        }
         Ok(())
     }
 
@@ -532,12 +611,13 @@ impl Config {
         for key in &mut shown.api.keys {
             *key = "<redacted>".into();
         }
+        shown.cluster.redis_url = redact_url_password(&shown.cluster.redis_url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 
 /// Keys whose environment values are always plain strings.
-const RAW_STRING_KEYS: [(&str, &str); 10] = [
+const RAW_STRING_KEYS: [(&str, &str); 11] = [
     ("server", "listen"),
     ("server", "ws_path"),
     ("server", "node_id"),
@@ -548,6 +628,7 @@ const RAW_STRING_KEYS: [(&str, &str); 10] = [
     ("auth", "issuer"),
     ("auth", "audience"),
     ("api", "keys"),
+    ("cluster", "redis_url"),
 ];
 
 /// Merge `SHARDCAST_<SECTION>__<KEY>=value` variables into `table`. A value
@@ -596,6 +677,18 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
     Ok(())
 }
 
+/// `redis://user:secret@host` shown as `redis://user:<redacted>@host`.
+pub(crate) fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = credentials.split_once(':').map_or("", |(u, _)| u);
+    format!("{scheme}://{user}:<redacted>@{host}")
+}
+
 /// A random node id: 8 hex digits from the clock and the process id.
 fn random_node_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -625,6 +718,32 @@ mod tests {
         assert_eq!(c.limits.max_connections, 100_000);
         assert!(c.server.shards >= 1);
         assert!(c.server.node_id.starts_with("node-"));
+        assert!(!c.cluster.enabled());
+    }
+
+    #[test]
+    fn cluster_url_is_checked_and_its_password_redacted() {
+        let bad = env(&[("SHARDCAST_CLUSTER__REDIS_URL", "http://x")]);
+        let err = Config::load_from(None, &bad, &Overrides::default()).expect_err("bad url");
+        assert!(err.to_string().contains("cluster.redis_url"), "{err}");
+        let overrides = Overrides {
+            redis_url: Some("redis://app:hunter2@127.0.0.1:6379/0".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load_from(None, &[], &overrides).expect("cluster config");
+        assert!(c.cluster.enabled());
+        let shown = c.to_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("redis://app:<redacted>@127.0.0.1:6379/0"),
+            "{shown}"
+        );
+        let zero = env(&[
+            ("SHARDCAST_CLUSTER__REDIS_URL", "redis://127.0.0.1:1"),
+            ("SHARDCAST_CLUSTER__COMMAND_QUEUE", "0"),
+        ]);
+        let err = Config::load_from(None, &zero, &Overrides::default()).expect_err("zero queue");
+        assert!(err.to_string().contains("cluster.command_queue"), "{err}");
     }
 
     #[test]
@@ -645,6 +764,7 @@ mod tests {
         let o = Overrides {
             listen: Some("127.0.0.1:0".into()),
             shards: Some(3),
+            ..Overrides::default()
         };
         let c = Config::load_from(Some(&path), &e, &o).expect("load");
         assert_eq!(c.limits.max_connections, 5000);

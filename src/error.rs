@@ -33,6 +33,8 @@ pub enum ErrorCode {
     ServerFull,
     /// A bug or an unexpected condition inside the server.
     Internal,
+    /// Cluster mode: the backplane (Redis) is unreachable; retry later.
+    Unavailable,
     /// HTTP only: no such path or resource (404).
     NotFound,
     /// HTTP only: the request body is larger than `api.max_body_bytes` (413).
@@ -43,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -57,6 +59,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::ServerFull,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -101,7 +105,7 @@ impl ErrorCode {
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
-            ErrorCode::ServerFull => 503,
+            ErrorCode::ServerFull | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
     }

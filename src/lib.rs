@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod index;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// A shard thread could not be started.
     #[error("cannot start shard thread: {0}")]
     Thread(std::io::Error),
+    /// Cluster mode could not start (Redis unreachable, bad URL).
+    #[error("{0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A running broker.
@@ -52,6 +56,7 @@ pub struct Broker {
     shared: Arc<Shared>,
     addr: SocketAddr,
     shards: Vec<shard::ShardHandle>,
+    backplane: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Broker {
@@ -66,7 +71,18 @@ impl Broker {
             .first()
             .and_then(|l| l.local_addr().ok())
             .unwrap_or(addr);
-        let shared = Shared::new(config, auth);
+        let (cluster, ops) = if config.cluster.enabled() {
+            let (cluster, ops) = cluster::channel(&config);
+            (Some(cluster), Some(ops))
+        } else {
+            (None, None)
+        };
+        let shared = Shared::new(config, auth, cluster);
+        // Redis must answer before the first connection is accepted.
+        let backplane = match ops {
+            Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),
+            None => None,
+        };
         let mut shards = Vec::with_capacity(shard_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             shards.push(shard::spawn(index, shared.clone(), listener).map_err(StartError::Thread)?);
@@ -75,6 +91,7 @@ impl Broker {
             shared,
             addr: bound,
             shards,
+            backplane,
         })
     }
 
@@ -110,6 +127,15 @@ impl Broker {
                 clean &= shard.thread.join().is_ok();
             } else {
                 clean = false;
+            }
+        }
+        if let Some(backplane) = self.backplane {
+            // It removes this node's members from Redis, then ends.
+            while !backplane.is_finished() && started.elapsed() < limit {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if backplane.is_finished() {
+                clean &= backplane.join().is_ok();
             }
         }
         clean

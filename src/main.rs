@@ -146,6 +146,10 @@ struct Common {
     /// TOML config file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Cluster mode: Redis URL of the backplane, e.g. redis://127.0.0.1:6379
+    /// (overrides cluster.redis_url).
+    #[arg(long = "redis", value_name = "URL")]
+    redis: Option<String>,
 }
 
 impl Common {
@@ -153,6 +157,7 @@ impl Common {
         let overrides = Overrides {
             listen: self.listen.clone(),
             shards: self.shards,
+            redis_url: self.redis.clone(),
         };
         Config::load(self.config.as_deref(), &overrides)
     }

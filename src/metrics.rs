@@ -309,6 +309,35 @@ pub struct ProcessFigures {
     pub rss_bytes: Option<u64>,
     /// CPU time, seconds.
     pub cpu_seconds: Option<f64>,
+    /// Cluster mode: the backplane's counters.
+    pub cluster: Option<ClusterFigures>,
+}
+
+/// The backplane's counters for the exposition.
+pub struct ClusterFigures {
+    /// Room messages sequenced in Redis for this node.
+    pub published: u64,
+    /// Ranges of messages lost between Redis and this node.
+    pub gaps: u64,
+    /// Operations refused by the cluster, by code.
+    pub refusals: Vec<(&'static str, u64)>,
+}
+
+impl ClusterFigures {
+    /// A snapshot of `counters`.
+    pub fn of(counters: &crate::cluster::ClusterCounters) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        ClusterFigures {
+            published: counters.published.load(Relaxed),
+            gaps: counters.gaps.load(Relaxed),
+            refusals: crate::error::ErrorCode::ALL
+                .iter()
+                .zip(&counters.refusals)
+                .map(|(code, n)| (code.as_str(), n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
 }
 
 /// Render the Prometheus text exposition of all shards' figures.
@@ -446,6 +475,32 @@ pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> 
             c,
         );
     }
+    if let Some(cluster) = &process.cluster {
+        let published = Counter::<u64>::default();
+        published.inc_by(cluster.published);
+        r.register(
+            "cluster_messages_published",
+            "Room messages this node's publishers had sequenced in Redis",
+            published,
+        );
+        let gaps = Counter::<u64>::default();
+        gaps.inc_by(cluster.gaps);
+        r.register(
+            "cluster_gaps",
+            "Ranges of room messages lost between Redis and this node (members got `gap`)",
+            gaps,
+        );
+        let refusals = counter_family(
+            &mut r,
+            "cluster_refusals",
+            "Cluster operations refused, by code (`unavailable`: Redis unreachable)",
+        );
+        for (code, n) in &cluster.refusals {
+            refusals
+                .get_or_create(&vec![("code".into(), (*code).into())])
+                .inc_by(*n);
+        }
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -454,7 +509,10 @@ pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> 
 }
 
 /// RSS (bytes) and CPU seconds of this process, from /proc (Linux).
-pub fn process_figures(rooms: u64) -> ProcessFigures {
+pub fn process_figures(
+    rooms: u64,
+    cluster: Option<&crate::cluster::ClusterCounters>,
+) -> ProcessFigures {
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -479,5 +537,6 @@ pub fn process_figures(rooms: u64) -> ProcessFigures {
         rooms,
         rss_bytes,
         cpu_seconds,
+        cluster: cluster.map(ClusterFigures::of),
     }
 }

@@ -101,6 +101,79 @@ pub enum Request {
         /// What to do.
         op: ApiOp,
     },
+    /// Cluster mode: what the backplane learned about a room homed there,
+    /// in the room's order.
+    Cluster(ClusterEvent),
+}
+
+/// Cluster mode: the backplane's news for a room's home shard on this node.
+/// A home applies them in the order they come, which is the room's `seq`
+/// order (see [`crate::cluster`]).
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// A room message for this node's members.
+    Message {
+        /// The room.
+        room: Arc<str>,
+        /// Its seq.
+        seq: u64,
+        /// The encoded frame.
+        frame: Bytes,
+        /// A local connection to skip (`exclude_self`).
+        skip: Option<u64>,
+        /// When the backplane received it ([`crate::metrics::now_us`]).
+        stamp_us: u64,
+    },
+    /// Messages `from..=to` are lost for this node's members.
+    Gap {
+        /// The room.
+        room: Arc<str>,
+        /// First lost seq.
+        from: u64,
+        /// Last lost seq.
+        to: u64,
+    },
+    /// A join was accepted: add the member, send its ack, then `catchup`.
+    Admit {
+        /// The room.
+        room: Arc<str>,
+        /// The member connection.
+        conn: u64,
+        /// Its user id.
+        user: Arc<str>,
+        /// Its display name.
+        name: Option<Arc<str>>,
+        /// The room's settings.
+        facts: crate::cluster::RoomFacts,
+        /// The ack, if the join carried an id.
+        reply: Option<Bytes>,
+        /// Frames published between the join and now (and a `gap` first
+        /// for any this node no longer has).
+        catchup: Vec<Bytes>,
+    },
+    /// A member left (or its connection closed).
+    Removed {
+        /// The room.
+        room: Arc<str>,
+        /// The connection.
+        conn: u64,
+        /// The ack, if the leave carried an id.
+        reply: Option<Bytes>,
+    },
+    /// A `joined`/`left` event for this node's members.
+    Presence {
+        /// The room.
+        room: Arc<str>,
+        /// The event frame.
+        frame: Bytes,
+        /// The local member it is about (not told about itself).
+        skip: Option<u64>,
+    },
+    /// The room was deleted.
+    Closed {
+        /// The room.
+        room: Arc<str>,
+    },
 }
 
 /// HTTP API operations on a room, each with its reply channel.
@@ -243,6 +316,10 @@ impl Weighed for Request {
                 op: ApiOp::Publish { data, .. },
                 ..
             } => data.len(),
+            Request::Cluster(ClusterEvent::Message { frame, .. }) => frame.len(),
+            Request::Cluster(ClusterEvent::Admit { reply, catchup, .. }) => {
+                reply.as_ref().map_or(0, Bytes::len) + catchup.iter().map(Bytes::len).sum::<usize>()
+            }
             _ => 0,
         }
     }

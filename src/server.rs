@@ -172,7 +172,10 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     let text = match crate::api::gather_stats(shard).await {
         Ok(stats) => crate::metrics::render(
             &stats,
-            &crate::metrics::process_figures(shard.shared.rooms.len()),
+            &crate::metrics::process_figures(
+                shard.shared.rooms.len(),
+                shard.shared.cluster.as_ref().map(|c| &c.counters),
+            ),
         ),
         Err(refusal) => return refusal_response(&refusal),
     };

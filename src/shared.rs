@@ -27,13 +27,19 @@ pub struct Shared {
     pub caps: ConnCaps,
     /// Inboxes, by shard index.
     pub links: Vec<Arc<ShardLink>>,
+    /// Cluster mode: the backplane (`None` on a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
 }
 
 impl Shared {
     /// State for `config` (validated, `shards` resolved).
-    pub fn new(config: Config, auth: Authenticator) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        auth: Authenticator,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
         Arc::new(Shared {
@@ -46,6 +52,7 @@ impl Shared {
                 l.max_connections_per_ip,
             ),
             links: (0..shards).map(|_| ShardLink::new()).collect(),
+            cluster,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,

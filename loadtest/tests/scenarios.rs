@@ -15,6 +15,7 @@ fn broker_with(shards: usize, tune: impl FnOnce(&mut Config)) -> Broker {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         shards: Some(shards),
+        ..Overrides::default()
     };
     let mut config = Config::load_from(None, &[], &overrides).expect("config");
     tune(&mut config);

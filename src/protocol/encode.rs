@@ -228,6 +228,23 @@ pub fn message(room: &str, seq: u64, from: &str, ts: u64, data: &[u8]) -> Bytes 
         .finish()
 }
 
+/// The JSON of a `message` split around its seq, for a sequencer that
+/// learns the seq later (the cluster's Redis script): `before + seq + after`
+/// is the payload [`message`] would encode.
+pub fn message_parts(room: &str, from: &str, ts: u64, data: &[u8]) -> (Bytes, Bytes) {
+    let payload = crate::ws::encode::text_payload(&message(room, 0, from, ts, data));
+    // Names cannot hold `"`, so the first `"seq":0` is the field itself.
+    const SEQ: &[u8] = b"\"seq\":";
+    let at = payload
+        .windows(SEQ.len())
+        .position(|w| w == SEQ)
+        .map_or(payload.len(), |p| p + SEQ.len());
+    (
+        payload.slice(..at),
+        payload.slice((at + 1).min(payload.len())..),
+    )
+}
+
 /// `direct`: a `send` to this user.
 pub fn direct(from: &str, ts: u64, data: &[u8]) -> Bytes {
     Obj::new("direct", 48 + from.len() + data.len())
@@ -305,6 +322,22 @@ pub fn notification(ts: u64, data: &[u8]) -> Bytes {
 /// `pong`
 pub fn pong(id: Option<u64>) -> Bytes {
     Obj::new("pong", 16).opt_id(id).finish()
+}
+
+#[cfg(test)]
+mod message_parts_tests {
+    use super::*;
+
+    #[test]
+    fn parts_around_the_seq_rebuild_the_message() {
+        let (before, after) = message_parts("r:1", "alice", 42, br#"{"seq":0}"#);
+        let mut joined = before.to_vec();
+        joined.extend_from_slice(b"1234");
+        joined.extend_from_slice(&after);
+        let whole =
+            crate::ws::encode::text_payload(&message("r:1", 1234, "alice", 42, br#"{"seq":0}"#));
+        assert_eq!(joined, whole.to_vec());
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::protocol::encode;
 use crate::ratelimit::TokenBucket;
 use crate::router::{Delivery, Origin, Request, home_of};
 use crate::shared::Permit;
-use crate::ws::encode::{close_frame, ping_frame, pong_frame};
+use crate::ws::encode::{close_frame, ping_frame, pong_frame, text_payload};
 use crate::ws::{Message, MessageReader};
 
 /// How long the server waits for the peer's answer to a close it sent for a
@@ -265,7 +265,9 @@ pub async fn serve(
 ) {
     let conn = Conn::new(identity, &shard);
     let limits = &shard.shared.config.limits;
-    shard.register(&conn);
+    if shard.register(&conn) {
+        shard.watch_user(&conn.user, true).await;
+    }
     shard
         .counters
         .connects
@@ -560,17 +562,19 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
         .counters
         .dropped_closed
         .set(shard.counters.dropped_closed.get() + dropped);
-    shard.unregister(conn);
+    let last_of_user = shard.unregister(conn);
     if shard.shared.is_draining() {
         return; // the whole broker is going; rooms go with it
     }
+    if last_of_user {
+        shard.watch_user(&conn.user, false).await;
+    }
     for room in rooms {
-        let home = home_of(&room, shard.shared.shards());
         let origin = Origin {
             conn: conn.id,
             id: None,
         };
-        shard.request(home, Request::Leave { origin, room }).await;
+        shard.leave(room, origin).await;
     }
 }
 
@@ -642,7 +646,10 @@ async fn dispatch(
             // private room a matching grant (the home checks again).
             let meta = shard.shared.rooms.get(room);
             let creates = create && shard.shared.config.room.auto_create;
-            if meta.is_none() && creates && !conn.perms.allows(Perm::Create) {
+            // In cluster mode this node may not know a room that exists
+            // elsewhere: the backplane's script decides on creation.
+            let clustered = shard.shared.cluster.is_some();
+            if meta.is_none() && creates && !clustered && !conn.perms.allows(Perm::Create) {
                 return Err(Refusal::new(
                     ErrorCode::Forbidden,
                     format!(
@@ -670,6 +677,20 @@ async fn dispatch(
                 }
             };
             *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
+            if let Some(cluster) = &shard.shared.cluster {
+                let op = crate::cluster::Op::Join {
+                    origin: Origin { conn: conn.id, id },
+                    user: conn.user.clone(),
+                    name: conn.name.clone(),
+                    since,
+                    create,
+                    may_create: conn.perms.allows(Perm::Create),
+                    may_join_private: conn.may_join_private(&room),
+                    room,
+                };
+                cluster.submit(op).await;
+                return Ok(());
+            }
             let request = Request::Join {
                 origin: Origin { conn: conn.id, id },
                 user: conn.user.clone(),
@@ -688,15 +709,22 @@ async fn dispatch(
             let Some(room) = conn.known_room(room) else {
                 return Err(membership_refusal(shard, room));
             };
-            let home = home_of(&room, shards);
-            let origin = Origin { conn: conn.id, id };
-            shard.request(home, Request::Leave { origin, room }).await;
+            shard.leave(room, Origin { conn: conn.id, id }).await;
         }
         ClientFrame::Create { id, room, options } => {
             conn.perms.require(Perm::Create)?;
             let room: Arc<str> = Arc::from(room);
-            let home = home_of(&room, shards);
             let origin = Origin { conn: conn.id, id };
+            if let Some(cluster) = &shard.shared.cluster {
+                let op = crate::cluster::Op::Create {
+                    origin,
+                    room,
+                    options,
+                };
+                cluster.submit(op).await;
+                return Ok(());
+            }
+            let home = home_of(&room, shards);
             shard
                 .request(
                     home,
@@ -715,10 +743,25 @@ async fn dispatch(
             exclude_self,
         } => {
             conn.perms.require(Perm::Publish)?;
-            let Some(room) = conn.known_room(room) else {
-                return Err(membership_refusal(shard, room));
+            let clustered = shard.shared.cluster.is_some();
+            let room = match conn.known_room(room) {
+                Some(room) => room,
+                // Whether the room exists is Redis' to say.
+                None if clustered => Arc::from(room),
+                None => return Err(membership_refusal(shard, room)),
             };
             conn.take_token()?;
+            if let Some(cluster) = &shard.shared.cluster {
+                let op = crate::cluster::Op::Publish {
+                    origin: Origin { conn: conn.id, id },
+                    from: conn.user.clone(),
+                    data: slice_of(payload, text, data),
+                    exclude_self,
+                    room,
+                };
+                cluster.submit(op).await;
+                return Ok(());
+            }
             let request = Request::Publish {
                 origin: Origin { conn: conn.id, id },
                 from: conn.user.clone(),
@@ -745,6 +788,13 @@ async fn dispatch(
                     shard.deliver(target, delivery).await;
                 }
             }
+            if let Some(cluster) = &shard.shared.cluster {
+                let op = crate::cluster::Op::ToUser {
+                    user: Arc::from(to),
+                    json: text_payload(&frame),
+                };
+                cluster.submit(op).await;
+            }
             if let Some(id) = id {
                 conn.send(encode::ack_send(id, to));
             }
@@ -759,6 +809,12 @@ async fn dispatch(
                 };
                 shard.deliver(target, delivery).await;
             }
+            if let Some(cluster) = &shard.shared.cluster {
+                let op = crate::cluster::Op::ToAll {
+                    json: text_payload(&frame),
+                };
+                cluster.submit(op).await;
+            }
             if let Some(id) = id {
                 conn.send(encode::ack(id));
             }
@@ -766,8 +822,14 @@ async fn dispatch(
         ClientFrame::Members { id, room } => {
             conn.perms.require(Perm::Presence)?;
             let room: Arc<str> = Arc::from(room);
-            let home = home_of(&room, shards);
             let origin = Origin { conn: conn.id, id };
+            if let Some(cluster) = &shard.shared.cluster {
+                cluster
+                    .submit(crate::cluster::Op::Members { origin, room })
+                    .await;
+                return Ok(());
+            }
+            let home = home_of(&room, shards);
             shard.request(home, Request::Members { origin, room }).await;
         }
     }

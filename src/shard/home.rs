@@ -18,7 +18,7 @@ use crate::error::{ErrorCode, Refusal};
 use crate::index::RoomMeta;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode::{self, MemberEntry, PresenceKind};
-use crate::router::{ApiOp, Delivery, Origin, Request};
+use crate::router::{ApiOp, ClusterEvent, Delivery, Origin, Request};
 use crate::server::SYSTEM_USER;
 use crate::ws::encode::text_payload;
 
@@ -73,6 +73,19 @@ impl HomeRoom {
         room: &Arc<str>,
     ) {
         let stamp_us = if seq > 0 { crate::metrics::now_us() } else { 0 };
+        self.fan_out_stamped(seq, frame, exclude, stamp_us, out, room);
+    }
+
+    /// [`HomeRoom::fan_out`] with the time the message was sequenced.
+    fn fan_out_stamped(
+        &self,
+        seq: u64,
+        frame: &Bytes,
+        exclude: Option<u64>,
+        stamp_us: u64,
+        out: &mut Vec<(usize, Delivery)>,
+        room: &Arc<str>,
+    ) {
         for (shard, &count) in self.per_shard.iter().enumerate() {
             if count > 0 {
                 out.push((
@@ -222,6 +235,7 @@ impl Shard {
                 Err(refusal) => refuse(&self.counters, &origin, self.shared.shards(), refusal, out),
             },
             Request::Api { room, op } => self.home_api(room, op, out),
+            Request::Cluster(event) => self.cluster_event(event, out),
             Request::Members { origin, room } => {
                 let reply = self.members(&origin, &room);
                 match reply {
@@ -557,6 +571,123 @@ impl Shard {
             entries,
             home.members.len(),
         )))
+    }
+
+    /// Cluster mode: apply the backplane's news about a room with members
+    /// on this node. The backplane sends them in the room's order; this
+    /// shard keeps only which local connections are members, on which
+    /// shard (the room itself, its seq and history live in Redis).
+    fn cluster_event(&self, event: ClusterEvent, out: &mut Vec<(usize, Delivery)>) {
+        match event {
+            ClusterEvent::Message {
+                room,
+                seq,
+                frame,
+                skip,
+                stamp_us,
+            } => {
+                let homes = self.homes.borrow();
+                if let Some(home) = homes.get(&room) {
+                    home.meta.seq.store(seq, Ordering::Relaxed);
+                    home.fan_out_stamped(seq, &frame, skip, stamp_us, out, &room);
+                }
+            }
+            ClusterEvent::Gap { room, from, to } => {
+                let homes = self.homes.borrow();
+                if let Some(home) = homes.get(&room) {
+                    let frame = encode::gap(&room, from, to);
+                    home.fan_out(0, &frame, None, out, &room);
+                }
+            }
+            ClusterEvent::Admit {
+                room,
+                conn,
+                user,
+                name,
+                facts,
+                reply,
+                catchup,
+            } => {
+                let mut homes = self.homes.borrow_mut();
+                let home = homes.entry(room.clone()).or_insert_with(|| {
+                    let meta = Arc::new(RoomMeta {
+                        home: self.index,
+                        private: facts.private,
+                        max_members: facts.max_members,
+                        overflow: facts.overflow,
+                        explicit: facts.explicit,
+                        members: AtomicU32::new(0),
+                        seq: AtomicU64::new(0),
+                    });
+                    // The index lists the rooms with members here (for
+                    // /api/rooms and /metrics); its room cap does not apply
+                    // to a room that Redis admitted already.
+                    let _ = self.shared.rooms.insert(room.clone(), meta.clone());
+                    HomeRoom::new(meta, 0, self.shared.shards())
+                });
+                let shard = self.shard_of(conn);
+                if let std::collections::hash_map::Entry::Vacant(slot) = home.members.entry(conn) {
+                    slot.insert(Member { user, name });
+                    home.per_shard[shard] += 1;
+                    home.meta
+                        .members
+                        .store(home.members.len() as u32, Ordering::Relaxed);
+                }
+                out.push((
+                    shard,
+                    Delivery::Joined {
+                        conn,
+                        room,
+                        overflow: home.meta.overflow,
+                        reply,
+                    },
+                ));
+                for frame in catchup {
+                    out.push((shard, Delivery::ToConn { conn, frame }));
+                }
+            }
+            ClusterEvent::Removed { room, conn, reply } => {
+                let shard = self.shard_of(conn);
+                let mut homes = self.homes.borrow_mut();
+                if let Some(home) = homes.get_mut(&room) {
+                    if home.members.remove(&conn).is_some() {
+                        home.per_shard[shard] = home.per_shard[shard].saturating_sub(1);
+                        home.meta
+                            .members
+                            .store(home.members.len() as u32, Ordering::Relaxed);
+                    }
+                    if home.members.is_empty() {
+                        homes.remove(&room);
+                        self.shared.rooms.remove(&room);
+                    }
+                }
+                out.push((shard, Delivery::Left { conn, room, reply }));
+            }
+            ClusterEvent::Presence { room, frame, skip } => {
+                let homes = self.homes.borrow();
+                if let Some(home) = homes.get(&room) {
+                    home.fan_out(0, &frame, skip, out, &room);
+                }
+            }
+            ClusterEvent::Closed { room } => {
+                let Some(home) = self.homes.borrow_mut().remove(&room) else {
+                    return;
+                };
+                self.shared.rooms.remove(&room);
+                let frame = encode::room_closed(&room, "deleted");
+                for (shard, &count) in home.per_shard.iter().enumerate() {
+                    if count > 0 {
+                        out.push((
+                            shard,
+                            Delivery::RoomClosed {
+                                room: room.clone(),
+                                frame: frame.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Make sure `room` has one entry in the expiry heap.

@@ -136,30 +136,66 @@ impl Shard {
         self.conns.borrow().len()
     }
 
-    /// Add a connection to the shard's tables.
-    fn register(&self, conn: &Rc<Conn>) {
+    /// Add a connection to the shard's tables; true if it is the first of
+    /// its user on this shard.
+    fn register(&self, conn: &Rc<Conn>) -> bool {
         self.conns.borrow_mut().insert(conn.id, conn.clone());
         let mut users = self.local_users.borrow_mut();
         let list = users.entry(conn.user.clone()).or_default();
-        if list.is_empty() {
+        let first = list.is_empty();
+        if first {
             self.shared.users.attach(&conn.user, self.index);
         }
         list.push(conn.clone());
+        first
     }
 
     /// Remove a closed connection from the shard's tables (its rooms were
-    /// left already).
-    fn unregister(&self, conn: &Conn) {
+    /// left already); true if it was the last of its user on this shard.
+    fn unregister(&self, conn: &Conn) -> bool {
         self.conns.borrow_mut().remove(&conn.id);
         let mut users = self.local_users.borrow_mut();
+        let mut last = false;
         if let Some(list) = users.get_mut(&conn.user) {
             list.retain(|c| c.id != conn.id);
             if list.is_empty() {
                 users.remove(&conn.user);
                 self.shared.users.detach(&conn.user, self.index);
+                last = true;
             }
         }
         self.conn_closed.notify();
+        last
+    }
+
+    /// Cluster mode: tell the backplane this shard gained its first (or
+    /// lost its last) connection of `user`, so the node hears (or stops
+    /// hearing) the user's channel.
+    async fn watch_user(&self, user: &Arc<str>, watch: bool) {
+        if let Some(cluster) = &self.shared.cluster {
+            let op = crate::cluster::Op::WatchUser {
+                user: user.clone(),
+                watch,
+            };
+            cluster.submit(op).await;
+        }
+    }
+
+    /// Leave `room` for `origin` (a client's `leave`, or a closing
+    /// connection): through the room's home, or the backplane in cluster
+    /// mode.
+    pub async fn leave(&self, room: Arc<str>, origin: Origin) {
+        match &self.shared.cluster {
+            Some(cluster) => {
+                cluster
+                    .submit(crate::cluster::Op::Leave { origin, room })
+                    .await
+            }
+            None => {
+                let home = crate::router::home_of(&room, self.shared.shards());
+                self.request(home, Request::Leave { origin, room }).await;
+            }
+        }
     }
 
     /// Stop delivering `room` to `conn` on this shard.
@@ -405,9 +441,7 @@ impl Shard {
             self.orphan_signal.wait().await;
             let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
             for (conn, room) in orphans {
-                let home = crate::router::home_of(&room, self.shared.shards());
-                let origin = Origin { conn, id: None };
-                self.request(home, Request::Leave { origin, room }).await;
+                self.leave(room, Origin { conn, id: None }).await;
             }
         }
     }

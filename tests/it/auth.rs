@@ -404,6 +404,7 @@ fn startup_fails_clearly_on_bad_keys() {
         &shardcast::Overrides {
             listen: Some("127.0.0.1:0".into()),
             shards: Some(1),
+            ..Default::default()
         },
     )
     .expect("config");

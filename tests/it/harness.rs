@@ -25,6 +25,7 @@ impl TestBroker {
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
             shards: Some(2),
+            ..Overrides::default()
         };
         let config = Config::load_from(None, &[], &overrides).expect("default config");
         TestBroker { config }

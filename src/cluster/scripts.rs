@@ -1,0 +1,319 @@
+//! The data a cluster keeps in Redis, and the Lua scripts that change it.
+//!
+//! Every change to a room runs as one script, so Redis executes it
+//! atomically and in one total order: the script that gives a message its
+//! `seq` also appends it to the room's history stream and publishes it on
+//! the room's channel, and a join's cap check and its insert cannot
+//! interleave with another node's join.
+//!
+//! Keys of room `R` (the `{R}` hash tag keeps them in one Redis Cluster slot):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `sc:{R}:m` | hash | `seq`, `private`, `max`, `ovf`, `explicit`, `hist` |
+//! | `sc:{R}:p` | hash | presence: field `<node>/<conn>`, value `user` or `user\tname` |
+//! | `sc:{R}:h` | stream | history; entry id `<seq>-0`, field `f` = the message JSON |
+//! | `sc:{R}:c` | channel | the room's events, in `seq` order (see [`super::wire`]) |
+//!
+//! Node keys: `sc:nodes` (sorted set: node id by heartbeat deadline, ms of
+//! Redis' clock) and `sc:n:<node>` (set of rooms where the node has members).
+//! Channels `sc:u:<user>` (direct messages and notifications to a user) and
+//! `sc:all` (broadcasts).
+//!
+//! Scripts answer with an array whose first element is a status: 0 for
+//! success, or one of the negative codes of [`Status`]; they never raise, so
+//! one refusal cannot fail a pipelined batch.
+
+/// A script's status answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Done.
+    Ok,
+    /// The room does not exist.
+    NotFound,
+    /// The connection is not a member.
+    NotMember,
+    /// Joining would create the room, and the connection may not.
+    MayNotCreate,
+    /// The room is private and the connection has no grant for it.
+    Private,
+    /// The room is at `max_members`.
+    Full,
+    /// `create` of a room that exists.
+    Exists,
+    /// Only members may list a private room's members.
+    PrivateMembers,
+    /// A status this build does not know (a script of another version).
+    Unknown(i64),
+}
+
+impl Status {
+    /// The status a script answered.
+    pub fn from_code(code: i64) -> Status {
+        match code {
+            0 => Status::Ok,
+            -1 => Status::NotFound,
+            -2 => Status::NotMember,
+            -3 => Status::MayNotCreate,
+            -4 => Status::Private,
+            -5 => Status::Full,
+            -6 => Status::Exists,
+            -7 => Status::PrivateMembers,
+            other => Status::Unknown(other),
+        }
+    }
+}
+
+/// Room keys.
+pub fn meta_key(room: &str) -> String {
+    format!("sc:{{{room}}}:m")
+}
+/// Presence hash of a room.
+pub fn presence_key(room: &str) -> String {
+    format!("sc:{{{room}}}:p")
+}
+/// History stream of a room.
+pub fn history_key(room: &str) -> String {
+    format!("sc:{{{room}}}:h")
+}
+/// Event channel of a room.
+pub fn room_channel(room: &str) -> String {
+    format!("sc:{{{room}}}:c")
+}
+/// Channel of a user's direct messages and notifications.
+pub fn user_channel(user: &str) -> String {
+    format!("sc:u:{user}")
+}
+/// Channel of broadcasts.
+pub const ALL_CHANNEL: &str = "sc:all";
+/// Heartbeat deadlines of the nodes.
+pub const NODES_KEY: &str = "sc:nodes";
+/// Rooms where `node` has members.
+pub fn node_rooms_key(node: &str) -> String {
+    format!("sc:n:{node}")
+}
+/// The presence field of a member connection.
+pub fn member_field(node: &str, conn: u64) -> String {
+    format!("{node}/{conn}")
+}
+
+/// KEYS: meta, presence, history, channel, node rooms.
+/// ARGV: field, member value, create, may_create, auto_create,
+/// may_join_private, default max, default overflow, default history,
+/// since (-1: none), history_on_join, node, conn, room.
+///
+/// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
+/// (-1 none, 0, 1), rejoin (0/1), message...}`, or `{status}`.
+pub const JOIN: &str = r#"
+local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', meta) == 0 then
+  if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
+  if ARGV[4] ~= '1' then return {-3} end
+  redis.call('HSET', meta, 'seq', 0, 'private', 0, 'max', ARGV[7], 'ovf', ARGV[8],
+    'explicit', 0, 'hist', ARGV[9])
+end
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit')
+local seq = tonumber(m[1]) or 0
+if m[2] == '1' and ARGV[6] ~= '1' then return {-4} end
+local rejoin = redis.call('HEXISTS', pres, ARGV[1]) == 1
+if not rejoin then
+  if redis.call('HLEN', pres) >= (tonumber(m[3]) or 0) then return {-5, tonumber(m[3]) or 0} end
+  redis.call('HSET', pres, ARGV[1], ARGV[2])
+  redis.call('SADD', noderooms, ARGV[14])
+end
+redis.call('PERSIST', meta)
+redis.call('PERSIST', hist)
+local count = redis.call('HLEN', pres)
+local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0}
+local since = tonumber(ARGV[10])
+if since >= 0 then
+  local oldest = seq + 1
+  local first = redis.call('XRANGE', hist, '-', '+', 'COUNT', 1)
+  if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
+  if since <= seq and (since == seq or oldest <= since + 1) then out[8] = 1 else out[8] = 0 end
+  if since < seq then
+    local from = since + 1
+    if from < oldest then from = oldest end
+    for _, e in ipairs(redis.call('XRANGE', hist, string.format('%d-0', from), '+')) do
+      out[#out + 1] = e[2][2]
+    end
+  end
+else
+  local n = tonumber(ARGV[11])
+  if n > 0 then
+    local entries = redis.call('XREVRANGE', hist, '+', '-', 'COUNT', n)
+    for i = #entries, 1, -1 do out[#out + 1] = entries[i][2][2] end
+  end
+end
+if not rejoin then
+  redis.call('PUBLISH', chan, 'J ' .. ARGV[12] .. ' ' .. ARGV[13] .. ' ' .. count .. ' ' .. ARGV[2])
+end
+return out
+"#;
+
+/// KEYS: meta, presence, history, channel, node rooms.
+/// ARGV: field, node, conn, node keeps members (0/1), room, empty ttl ms.
+///
+/// Answer: `{0, count}` or `{status}`.
+pub const LEAVE: &str = r#"
+local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local v = redis.call('HGET', pres, ARGV[1])
+if not v then
+  if redis.call('EXISTS', meta) == 0 then return {-1} end
+  return {-2}
+end
+redis.call('HDEL', pres, ARGV[1])
+local count = redis.call('HLEN', pres)
+if ARGV[4] == '0' then redis.call('SREM', noderooms, ARGV[5]) end
+redis.call('PUBLISH', chan, 'L ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. count .. ' ' .. v)
+if count == 0 and redis.call('HGET', meta, 'explicit') == '0' then
+  redis.call('PEXPIRE', meta, ARGV[6])
+  redis.call('PEXPIRE', hist, ARGV[6])
+end
+return {0, count}
+"#;
+
+/// KEYS: meta, presence, history, channel.
+/// ARGV: field (empty: the system, no membership check), JSON before the
+/// seq, JSON after the seq, node, connection to skip (0: none).
+///
+/// Answer: `{0, seq}` or `{status}`.
+pub const PUBLISH: &str = r#"
+local meta, pres, hist, chan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+if ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then return {-2} end
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local msg = ARGV[2] .. seq .. ARGV[3]
+local keep = tonumber(redis.call('HGET', meta, 'hist')) or 0
+if keep > 0 then
+  redis.call('XADD', hist, 'MAXLEN', keep, string.format('%d-0', seq), 'f', msg)
+  local ttl = redis.call('PTTL', meta)
+  if ttl > 0 then redis.call('PEXPIRE', hist, ttl) end
+end
+redis.call('PUBLISH', chan, 'M ' .. seq .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. '\n' .. msg)
+return {0, seq}
+"#;
+
+/// KEYS: meta.
+/// ARGV: private (0/1), max members, overflow, history length.
+///
+/// Answer: `{0}` or `{status}`.
+pub const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-6} end
+redis.call('HSET', KEYS[1], 'seq', 0, 'private', ARGV[1], 'max', ARGV[2], 'ovf', ARGV[3],
+  'explicit', 1, 'hist', ARGV[4])
+return {0}
+"#;
+
+/// KEYS: meta, presence, history, channel.
+///
+/// Answer: `{0}` or `{status}`.
+pub const DELETE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', KEYS[4], 'X')
+return {0}
+"#;
+
+/// KEYS: meta, presence, history.
+/// ARGV: asking member's field (empty: the API, no private check), most
+/// members to list.
+///
+/// Answer: `{0, total, seq, private, max, overflow, explicit, history
+/// length, field, value, field, value...}` or `{status}`.
+pub const DETAILS: &str = r#"
+local meta, pres, hist = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit')
+if m[2] == '1' and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
+  return {-7}
+end
+local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, m[2], m[3], m[4], m[5],
+  redis.call('XLEN', hist)}
+local limit = tonumber(ARGV[2])
+local cursor = '0'
+local listed = 0
+repeat
+  local page = redis.call('HSCAN', pres, cursor, 'COUNT', 100)
+  cursor = page[1]
+  for i = 1, #page[2], 2 do
+    if listed < limit then
+      out[#out + 1] = page[2][i]
+      out[#out + 1] = page[2][i + 1]
+      listed = listed + 1
+    end
+  end
+until cursor == '0' or listed >= limit
+return out
+"#;
+
+/// KEYS: nodes, this node's rooms.
+/// ARGV: node, ttl ms, empty-room ttl ms.
+///
+/// Renews this node's heartbeat, then removes every node whose heartbeat
+/// ran out: its members leave presence (with `left` events) and the room
+/// counts. Answer: `{0, nodes removed}`.
+pub const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, node in ipairs(dead) do
+  local set = 'sc:n:' .. node
+  local prefix = node .. '/'
+  for _, room in ipairs(redis.call('SMEMBERS', set)) do
+    local meta = 'sc:{' .. room .. '}:m'
+    local pres = 'sc:{' .. room .. '}:p'
+    local hist = 'sc:{' .. room .. '}:h'
+    local chan = 'sc:{' .. room .. '}:c'
+    local fields = redis.call('HGETALL', pres)
+    for i = 1, #fields, 2 do
+      if string.sub(fields[i], 1, #prefix) == prefix then
+        redis.call('HDEL', pres, fields[i])
+        local conn = string.sub(fields[i], #prefix + 1)
+        local count = redis.call('HLEN', pres)
+        redis.call('PUBLISH', chan, 'L ' .. node .. ' ' .. conn .. ' ' .. count .. ' ' .. fields[i + 1])
+      end
+    end
+    if redis.call('HLEN', pres) == 0 and redis.call('HGET', meta, 'explicit') == '0' then
+      redis.call('PEXPIRE', meta, ARGV[3])
+      redis.call('PEXPIRE', hist, ARGV[3])
+    end
+  end
+  redis.call('DEL', set)
+  redis.call('ZREM', KEYS[1], node)
+end
+return {0, #dead}
+"#;
+
+/// KEYS: meta, presence, node rooms.
+/// ARGV: room, last seq this node delivered, private, max, overflow,
+/// explicit, history length, node, then field, value pairs of this node's
+/// members (which replace every entry of the node).
+///
+/// After a reconnect: puts back what a Redis restart (or a sweep of this
+/// node while it was cut off) lost, so the room's `seq` never goes back
+/// and presence lists this node's members again. Answer: `{0}`.
+pub const RESTORE: &str = r#"
+local meta, pres, noderooms = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', meta) == 0 then
+  redis.call('HSET', meta, 'seq', ARGV[2], 'private', ARGV[3], 'max', ARGV[4], 'ovf', ARGV[5],
+    'explicit', ARGV[6], 'hist', ARGV[7])
+elseif (tonumber(redis.call('HGET', meta, 'seq')) or 0) < tonumber(ARGV[2]) then
+  redis.call('HSET', meta, 'seq', ARGV[2])
+end
+redis.call('PERSIST', meta)
+local prefix = ARGV[8] .. '/'
+local fields = redis.call('HKEYS', pres)
+for _, f in ipairs(fields) do
+  if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', pres, f) end
+end
+for i = 9, #ARGV, 2 do redis.call('HSET', pres, ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', noderooms, ARGV[1])
+return {0}
+"#;
+
+/// Every script, for loading them after each connect.
+pub const ALL: [&str; 8] = [
+    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE,
+];

@@ -1,0 +1,503 @@
+//! Cluster mode: two or three real nodes and a real `redis-server` (each
+//! test starts its own on a free port, so tests share nothing).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shardcast::{Broker, Config, Overrides};
+
+use crate::harness::*;
+
+/// A `redis-server` of this test's own; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    /// Start one, or `None` (with a note) where redis-server is not
+    /// installed and this is not CI (`.ci/run` installs it).
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed (.ci/run installs it)"
+            );
+            eprintln!("skipping: redis-server is not installed");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Redis { child: None, port };
+        redis.spawn();
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill it (all data is lost: it keeps nothing on disk) and start a
+    /// fresh one on the same port after `down`.
+    fn restart(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node(redis: &Redis, name: &str) -> TestBroker {
+    let url = redis.url();
+    let name = name.to_string();
+    TestBroker::new().with(move |c| {
+        c.cluster.redis_url = url;
+        c.server.node_id = name;
+        c.cluster.node_ttl_ms = 1_500;
+        c.cluster.command_timeout_ms = 1_000;
+        c.cluster.reconnect_max_backoff_ms = 200;
+        c.auth.default_perms.push(shardcast::perms::Perm::Broadcast);
+    })
+}
+
+/// Frames of type `kind` until one matches `pred`.
+async fn recv_until(c: &mut Client, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let v = c.recv_type(kind).await;
+        if pred(&v) {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_total_order_across_two_nodes_and_history_from_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let mut m = a.user(&format!("ma{i}")).await;
+        m.join("lobby").await;
+        members.push(m);
+        let mut m = b.user(&format!("mb{i}")).await;
+        m.join("lobby").await;
+        members.push(m);
+    }
+    let mut pa = a.user("pa").await;
+    pa.join("lobby").await;
+    let mut pb = b.user("pb").await;
+    pb.join("lobby").await;
+    const EACH: u64 = 150;
+    let publish_a = tokio::spawn(async move {
+        for i in 0..EACH {
+            pa.ok(json!({"type": "publish", "room": "lobby", "data": {"from": "a", "i": i}}))
+                .await;
+        }
+        pa
+    });
+    let publish_b = tokio::spawn(async move {
+        for i in 0..EACH {
+            pb.ok(json!({"type": "publish", "room": "lobby", "data": {"from": "b", "i": i}}))
+                .await;
+        }
+        pb
+    });
+    let _pa = publish_a.await.expect("publisher a");
+    let _pb = publish_b.await.expect("publisher b");
+    let mut orders = Vec::new();
+    for m in &mut members {
+        let mut order = Vec::new();
+        for expected in 1..=2 * EACH {
+            let msg = m.recv_type("message").await;
+            assert_eq!(msg["seq"], expected, "gap-free, in seq order: {msg}");
+            order.push((msg["data"]["from"].clone(), msg["data"]["i"].clone()));
+        }
+        orders.push(order);
+    }
+    for order in &orders[1..] {
+        assert_eq!(
+            order, &orders[0],
+            "every member on every node sees one order"
+        );
+    }
+    // A client that reconnects to the other node recovers from Redis.
+    let mut late = b.user("late").await;
+    let ack = late
+        .ok(json!({"type": "join", "room": "lobby", "since": 2 * EACH - 5}))
+        .await;
+    assert_eq!(ack["seq"], 2 * EACH);
+    assert_eq!(ack["recovered"], true, "{ack}");
+    let seqs: Vec<u64> = ack["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (2 * EACH - 4..=2 * EACH).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_members_and_leave_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut alice = a.connect("user=alice&name=Alice").await;
+    alice.recv_type("welcome").await;
+    alice.join("team").await;
+    let mut bob = b.connect("user=bob").await;
+    bob.recv_type("welcome").await;
+    let ack = bob.join("team").await;
+    assert_eq!(ack["members"], 2, "{ack}");
+    let joined = alice.recv_type("joined").await;
+    assert_eq!(
+        (joined["user"].clone(), joined["members"].clone()),
+        (json!("bob"), json!(2))
+    );
+    let list = alice.ok(json!({"type": "members", "room": "team"})).await;
+    assert_eq!(list["total"], 2, "{list}");
+    let mut users: Vec<String> = list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["user"].as_str().expect("user").to_string())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    let (status, details) = http(b.addr, "GET", "/api/rooms/team", &[], None).await;
+    assert_eq!(
+        (status, details["members"].clone()),
+        (200, json!(2)),
+        "{details}"
+    );
+    bob.ok(json!({"type": "leave", "room": "team"})).await;
+    let left = alice.recv_type("left").await;
+    assert_eq!(
+        (left["user"].clone(), left["members"].clone()),
+        (json!("bob"), json!(1))
+    );
+    // A closed connection leaves too.
+    let mut carol = b.user("carol").await;
+    carol.join("team").await;
+    recv_until(&mut alice, "joined", |v| v["user"] == "carol").await;
+    drop(carol);
+    let left = recv_until(&mut alice, "left", |v| v["user"] == "carol").await;
+    assert_eq!(left["members"], 1);
+    // Publishing needs membership, on any node.
+    bob.err(
+        json!({"type": "publish", "room": "team", "data": 1}),
+        "not_member",
+    )
+    .await;
+    bob.err(
+        json!({"type": "publish", "room": "nowhere", "data": 1}),
+        "room_not_found",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_members_holds_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let (status, _) = http(
+        a.addr,
+        "POST",
+        "/api/rooms",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"room":"tiny","max_members":3}"#),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = http(
+        b.addr,
+        "POST",
+        "/api/rooms",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"room":"tiny"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("room_exists"))
+    );
+    let mut joins = Vec::new();
+    for i in 0..10 {
+        let addr = if i % 2 == 0 { a.addr } else { b.addr };
+        joins.push(tokio::spawn(async move {
+            let mut c = Client::connect(&format!("ws://{addr}/ws?user=u{i}")).await;
+            c.recv_type("welcome").await;
+            let reply = c.request(json!({"type": "join", "room": "tiny"})).await;
+            (reply, c)
+        }));
+    }
+    let mut admitted = 0;
+    let mut clients = Vec::new();
+    for j in joins {
+        let (reply, c) = j.await.expect("join task");
+        if reply["type"] == "ack" {
+            admitted += 1;
+        } else {
+            assert_eq!(reply["code"], "room_full", "{reply}");
+        }
+        clients.push(c);
+    }
+    assert_eq!(admitted, 3, "max_members is one cap for the whole cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_broadcast_notify_and_api_reach_other_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut sender = a.user("sender").await;
+    let mut dana = b.user("dana").await;
+    let mut dana2 = a.user("dana").await;
+    sender
+        .ok(json!({"type": "send", "to": "dana", "data": {"hi": 1}}))
+        .await;
+    for d in [&mut dana, &mut dana2] {
+        let direct = d.recv_type("direct").await;
+        assert_eq!(
+            (direct["from"].clone(), direct["data"].clone()),
+            (json!("sender"), json!({"hi": 1}))
+        );
+    }
+    sender.ok(json!({"type": "broadcast", "data": "all"})).await;
+    for d in [&mut dana, &mut dana2] {
+        assert_eq!(d.recv_type("broadcast").await["data"], "all");
+    }
+    let (status, body) = http(
+        a.addr,
+        "POST",
+        "/api/notify",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"user":"dana","data":"ping"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(dana.recv_type("notification").await["data"], "ping");
+    assert_eq!(dana2.recv_type("notification").await["data"], "ping");
+    // API publish on one node reaches members on the other.
+    dana.join("news").await;
+    let (status, body) = http(
+        a.addr,
+        "POST",
+        "/api/publish",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"room":"news","data":"extra"}"#),
+    )
+    .await;
+    assert_eq!((status, body["seq"].clone()), (200, json!(1)), "{body}");
+    let msg = dana.recv_type("message").await;
+    assert_eq!(
+        (msg["from"].clone(), msg["seq"].clone()),
+        (json!("system"), json!(1))
+    );
+    // Deleting on one node closes it for members on the other.
+    let (status, _) = http(a.addr, "DELETE", "/api/rooms/news", &[], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(dana.recv_type("room_closed").await["room"], "news");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_at_start_is_a_clear_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        shards: Some(1),
+        redis_url: Some(format!("redis://127.0.0.1:{port}")),
+    };
+    let mut config = Config::load_from(None, &[], &overrides).expect("config");
+    config.cluster.connect_timeout_ms = 500;
+    let err = Broker::start(config).err().expect("no Redis, no broker");
+    let text = err.to_string();
+    assert!(text.contains("cannot reach Redis"), "{text}");
+    // The binary says so and exits non-zero.
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis"])
+        .arg(format!("redis://127.0.0.1:{port}"))
+        .output()
+        .expect("run shardcast");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+}
+
+/// Publish until the cluster accepts it again (bounded).
+async fn publish_until_accepted(c: &mut Client, room: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let reply = c
+            .request(json!({"type": "publish", "room": room, "data": "after"}))
+            .await;
+        if reply["type"] == "ack" {
+            return reply;
+        }
+        assert_eq!(reply["code"], "unavailable", "{reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_keeps_connections_and_seq_and_loses_nothing_acknowledged() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut pub_a = a.user("pub").await;
+    pub_a.join("live").await;
+    let mut sub_b = b.user("sub").await;
+    sub_b.join("live").await;
+    for i in 0..5 {
+        pub_a
+            .ok(json!({"type": "publish", "room": "live", "data": i}))
+            .await;
+    }
+    for seq in 1..=5 {
+        assert_eq!(sub_b.recv_type("message").await["seq"], seq);
+    }
+    redis.restart(Duration::from_millis(300));
+    let ack = publish_until_accepted(&mut pub_a, "live").await;
+    let resumed = ack["seq"].as_u64().expect("seq");
+    let (_, metrics) = http_get(a.addr, "/metrics HTTP/1.1").await;
+    assert!(
+        metrics.contains("shardcast_cluster_refusals_total{code=\"unavailable\"}"),
+        "publishes refused while Redis was down are counted:\n{metrics}"
+    );
+    assert!(
+        resumed > 5,
+        "seq never goes back after a Redis restart: {ack}"
+    );
+    for i in 0..5 {
+        pub_a
+            .ok(json!({"type": "publish", "room": "live", "data": i}))
+            .await;
+    }
+    // The subscriber on the other node gets every acknowledged message
+    // once, in order, with the lost Redis' restart in between.
+    let mut last = 5;
+    let mut got = Vec::new();
+    while last < resumed + 5 {
+        let v = sub_b.recv().await;
+        match v["type"].as_str() {
+            Some("message") => {
+                let seq = v["seq"].as_u64().expect("seq");
+                assert!(seq > last, "no duplicates, in order: {seq} after {last}");
+                last = seq;
+                got.push(seq);
+            }
+            Some("gap") => last = v["to"].as_u64().expect("to"),
+            _ => {}
+        }
+    }
+    assert!(
+        got.ends_with(&(resumed..=resumed + 5).collect::<Vec<_>>()),
+        "{got:?}"
+    );
+    // Presence was put back: the other node lists both members.
+    let list = sub_b.ok(json!({"type": "members", "room": "live"})).await;
+    assert_eq!(list["total"], 2, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_presence_within_its_ttl() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let mut watcher = a.user("watcher").await;
+    watcher.join("hall").await;
+    // Node B is a child process, so it can die by SIGKILL.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--redis", &redis.url()])
+        .env("SHARDCAST_SERVER__NODE_ID", "node-b")
+        .env("SHARDCAST_CLUSTER__NODE_TTL_MS", "1500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node b");
+    let addr = listening_addr(&mut child);
+    let mut doomed = Client::connect(&format!("ws://{addr}/ws?user=doomed")).await;
+    doomed.recv_type("welcome").await;
+    doomed.join("hall").await;
+    recv_until(&mut watcher, "joined", |v| v["user"] == "doomed").await;
+    let killed = Instant::now();
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let left = recv_until(&mut watcher, "left", |v| v["user"] == "doomed").await;
+    assert_eq!(left["members"], 1);
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "removed within a bounded time"
+    );
+    let list = watcher.ok(json!({"type": "members", "room": "hall"})).await;
+    assert_eq!(list["total"], 1, "{list}");
+}
+
+/// Read a child broker's log until it says where it listens.
+fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("node exited before listening")
+            .expect("read stderr");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let addr = rest.split_whitespace().next().expect("addr");
+            break addr.parse().expect("socket address");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}
