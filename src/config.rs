@@ -101,8 +101,16 @@ pub struct ClusterConfig {
     /// Redis fail with `unavailable`.
     pub command_queue: usize,
     /// Room messages a node keeps per room to catch up a member whose join
-    /// answer came back after messages that follow it.
+    /// answer came back after messages that follow it (and bytes: at most
+    /// `room.history_max_bytes`).
     pub catchup_messages: usize,
+    /// Messages read from the subscriber connection and not yet handled;
+    /// beyond this the node stops reading, and Redis drops the connection
+    /// once its pub/sub output buffer limit is hit (the node then
+    /// resubscribes and repairs from the history streams).
+    pub subscriber_queue: usize,
+    /// Bytes of such messages.
+    pub subscriber_queue_bytes: usize,
     /// A node that has not renewed its heartbeat for this long is dead: its
     /// members leave presence and the room counts.
     pub node_ttl_ms: u64,
@@ -117,6 +125,8 @@ impl Default for ClusterConfig {
             reconnect_max_backoff_ms: 2_000,
             command_queue: 65_536,
             catchup_messages: 256,
+            subscriber_queue: 8_192,
+            subscriber_queue_bytes: 16 * 1024 * 1024,
             node_ttl_ms: 10_000,
         }
     }
@@ -555,11 +565,8 @@ impl Config {
         }
         let c = &self.cluster;
         if c.enabled() {
-            if !(c.redis_url.starts_with("redis://") || c.redis_url.starts_with("redis+unix://")) {
-                return Err(invalid(
-                    "cluster.redis_url",
-                    "must start with redis:// (or redis+unix://)",
-                ));
+            if !c.redis_url.starts_with("redis://") {
+                return Err(invalid("cluster.redis_url", "must start with redis://"));
             }
             for (key, value) in [
                 ("cluster.connect_timeout_ms", c.connect_timeout_ms),
@@ -569,6 +576,11 @@ impl Config {
                     c.reconnect_max_backoff_ms,
                 ),
                 ("cluster.command_queue", c.command_queue as u64),
+                ("cluster.subscriber_queue", c.subscriber_queue as u64),
+                (
+                    "cluster.subscriber_queue_bytes",
+                    c.subscriber_queue_bytes as u64,
+                ),
             ] {
                 if value == 0 {
                     return Err(invalid(key, "must be > 0"));

@@ -319,6 +319,8 @@ pub struct ClusterFigures {
     pub published: u64,
     /// Ranges of messages lost between Redis and this node.
     pub gaps: u64,
+    /// Holes filled from a room's history stream.
+    pub repairs: u64,
     /// Operations refused by the cluster, by code.
     pub refusals: Vec<(&'static str, u64)>,
 }
@@ -330,6 +332,7 @@ impl ClusterFigures {
         ClusterFigures {
             published: counters.published.load(Relaxed),
             gaps: counters.gaps.load(Relaxed),
+            repairs: counters.repairs.load(Relaxed),
             refusals: crate::error::ErrorCode::ALL
                 .iter()
                 .zip(&counters.refusals)
@@ -489,6 +492,13 @@ pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> 
             "cluster_gaps",
             "Ranges of room messages lost between Redis and this node (members got `gap`)",
             gaps,
+        );
+        let repairs = Counter::<u64>::default();
+        repairs.inc_by(cluster.repairs);
+        r.register(
+            "cluster_repairs",
+            "Holes in a room's messages filled from its history stream in Redis",
+            repairs,
         );
         let refusals = counter_family(
             &mut r,

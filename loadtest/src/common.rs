@@ -35,6 +35,11 @@ pub(crate) struct Common {
     /// PID of the server, to sample its CPU time and RSS (Linux).
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
+    /// More processes of the system under test (the other nodes of a
+    /// cluster, its Redis), comma-separated: their CPU time and RSS are
+    /// added to the server's in the figures.
+    #[arg(long, value_delimiter = ',', requires = "server_pid")]
+    pub(crate) also_pid: Vec<u32>,
     /// Loopback source addresses to spread client sockets over, as a range
     /// (127.0.0.1-127.0.0.8) or a comma list.
     #[arg(long, default_value = "127.0.0.1")]
@@ -131,7 +136,7 @@ pub(crate) fn parse_sources(spec: &str) -> Result<Vec<IpAddr>, String> {
 /// CPU and memory of the server and of the generator over a window.
 pub(crate) struct Window {
     started: Instant,
-    server_pid: Option<String>,
+    server_pids: Vec<String>,
     server_start: Option<ProcSample>,
     self_start: Option<ProcSample>,
 }
@@ -150,13 +155,19 @@ pub(crate) struct WindowFigures {
 }
 
 impl Window {
-    /// Start measuring now.
-    pub(crate) fn start(server_pid: Option<u32>) -> Window {
-        let server_pid = server_pid.map(|p| p.to_string());
+    /// Start measuring now (the server is `--server-pid` and every
+    /// `--also-pid`).
+    pub(crate) fn start(common: &Common) -> Window {
+        let server_pids: Vec<String> = common
+            .server_pid
+            .iter()
+            .chain(&common.also_pid)
+            .map(|p| p.to_string())
+            .collect();
         Window {
             started: Instant::now(),
-            server_start: server_pid.as_deref().and_then(procstat::sample),
-            server_pid,
+            server_start: sample_all(&server_pids),
+            server_pids,
             self_start: procstat::sample("self"),
         }
     }
@@ -164,7 +175,7 @@ impl Window {
     /// Stop and report.
     pub(crate) fn finish(&self) -> WindowFigures {
         let secs = self.started.elapsed().as_secs_f64();
-        let server_end = self.server_pid.as_deref().and_then(procstat::sample);
+        let server_end = sample_all(&self.server_pids);
         let self_end = procstat::sample("self");
         let (server_cpu_secs, server_rss_kib) = match (self.server_start, server_end) {
             (Some(a), Some(b)) => (Some(b.cpu_secs - a.cpu_secs), Some((a.rss_kib, b.rss_kib))),
@@ -181,6 +192,21 @@ impl Window {
             generator_cpu_secs,
         }
     }
+}
+
+/// The sum of the samples of `pids`; `None` if there are none or one
+/// cannot be read.
+fn sample_all(pids: &[String]) -> Option<ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = ProcSample::default();
+    for pid in pids {
+        let s = procstat::sample(pid)?;
+        total.cpu_secs += s.cpu_secs;
+        total.rss_kib += s.rss_kib;
+    }
+    Some(total)
 }
 
 impl WindowFigures {

@@ -65,7 +65,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(Value, bool), String> {
     let counters = Arc::new(Counters::default());
     let open_now = Arc::new(AtomicU64::new(0));
     let prefix = args.common.user_prefix.clone();
-    let window = Window::start(args.common.server_pid);
+    let window = Window::start(&args.common);
     let ticker = progress::spawn(counters.clone(), ["opened/s", "failed/s"]);
     let start = tokio::time::Instant::now();
     let mut attempts = Vec::with_capacity(args.connections);

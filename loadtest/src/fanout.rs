@@ -44,6 +44,15 @@ pub(crate) struct FanoutArgs {
     /// In-flight publishes per publisher with `--rate max`.
     #[arg(long, default_value_t = 64)]
     pub(crate) window: usize,
+    /// Another node of the same cluster (repeatable): members are spread
+    /// round-robin over `--url` and these; publishers stay on `--url`. For
+    /// measuring cross-node fan-out.
+    #[arg(long = "member-url", value_name = "URL")]
+    pub(crate) member_urls: Vec<String>,
+    /// Put every member on the `--member-url` nodes, none on `--url` (so
+    /// every delivery crosses the cluster's backplane).
+    #[arg(long, requires = "member_urls")]
+    pub(crate) members_only_on_others: bool,
 }
 
 /// Phases of a run, broadcast to every task.
@@ -95,6 +104,20 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
 /// Run the scenario; returns the JSON result and whether it was lossless.
 pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let (target, sources) = args.common.resolve()?;
+    let mut member_targets = vec![target.clone()];
+    for url in &args.member_urls {
+        let mut other = Target::parse(url)?;
+        if !other.addr.ip().is_loopback() {
+            return Err(format!(
+                "{url}: the load generator only targets loopback addresses (127.0.0.0/8, ::1)"
+            ));
+        }
+        other.credentials = target.credentials.clone();
+        member_targets.push(other);
+    }
+    if args.members_only_on_others {
+        member_targets.remove(0);
+    }
     let rate = match args.rate.as_str() {
         "max" => Rate::Max(args.window),
         n => match n.parse::<f64>() {
@@ -138,7 +161,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     for r in 0..args.rooms {
         for m in 0..args.members {
             let n = r * args.members + m;
-            let target = target.for_user(&format!("{prefix}-m{r}-{m}"));
+            let node = &member_targets[n % member_targets.len()];
+            let target = node.for_user(&format!("{prefix}-m{r}-{m}"));
             let source = sources[n % sources.len()];
             let room = format!("{prefix}-room-{r}");
             let gate = gate.clone();
@@ -207,7 +231,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
 
     let ticker = progress::spawn(counters.clone(), progress::DELIVERIES);
     tokio::time::sleep(Duration::from_secs(args.common.warmup)).await;
-    let window = Window::start(args.common.server_pid);
+    let window = Window::start(&args.common);
     let _ = phase_tx.send(Phase::Measure);
     println!("  measuring for {} s", args.common.duration);
     tokio::time::sleep(Duration::from_secs(args.common.duration)).await;
@@ -309,6 +333,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         "rooms": args.rooms, "members": args.members, "publishers": args.publishers,
         "payload": args.payload, "rate": args.rate, "window": args.window,
         "duration": args.common.duration, "warmup": args.common.warmup,
+        "member_urls": args.member_urls,
+        "members_only_on_others": args.members_only_on_others,
     });
     let mut result = common::environment(&args.common, "fanout", parameters);
     result["results"] = json!({

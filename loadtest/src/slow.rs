@@ -222,7 +222,7 @@ pub(crate) async fn run(args: SlowArgs) -> Result<(Value, bool), String> {
 
     let ticker = progress::spawn(counters.clone(), progress::DELIVERIES);
     tokio::time::sleep(Duration::from_secs(args.common.warmup)).await;
-    let window = Window::start(args.common.server_pid);
+    let window = Window::start(&args.common);
     let _ = phase_tx.send(Phase::Measure);
     println!("  measuring for {} s", args.common.duration);
     tokio::time::sleep(Duration::from_secs(args.common.duration)).await;

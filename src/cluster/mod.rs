@@ -25,6 +25,7 @@
 
 pub mod backplane;
 pub mod scripts;
+pub mod subscriber;
 pub mod wire;
 
 use std::sync::Arc;
@@ -161,6 +162,9 @@ pub struct ClusterCounters {
     pub refusals: [AtomicU64; ErrorCode::ALL.len()],
     /// Ranges of messages lost between Redis and this node (`gap` sent).
     pub gaps: AtomicU64,
+    /// Holes in a room's messages filled from its history stream (after a
+    /// resubscribe, or a message that came before one it follows).
+    pub repairs: AtomicU64,
 }
 
 impl ClusterCounters {

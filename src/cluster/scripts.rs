@@ -186,7 +186,14 @@ local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local msg = ARGV[2] .. seq .. ARGV[3]
 local keep = tonumber(redis.call('HGET', meta, 'hist')) or 0
 if keep > 0 then
-  redis.call('XADD', hist, 'MAXLEN', keep, string.format('%d-0', seq), 'f', msg)
+  local id = string.format('%d-0', seq)
+  local added = redis.pcall('XADD', hist, 'MAXLEN', keep, id, 'f', msg)
+  if type(added) == 'table' and added.err then
+    -- A stream left from an earlier life of the room holds larger ids:
+    -- it is stale history, start it again.
+    redis.call('DEL', hist)
+    redis.call('XADD', hist, 'MAXLEN', keep, id, 'f', msg)
+  end
   local ttl = redis.call('PTTL', meta)
   if ttl > 0 then redis.call('PEXPIRE', hist, ttl) end
 end

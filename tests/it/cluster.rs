@@ -318,6 +318,18 @@ async fn send_broadcast_notify_and_api_reach_other_nodes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(dana.recv_type("notification").await["data"], "ping");
     assert_eq!(dana2.recv_type("notification").await["data"], "ping");
+    let (status, body) = http(
+        b.addr,
+        "POST",
+        "/api/broadcast",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"data":"everyone"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for d in [&mut dana, &mut dana2, &mut sender] {
+        assert_eq!(d.recv_type("notification").await["data"], "everyone");
+    }
     // API publish on one node reaches members on the other.
     dana.join("news").await;
     let (status, body) = http(
@@ -500,4 +512,145 @@ fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
     };
     std::thread::spawn(move || for _ in lines {});
     addr
+}
+
+/// One inline command to the test's Redis; its answer.
+fn redis_command(redis: &Redis, command: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("redis");
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .expect("send command");
+    let mut answer = [0u8; 256];
+    let n = s.read(&mut answer).expect("answer");
+    String::from_utf8_lossy(&answer[..n]).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_during_publishes_get_every_later_seq_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut publisher = a.user("pub").await;
+    publisher.join("busy").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let publishing = tokio::spawn(async move {
+        let mut sent = 0u64;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) && sent < 5_000 {
+            publisher
+                .send(json!({"type": "publish", "room": "busy", "data": sent}))
+                .await;
+            sent += 1;
+            if sent % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        publisher
+    });
+    for i in 0..12 {
+        let server = if i % 2 == 0 { &b } else { &a };
+        let mut joiner = server.user(&format!("j{i}")).await;
+        let ack = joiner.join("busy").await;
+        let at = ack["seq"].as_u64().expect("seq");
+        for expected in at + 1..=at + 5 {
+            let msg = joiner.recv_type("message").await;
+            assert_eq!(msg["seq"], expected, "joined at {at}: {msg}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _publisher = publishing.await.expect("publisher");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_is_repaired_from_the_stream_without_duplicates() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut publisher = a.user("pub").await;
+    publisher.join("feed").await;
+    let mut reader = b.user("reader").await;
+    reader.join("feed").await;
+    const TOTAL: u64 = 60;
+    for i in 0..TOTAL {
+        if i == 20 {
+            // Cut every subscriber connection; commands keep working, so
+            // messages go on being sequenced while the nodes resubscribe.
+            let killed = redis_command(&redis, "CLIENT KILL TYPE pubsub");
+            assert_eq!(killed, ":2", "one subscriber connection per node");
+        }
+        publisher
+            .ok(json!({"type": "publish", "room": "feed", "data": i}))
+            .await;
+    }
+    for expected in 1..=TOTAL {
+        let msg = reader.recv_type("message").await;
+        assert_eq!(msg["seq"], expected, "in order, once each: {msg}");
+    }
+    reader.silent(Duration::from_millis(300)).await;
+    let (_, metrics) = http_get(b.addr, "/metrics HTTP/1.1").await;
+    let repairs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shardcast_cluster_repairs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("repairs counter");
+    assert!(
+        repairs >= 1,
+        "the resubscribed node read the stream:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_cut_off_instead_of_growing() {
+    use shardcast::cluster::subscriber::{self, Bounds, Endpoint, SubEvent};
+    let Some(redis) = Redis::start() else { return };
+    let answer = redis_command(
+        &redis,
+        "CONFIG SET client-output-buffer-limit \"pubsub 256kb 128kb 1\"",
+    );
+    assert_eq!(answer, "+OK");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let endpoint = Endpoint::of(&client).expect("endpoint");
+    let bounds = Bounds {
+        queue: 4,
+        queue_bytes: 256 * 1024,
+        max_payload: 1 << 20,
+        connect_timeout: Duration::from_secs(2),
+    };
+    let (mut sub, mut events) = subscriber::connect(&endpoint, bounds)
+        .await
+        .expect("subscriber");
+    sub.subscribe(&["flood".to_string()])
+        .await
+        .expect("subscribe");
+    assert!(matches!(events.recv().await, Some(SubEvent::Subscribed(c)) if c == "flood"));
+    // 400 x 64 KiB = 25 MiB while nobody reads: more than the socket
+    // buffers and Redis' 256 KiB allowance together.
+    const SENT: usize = 400;
+    let published = tokio::task::spawn_blocking(move || {
+        let mut con = client.get_connection().expect("connection");
+        let payload = vec![b'x'; 64 * 1024];
+        for _ in 0..SENT {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("flood")
+                .arg(&payload)
+                .query(&mut con)
+                .expect("publish");
+        }
+    });
+    published.await.expect("publisher");
+    let mut received = 0;
+    let lost = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(SubEvent::Message { .. })) => received += 1,
+            Ok(Some(SubEvent::Lost(reason))) => break reason,
+            Ok(Some(_)) => {}
+            Ok(None) => break "ended".to_string(),
+            Err(_) => panic!("neither cut off nor done after {received} messages"),
+        }
+    };
+    eprintln!("slow subscriber: {received} of {SENT} received, then: {lost}");
+    assert!(
+        received < SENT,
+        "Redis cut the slow subscriber off ({lost}) after {received} of {SENT}: nothing piled up here"
+    );
 }
