@@ -182,7 +182,7 @@ fn bad_arguments_fail_clearly() {
 
 #[test]
 fn bad_arguments_of_new_scenarios_fail_clearly() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["slow-consumer", "--fast", "0"], "--fast"),
         (&["slow-consumer", "--rate", "0"], "--rate"),
         (&["slow-consumer", "--overflow", "sometimes"], "--overflow"),
@@ -192,6 +192,12 @@ fn bad_arguments_of_new_scenarios_fail_clearly() {
         (&["connect", "--url", "ws://192.168.1.1:80/ws"], "loopback"),
         (&["chat", "--rooms", "0"], "--rooms"),
         (&["chat", "--rate", "0"], "--rate"),
+        (
+            &["fanout", "--member-url", "ws://10.0.0.1:80/ws"],
+            "loopback",
+        ),
+        (&["fanout", "--members-only-on-others"], "--member-url"),
+        (&["fanout", "--also-pid", "1"], "--server-pid"),
     ];
     for (args, expected) in cases {
         let (code, out, json) = run(args);
@@ -429,4 +435,51 @@ fn fanout_against_a_jwt_broker_mints_a_token_per_user() {
     assert_eq!(code, 2);
     assert!(out.contains("--token-secret"), "{out}");
     b.shutdown();
+}
+
+#[test]
+fn fanout_spreads_members_over_member_urls_and_sums_also_pids() {
+    // One broker under two URLs stands in for two nodes of a cluster:
+    // the publisher on the first, every member on the second.
+    let b = broker(2);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let alias = format!("ws://127.0.0.1:{}/ws", b.local_addr().port());
+    let pid = std::process::id().to_string();
+    let (code, out, json) = run(&[
+        "fanout",
+        "--url",
+        &url,
+        "--member-url",
+        &alias,
+        "--members-only-on-others",
+        "--members",
+        "8",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--server-pid",
+        &pid,
+        "--also-pid",
+        &pid,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["parameters"]["member_urls"][0], alias.as_str());
+    assert_eq!(json["parameters"]["members_only_on_others"], true);
+    assert_eq!(json["results"]["delivery_ratio"], 1.0, "{out}");
+    let window = &json["results"]["window"];
+    let rss = window["server_rss_kib_end"].as_u64().expect("rss");
+    let own = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .expect("own rss");
+    // The same process counted twice: about twice its RSS.
+    assert!(
+        rss > own * 3 / 2,
+        "also-pid is summed: {rss} KiB vs {own} KiB"
+    );
 }
