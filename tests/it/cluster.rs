@@ -467,30 +467,71 @@ async fn a_killed_node_leaves_presence_within_its_ttl() {
     let mut watcher = a.user("watcher").await;
     watcher.join("hall").await;
     // Node B is a child process, so it can die by SIGKILL.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(["--redis", &redis.url()])
-        .env("SHARDCAST_SERVER__NODE_ID", "node-b")
-        .env("SHARDCAST_CLUSTER__NODE_TTL_MS", "1500")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node b");
-    let addr = listening_addr(&mut child);
+    let (mut child, addr) = spawn_node(&redis, "node-b", 1_500);
     let mut doomed = Client::connect(&format!("ws://{addr}/ws?user=doomed")).await;
     doomed.recv_type("welcome").await;
     doomed.join("hall").await;
     recv_until(&mut watcher, "joined", |v| v["user"] == "doomed").await;
     let killed = Instant::now();
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
+    child.kill();
     let left = recv_until(&mut watcher, "left", |v| v["user"] == "doomed").await;
     assert_eq!(left["members"], 1);
     assert!(
         killed.elapsed() < Duration::from_secs(10),
         "removed within a bounded time"
     );
+    let list = watcher.ok(json!({"type": "members", "room": "hall"})).await;
+    assert_eq!(list["total"], 1, "{list}");
+}
+
+/// A node as a child process, so it can be SIGKILLed; killed on drop.
+struct ChildNode(Child);
+
+impl ChildNode {
+    fn kill(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Start a node as a child process: (the child, its address).
+fn spawn_node(redis: &Redis, id: &str, ttl_ms: u64) -> (ChildNode, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--redis", &redis.url()])
+        .env("SHARDCAST_SERVER__NODE_ID", id)
+        .env("SHARDCAST_CLUSTER__NODE_TTL_MS", ttl_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let addr = listening_addr(&mut child);
+    (ChildNode(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_id_clears_its_old_members_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let mut watcher = a.user("watcher").await;
+    watcher.join("hall").await;
+    // A heartbeat far longer than the test: only the restart can clear it.
+    let (mut child, addr) = spawn_node(&redis, "node-b", 60_000);
+    let mut ghost = Client::connect(&format!("ws://{addr}/ws?user=ghost")).await;
+    ghost.recv_type("welcome").await;
+    ghost.join("hall").await;
+    recv_until(&mut watcher, "joined", |v| v["user"] == "ghost").await;
+    child.kill();
+    let (_again, _) = spawn_node(&redis, "node-b", 60_000);
+    let left = recv_until(&mut watcher, "left", |v| v["user"] == "ghost").await;
+    assert_eq!(left["members"], 1);
     let list = watcher.ok(json!({"type": "members", "room": "hall"})).await;
     assert_eq!(list["total"], 1, "{list}");
 }

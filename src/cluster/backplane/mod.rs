@@ -97,8 +97,16 @@ pub fn spawn(
                 let pubsub = subscriber::connect(&setup.0, setup.1).await;
                 match (commands, pubsub) {
                     (Ok(cmd), Ok(pubsub)) => {
-                        let _ = ready_tx.send(Ok(()));
                         let mut backplane = Backplane::new(shared, client, cfg, cmd, pubsub, setup);
+                        // A node restarted under the same id before its
+                        // heartbeat ran out: what Redis still lists for it
+                        // is stale (it has no members yet).
+                        if let Err(e) = backplane.remove_this_node().await {
+                            let _ = ready_tx
+                                .send(Err(format!("clearing this node's old entries: {e}")));
+                            return;
+                        }
+                        let _ = ready_tx.send(Ok(()));
                         backplane.run(ops).await;
                     }
                     (Err(e), _) | (_, Err(e)) => {
@@ -596,8 +604,19 @@ impl Backplane {
     /// Drain: remove this node's members from Redis now rather than when
     /// its heartbeat runs out.
     async fn leave_cluster(&mut self) {
+        if let Err(e) = self.remove_this_node().await {
+            tracing::warn!(
+                error = %e,
+                "cluster: could not remove this node's members at shutdown; its heartbeat will run out"
+            );
+        }
+    }
+
+    /// Run the dead-node sweep with this node's heartbeat already expired:
+    /// its presence entries go (with `left` events) and its heartbeat too.
+    async fn remove_this_node(&mut self) -> Result<(), String> {
         let Some(mut conn) = self.cmd.clone() else {
-            return;
+            return Err("no command connection".into());
         };
         let nodes_rooms = scripts::node_rooms_key(&self.node);
         let mut cmd = evalsha(&self.shas.heartbeat, &[scripts::NODES_KEY, &nodes_rooms]);
@@ -605,11 +624,10 @@ impl Backplane {
             .arg(-1)
             .arg(self.shared.config.room.empty_ttl_ms);
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
-        let answer = tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await;
-        if !matches!(answer, Ok(Ok(_))) {
-            tracing::warn!(
-                "cluster: could not remove this node's members at shutdown; its heartbeat will run out"
-            );
+        match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }
     }
 
