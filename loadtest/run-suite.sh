@@ -142,6 +142,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 run fanout-1x1000-max fanout --rooms 1 --members 1000 --rate max --duration 10
 run fanout-1x1000-rate200 fanout --rooms 1 --members 1000 --rate 200 --duration 10
 run fanout-100x100-max fanout --rooms 100 --members 100 --rate max --duration 10
+# Many small rooms, every room's 10 publishers at a fixed rate: 0.5/s each
+# (25,000 deliveries/s offered) for latency, 2/s (100,000/s) for throughput.
+run fanout-500x10-rate0.5 fanout --rooms 500 --members 10 --publishers 10 --rate 0.5 --duration 10
+run fanout-500x10-rate2 fanout --rooms 500 --members 10 --publishers 10 --rate 2 --duration 10
 run chat-200x10 chat --rooms 200 --room-size 10 --duration 10
 # A fresh broker (as for every run), so RSS per connection is clean.
 run idle-10000 idle --connections 10000 --duration 10
@@ -157,7 +161,7 @@ if ((${#results[@]} == 0)); then
 fi
 log "report on ${#results[@]} result(s)"
 names=()
-for r in fanout-1x1000-max fanout-1x1000-rate200 fanout-100x100-max chat-200x10 idle-10000 slow-consumer; do
+for r in fanout-1x1000-max fanout-1x1000-rate200 fanout-100x100-max fanout-500x10-rate0.5 fanout-500x10-rate2 chat-200x10 idle-10000 slow-consumer; do
     [[ -f $RESULTS_DIR/$r.json ]] && names+=("$r.json")
 done
 (cd "$RESULTS_DIR" && timeout "$REPORT_LIMIT_SECS" "$LOADTEST" report "${names[@]}" --out "$RESULTS_DIR/report")
