@@ -353,10 +353,10 @@ fuzz_target!(|data: &[u8]| {
     run_client(server.broker.local_addr(), data);
     server.witness.check();
     server.inputs += 1;
-    if server.inputs >= RESTART_EVERY || server.broker.rooms() > MAX_ROOMS_BEFORE_RESTART {
-        if let Some(old) = guard.take() {
-            drop(old.witness);
-            assert!(old.broker.shutdown(), "the broker's drain did not finish");
-        }
+    if (server.inputs >= RESTART_EVERY || server.broker.rooms() > MAX_ROOMS_BEFORE_RESTART)
+        && let Some(old) = guard.take()
+    {
+        drop(old.witness);
+        assert!(old.broker.shutdown(), "the broker's drain did not finish");
     }
 });
