@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod browser;
 mod closes;
+mod faults;
 mod harness;
 mod invariants;
 mod process;
