@@ -1,14 +1,15 @@
 //! Faults sized for CI: slowloris handshakes, clients that vanish, a flood
-//! from one client, and accept() failing for want of file descriptors.
-//! Each checks the broker's figures, not just survival.
+//! from one client, SIGTERM under load, and accept() failing for want of
+//! file descriptors. Each checks the broker's figures, not just survival.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use serde_json::json;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 use crate::process::ChildBroker;
@@ -235,6 +236,113 @@ async fn publish_flood_is_rate_limited_and_others_get_everything() {
         got.push(v["seq"].as_u64().expect("seq"));
     }
     assert_eq!(got, acked.into_iter().collect::<Vec<_>>());
+}
+
+/// SIGTERM while publishers run: every client gets 1001, the process
+/// exits 0 within the drain timeout, and every publish acknowledged with a
+/// seq reached every member before its 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_nothing_acknowledged() {
+    const MEMBERS: usize = 6;
+    const PUBLISHERS: usize = 2;
+    let mut broker = ChildBroker::spawn(&[
+        ("SHARDCAST_SERVER__DRAIN_TIMEOUT_MS", "5000"),
+        // Members read as fast as they can; no 4000 for a slow test machine.
+        ("SHARDCAST_LIMITS__OUTBOUND_QUEUE_MESSAGES", "100000"),
+        ("SHARDCAST_LIMITS__OUTBOUND_QUEUE_BYTES", "67108864"),
+    ]);
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let mut m = broker.user(&format!("m{i}")).await;
+        m.join("load").await;
+        members.push(tokio::spawn(read_until_close(m.ws)));
+    }
+    let mut publishers = Vec::new();
+    for i in 0..PUBLISHERS {
+        let mut p = broker.user(&format!("p{i}")).await;
+        p.join("load").await;
+        publishers.push(tokio::spawn(publish_until_close(p.ws)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.signal("TERM");
+    let mut acked = BTreeSet::new();
+    for p in publishers {
+        let (seqs, code) = p.await.expect("publisher");
+        assert_eq!(code, Some(1001), "publisher close");
+        acked.extend(seqs);
+    }
+    assert!(!acked.is_empty(), "nothing was published before SIGTERM");
+    for m in members {
+        let (seqs, code) = m.await.expect("member");
+        assert_eq!(code, Some(1001), "member close");
+        assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "gap or reorder");
+        let got: BTreeSet<u64> = seqs.into_iter().collect();
+        let lost: Vec<_> = acked.difference(&got).collect();
+        assert!(lost.is_empty(), "acknowledged but not delivered: {lost:?}");
+    }
+    let exit = broker
+        .wait_exit(Duration::from_secs(8))
+        .expect("exited within the drain timeout");
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The next JSON frame, or the close code (None: closed without a close
+/// frame) once the server closed.
+async fn next_or_close(ws: &mut Ws) -> Result<Value, Option<u16>> {
+    loop {
+        let next = tokio::time::timeout(RECV_TIMEOUT, ws.next())
+            .await
+            .expect("waited too long for a frame or the close");
+        match next {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("json")),
+            Some(Ok(Message::Close(f))) => return Err(f.map(|f| f.code.into())),
+            Some(Ok(_)) => {}
+            _ => return Err(None),
+        }
+    }
+}
+
+/// A member's room seqs until the server's close frame, and its code.
+async fn read_until_close(mut ws: Ws) -> (Vec<u64>, Option<u16>) {
+    let mut seqs = Vec::new();
+    loop {
+        match next_or_close(&mut ws).await {
+            Ok(v) if v["type"] == "message" => seqs.push(v["seq"].as_u64().expect("seq")),
+            Ok(_) => {}
+            Err(code) => return (seqs, code),
+        }
+    }
+}
+
+/// Publish in windows of 8 with ids until the server closes; the seqs
+/// acknowledged, and the close code.
+async fn publish_until_close(mut ws: Ws) -> (Vec<u64>, Option<u16>) {
+    const WINDOW: u64 = 8;
+    let mut acked = Vec::new();
+    let mut id = 0;
+    loop {
+        for _ in 0..WINDOW {
+            id += 1;
+            let frame =
+                json!({"type":"publish","room":"load","data":id,"id":id,"exclude_self":true});
+            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                break;
+            }
+        }
+        let mut pending = WINDOW;
+        while pending > 0 {
+            match next_or_close(&mut ws).await {
+                Ok(v) if v["type"] == "ack" => {
+                    acked.push(v["seq"].as_u64().expect("seq"));
+                    pending -= 1;
+                }
+                Ok(v) if v["type"] == "error" => pending -= 1,
+                Ok(_) => {}
+                Err(code) => return (acked, code),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// accept() failing (the process out of descriptors, via a low
