@@ -8,5 +8,6 @@ mod faults;
 mod harness;
 mod invariants;
 mod process;
+mod props;
 mod protocol;
 mod rfc6455;
