@@ -110,6 +110,10 @@ async fn slowloris_handshakes_are_cut_off_and_descriptors_come_back() {
         "broker fds {} after every stalled handshake closed, baseline {baseline}",
         broker.open_fds()
     );
+    eprintln!(
+        "slowloris: broker fds {baseline} at baseline, {held} while stalled, {} after",
+        broker.open_fds()
+    );
 }
 
 /// A member whose TCP connection stays open but goes silent (no pong) is
@@ -228,6 +232,7 @@ async fn publish_flood_is_rate_limited_and_others_get_everything() {
         flooder.request(json!({"type":"ping"})).await["type"],
         "pong"
     );
+    eprintln!("flood: {flood_acked} of {FLOOD} acked, {limited} rate_limited");
     // Every acknowledged publish reaches the member, in seq order.
     let last = *acked.last().expect("acked");
     let mut got = Vec::new();
@@ -284,6 +289,10 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
         .wait_exit(Duration::from_secs(8))
         .expect("exited within the drain timeout");
     assert!(exit.success(), "{exit:?}");
+    eprintln!(
+        "sigterm: {} acknowledged, all delivered to {MEMBERS} members",
+        acked.len()
+    );
 }
 
 /// The next JSON frame, or the close code (None: closed without a close
@@ -368,6 +377,9 @@ async fn accept_failure_backs_off_and_recovers() {
         eventually(async || broker.log_count("accept failed") > 0).await,
         "accept() never failed: the test proves nothing"
     );
+    // Out of descriptors for a while longer: a loop without backoff would
+    // log thousands of failures here.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     drop(held);
     // Serves again once the stalled handshakes are gone.
     let mut c = None;
@@ -390,6 +402,10 @@ async fn accept_failure_backs_off_and_recovers() {
     // most 2 lines per 50 ms; a loop that spins logs thousands. The bound
     // is 5 times the backoff's over the whole test so far.
     let failures = broker.log_count("accept failed");
+    eprintln!(
+        "accept: {failures} failures logged in {:?}",
+        started.elapsed()
+    );
     let bound = 5 * 2 * (started.elapsed().as_millis() as usize / 50 + 1);
     assert!(
         failures <= bound,
