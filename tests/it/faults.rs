@@ -254,7 +254,7 @@ async fn publish_flood_is_rate_limited_and_others_get_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_nothing_acknowledged() {
     const MEMBERS: usize = 6;
-    const PUBLISHERS: usize = 2;
+    const PUBLISHERS: usize = 4;
     let mut broker = ChildBroker::spawn(&[
         ("SHARDCAST_SERVER__DRAIN_TIMEOUT_MS", "5000"),
         // Members read as fast as they can; no 4000 for a slow test machine.
@@ -328,10 +328,10 @@ async fn read_until_close(mut ws: Ws) -> (Vec<u64>, Option<u16>) {
     }
 }
 
-/// Publish in windows of 8 with ids until the server closes; the seqs
+/// Publish in windows of 32 with ids until the server closes; the seqs
 /// acknowledged, and the close code.
 async fn publish_until_close(mut ws: Ws) -> (Vec<u64>, Option<u16>) {
-    const WINDOW: u64 = 8;
+    const WINDOW: u64 = 32;
     let mut acked = Vec::new();
     let mut id = 0;
     loop {
