@@ -300,6 +300,10 @@ pub enum Delivery {
         /// Where the figures go.
         done: mpsc::Sender<crate::shard::ShardStats>,
     },
+    /// Drain: the sending shard's rooms are sealed. Every delivery of a
+    /// message it sequenced (and its ack) came before this on the same
+    /// inbox, and it sequences nothing more.
+    HomeSealed,
 }
 
 /// Something that travels through an inbox, with the bytes it keeps alive.
@@ -335,7 +339,7 @@ impl Weighed for Delivery {
             | Delivery::RoomClosed { frame, .. }
             | Delivery::Notify { frame, .. }
             | Delivery::JoinRefused { reply: frame, .. } => frame.len(),
-            Delivery::Kick { .. } | Delivery::Stats { .. } => 0,
+            Delivery::Kick { .. } | Delivery::Stats { .. } | Delivery::HomeSealed => 0,
             Delivery::Joined { reply, .. } | Delivery::Left { reply, .. } => {
                 reply.as_ref().map_or(0, Bytes::len)
             }

@@ -355,7 +355,7 @@ async fn wait_until(done: impl Fn() -> bool) {
 }
 
 /// xorshift64*: a small, seedable generator for the action mix.
-fn next_random(state: &mut u64) -> u64 {
+pub(crate) fn next_random(state: &mut u64) -> u64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;

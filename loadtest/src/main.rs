@@ -5,6 +5,7 @@
 
 mod charts;
 mod chat;
+mod churn;
 mod common;
 mod connect;
 mod fanout;
@@ -43,6 +44,9 @@ enum Scenario {
     Connect(connect::ConnectArgs),
     /// Many small rooms, a mix of publish/send/members/rejoin at a rate.
     Chat(chat::ChatArgs),
+    /// Clients hopping over a pool of rooms (join, publish, leave) and
+    /// reconnecting: room and connection churn, lossless check.
+    Churn(churn::ChurnArgs),
     /// Markdown tables and SVG charts from result files written by `--out`.
     Report(report::ReportArgs),
 }
@@ -93,6 +97,12 @@ fn main() -> ExitCode {
             Scenario::Chat(args) => {
                 let common = args.common.clone();
                 let (result, lossless) = chat::run(args).await?;
+                common::write_out(&common, &result)?;
+                Ok((!lossless).then_some(NOT_LOSSLESS))
+            }
+            Scenario::Churn(args) => {
+                let common = args.common.clone();
+                let (result, lossless) = churn::run(args).await?;
                 common::write_out(&common, &result)?;
                 Ok((!lossless).then_some(NOT_LOSSLESS))
             }

@@ -182,7 +182,7 @@ fn bad_arguments_fail_clearly() {
 
 #[test]
 fn bad_arguments_of_new_scenarios_fail_clearly() {
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 15] = [
         (&["slow-consumer", "--fast", "0"], "--fast"),
         (&["slow-consumer", "--rate", "0"], "--rate"),
         (&["slow-consumer", "--overflow", "sometimes"], "--overflow"),
@@ -198,6 +198,9 @@ fn bad_arguments_of_new_scenarios_fail_clearly() {
         ),
         (&["fanout", "--members-only-on-others"], "--member-url"),
         (&["fanout", "--also-pid", "1"], "--server-pid"),
+        (&["churn", "--rooms", "0"], "--rooms"),
+        (&["churn", "--clients", "0"], "--clients"),
+        (&["churn", "--rate", "0"], "--rate"),
     ];
     for (args, expected) in cases {
         let (code, out, json) = run(args);
@@ -400,6 +403,87 @@ fn chat_mix_is_lossless() {
     }
     let rate = r["actions_per_sec"].as_f64().expect("rate");
     assert!((400.0..=600.0).contains(&rate), "actions/s {rate}: {out}");
+}
+
+/// Poll `f` every 20 ms for up to 5 s; whether it became true.
+fn eventually(f: impl Fn() -> bool) -> bool {
+    for _ in 0..250 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn churn_hops_rooms_and_reconnects_and_the_broker_ends_empty() {
+    let b = broker_with(2, |c| c.room.empty_ttl_ms = 100);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let (code, out, json) = run(&[
+        "churn",
+        "--url",
+        &url,
+        "--rooms",
+        "20",
+        "--clients",
+        "6",
+        "--rate",
+        "60",
+        "--reconnect-every",
+        "4",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["scenario"], "churn");
+    let r = &json["results"];
+    assert!(r["hops"].as_u64().is_some_and(|h| h >= 8), "{out}");
+    assert!(r["reconnects"].as_u64().is_some_and(|n| n >= 1), "{out}");
+    assert_eq!(r["errors_total"], 0, "{out}");
+    assert_eq!(r["connections_lost"], 0, "{out}");
+    assert_eq!(r["lossless"], true, "{out}");
+    // Every connection the run closed is gone, and every room it made
+    // expires once empty.
+    assert!(
+        eventually(|| b.connections() == 0),
+        "{} left",
+        b.connections()
+    );
+    assert!(eventually(|| b.rooms() == 0), "{} rooms left", b.rooms());
+    b.shutdown();
+}
+
+#[test]
+fn churn_reports_refused_joins_as_not_lossless() {
+    let b = broker_with(1, |c| c.room.auto_create = false);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let (code, out, json) = run(&[
+        "churn",
+        "--url",
+        &url,
+        "--rooms",
+        "5",
+        "--clients",
+        "2",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    b.shutdown();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        json["results"]["errors"]["room_not_found"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{out}"
+    );
+    assert_eq!(json["results"]["lossless"], false);
 }
 
 #[test]

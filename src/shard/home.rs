@@ -456,6 +456,13 @@ impl Shard {
         exclude: Option<u64>,
         out: &mut Vec<(usize, Delivery)>,
     ) -> Result<u64, Refusal> {
+        if self.is_sealed() {
+            // Draining: its fan-out could reach members already closed.
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "the server is shutting down; the message was not published",
+            ));
+        }
         let mut homes = self.homes.borrow_mut();
         let Some(home) = homes.get_mut(room) else {
             return Err(not_found(room));

@@ -92,6 +92,11 @@ pub struct Shard {
     orphan_signal: LocalSignal,
     next_conn: Cell<u64>,
     conn_closed: LocalSignal,
+    /// Draining: this shard's rooms sequence nothing more.
+    sealed: Cell<bool>,
+    /// Shards whose `HomeSealed` arrived here.
+    homes_sealed: Cell<usize>,
+    homes_sealed_signal: LocalSignal,
     /// Counters for `/api/stats`.
     pub counters: Rc<ShardCounters>,
 }
@@ -110,6 +115,9 @@ impl Shard {
             orphan_signal: LocalSignal::default(),
             next_conn: Cell::new(1),
             conn_closed: LocalSignal::default(),
+            sealed: Cell::new(false),
+            homes_sealed: Cell::new(0),
+            homes_sealed_signal: LocalSignal::default(),
             counters: Rc::default(),
         })
     }
@@ -339,6 +347,10 @@ impl Shard {
             Delivery::Stats { done } => {
                 let _ = done.try_send(self.stats());
             }
+            Delivery::HomeSealed => {
+                self.homes_sealed.set(self.homes_sealed.get() + 1);
+                self.homes_sealed_signal.notify();
+            }
         }
     }
 
@@ -405,9 +417,17 @@ impl Shard {
     async fn request_pump(self: Rc<Self>) {
         let mut batch = Vec::with_capacity(SHARD_PUMP_BATCH);
         let mut out: Vec<(usize, Delivery)> = Vec::new();
+        let mut shutdown = self.shared.shutdown_signal();
         loop {
+            if !self.sealed.get() && self.shared.is_draining() {
+                self.seal().await;
+            }
             if self.link().requests.drain(&mut batch, SHARD_PUMP_BATCH) == 0 {
-                self.link().requests.arrived.notified().await;
+                tokio::select! {
+                    _ = self.link().requests.arrived.notified() => {}
+                    // Drain: wake up to seal.
+                    _ = shutdown.wait_for(|draining| *draining), if !self.sealed.get() => {}
+                }
                 continue;
             }
             for request in batch.drain(..) {
@@ -456,9 +476,41 @@ impl Shard {
         }
     }
 
+    /// Drain: stop sequencing room messages here, and tell every shard so
+    /// behind the deliveries of the messages sequenced so far. Runs in the
+    /// request pump, between two requests, so no message is half fanned out.
+    async fn seal(&self) {
+        self.sealed.set(true);
+        for shard in 0..self.shared.shards() {
+            self.deliver(shard, Delivery::HomeSealed).await;
+        }
+    }
+
+    /// Whether this shard's rooms stopped sequencing (draining).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.get()
+    }
+
     /// Close every connection with 1001 and wait (bounded by the caller)
-    /// until they are gone.
-    async fn drain_connections(&self) {
+    /// until they are gone. Waits first, until `seal_deadline` at most, for
+    /// every home to seal: then each message acknowledged anywhere has been
+    /// queued to this shard's members before their close frame, so nothing
+    /// acknowledged is lost to the drain.
+    async fn drain_connections(&self, seal_deadline: Instant) {
+        let all_sealed = async {
+            while self.homes_sealed.get() < self.shared.shards() {
+                self.homes_sealed_signal.wait().await;
+            }
+        };
+        if tokio::time::timeout_at(seal_deadline, all_sealed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard = self.index,
+                "drain: not every shard sealed its rooms in time"
+            );
+        }
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         for c in conns {
             c.close_with(close::GOING_AWAY, "server shutting down", false);
@@ -530,7 +582,9 @@ async fn run(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener)
     // The listener stays open while draining: /readyz answers 503 to load
     // balancers and upgrades are refused with 503 `server_full`.
     let timeout = drain_budget(shared.config.server.drain_timeout_ms);
-    if tokio::time::timeout(timeout, shard.drain_connections())
+    // Half the budget at most for the homes to seal, the rest for closing.
+    let seal_deadline = Instant::now() + timeout / 2;
+    if tokio::time::timeout(timeout, shard.drain_connections(seal_deadline))
         .await
         .is_err()
     {

@@ -166,6 +166,12 @@ impl Client {
         }
     }
 
+    /// The frames read while waiting for replies and not returned yet, in
+    /// arrival order (presence events, messages, ...).
+    pub(crate) fn take_backlog(&mut self) -> Vec<Value> {
+        self.backlog.drain(..).collect()
+    }
+
     /// The next frame of type `kind`, skipping others (presence events, ...).
     pub(crate) async fn recv_type(&mut self, kind: &str) -> Value {
         loop {

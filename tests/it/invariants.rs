@@ -125,39 +125,95 @@ async fn max_members_holds_under_concurrent_joins() {
     assert_eq!(list["total"], 50, "{list}");
 }
 
-/// Invariant 3: concurrent connects never overshoot the global cap, and the
-/// refusals are 503 `server_full` with Retry-After.
+/// Invariant 3: a storm of concurrent connects never overshoots the global
+/// cap, not even for a moment (the gauge is sampled through /api/stats
+/// while it lasts), and each refusal is a clean 503 `server_full` with
+/// Retry-After and a message, counted in /metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_holds_under_concurrent_connects() {
+    const CAP: u64 = 30;
+    const ATTEMPTS: usize = 150;
     let broker = TestBroker::new()
         .shards(2)
-        .with(|c| c.limits.max_connections = 20)
+        .with(|c| c.limits.max_connections = CAP)
         .start();
     let url = broker.url("");
-    let attempts: Vec<_> = (0..60)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { tokio_tungstenite::connect_async(url).await })
-        })
-        .collect();
-    let mut open = Vec::new();
-    let mut refused = 0;
-    for a in attempts {
-        match a.await.expect("task") {
-            Ok((ws, _)) => open.push(ws),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                assert_eq!(resp.status(), 503);
-                assert_eq!(resp.headers()["retry-after"], "1");
-                let body: Value =
-                    serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
-                assert_eq!(body["error"]["code"], "server_full");
-                refused += 1;
+    let storm_over = std::sync::atomic::AtomicBool::new(false);
+    // The gauge /api/stats reports as `connections`, read in a tight loop,
+    // and every 64th sample the API itself (per shard too).
+    let sampler = async {
+        let (mut samples, mut highest) = (0u64, 0);
+        while !storm_over.load(std::sync::atomic::Ordering::Acquire) {
+            highest = highest.max(broker.broker().connections());
+            if samples % 64 == 0 {
+                let (_, stats) = http(broker.addr, "GET", "/api/stats", &[], None).await;
+                let per_shard: u64 = stats["shards"]
+                    .as_array()
+                    .expect("shards")
+                    .iter()
+                    .map(|s| s["connections"].as_u64().expect("shard connections"))
+                    .sum();
+                let total = stats["connections"].as_u64().expect("connections");
+                highest = highest.max(total).max(per_shard);
             }
-            Err(e) => panic!("unexpected error {e}"),
+            samples += 1;
+            tokio::task::yield_now().await;
         }
-    }
-    assert_eq!((open.len(), refused), (20, 40));
-    assert_eq!(broker.broker().connections(), 20);
+        (samples, highest)
+    };
+    let storm = async {
+        let attempts: Vec<_> = (0..ATTEMPTS)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { tokio_tungstenite::connect_async(url).await })
+            })
+            .collect();
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for a in attempts {
+            match a.await.expect("task") {
+                Ok((ws, _)) => open.push(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert_eq!(resp.status(), 503);
+                    assert_eq!(resp.headers()["retry-after"], "1");
+                    let body: Value =
+                        serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}"))
+                            .expect("json");
+                    assert_eq!(body["error"]["code"], "server_full");
+                    assert!(
+                        body["error"]["message"]
+                            .as_str()
+                            .is_some_and(|m| !m.is_empty())
+                    );
+                    refused += 1;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        storm_over.store(true, std::sync::atomic::Ordering::Release);
+        (open, refused)
+    };
+    let ((samples, highest), (open, refused)) = tokio::join!(sampler, storm);
+    assert!(samples > 0);
+    assert!(
+        highest <= CAP,
+        "{highest} connections seen with a cap of {CAP}"
+    );
+    eprintln!("storm: highest {highest} connections in {samples} samples of the gauge");
+    assert_eq!(
+        (open.len(), refused),
+        (CAP as usize, ATTEMPTS - CAP as usize)
+    );
+    assert_eq!(broker.broker().connections(), CAP);
+    let (_, metrics) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("shardcast_handshake_refusals_total") && l.contains("server_full")
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, refused as u64, "{metrics}");
     // Closing frees slots.
     drop(open);
     for _ in 0..100 {

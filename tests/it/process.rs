@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -11,14 +12,33 @@ use serde_json::json;
 use crate::harness::*;
 
 /// A broker child process; killed on drop if still running.
-struct ChildBroker {
+pub(crate) struct ChildBroker {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    /// Its log lines (stderr), the first `MAX_LOG_LINES`.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Most log lines a [`ChildBroker`] keeps.
+const MAX_LOG_LINES: usize = 100_000;
+
 impl ChildBroker {
-    fn spawn(env: &[(&str, &str)]) -> ChildBroker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardcast"));
+    pub(crate) fn spawn(env: &[(&str, &str)]) -> ChildBroker {
+        Self::spawn_under(&[], env)
+    }
+
+    /// Spawn the broker through `wrapper` (a command and its arguments
+    /// that runs the rest of the line, e.g. `prlimit --nofile=N:N`).
+    pub(crate) fn spawn_under(wrapper: &[&str], env: &[(&str, &str)]) -> ChildBroker {
+        let broker = env!("CARGO_BIN_EXE_shardcast");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(broker);
+                cmd
+            }
+            None => Command::new(broker),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -40,8 +60,30 @@ impl ChildBroker {
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ChildBroker { child, addr }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = keep.lock().expect("log");
+                if log.len() < MAX_LOG_LINES {
+                    log.push(line);
+                }
+            }
+        });
+        ChildBroker { child, addr, log }
+    }
+
+    /// Log lines so far that contain `needle`.
+    pub(crate) fn log_count(&self, needle: &str) -> usize {
+        let log = self.log.lock().expect("log");
+        log.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Open file descriptors of the process.
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("proc fd")
+            .count()
     }
 
     fn rss_kib(&self) -> u64 {
@@ -54,7 +96,7 @@ impl ChildBroker {
             .expect("VmRSS")
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -62,7 +104,7 @@ impl ChildBroker {
         assert!(status.success());
     }
 
-    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -73,7 +115,7 @@ impl ChildBroker {
         None
     }
 
-    async fn user(&self, user: &str) -> Client {
+    pub(crate) async fn user(&self, user: &str) -> Client {
         let mut c = Client::connect(&format!("ws://{}/ws?user={user}", self.addr)).await;
         assert_eq!(c.recv().await["type"], "welcome");
         c
