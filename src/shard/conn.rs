@@ -340,6 +340,9 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
     let mut expiry = conn
         .expires_at
         .map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+    // The peer's FIN came with the last read: what that read brought is
+    // handled first, then the loop ends.
+    let mut peer_done = false;
     loop {
         // Handle every complete message in the buffer.
         loop {
@@ -374,6 +377,9 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
                 }
             }
         }
+        if peer_done {
+            return ReadEnd::Eof;
+        }
         if buf.is_empty() && buf.capacity() > 0 {
             buf = BytesMut::new(); // idle connections hold no read buffer
         }
@@ -385,9 +391,10 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
             biased;
             _ = conn.reader_wake.wait() => {}
             ready = read.readable() => {
-                if ready.is_err() || !read_burst(read, &mut buf) {
+                if ready.is_err() {
                     return ReadEnd::Eof;
                 }
+                peer_done = !read_burst(read, &mut buf);
             }
             _ = async {
                 match expiry.as_mut() {
@@ -427,7 +434,7 @@ fn expiry_instant(exp: u64) -> Instant {
 const FAR_FUTURE_SECS: u64 = 365 * 24 * 3600;
 
 /// Read what the socket has, up to [`READ_BYTES_PER_TURN`]. Returns false
-/// on EOF or error.
+/// on EOF or error (what was read before it stays in `buf`, to be handled).
 fn read_burst(read: &OwnedReadHalf, buf: &mut BytesMut) -> bool {
     let mut total = 0;
     while total < READ_BYTES_PER_TURN {

@@ -185,3 +185,23 @@ async fn echo_endpoint_is_off_by_default_and_shares_the_connection_layer() {
     config.server.echo_path = "/ws".into();
     assert!(config.validate().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_arrive_with_the_peers_fin_are_still_handled() {
+    use tokio::io::AsyncWriteExt;
+    let broker = TestBroker::new().shards(1).start();
+    let mut member = broker.user("member").await;
+    member.join("r").await;
+    // A client that sends its last frames and half-closes at once: the
+    // server reads the frames and the FIN in one burst.
+    for i in 0..20 {
+        let mut s = raw_ws(broker.addr, &format!("?user=leaver{i}")).await;
+        let mut bytes = raw_frame(true, 1, br#"{"type":"join","room":"r"}"#, true);
+        let publish = format!(r#"{{"type":"publish","room":"r","data":{i}}}"#);
+        bytes.extend(raw_frame(true, 1, publish.as_bytes(), true));
+        s.write_all(&bytes).await.expect("write");
+        s.shutdown().await.expect("half-close");
+        let msg = member.recv_type("message").await;
+        assert_eq!(msg["data"], i, "{msg}");
+    }
+}
