@@ -174,6 +174,9 @@ pub enum ClusterEvent {
         /// The room.
         room: Arc<str>,
     },
+    /// Drain: the backplane has handed this shard every message published
+    /// before it unsubscribed; the shard may seal (`Delivery::HomeSealed`).
+    Sealed,
 }
 
 /// HTTP API operations on a room, each with its reply channel.

@@ -240,6 +240,9 @@ fn event_of(value: Resp) -> Option<SubEvent> {
     let Resp::Array(mut parts) = value else {
         return match value {
             Resp::Error(e) => Some(SubEvent::Lost(format!("Redis error: {e}"))),
+            // A `PING` outside subscribed mode (after unsubscribing from
+            // everything) is answered as a plain status.
+            Resp::Simple(s) if s == "PONG" => Some(SubEvent::Pong),
             _ => None,
         };
     };

@@ -676,6 +676,14 @@ impl Shard {
                     home.fan_out(0, &frame, skip, out, &room);
                 }
             }
+            ClusterEvent::Sealed => {
+                if !self.is_sealed() {
+                    self.sealed.set(true);
+                    for shard in 0..self.shared.shards() {
+                        out.push((shard, Delivery::HomeSealed));
+                    }
+                }
+            }
             ClusterEvent::Closed { room } => {
                 let Some(home) = self.homes.borrow_mut().remove(&room) else {
                     return;

@@ -419,14 +419,17 @@ impl Shard {
         let mut out: Vec<(usize, Delivery)> = Vec::new();
         let mut shutdown = self.shared.shutdown_signal();
         loop {
-            if !self.sealed.get() && self.shared.is_draining() {
+            // In cluster mode the backplane says when (ClusterEvent::Sealed):
+            // messages sequenced in Redis reach this shard through it.
+            let clustered = self.shared.cluster.is_some();
+            if !self.sealed.get() && self.shared.is_draining() && !clustered {
                 self.seal().await;
             }
             if self.link().requests.drain(&mut batch, SHARD_PUMP_BATCH) == 0 {
                 tokio::select! {
                     _ = self.link().requests.arrived.notified() => {}
                     // Drain: wake up to seal.
-                    _ = shutdown.wait_for(|draining| *draining), if !self.sealed.get() => {}
+                    _ = shutdown.wait_for(|draining| *draining), if !self.sealed.get() && !clustered => {}
                 }
                 continue;
             }

@@ -5,8 +5,10 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use shardcast::{Broker, Config, Overrides};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 
@@ -694,4 +696,138 @@ async fn a_subscriber_that_falls_behind_is_cut_off_instead_of_growing() {
         received < SENT,
         "Redis cut the slow subscriber off ({lost}) after {received} of {SENT}: nothing piled up here"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_a_node_with_every_message_it_acknowledged() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    let (mut b, b_addr) = spawn_node(&redis, "node-b", 5_000);
+    let mut members = Vec::new();
+    for i in 0..4 {
+        let mut m = Client::connect(&format!("ws://{b_addr}/ws?user=m{i}")).await;
+        m.recv_type("welcome").await;
+        m.join("live").await;
+        members.push(m);
+    }
+    // Publishers on both nodes, acknowledged one at a time.
+    let mut remote = a.user("remote").await;
+    remote.join("live").await;
+    let mut local = Client::connect(&format!("ws://{b_addr}/ws?user=local")).await;
+    local.recv_type("welcome").await;
+    local.join("live").await;
+    let remote_task = tokio::spawn(async move {
+        for i in 0..400 {
+            let r = remote
+                .request(json!({"type": "publish", "room": "live", "data": i}))
+                .await;
+            if r["type"] != "ack" {
+                break;
+            }
+        }
+    });
+    let local_task = tokio::spawn(async move {
+        // Publish in windows of 32 until the drain closes the connection;
+        // keep the seqs acknowledged.
+        let mut acked = Vec::new();
+        let mut next_id = 1000u64;
+        'publishing: for _ in 0..50 {
+            let first = next_id;
+            for _ in 0..32 {
+                let publish =
+                    json!({"type": "publish", "room": "live", "data": next_id, "id": next_id});
+                next_id += 1;
+                if local
+                    .ws
+                    .send(Message::text(publish.to_string()))
+                    .await
+                    .is_err()
+                {
+                    break 'publishing;
+                }
+            }
+            let mut answered = 0;
+            while answered < next_id - first {
+                match tokio::time::timeout(RECV_TIMEOUT, local.ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: Value = serde_json::from_str(&t).expect("json");
+                        if v["id"].as_u64().is_some_and(|id| id >= first) {
+                            answered += 1;
+                            if v["type"] == "ack" {
+                                acked.push(v["seq"].as_u64().expect("seq"));
+                            }
+                        }
+                    }
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                        break 'publishing;
+                    }
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = b.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut lasts = Vec::new();
+    let mut seen_by_all: Option<std::collections::BTreeSet<u64>> = None;
+    for m in &mut members {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last = 0;
+        loop {
+            let next = tokio::time::timeout(RECV_TIMEOUT, m.ws.next()).await;
+            let Ok(Some(Ok(msg))) = next else {
+                panic!("member connection ended without a close frame");
+            };
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["type"] == "message" {
+                        let seq = v["seq"].as_u64().expect("seq");
+                        assert!(last == 0 || seq == last + 1, "gap-free: {seq} after {last}");
+                        last = seq;
+                        seen.insert(seq);
+                    }
+                }
+                Message::Close(frame) => {
+                    let code = frame.map(|f| u16::from(f.code));
+                    assert_eq!(code, Some(1001), "drain closes with 1001");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        lasts.push(last);
+        seen_by_all = Some(match seen_by_all {
+            None => seen,
+            Some(all) => all.intersection(&seen).copied().collect(),
+        });
+    }
+    assert!(lasts.iter().all(|l| *l == lasts[0] && *l > 0), "{lasts:?}");
+    let acked_here = local_task.await.expect("local publisher");
+    let seen_by_all = seen_by_all.unwrap_or_default();
+    for seq in &acked_here {
+        assert!(
+            seen_by_all.contains(seq),
+            "seq {seq} was acknowledged by node b but not delivered"
+        );
+    }
+    remote_task.abort();
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = b.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "node b did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "drained node exits 0: {exit:?}");
 }

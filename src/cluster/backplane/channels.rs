@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Backplane, Sub};
+use super::{Backplane, Drain, Sub};
 use crate::cluster::scripts;
 use crate::cluster::subscriber::{self, SubEvent, SubReceiver, Subscriber};
 use crate::cluster::wire::{self, Event};
@@ -80,7 +80,14 @@ impl Backplane {
             }
             Some(SubEvent::Subscribed(channel)) => self.subscribed(channel).await,
             Some(SubEvent::Unsubscribed(_)) => {}
-            Some(SubEvent::Pong) => self.ping_sent = None,
+            Some(SubEvent::Pong) => {
+                self.ping_sent = None;
+                if self.drain == Some(Drain::Unsubscribing) {
+                    // Every message published before the unsubscribe came
+                    // before this answer.
+                    self.drain = Some(Drain::Heard);
+                }
+            }
             Some(SubEvent::Lost(reason)) => self.pubsub_lost(&reason).await,
             None => self.pubsub_lost("the subscriber connection ended").await,
         }

@@ -335,6 +335,17 @@ impl RoomState {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// The steps of a drain (see [`Backplane::drain_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// New ops are refused; the batch in flight finishes (its acks go out).
+    Flushing,
+    /// Unsubscribed from everything; waiting for the `PING` behind it.
+    Unsubscribing,
+    /// Everything published before the unsubscribe was heard.
+    Heard,
+}
+
 struct Backplane {
     shared: Arc<Shared>,
     client: redis::Client,
@@ -354,6 +365,8 @@ struct Backplane {
     /// A write to the subscriber connection failed (why); the loop
     /// handles it.
     sub_failed: Option<String>,
+    /// Where a drain is, once it started.
+    drain: Option<Drain>,
     rooms: HashMap<Arc<str>, RoomState>,
     /// Users with connections here: shards holding them.
     users: HashMap<Arc<str>, u32>,
@@ -388,6 +401,7 @@ impl Backplane {
             pending_subs: HashMap::new(),
             ping_sent: None,
             sub_failed: None,
+            drain: None,
             rooms: HashMap::new(),
             users: HashMap::new(),
             ready: VecDeque::new(),
@@ -407,6 +421,7 @@ impl Backplane {
         let mut cmd_reconnect: Option<BoxFuture<Result<MultiplexedConnection, String>>> = None;
         let mut pubsub_reconnect: Option<BoxFuture<Result<(Subscriber, SubReceiver), String>>> =
             None;
+        let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         self.change_subscription(true, vec![scripts::ALL_CHANNEL.to_string()])
             .await;
         loop {
@@ -424,9 +439,17 @@ impl Backplane {
             if self.sub.is_none() && pubsub_reconnect.is_none() {
                 pubsub_reconnect = Some(self.reconnect_pubsub());
             }
+            if self.drain.is_some() && self.drain_step(batch.is_none()).await {
+                return;
+            }
             tokio::select! {
-                _ = shutdown.wait_for(|draining| *draining) => {
-                    self.leave_cluster().await;
+                _ = shutdown.wait_for(|draining| *draining), if self.drain.is_none() => {
+                    self.start_drain().await;
+                    drain_deadline = Some(Box::pin(tokio::time::sleep(self.drain_budget())));
+                }
+                Some(()) = OptionFuture::from(drain_deadline.as_mut()), if drain_deadline.is_some() => {
+                    tracing::warn!("drain: the backplane did not hear all of its rooms in time");
+                    self.finish_drain().await;
                     return;
                 }
                 Some(result) = OptionFuture::from(batch.as_mut()), if batch.is_some() => {
@@ -599,6 +622,65 @@ impl Backplane {
             cmd,
             then: Then::Nothing,
         });
+    }
+
+    /// Drain, step 1: refuse new ops, fail those not sent yet; the batch in
+    /// flight still finishes, so every publish acknowledged from this node
+    /// was sequenced before the unsubscribe of step 2.
+    async fn start_drain(&mut self) {
+        self.drain = Some(Drain::Flushing);
+        let ready: Vec<Prepared> = self.ready.drain(..).collect();
+        for prepared in ready {
+            self.fail(prepared.then).await;
+        }
+    }
+
+    /// Drain, next steps, once `idle` (no batch in flight): unsubscribe
+    /// from every channel with a `PING` behind it; when its answer comes,
+    /// every message published before the unsubscribe has been handed to
+    /// the home shards, which may then seal ([`ClusterEvent::Sealed`]).
+    /// Returns true when the drain is over.
+    async fn drain_step(&mut self, idle: bool) -> bool {
+        match self.drain {
+            Some(Drain::Flushing) if idle => {
+                let unsubscribed = match self.sub.as_mut() {
+                    Some(sub) => sub.unsubscribe(&[]).await.is_ok() && sub.ping().await.is_ok(),
+                    None => false,
+                };
+                if unsubscribed {
+                    self.drain = Some(Drain::Unsubscribing);
+                    false
+                } else {
+                    self.finish_drain().await;
+                    true
+                }
+            }
+            Some(Drain::Heard) => {
+                self.finish_drain().await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drain, last step: let every home shard seal (behind all it was
+    /// handed), and remove this node's members from Redis.
+    async fn finish_drain(&mut self) {
+        for shard in 0..self.shared.shards() {
+            if let Some(link) = self.shared.links.get(shard) {
+                let _ = link
+                    .requests
+                    .send(Request::Cluster(ClusterEvent::Sealed))
+                    .await;
+            }
+        }
+        self.leave_cluster().await;
+    }
+
+    /// How long the backplane's part of a drain may take: what the shards
+    /// give their homes to seal (half the drain budget), less a margin.
+    fn drain_budget(&self) -> Duration {
+        Duration::from_millis(self.shared.config.server.drain_timeout_ms / 3)
     }
 
     /// Drain: remove this node's members from Redis now rather than when

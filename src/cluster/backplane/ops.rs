@@ -14,11 +14,14 @@ use crate::cluster::scripts::{self, Status};
 use crate::cluster::wire;
 use crate::cluster::{Op, RoomFacts, unavailable};
 use crate::config::OverflowPolicy;
-use crate::error::Refusal;
+use crate::error::{ErrorCode, Refusal};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::router::{ApiOp, ClusterEvent, Delivery, Origin};
 impl Backplane {
     pub(super) async fn on_op(&mut self, op: Op) {
+        if self.drain.is_some() {
+            return self.refuse_while_draining(op).await;
+        }
         let node = self.node.clone();
         match op {
             Op::Join {
@@ -301,9 +304,38 @@ impl Backplane {
         self.deliver(shard, refused).await;
     }
 
-    /// Answer `then` with `unavailable` (Redis is unreachable).
+    /// Draining: an op that would change rooms is refused (it would get no
+    /// delivery on this node); a closing connection's leave still runs, so
+    /// presence stays right until this node removes itself.
+    async fn refuse_while_draining(&mut self, op: Op) {
+        let refusal = shutting_down();
+        match op {
+            Op::Join { origin, room, .. } => {
+                self.rooms
+                    .entry(room.clone())
+                    .or_insert_with(RoomState::new)
+                    .joining += 1;
+                self.refuse_join(origin, room, refusal).await;
+            }
+            Op::Leave { origin, room } if origin.id.is_none() => {
+                self.member_gone(&room, origin.conn, None).await;
+            }
+            Op::Leave { origin, .. }
+            | Op::Publish { origin, .. }
+            | Op::Create { origin, .. }
+            | Op::Members { origin, .. } => self.reply_error(&origin, &refusal).await,
+            Op::Api { op, .. } => call_failed(op, refusal),
+            Op::ToUser { .. } | Op::ToAll { .. } | Op::WatchUser { .. } => {}
+        }
+    }
+
+    /// Answer `then` with `unavailable` (Redis is unreachable), or, while
+    /// draining, with `internal` (shutting down).
     pub(super) async fn fail(&mut self, then: Then) {
-        let refusal = unavailable();
+        let refusal = match self.drain {
+            Some(_) => shutting_down(),
+            None => unavailable(),
+        };
         match then {
             Then::Join { origin, room, .. } => self.refuse_join(origin, room, refusal).await,
             Then::Leave { origin, room } if origin.id.is_none() => {
@@ -517,4 +549,12 @@ fn room_keys(room: &str) -> RoomKeys {
         history: scripts::history_key(room),
         channel: scripts::room_channel(room),
     }
+}
+
+/// The refusal of an op that arrives while this node drains.
+fn shutting_down() -> Refusal {
+    Refusal::new(
+        ErrorCode::Internal,
+        "the server is shutting down; the operation did not run",
+    )
 }
