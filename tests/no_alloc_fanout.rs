@@ -1,0 +1,104 @@
+//! DESIGN.md invariant 7: the message path makes no per-recipient
+//! allocation and no per-recipient serialization.
+//!
+//! A frame is encoded once (`encode::message`) and handed to every member's
+//! outbound queue as a refcounted `Bytes`. This test counts heap
+//! allocations (with a counting global allocator, in this test binary only)
+//! while one encoded frame is pushed into 1,000 warmed-up member queues,
+//! and fails if any push allocates.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use shardcast::config::OverflowPolicy;
+use shardcast::protocol::encode;
+use shardcast::shard::outbound::{OutQueue, Pushed};
+
+/// Counts allocations while `COUNTING` is set.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// wrapper only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MEMBERS: usize = 1_000;
+
+#[test]
+fn pushing_one_frame_to_a_thousand_members_allocates_nothing() {
+    let room: Arc<str> = Arc::from("lobby");
+    let mut queues: Vec<OutQueue> = (0..MEMBERS).map(|_| OutQueue::new(64, 1 << 20)).collect();
+    let mut drained = std::collections::VecDeque::with_capacity(64);
+    // Warm up: each queue's ring gets its capacity once (a connection's
+    // first messages), then is emptied by its writer.
+    for seq in 1..=8 {
+        let frame = encode::message(&room, seq, "alice", 0, b"{}");
+        for q in &mut queues {
+            let pushed = q.push_room(&room, seq, &frame, OverflowPolicy::Disconnect, 1);
+            assert!(matches!(pushed, Pushed::Queued { .. }));
+        }
+    }
+    for q in &mut queues {
+        q.take_all(&mut drained);
+        drained.clear();
+    }
+
+    // One message: encoded once (allocations allowed), then fanned out.
+    let frame: Bytes = encode::message(&room, 9, "alice", 0, br#"{"text":"hi"}"#);
+    let _shared = frame.clone(); // the refcounted form every member shares
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut queued = 0;
+    for q in &mut queues {
+        let pushed = q.push_room(&room, 9, &frame, OverflowPolicy::Disconnect, 1);
+        queued += usize::from(matches!(pushed, Pushed::Queued { .. }));
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(queued, MEMBERS);
+    assert_eq!(
+        allocations, 0,
+        "pushing one frame to {MEMBERS} members allocated {allocations} times"
+    );
+
+    // The counter does see allocations: a queue's very first push grows its
+    // ring (once per connection, not per message).
+    let mut cold = OutQueue::new(64, 1 << 20);
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let _ = cold.push_room(&room, 10, &frame, OverflowPolicy::Disconnect, 1);
+    COUNTING.store(false, Ordering::Relaxed);
+    assert!(
+        ALLOCATIONS.load(Ordering::Relaxed) > 0,
+        "the counter counts"
+    );
+}
