@@ -29,6 +29,10 @@ pub struct Shared {
     pub links: Vec<Arc<ShardLink>>,
     /// Cluster mode: the backplane (`None` on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where this node's connection ids start: 0 on a single node; in
+    /// cluster mode a multiple of the shard count picked by the node id, so
+    /// ids of different nodes do not meet (see [`conn_id_base`]).
+    pub conn_base: u64,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
 }
@@ -52,6 +56,11 @@ impl Shared {
                 l.max_connections_per_ip,
             ),
             links: (0..shards).map(|_| ShardLink::new()).collect(),
+            conn_base: if cluster.is_some() {
+                conn_id_base(&config.server.node_id, shards)
+            } else {
+                0
+            },
             cluster,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
@@ -126,5 +135,38 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.shared.caps.release(self.shard, self.ip);
         self.shared.users.disconnect(&self.user);
+    }
+}
+
+/// The first connection id of node `node_id` in a cluster: one of 2^20
+/// ranges of 2^32 ids picked by a hash of the id, rounded down to a
+/// multiple of `shards` (so `conn % shards` is still the connection's
+/// shard). Ids stay below 2^53, exact in JavaScript numbers; two nodes
+/// share a range with probability about 1 in a million.
+pub fn conn_id_base(node_id: &str, shards: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let base = (h % (1 << 20)) << 32;
+    let shards = shards.max(1) as u64;
+    base / shards * shards
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conn_id_base;
+
+    #[test]
+    fn node_id_bases_keep_the_shard_and_stay_exact_in_javascript() {
+        for shards in [1, 2, 3, 7, 64] {
+            for node in ["node-a", "node-b", "n1", "node-0042abcd"] {
+                let base = conn_id_base(node, shards);
+                assert_eq!(base % shards as u64, 0);
+                assert!(base + (1 << 32) < (1 << 53));
+            }
+        }
+        assert_ne!(conn_id_base("node-a", 2), conn_id_base("node-b", 2));
     }
 }

@@ -131,7 +131,7 @@ impl Shard {
     pub fn next_conn_id(&self) -> u64 {
         let n = self.next_conn.get();
         self.next_conn.set(n + 1);
-        n * self.shared.shards() as u64 + self.index as u64
+        self.shared.conn_base + n * self.shared.shards() as u64 + self.index as u64
     }
 
     /// The shard holding connection `conn`.

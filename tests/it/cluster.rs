@@ -205,6 +205,13 @@ async fn presence_members_and_leave_cross_nodes() {
         .collect();
     users.sort();
     assert_eq!(users, ["alice", "bob"]);
+    let conns: std::collections::HashSet<u64> = list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["conn"].as_u64().expect("conn"))
+        .collect();
+    assert_eq!(conns.len(), 2, "connection ids differ across nodes: {list}");
     let (status, details) = http(b.addr, "GET", "/api/rooms/team", &[], None).await;
     assert_eq!(
         (status, details["members"].clone()),
