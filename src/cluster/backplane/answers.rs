@@ -7,6 +7,7 @@ use redis::Value;
 use crate::cluster::scripts::Status;
 use crate::error::{ErrorCode, Refusal};
 use crate::router::ApiOp;
+
 pub(super) fn int(value: &Value) -> Option<i64> {
     match value {
         Value::Int(n) => Some(*n),

@@ -300,9 +300,9 @@ struct RoomState {
     /// Last seq forwarded to the home shard; `None` until the first
     /// message or join answer after subscribing.
     node_seq: Option<u64>,
-    /// The last forwarded messages: (seq, frame), at most
+    /// The last forwarded messages: (seq, frame, connection it skips), at most
     /// `cluster.catchup_messages` and `room.history_max_bytes`.
-    recent: VecDeque<(u64, Bytes)>,
+    recent: VecDeque<(u64, Bytes, Option<u64>)>,
     recent_bytes: usize,
     stash: Vec<Admission>,
     repair: Option<Repair>,

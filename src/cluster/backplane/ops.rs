@@ -17,6 +17,7 @@ use crate::config::OverflowPolicy;
 use crate::error::{ErrorCode, Refusal};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::router::{ApiOp, ClusterEvent, Delivery, Origin};
+
 impl Backplane {
     pub(super) async fn on_op(&mut self, op: Op) {
         if self.drain.is_some() {
@@ -493,7 +494,7 @@ impl Backplane {
             Some(last) if last < seq => state.stash.push(admission),
             Some(_) => self.admit(&room, admission).await,
             None => {
-                let newest = state.recent.back().map_or(0, |(s, _)| *s);
+                let newest = state.recent.back().map_or(0, |(s, _, _)| *s);
                 state.node_seq = Some(seq.max(newest));
                 self.admit(&room, admission).await;
             }

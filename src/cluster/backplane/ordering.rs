@@ -12,6 +12,7 @@ use crate::cluster::scripts;
 use crate::protocol::encode;
 use crate::router::ClusterEvent;
 use crate::ws::encode::data_frame;
+
 impl Backplane {
     /// Admit a member whose join answered `at`: the home adds it and sends
     /// its ack, then what came after `at`.
@@ -25,17 +26,19 @@ impl Backplane {
             let first_kept = state
                 .recent
                 .iter()
-                .find(|(s, _)| *s > admission.at)
-                .map_or(last + 1, |(s, _)| *s);
+                .find(|(s, _, _)| *s > admission.at)
+                .map_or(last + 1, |(s, _, _)| *s);
             if first_kept > admission.at + 1 {
                 catchup.push(encode::gap(room, admission.at + 1, first_kept - 1));
             }
+            // Not its own messages sent with `exclude_self` while its join
+            // was in flight.
             catchup.extend(
                 state
                     .recent
                     .iter()
-                    .filter(|(s, _)| *s > admission.at)
-                    .map(|(_, f)| f.clone()),
+                    .filter(|(s, _, skip)| *s > admission.at && *skip != Some(admission.conn))
+                    .map(|(_, f, _)| f.clone()),
             );
         }
         let event = ClusterEvent::Admit {
@@ -200,11 +203,11 @@ impl Backplane {
         state.node_seq = Some(seq);
         if limit > 0 {
             state.recent_bytes += frame.len();
-            state.recent.push_back((seq, frame.clone()));
+            state.recent.push_back((seq, frame.clone(), skip));
             while state.recent.len() > limit
                 || (state.recent_bytes > max_bytes && state.recent.len() > 1)
             {
-                if let Some((_, old)) = state.recent.pop_front() {
+                if let Some((_, old, _)) = state.recent.pop_front() {
                     state.recent_bytes -= old.len();
                 }
             }
