@@ -36,47 +36,11 @@ START_LIMIT_SECS=10
 STOP_LIMIT_SECS=15
 BROKER=$ROOT/target/release/shardcast
 LOADTEST=$ROOT/target/release/shardcast-loadtest
-PIDS=()
-
 log() { printf '[cluster-bench %3ds] %s\n' "$SECONDS" "$*"; }
 
-stop_all() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        local waited=0
-        while kill -0 "$pid" 2>/dev/null && ((waited < STOP_LIMIT_SECS * 10)); do
-            sleep 0.1
-            waited=$((waited + 1))
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=loadtest/processes.sh
+source "$ROOT/loadtest/processes.sh"
 trap stop_all EXIT
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Echo the first free port from $1.
-free_port() {
-    local port=$1
-    while port_in_use "$port"; do port=$((port + 1)); done
-    echo "$port"
-}
-
-wait_port() {
-    local port=$1 waited=0
-    until port_in_use "$port"; do
-        sleep 0.1
-        waited=$((waited + 1))
-        if ((waited > START_LIMIT_SECS * 10)); then
-            log "nothing listens on $port after ${START_LIMIT_SECS}s"
-            exit 1
-        fi
-    done
-}
 
 # start_node NAME PORT [redis url]: sets NODE_PID.
 start_node() {

@@ -24,41 +24,15 @@ RESULTS_DIR=${RESULTS_DIR:-/tmp/shardcast-cluster-faults}
 FAULT_AT_SECS=8
 REDIS_DOWN_SECS=2
 START_LIMIT_SECS=10
+STOP_LIMIT_SECS=15
 BROKER=$ROOT/target/release/shardcast
 LOADTEST=$ROOT/target/release/shardcast-loadtest
-PIDS=()
 
 log() { printf '[cluster-faults %3ds] %s\n' "$SECONDS" "$*"; }
 
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        local waited=0
-        while kill -0 "$pid" 2>/dev/null && ((waited < 150)); do
-            sleep 0.1
-            waited=$((waited + 1))
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=loadtest/processes.sh
+source "$ROOT/loadtest/processes.sh"
 trap stop_all EXIT
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local port=$1
-    while port_in_use "$port"; do port=$((port + 1)); done
-    echo "$port"
-}
-wait_port() {
-    local waited=0
-    until port_in_use "$1"; do
-        sleep 0.1
-        waited=$((waited + 1))
-        ((waited <= START_LIMIT_SECS * 10)) || { log "nothing listens on $1"; exit 1; }
-    done
-}
 
 start_redis() {
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
