@@ -135,6 +135,7 @@ fn read_head(s: &mut TcpStream) -> Vec<u8> {
         match s.read(&mut chunk) {
             Ok(0) => panic!("connection closed before the upgrade response"),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => panic!("reading the upgrade response: {e}"),
         }
@@ -234,10 +235,13 @@ fn run_client(addr: SocketAddr, input: &[u8]) {
     let started = Instant::now();
     let mut half_closed = false;
     let mut chunk = [0u8; 16 * 1024];
+    // Reads may also end with EINTR: libFuzzer's `-timeout` watchdog is a
+    // SIGALRM every timeout/2 + 1 seconds (every 16 s in CI's 30-s runs).
     loop {
         match s.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if !half_closed {
                     let _ = s.shutdown(Shutdown::Write);
@@ -320,6 +324,7 @@ impl Witness {
             match self.stream.read(&mut chunk) {
                 Ok(0) => panic!("witness: connection closed (invariant 4)"),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => panic!("witness: read failed: {e}"),
             }
