@@ -497,24 +497,11 @@ impl Shard {
                 let _ = reply.send(self.create_room(&room, &options, true));
             }
             ApiOp::Delete { reply } => {
-                let Some(home) = self.homes.borrow_mut().remove(&room) else {
-                    let _ = reply.send(Err(not_found(&room)));
-                    return;
-                };
-                self.shared.rooms.remove(&room);
-                let frame = encode::room_closed(&room, "deleted");
-                for (shard, &count) in home.per_shard.iter().enumerate() {
-                    if count > 0 {
-                        out.push((
-                            shard,
-                            Delivery::RoomClosed {
-                                room: room.clone(),
-                                frame: frame.clone(),
-                            },
-                        ));
-                    }
-                }
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(if self.close_room(&room, out) {
+                    Ok(())
+                } else {
+                    Err(not_found(&room))
+                });
             }
             ApiOp::Publish { data, reply } => {
                 let _ = reply.send(self.sequence(&room, SYSTEM_USER, &data, None, out));
@@ -685,24 +672,29 @@ impl Shard {
                 }
             }
             ClusterEvent::Closed { room } => {
-                let Some(home) = self.homes.borrow_mut().remove(&room) else {
-                    return;
-                };
-                self.shared.rooms.remove(&room);
-                let frame = encode::room_closed(&room, "deleted");
-                for (shard, &count) in home.per_shard.iter().enumerate() {
-                    if count > 0 {
-                        out.push((
-                            shard,
-                            Delivery::RoomClosed {
-                                room: room.clone(),
-                                frame: frame.clone(),
-                            },
-                        ));
-                    }
-                }
+                self.close_room(&room, out);
             }
         }
+    }
+
+    /// Remove `room` homed here (deleted): its members on every shard get
+    /// `room_closed`. False if there was no such room.
+    fn close_room(&self, room: &Arc<str>, out: &mut Vec<(usize, Delivery)>) -> bool {
+        let Some(home) = self.homes.borrow_mut().remove(room) else {
+            return false;
+        };
+        self.shared.rooms.remove(room);
+        let frame = encode::room_closed(room, "deleted");
+        for (shard, &count) in home.per_shard.iter().enumerate() {
+            if count > 0 {
+                let closed = Delivery::RoomClosed {
+                    room: room.clone(),
+                    frame: frame.clone(),
+                };
+                out.push((shard, closed));
+            }
+        }
+        true
     }
 
     /// Make sure `room` has one entry in the expiry heap.
