@@ -103,7 +103,8 @@ pub fn member_field(node: &str, conn: u64) -> String {
 /// since (-1: none), history_on_join, node, conn, room.
 ///
 /// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
-/// (-1 none, 0, 1), rejoin (0/1), message...}`, or `{status}`.
+/// (-1 none, 0, 1), rejoin (0/1), history length, message...}`, or
+/// `{status}`.
 pub const JOIN: &str = r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then
@@ -112,7 +113,7 @@ if redis.call('EXISTS', meta) == 0 then
   redis.call('HSET', meta, 'seq', 0, 'private', 0, 'max', ARGV[7], 'ovf', ARGV[8],
     'explicit', 0, 'hist', ARGV[9])
 end
-local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit')
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist')
 local seq = tonumber(m[1]) or 0
 if m[2] == '1' and ARGV[6] ~= '1' then return {-4} end
 local rejoin = redis.call('HEXISTS', pres, ARGV[1]) == 1
@@ -124,7 +125,7 @@ end
 redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
-local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0}
+local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0, tonumber(m[6]) or 0}
 local since = tonumber(ARGV[10])
 if since >= 0 then
   local oldest = seq + 1
@@ -222,7 +223,7 @@ redis.call('PUBLISH', KEYS[4], 'X')
 return {0}
 "#;
 
-/// KEYS: meta, presence, history.
+/// KEYS: meta, presence, history (and the channel, unused).
 /// ARGV: asking member's field (empty: the API, no private check), most
 /// members to list.
 ///

@@ -37,18 +37,7 @@ impl Backplane {
             } => {
                 let cfg = &self.shared.config;
                 let value = wire::member_value(&user, name.as_deref());
-                let keys = room_keys(&room);
-                let noderooms = scripts::node_rooms_key(&node);
-                let mut cmd = evalsha(
-                    &self.shas.join,
-                    &[
-                        &keys.meta,
-                        &keys.presence,
-                        &keys.history,
-                        &keys.channel,
-                        &noderooms,
-                    ],
-                );
+                let mut cmd = room_script(&self.shas.join, &room, Some(&node));
                 cmd.arg(scripts::member_field(&node, origin.conn))
                     .arg(&value)
                     .arg(u8::from(create))
@@ -77,22 +66,11 @@ impl Backplane {
                 self.enqueue_subscribed(&room, Prepared { cmd, then }).await;
             }
             Op::Leave { origin, room } => {
-                let keys = room_keys(&room);
-                let noderooms = scripts::node_rooms_key(&node);
                 let keeps = self
                     .rooms
                     .get(&room)
                     .is_some_and(|r| r.joining > 0 || r.members.keys().any(|c| *c != origin.conn));
-                let mut cmd = evalsha(
-                    &self.shas.leave,
-                    &[
-                        &keys.meta,
-                        &keys.presence,
-                        &keys.history,
-                        &keys.channel,
-                        &noderooms,
-                    ],
-                );
+                let mut cmd = room_script(&self.shas.leave, &room, Some(&node));
                 cmd.arg(scripts::member_field(&node, origin.conn))
                     .arg(&*node)
                     .arg(origin.conn)
@@ -192,13 +170,7 @@ impl Backplane {
                         );
                         self.create_cmd(&room, &facts)
                     }
-                    ApiOp::Delete { .. } => {
-                        let keys = room_keys(&room);
-                        evalsha(
-                            &self.shas.delete,
-                            &[&keys.meta, &keys.presence, &keys.history, &keys.channel],
-                        )
-                    }
+                    ApiOp::Delete { .. } => room_script(&self.shas.delete, &room, None),
                     ApiOp::Publish { data, .. } => {
                         self.publish_cmd(&room, "", crate::server::SYSTEM_USER, data, 0)
                     }
@@ -221,12 +193,8 @@ impl Backplane {
         data: &[u8],
         skip: u64,
     ) -> Cmd {
-        let keys = room_keys(room);
         let (before, after) = encode::message_parts(room, from, encode::now_ms(), data);
-        let mut cmd = evalsha(
-            &self.shas.publish,
-            &[&keys.meta, &keys.presence, &keys.history, &keys.channel],
-        );
+        let mut cmd = room_script(&self.shas.publish, room, None);
         cmd.arg(field)
             .arg(&before[..])
             .arg(&after[..])
@@ -245,11 +213,7 @@ impl Backplane {
     }
 
     pub(super) fn details_cmd(&self, room: &str, field: &str) -> Cmd {
-        let keys = room_keys(room);
-        let mut cmd = evalsha(
-            &self.shas.details,
-            &[&keys.meta, &keys.presence, &keys.history],
-        );
+        let mut cmd = room_script(&self.shas.details, room, None);
         cmd.arg(field)
             .arg(self.shared.config.limits.max_presence_list);
         cmd
@@ -465,7 +429,7 @@ impl Backplane {
                 _ => OverflowPolicy::Disconnect,
             },
             explicit: items.get(6).and_then(int) == Some(1),
-            history: self.shared.config.room.history,
+            history: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
         };
         let recovered = match items.get(7).and_then(int) {
             Some(1) => Some(true),
@@ -473,7 +437,7 @@ impl Backplane {
             _ => None,
         };
         let reply = origin.id.map(|id| {
-            let history: Vec<&[u8]> = items.iter().skip(9).filter_map(bytes_of).collect();
+            let history: Vec<&[u8]> = items.iter().skip(10).filter_map(bytes_of).collect();
             encode::ack_join(id, &room, seq, count, history.into_iter(), recovered)
         });
         let Some(state) = self.rooms.get_mut(&room) else {
@@ -536,19 +500,17 @@ impl Backplane {
     }
 }
 
-struct RoomKeys {
-    meta: String,
-    presence: String,
-    history: String,
-    channel: String,
-}
-
-fn room_keys(room: &str) -> RoomKeys {
-    RoomKeys {
-        meta: scripts::meta_key(room),
-        presence: scripts::presence_key(room),
-        history: scripts::history_key(room),
-        channel: scripts::room_channel(room),
+/// A call of a room script with the keys every room script takes: meta,
+/// presence, history, channel, and (JOIN, LEAVE) `node`'s room set.
+fn room_script(sha: &str, room: &str, node: Option<&str>) -> Cmd {
+    let (meta, presence) = (scripts::meta_key(room), scripts::presence_key(room));
+    let (history, channel) = (scripts::history_key(room), scripts::room_channel(room));
+    match node {
+        Some(node) => {
+            let node_rooms = scripts::node_rooms_key(node);
+            evalsha(sha, &[&meta, &presence, &history, &channel, &node_rooms])
+        }
+        None => evalsha(sha, &[&meta, &presence, &history, &channel]),
     }
 }
 
