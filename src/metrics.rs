@@ -479,27 +479,27 @@ pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> 
         );
     }
     if let Some(cluster) = &process.cluster {
-        let published = Counter::<u64>::default();
-        published.inc_by(cluster.published);
-        r.register(
-            "cluster_messages_published",
-            "Room messages this node's publishers had sequenced in Redis",
-            published,
-        );
-        let gaps = Counter::<u64>::default();
-        gaps.inc_by(cluster.gaps);
-        r.register(
-            "cluster_gaps",
-            "Ranges of room messages lost between Redis and this node (members got `gap`)",
-            gaps,
-        );
-        let repairs = Counter::<u64>::default();
-        repairs.inc_by(cluster.repairs);
-        r.register(
-            "cluster_repairs",
-            "Holes in a room's messages filled from its history stream in Redis",
-            repairs,
-        );
+        for (name, help, value) in [
+            (
+                "cluster_messages_published",
+                "Room messages this node's publishers had sequenced in Redis",
+                cluster.published,
+            ),
+            (
+                "cluster_gaps",
+                "Ranges of room messages lost between Redis and this node (members got `gap`)",
+                cluster.gaps,
+            ),
+            (
+                "cluster_repairs",
+                "Holes in a room's messages filled from its history stream in Redis",
+                cluster.repairs,
+            ),
+        ] {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            r.register(name, help, counter);
+        }
         let refusals = counter_family(
             &mut r,
             "cluster_refusals",
