@@ -838,3 +838,62 @@ async fn sigterm_under_load_drains_a_node_with_every_message_it_acknowledged() {
     };
     assert!(exit.success(), "drained node exits 0: {exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_the_single_node_ones_across_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "node-a").start();
+    // Node B's connections lack the `create` right.
+    let b = node(&redis, "node-b")
+        .with(|c| {
+            c.auth
+                .default_perms
+                .retain(|p| *p != shardcast::perms::Perm::Create)
+        })
+        .start();
+    let (status, _) = http(
+        a.addr,
+        "POST",
+        "/api/rooms",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"room":"secret","private":true}"#),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut alice = a.user("alice").await;
+    let refused = alice
+        .err(json!({"type": "join", "room": "secret"}), "forbidden")
+        .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("private")),
+        "{refused}"
+    );
+    alice
+        .err(json!({"type": "members", "room": "secret"}), "forbidden")
+        .await;
+    alice
+        .err(json!({"type": "create", "room": "secret"}), "room_exists")
+        .await;
+    alice
+        .err(
+            json!({"type": "join", "room": "nowhere", "create": false}),
+            "room_not_found",
+        )
+        .await;
+    // A room made on node A is joined on node B without the create right;
+    // a missing one is not made.
+    alice.join("open").await;
+    let mut bob = b.user("bob").await;
+    bob.join("open").await;
+    let refused = bob
+        .err(json!({"type": "join", "room": "elsewhere"}), "forbidden")
+        .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("create")),
+        "{refused}"
+    );
+}
