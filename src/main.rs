@@ -95,9 +95,7 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
             args.secret_env
         ));
     }
-    if !shardcast::protocol::names::is_valid_name(&args.sub)
-        || args.sub == shardcast::server::SYSTEM_USER
-    {
+    if !shardcast::protocol::names::is_valid_name(&args.sub) || args.sub == shardcast::SYSTEM_USER {
         return Err("--sub must be 1-128 bytes of [A-Za-z0-9_.:@-], not `system`".into());
     }
     let ttl = parse_ttl(&args.ttl).ok_or_else(|| {

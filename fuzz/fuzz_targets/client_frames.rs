@@ -109,7 +109,7 @@ fn check_decode(text: &str) {
     match decode_client_frame(text) {
         Ok(frame) => {
             assert!(frame.id().is_none_or(|id| id <= MAX_FRAME_ID));
-            assert!(frame.kind_index() < shardcast::metrics::FRAME_KINDS.len());
+            assert!(frame.kind_index() < shardcast::internals::FRAME_KINDS.len());
             let (names, data): (&[&str], Option<&str>) = match &frame {
                 ClientFrame::Join { room, .. }
                 | ClientFrame::Leave { room, .. }

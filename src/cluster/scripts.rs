@@ -26,7 +26,7 @@
 
 /// A script's status answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// Done.
     Ok,
     /// The room does not exist.
@@ -49,7 +49,7 @@ pub enum Status {
 
 impl Status {
     /// The status a script answered.
-    pub fn from_code(code: i64) -> Status {
+    pub(crate) fn from_code(code: i64) -> Status {
         match code {
             0 => Status::Ok,
             -1 => Status::NotFound,
@@ -65,35 +65,35 @@ impl Status {
 }
 
 /// Room keys.
-pub fn meta_key(room: &str) -> String {
+pub(crate) fn meta_key(room: &str) -> String {
     format!("sc:{{{room}}}:m")
 }
 /// Presence hash of a room.
-pub fn presence_key(room: &str) -> String {
+pub(crate) fn presence_key(room: &str) -> String {
     format!("sc:{{{room}}}:p")
 }
 /// History stream of a room.
-pub fn history_key(room: &str) -> String {
+pub(crate) fn history_key(room: &str) -> String {
     format!("sc:{{{room}}}:h")
 }
 /// Event channel of a room.
-pub fn room_channel(room: &str) -> String {
+pub(crate) fn room_channel(room: &str) -> String {
     format!("sc:{{{room}}}:c")
 }
 /// Channel of a user's direct messages and notifications.
-pub fn user_channel(user: &str) -> String {
+pub(crate) fn user_channel(user: &str) -> String {
     format!("sc:u:{user}")
 }
 /// Channel of broadcasts.
-pub const ALL_CHANNEL: &str = "sc:all";
+pub(crate) const ALL_CHANNEL: &str = "sc:all";
 /// Heartbeat deadlines of the nodes.
-pub const NODES_KEY: &str = "sc:nodes";
+pub(crate) const NODES_KEY: &str = "sc:nodes";
 /// Rooms where `node` has members.
-pub fn node_rooms_key(node: &str) -> String {
+pub(crate) fn node_rooms_key(node: &str) -> String {
     format!("sc:n:{node}")
 }
 /// The presence field of a member connection.
-pub fn member_field(node: &str, conn: u64) -> String {
+pub(crate) fn member_field(node: &str, conn: u64) -> String {
     format!("{node}/{conn}")
 }
 
@@ -105,7 +105,7 @@ pub fn member_field(node: &str, conn: u64) -> String {
 /// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
 /// (-1 none, 0, 1), rejoin (0/1), history length, message...}`, or
 /// `{status}`.
-pub const JOIN: &str = r#"
+pub(crate) const JOIN: &str = r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
@@ -156,7 +156,7 @@ return out
 /// ARGV: field, node, conn, node keeps members (0/1), room, empty ttl ms.
 ///
 /// Answer: `{0, count}` or `{status}`.
-pub const LEAVE: &str = r#"
+pub(crate) const LEAVE: &str = r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local v = redis.call('HGET', pres, ARGV[1])
 if not v then
@@ -179,7 +179,7 @@ return {0, count}
 /// seq, JSON after the seq, node, connection to skip (0: none).
 ///
 /// Answer: `{0, seq}` or `{status}`.
-pub const PUBLISH: &str = r#"
+pub(crate) const PUBLISH: &str = r#"
 local meta, pres, hist, chan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 if ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then return {-2} end
@@ -206,7 +206,7 @@ return {0, seq}
 /// ARGV: private (0/1), max members, overflow, history length.
 ///
 /// Answer: `{0}` or `{status}`.
-pub const CREATE: &str = r#"
+pub(crate) const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-6} end
 redis.call('HSET', KEYS[1], 'seq', 0, 'private', ARGV[1], 'max', ARGV[2], 'ovf', ARGV[3],
   'explicit', 1, 'hist', ARGV[4])
@@ -216,7 +216,7 @@ return {0}
 /// KEYS: meta, presence, history, channel.
 ///
 /// Answer: `{0}` or `{status}`.
-pub const DELETE: &str = r#"
+pub(crate) const DELETE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('PUBLISH', KEYS[4], 'X')
@@ -229,7 +229,7 @@ return {0}
 ///
 /// Answer: `{0, total, seq, private, max, overflow, explicit, history
 /// length, field, value, field, value...}` or `{status}`.
-pub const DETAILS: &str = r#"
+pub(crate) const DETAILS: &str = r#"
 local meta, pres, hist = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit')
@@ -261,7 +261,7 @@ return out
 /// Renews this node's heartbeat, then removes every node whose heartbeat
 /// ran out: its members leave presence (with `left` events) and the room
 /// counts. Answer: `{0, nodes removed}`.
-pub const HEARTBEAT: &str = r#"
+pub(crate) const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -302,7 +302,7 @@ return {0, #dead}
 /// After a reconnect: puts back what a Redis restart (or a sweep of this
 /// node while it was cut off) lost, so the room's `seq` never goes back
 /// and presence lists this node's members again. Answer: `{0}`.
-pub const RESTORE: &str = r#"
+pub(crate) const RESTORE: &str = r#"
 local meta, pres, noderooms = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then
   redis.call('HSET', meta, 'seq', ARGV[2], 'private', ARGV[3], 'max', ARGV[4], 'ovf', ARGV[5],
@@ -322,6 +322,6 @@ return {0}
 "#;
 
 /// Every script, for loading them after each connect.
-pub const ALL: [&str; 8] = [
+pub(crate) const ALL: [&str; 8] = [
     JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE,
 ];

@@ -651,7 +651,7 @@ async fn a_lost_subscription_is_repaired_from_the_stream_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_falls_behind_is_cut_off_instead_of_growing() {
-    use shardcast::cluster::subscriber::{self, Bounds, Endpoint, SubEvent};
+    use shardcast::internals::subscriber::{self, Bounds, Endpoint, SubEvent};
     let Some(redis) = Redis::start() else { return };
     let answer = redis_command(
         &redis,
