@@ -895,3 +895,27 @@ async fn refusals_are_the_single_node_ones_across_nodes() {
         "{refused}"
     );
 }
+
+/// A cluster node's start line says so, names its Redis without the
+/// password, and its node id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn a_cluster_node_start_line_names_its_redis_and_node_id() {
+    let redis = Redis::start();
+    // The default user of a Redis without `requirepass` takes any password.
+    let url = format!("redis://default:hunter2@127.0.0.1:{}", redis.port);
+    let lines = tokio::task::spawn_blocking(move || {
+        crate::process::log_until_listening(
+            &["--listen", "127.0.0.1:0", "--shards", "1", "--redis", &url],
+            &[("SHARDCAST_SERVER__NODE_ID", "node-east-1")],
+        )
+    })
+    .await
+    .expect("start line");
+    let line = lines.last().expect("start line");
+    assert!(line.contains(" mode=cluster"), "{line}");
+    assert!(line.contains(" node=node-east-1"), "{line}");
+    let redacted = format!(" redis=redis://default:<redacted>@127.0.0.1:{}", redis.port);
+    assert!(line.contains(&redacted), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+}
