@@ -97,8 +97,8 @@ pub struct ClusterConfig {
     /// Longest wait between two reconnect attempts (the backoff doubles
     /// from 50 ms up to this).
     pub reconnect_max_backoff_ms: u64,
-    /// Operations waiting for the backplane; beyond this, frames that need
-    /// Redis fail with `unavailable`.
+    /// Operations waiting for the backplane; when it is full, connections
+    /// wait (backpressure reaches their read loops).
     pub command_queue: usize,
     /// Room messages a node keeps per room to catch up a member whose join
     /// answer came back after messages that follow it (and bytes: at most
@@ -136,6 +136,11 @@ impl ClusterConfig {
     /// Whether cluster mode is on.
     pub fn enabled(&self) -> bool {
         !self.redis_url.is_empty()
+    }
+
+    /// `redis_url` with its password replaced by `<redacted>`, for logs.
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url_password(&self.redis_url)
     }
 }
 
@@ -457,13 +462,9 @@ impl Config {
                 problem: problem.into(),
             }
         }
+        self.refuse_redacted()?;
         let s = &self.server;
-        if s.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "server.listen",
-                format!("must be an address like 127.0.0.1:8080, not {:?}", s.listen),
-            ));
-        }
+        self.listen_addr()?;
         if s.shards == 0 || s.shards > MAX_SHARDS {
             return Err(invalid(
                 "server.shards",
@@ -494,7 +495,10 @@ impl Config {
         {
             return Err(invalid(
                 "server.node_id",
-                "must be 1-128 bytes of [A-Za-z0-9_.:@-]",
+                format!(
+                    "must be 1-128 bytes of [A-Za-z0-9_.:@-], not {:?}",
+                    s.node_id
+                ),
             ));
         }
         let l = &self.limits;
@@ -593,12 +597,43 @@ impl Config {
         Ok(())
     }
 
-    /// The listen address (validated).
-    pub fn listen_addr(&self) -> SocketAddr {
+    /// The listen address; an error naming `server.listen` if it is not a
+    /// literal `ip:port` (there is no fallback address).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.server
             .listen
             .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+            .map_err(|_| ConfigError::Invalid {
+                key: "server.listen",
+                problem: format!(
+                    "must be an address like 127.0.0.1:8080, not {:?}",
+                    self.server.listen
+                ),
+            })
+    }
+
+    /// Refuse the placeholder [`Config::to_toml`] prints in place of each
+    /// secret, so that its output fed back says what is wrong instead of
+    /// failing on the placeholder's length (or failing later, at Redis).
+    fn refuse_redacted(&self) -> Result<(), ConfigError> {
+        let redacted = |key: &'static str, how: &str| ConfigError::Invalid {
+            key,
+            problem: format!(
+                "holds {REDACTED:?}, the placeholder `shardcast config` prints in place of \
+                 {how}: give the real value (a SHARDCAST_* environment variable keeps it \
+                 out of files)"
+            ),
+        };
+        if self.api.keys.iter().any(|k| k == REDACTED) {
+            return Err(redacted("api.keys", "each key"));
+        }
+        if self.auth.secret == REDACTED {
+            return Err(redacted("auth.secret", "the secret"));
+        }
+        if self.cluster.redis_url.contains(&format!(":{REDACTED}@")) {
+            return Err(redacted("cluster.redis_url", "the password"));
+        }
+        Ok(())
     }
 
     /// Lower `limits.max_connections` to what the open-file limit allows.
@@ -618,15 +653,18 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         if !shown.auth.secret.is_empty() {
-            shown.auth.secret = "<redacted>".into();
+            shown.auth.secret = REDACTED.into();
         }
         for key in &mut shown.api.keys {
-            *key = "<redacted>".into();
+            *key = REDACTED.into();
         }
         shown.cluster.redis_url = redact_url_password(&shown.cluster.redis_url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
+
+/// What [`Config::to_toml`] prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// Keys whose environment values are always plain strings.
 const RAW_STRING_KEYS: [(&str, &str); 11] = [
@@ -698,7 +736,7 @@ pub(crate) fn redact_url_password(url: &str) -> String {
         return url.to_string();
     };
     let user = credentials.split_once(':').map_or("", |(u, _)| u);
-    format!("{scheme}://{user}:<redacted>@{host}")
+    format!("{scheme}://{user}:{REDACTED}@{host}")
 }
 
 /// A random node id: 8 hex digits from the clock and the process id.
@@ -807,6 +845,76 @@ mod tests {
             c.api.keys,
             vec!["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"]
         );
+    }
+
+    #[test]
+    fn listen_addr_has_no_fallback() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.listen_addr().expect("default address"),
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        );
+        c.server.listen = "localhost:8080".into();
+        let err = c.listen_addr().expect_err("a host name is not an address");
+        assert!(err.to_string().contains("server.listen"), "{err}");
+        assert!(err.to_string().contains("localhost:8080"), "{err}");
+    }
+
+    /// What `shardcast config` prints for `env`, loaded back as a file.
+    fn printed_then_loaded(env_pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let c = Config::load_from(None, &env(env_pairs), &Overrides::default()).expect("load");
+        let dir = std::env::temp_dir().join(format!("shardcast-redacted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let name = env_pairs.first().map_or("none", |(k, _)| *k);
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, c.to_toml()).expect("write");
+        let back = Config::load_from(Some(&path), &[], &Overrides::default());
+        let _ = std::fs::remove_file(&path);
+        back
+    }
+
+    #[test]
+    fn printed_config_loads_back_and_redacted_secrets_say_so() {
+        let plain = printed_then_loaded(&[]).expect("a printed config without secrets loads");
+        assert!(plain.api.keys.is_empty());
+        for (pairs, key) in [
+            (
+                vec![("SHARDCAST_API__KEYS", "key-aaaaaaaaaaaaaaaa")],
+                "api.keys",
+            ),
+            (
+                vec![("SHARDCAST_AUTH__SECRET", "0123456789abcdef0123456789abcdef")],
+                "auth.secret",
+            ),
+            (
+                vec![(
+                    "SHARDCAST_CLUSTER__REDIS_URL",
+                    "redis://app:hunter2@127.0.0.1:6379",
+                )],
+                "cluster.redis_url",
+            ),
+        ] {
+            let err = printed_then_loaded(&pairs).expect_err("a redacted secret is refused");
+            let text = err.to_string();
+            assert!(text.contains(key), "{text}");
+            assert!(
+                text.contains("\"<redacted>\", the placeholder `shardcast config` prints"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_id_from_env_is_taken_verbatim() {
+        let e = env(&[("SHARDCAST_SERVER__NODE_ID", "42")]);
+        let c = Config::load_from(None, &e, &Overrides::default()).expect("a bare number");
+        assert_eq!(c.server.node_id, "42");
+        // Text keys are not TOML-parsed, so quotes stay part of the value.
+        let e = env(&[("SHARDCAST_SERVER__NODE_ID", "\"42\"")]);
+        let err = Config::load_from(None, &e, &Overrides::default()).expect_err("quotes");
+        let text = err.to_string();
+        assert!(text.contains("server.node_id"), "{text}");
+        assert!(text.contains(r#"not "\"42\"""#), "{text}");
     }
 
     #[test]

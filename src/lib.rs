@@ -137,6 +137,11 @@ pub enum StartError {
     /// A shard thread could not be started.
     #[error("cannot start shard thread: {0}")]
     Thread(std::io::Error),
+    /// The configuration does not pass [`Config::validate`] (such as
+    /// `Config::default()`, whose `shards = 0` and empty `node_id` only
+    /// [`Config::load`] resolves).
+    #[error("{0}")]
+    Config(ConfigError),
     /// Cluster mode could not start (Redis unreachable, bad URL).
     #[error("{0}")]
     Cluster(#[from] cluster::ClusterError),
@@ -151,10 +156,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Bind the listeners and start every shard.
+    /// Validate `config`, bind the listeners and start every shard.
     pub fn start(config: Config) -> Result<Broker, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let addr = config.listen_addr().map_err(StartError::Config)?;
         let auth = auth::Authenticator::from_config(&config.auth)?;
-        let addr = config.listen_addr();
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
             .map_err(|source| StartError::Bind { addr, source })?;

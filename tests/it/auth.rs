@@ -66,6 +66,43 @@ async fn with_token(broker: &Running, token: &str) -> Client {
     c
 }
 
+/// Once `auth.issuer` / `auth.audience` is set, a token must carry that
+/// claim: one without it is refused like one with another value (RFC 7519
+/// practice). Unset, the claim is not looked at.
+#[tokio::test]
+async fn iss_and_aud_are_required_once_configured_and_ignored_otherwise() {
+    let token = |extra: Value| {
+        let mut c = json!({"sub": "u", "exp": now() + 3600});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        hs256(c)
+    };
+    // (the configured claim, its value, another value, the claim left unset)
+    for (claim, wanted, wrong, unset) in [
+        ("iss", "https://auth.example", "https://evil.example", "aud"),
+        ("aud", "chat", "billing", "iss"),
+    ] {
+        let broker = jwt_broker(|c| match claim {
+            "iss" => c.auth.issuer = Some(wanted.into()),
+            _ => c.auth.audience = Some(wanted.into()),
+        });
+        let lacks = format!("the token lacks the `{claim}` claim");
+        unauthorized(&broker, Some(&token(json!({}))), &lacks).await;
+        unauthorized(
+            &broker,
+            Some(&token(json!({ claim: wrong }))),
+            "not accepted",
+        )
+        .await;
+        with_token(&broker, &token(json!({ claim: wanted }))).await;
+        // The claim that is not configured is not checked.
+        with_token(&broker, &token(json!({ claim: wanted, unset: "anything" }))).await;
+    }
+    let audience = jwt_broker(|c| c.auth.audience = Some("chat".into()));
+    with_token(&audience, &token(json!({"aud": ["billing", "chat"]}))).await;
+}
+
 #[tokio::test]
 async fn every_401_reason_is_told_apart() {
     let broker = jwt_broker(|c| {
