@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod limits;

@@ -51,6 +51,8 @@ pub enum Request {
         room: Arc<str>,
         /// Recover after this seq.
         since: Option<u64>,
+        /// The room epoch `since` belongs to (v1.1).
+        epoch: Option<Arc<str>>,
         /// Create the room if absent.
         create: bool,
         /// The connection holds the `create` right.

@@ -73,6 +73,8 @@ pub enum Op {
         name: Option<Arc<str>>,
         /// Recover after this seq.
         since: Option<u64>,
+        /// The room epoch `since` belongs to (v1.1).
+        epoch: Option<Arc<str>>,
         /// Create the room if absent.
         create: bool,
         /// The connection holds the `create` right.

@@ -24,6 +24,8 @@ pub enum ClientFrame<'a> {
         room: &'a str,
         /// Recover messages after this seq.
         since: Option<u64>,
+        /// The room epoch `since` belongs to (v1.1; a valid name).
+        epoch: Option<&'a str>,
         /// Create the room if it is missing.
         create: bool,
     },
@@ -152,6 +154,7 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     exclude_self: Option<&'a RawValue>,
     to: Option<&'a RawValue>,
+    epoch: Option<&'a RawValue>,
     /// The first key that is no field of any frame, or a repeated key.
     stray: Option<Stray>,
 }
@@ -161,7 +164,7 @@ enum Stray {
     Duplicate(&'static str),
 }
 
-const ALL_FIELDS: [&str; 12] = [
+const ALL_FIELDS: [&str; 13] = [
     "type",
     "id",
     "room",
@@ -174,6 +177,7 @@ const ALL_FIELDS: [&str; 12] = [
     "data",
     "exclude_self",
     "to",
+    "epoch",
 ];
 
 impl<'a> Fields<'a> {
@@ -191,6 +195,7 @@ impl<'a> Fields<'a> {
             "data" => ("data", &mut self.data),
             "exclude_self" => ("exclude_self", &mut self.exclude_self),
             "to" => ("to", &mut self.to),
+            "epoch" => ("epoch", &mut self.epoch),
             _ => return None,
         };
         Some(slot)
@@ -211,6 +216,7 @@ impl<'a> Fields<'a> {
             self.data,
             self.exclude_self,
             self.to,
+            self.epoch,
         ];
         ALL_FIELDS
             .into_iter()
@@ -285,7 +291,7 @@ impl<'de> de::Deserialize<'de> for Key {
 
 /// The frame types, with the fields each may carry besides `type` and `id`.
 const TYPES: [(&str, &[&str]); 8] = [
-    ("join", &["room", "since", "create"]),
+    ("join", &["room", "since", "epoch", "create"]),
     ("leave", &["room"]),
     (
         "create",
@@ -368,6 +374,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id,
             room: p.name("room", fields.room)?,
             since: p.optional::<u64>("since", fields.since, "an unsigned integer")?,
+            epoch: match fields.epoch {
+                None => None,
+                Some(raw) => Some(p.name("epoch", Some(raw))?),
+            },
             create: p
                 .optional::<bool>("create", fields.create, "a boolean")?
                 .unwrap_or(true),
@@ -498,6 +508,19 @@ mod tests {
                 id: Some(7),
                 room: "a",
                 since: Some(3),
+                epoch: None,
+                create: true
+            })
+        );
+        assert_eq!(
+            decode_client_frame(
+                r#"{"type":"join","room":"a","since":3,"epoch":"00ff00ff00ff00ff"}"#
+            ),
+            Ok(ClientFrame::Join {
+                id: None,
+                room: "a",
+                since: Some(3),
+                epoch: Some("00ff00ff00ff00ff"),
                 create: true
             })
         );
@@ -590,6 +613,32 @@ mod tests {
             code(r#"{"type":"create","room":"a","overflow":"later"}"#),
             (None, ErrorCode::BadRequest)
         );
+    }
+
+    #[test]
+    fn epochs_are_checked_like_names() {
+        for bad_frame in [
+            r#"{"type":"join","room":"a","since":1,"epoch":7}"#,
+            r#"{"type":"join","room":"a","since":1,"epoch":""}"#,
+            r#"{"type":"join","room":"a","since":1,"epoch":"a b"}"#,
+            r#"{"type":"join","room":"a","epoch":"x","epoch":"y"}"#,
+            r#"{"type":"publish","room":"a","data":1,"epoch":"x"}"#,
+        ] {
+            assert_eq!(
+                code(bad_frame),
+                (None, ErrorCode::BadRequest),
+                "{bad_frame}"
+            );
+        }
+        // An epoch without since is accepted (and changes nothing).
+        assert!(matches!(
+            decode_client_frame(r#"{"type":"join","room":"a","epoch":"e"}"#),
+            Ok(ClientFrame::Join {
+                since: None,
+                epoch: Some("e"),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -132,20 +132,22 @@ pub fn ack_send(id: u64, to: &str) -> Bytes {
 }
 
 /// `ack` of a `join`. `history` holds the JSON of `message` frames, oldest
-/// first.
+/// first; `epoch` is the room's incarnation (v1.1).
 pub fn ack_join<'h>(
     id: u64,
     room: &str,
     seq: u64,
+    epoch: &str,
     members: u32,
     history: impl ExactSizeIterator<Item = &'h [u8]> + Clone,
     recovered: Option<bool>,
 ) -> Bytes {
     let hint = history.clone().map(|h| h.len() + 1).sum::<usize>();
-    let mut obj = Obj::new("ack", 80 + room.len() + hint)
+    let mut obj = Obj::new("ack", 104 + room.len() + hint)
         .uint("id", id)
         .name("room", room)
         .uint("seq", seq)
+        .text("epoch", epoch)
         .uint("members", u64::from(members));
     let out = obj.key("history");
     out.push(b'[');
@@ -359,8 +361,17 @@ mod tests {
         let e = error(Some(4), ErrorCode::RoomFull, "the room \"r\" is full");
         assert_eq!(json(&e)["message"], "the room \"r\" is full");
         let history = [text_payload(&m)];
-        let a = ack_join(1, "r", 3, 2, history.iter().map(|b| &b[..]), Some(true));
+        let a = ack_join(
+            1,
+            "r",
+            3,
+            "00ff00ff00ff00ff",
+            2,
+            history.iter().map(|b| &b[..]),
+            Some(true),
+        );
         let v = json(&a);
+        assert_eq!(v["epoch"], "00ff00ff00ff00ff");
         assert_eq!(v["history"][0]["seq"], 3);
         assert_eq!(v["recovered"], true);
         let list = ack_members(

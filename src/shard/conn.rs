@@ -647,6 +647,7 @@ async fn dispatch(
             id,
             room,
             since,
+            epoch,
             create,
         } => {
             // Rights before state: creating needs the `create` right, and a
@@ -690,6 +691,7 @@ async fn dispatch(
                     user: conn.user.clone(),
                     name: conn.name.clone(),
                     since,
+                    epoch: epoch.map(Arc::from),
                     create,
                     may_create: conn.perms.allows(Perm::Create),
                     may_join_private: conn.may_join_private(&room),
@@ -703,6 +705,7 @@ async fn dispatch(
                 user: conn.user.clone(),
                 name: conn.name.clone(),
                 since,
+                epoch: epoch.map(Arc::from),
                 create,
                 may_create: conn.perms.allows(Perm::Create),
                 may_join_private: conn.may_join_private(&room),

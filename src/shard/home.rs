@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Shard;
+use crate::epoch::{Epoch, Resume};
 use crate::error::{ErrorCode, Refusal};
 use crate::index::RoomMeta;
 use crate::protocol::decode::RoomOptions;
@@ -31,6 +32,9 @@ struct Member {
 /// A room homed on this shard.
 pub struct HomeRoom {
     meta: Arc<RoomMeta>,
+    /// This incarnation of the room (single node; in cluster mode the
+    /// epoch lives in Redis with the room).
+    epoch: Epoch,
     seq: u64,
     /// `(seq, message frame)`, oldest first, at most `history_len`.
     history: VecDeque<(u64, Bytes)>,
@@ -52,6 +56,7 @@ impl HomeRoom {
     fn new(meta: Arc<RoomMeta>, history_len: usize, shards: usize) -> Self {
         HomeRoom {
             meta,
+            epoch: Epoch::new(),
             seq: 0,
             history: VecDeque::new(),
             history_len,
@@ -103,10 +108,11 @@ impl HomeRoom {
     }
 
     /// History after `since` (or the last `on_join` messages), and whether
-    /// it is complete.
-    fn history_for(&self, since: Option<u64>, on_join: usize) -> (Vec<Bytes>, Option<bool>) {
-        match since {
-            Some(since) => {
+    /// it is complete. A `since` of another epoch gets the last `on_join`
+    /// messages and `recovered: false`.
+    fn history_for(&self, resume: Resume, on_join: usize) -> (Vec<Bytes>, Option<bool>) {
+        match resume {
+            Resume::After(since) => {
                 let messages: Vec<Bytes> = self
                     .history
                     .iter()
@@ -121,7 +127,7 @@ impl HomeRoom {
                 let recovered = since <= self.seq && (since == self.seq || oldest <= since + 1);
                 (messages, Some(recovered))
             }
-            None => {
+            Resume::Fresh | Resume::Stale => {
                 let skip = self.history.len().saturating_sub(on_join);
                 let messages = self
                     .history
@@ -129,7 +135,7 @@ impl HomeRoom {
                     .skip(skip)
                     .map(|(_, f)| text_payload(f))
                     .collect();
-                (messages, None)
+                (messages, (resume == Resume::Stale).then_some(false))
             }
         }
     }
@@ -171,6 +177,7 @@ impl Shard {
                 name,
                 room,
                 since,
+                epoch,
                 create,
                 may_create,
                 may_join_private,
@@ -178,6 +185,7 @@ impl Shard {
                 let member = Member { user, name };
                 let args = JoinArgs {
                     since,
+                    epoch,
                     create,
                     may_create,
                     may_join_private,
@@ -343,11 +351,14 @@ impl Shard {
         }
         let count = home.members.len() as u32;
         let reply = origin.id.map(|id| {
-            let (history, recovered) = home.history_for(args.since, cfg.room.history_on_join);
+            let resume =
+                crate::epoch::resume(args.since, args.epoch.as_deref(), home.epoch.as_str());
+            let (history, recovered) = home.history_for(resume, cfg.room.history_on_join);
             encode::ack_join(
                 id,
                 room,
                 home.seq,
+                home.epoch.as_str(),
                 count,
                 history.iter().map(|b| &b[..]),
                 recovered,
@@ -524,6 +535,7 @@ impl Shard {
                             "room": &*room,
                             "members": home.members.len(),
                             "seq": home.seq,
+                            "epoch": home.epoch.as_str(),
                             "private": home.meta.private,
                             "max_members": home.meta.max_members,
                             "overflow": home.meta.overflow.as_str(),
@@ -748,6 +760,8 @@ impl Shard {
 /// The parts of a join request that steer admission.
 struct JoinArgs {
     since: Option<u64>,
+    /// The epoch the client's `since` belongs to (v1.1).
+    epoch: Option<Arc<str>>,
     create: bool,
     may_create: bool,
     may_join_private: bool,
@@ -780,17 +794,42 @@ mod tests {
     #[test]
     fn recovery_is_exact() {
         let home = room_with_history(5..=10, 10);
-        let (h, r) = home.history_for(Some(4), 100);
+        let after = |since| home.history_for(Resume::After(since), 100);
+        let (h, r) = after(4);
         assert_eq!((h.len(), r), (6, Some(true)));
-        let (h, r) = home.history_for(Some(3), 100);
+        let (h, r) = after(3);
         assert_eq!((h.len(), r), (6, Some(false)));
-        let (h, r) = home.history_for(Some(10), 100);
+        let (h, r) = after(10);
         assert_eq!((h.len(), r), (0, Some(true)));
-        let (h, r) = home.history_for(Some(11), 100);
+        let (h, r) = after(11);
         assert_eq!((h.len(), r), (0, Some(false)));
-        let (h, r) = home.history_for(None, 2);
+        let (h, r) = home.history_for(Resume::Fresh, 2);
         assert_eq!((h.len(), r), (2, None));
         let empty = room_with_history(std::iter::empty(), 0);
-        assert_eq!(empty.history_for(Some(0), 100), (vec![], Some(true)));
+        assert_eq!(
+            empty.history_for(Resume::After(0), 100),
+            (vec![], Some(true))
+        );
+    }
+
+    #[test]
+    fn a_since_of_another_epoch_is_never_recovered() {
+        let home = room_with_history(1..=10, 10);
+        let current = home.epoch.as_str();
+        let stale = crate::epoch::resume(Some(10), Some("0123456789abcdef"), current);
+        assert_eq!(stale, Resume::Stale);
+        // Like a join without since (the last on_join messages), but said
+        // to be unrecovered, even where the v1 rule would hold.
+        let (h, r) = home.history_for(stale, 3);
+        assert_eq!((h.len(), r), (3, Some(false)));
+        let first = String::from_utf8_lossy(&h[0]).to_string();
+        assert!(first.contains("\"seq\":8,"), "{first}");
+        let same = crate::epoch::resume(Some(8), Some(current), current);
+        assert_eq!(home.history_for(same, 3).1, Some(true));
+        // Without an epoch, since keeps its v1 meaning.
+        let v1 = crate::epoch::resume(Some(8), None, current);
+        assert_eq!(home.history_for(v1, 3).1, Some(true));
+        // Every incarnation has its own epoch.
+        assert_ne!(home.epoch, room_with_history(1..=10, 10).epoch);
     }
 }

@@ -66,13 +66,15 @@ pub(super) struct Details {
     pub(super) overflow: String,
     pub(super) explicit: bool,
     pub(super) history: u64,
+    /// The room's epoch (empty if it has none yet).
+    pub(super) epoch: String,
     pub(super) members: Vec<ListedMember>,
 }
 
 impl Details {
     pub(super) fn read(items: &[Value]) -> Details {
         let mut members = Vec::new();
-        let mut rest = items.iter().skip(8);
+        let mut rest = items.iter().skip(9);
         while let (Some(field), Some(value)) = (rest.next(), rest.next()) {
             let (Some(field), Some(value)) = (text(field), text(value)) else {
                 continue;
@@ -103,6 +105,7 @@ impl Details {
                 .to_string(),
             explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(7).and_then(int).unwrap_or(0).max(0) as u64,
+            epoch: items.get(8).and_then(text).unwrap_or("").to_string(),
             members,
         }
     }
@@ -181,6 +184,7 @@ pub(super) fn api_answered(call: ApiOp, room: &str, status: Status, items: &[Val
                 "room": room,
                 "members": d.total,
                 "seq": d.seq,
+                "epoch": d.epoch,
                 "private": d.private,
                 "max_members": d.max_members,
                 "overflow": d.overflow,

@@ -594,7 +594,8 @@ impl Backplane {
                 .arg(facts.overflow.as_str())
                 .arg(u8::from(facts.explicit))
                 .arg(facts.history)
-                .arg(&*node);
+                .arg(&*node)
+                .arg(crate::epoch::Epoch::new().as_str());
             for (conn, value) in &state.members {
                 cmd.arg(scripts::member_field(&node, *conn)).arg(value);
             }

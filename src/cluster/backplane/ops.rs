@@ -14,6 +14,7 @@ use crate::cluster::scripts::{self, Status};
 use crate::cluster::wire;
 use crate::cluster::{Op, RoomFacts, unavailable};
 use crate::config::OverflowPolicy;
+use crate::epoch::Epoch;
 use crate::error::{ErrorCode, Refusal};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::router::{ApiOp, ClusterEvent, Delivery, Origin};
@@ -31,6 +32,7 @@ impl Backplane {
                 user,
                 name,
                 since,
+                epoch,
                 create,
                 may_create,
                 may_join_private,
@@ -51,7 +53,9 @@ impl Backplane {
                     .arg(cfg.room.history_on_join)
                     .arg(&*node)
                     .arg(origin.conn)
-                    .arg(&*room);
+                    .arg(&*room)
+                    .arg(epoch.as_deref().unwrap_or(""))
+                    .arg(Epoch::new().as_str());
                 self.rooms
                     .entry(room.clone())
                     .or_insert_with(RoomState::new)
@@ -208,7 +212,8 @@ impl Backplane {
         cmd.arg(u8::from(facts.private))
             .arg(facts.max_members)
             .arg(facts.overflow.as_str())
-            .arg(facts.history);
+            .arg(facts.history)
+            .arg(Epoch::new().as_str());
         cmd
     }
 
@@ -437,8 +442,9 @@ impl Backplane {
             _ => None,
         };
         let reply = origin.id.map(|id| {
-            let history: Vec<&[u8]> = items.iter().skip(10).filter_map(bytes_of).collect();
-            encode::ack_join(id, &room, seq, count, history.into_iter(), recovered)
+            let epoch = items.get(10).and_then(text).unwrap_or("");
+            let history: Vec<&[u8]> = items.iter().skip(11).filter_map(bytes_of).collect();
+            encode::ack_join(id, &room, seq, epoch, count, history.into_iter(), recovered)
         });
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
