@@ -246,14 +246,19 @@ async fn broadcast_needs_the_right_and_reaches_everyone() {
     }
 }
 
-#[tokio::test]
-async fn history_on_join_and_recovery() {
-    let broker = TestBroker::new()
+/// A broker whose rooms keep 5 messages and give 3 to a join without since.
+fn history_5_on_join_3() -> Running {
+    TestBroker::new()
         .with(|c| {
             c.room.history = 5;
             c.room.history_on_join = 3;
         })
-        .start();
+        .start()
+}
+
+#[tokio::test]
+async fn history_on_join_and_recovery() {
+    let broker = history_5_on_join_3();
     let mut a = broker.user("a").await;
     a.join("r").await;
     a.publish_n("r", 8).await;
@@ -506,13 +511,8 @@ async fn private_rooms_need_a_grant_and_hide_their_members() {
 }
 
 #[tokio::test]
-async fn join_acks_carry_the_epoch_and_recovery_honours_it() {
-    let broker = TestBroker::new()
-        .with(|c| {
-            c.room.history = 5;
-            c.room.history_on_join = 3;
-        })
-        .start();
+async fn join_acks_carry_the_epoch_and_recovery_honours_it_across_incarnations() {
+    let broker = history_5_on_join_3();
     let mut a = broker.user("a").await;
     let epoch = epoch_of(&a.join("r").await);
     a.publish_n("r", 4).await;
@@ -539,21 +539,8 @@ async fn join_acks_carry_the_epoch_and_recovery_honours_it() {
     // The API's room details show the epoch too.
     let (status, details) = http(broker.addr, "GET", "/api/rooms/r", &[], None).await;
     assert_eq!((status, details["epoch"].clone()), (200, json!(epoch)));
-}
-
-#[tokio::test]
-async fn a_room_deleted_and_made_again_never_recovers_the_old_epoch() {
-    let broker = TestBroker::new()
-        .with(|c| {
-            c.room.history = 10;
-            c.room.history_on_join = 3;
-        })
-        .start();
-    let mut a = broker.user("a").await;
-    let old = epoch_of(&a.join("r").await);
-    a.publish_n("r", 4).await;
-    let mut b = broker.user("b").await;
-    remade_room_is_not_recovered(broker.addr, &mut a, &mut b, ("r", &old, 4, 3)).await;
+    // Deleted and made again: the old epoch is never recovered.
+    remade_room_is_not_recovered(broker.addr, &mut a, &mut b, ("r", &epoch, 4, 3)).await;
     // Message frames carry no epoch.
     let m = a.recv_type("message").await;
     assert!(m.get("epoch").is_none(), "{m}");
