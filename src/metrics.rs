@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::error::ErrorCode;
 
 /// Client frame types counted in `shardcast_frames_in_total`.
-pub const FRAME_KINDS: [&str; 10] = [
+pub const FRAME_KINDS: [&str; 11] = [
     "join",
     "leave",
     "create",
@@ -26,6 +26,7 @@ pub const FRAME_KINDS: [&str; 10] = [
     "broadcast",
     "members",
     "ping",
+    "refresh",
     "invalid",
     "binary",
 ];

@@ -12,7 +12,7 @@
 //!   same error and the same unconsumed bytes as feeding them in one piece;
 //! - a decoded frame's names (and a join's `epoch`) are valid, its `id` is
 //!   at most 2^53-1, its `data` is one JSON value borrowed from the
-//!   message; a refused frame
+//!   message, a `refresh` token is a non-empty borrowed string; a refused frame
 //!   has code `bad_request` or `unknown_type` and a message.
 
 #![no_main]
@@ -125,6 +125,10 @@ fn check_decode(text: &str) {
                 ClientFrame::Send { to, data, .. } => (&[to], Some(data)),
                 ClientFrame::Broadcast { data, .. } => (&[], Some(data)),
                 ClientFrame::Ping { .. } => (&[], None),
+                ClientFrame::Refresh { token, .. } => {
+                    assert!(!token.is_empty() && borrowed_from(text, token));
+                    (&[], None)
+                }
             };
             for name in names {
                 assert!(is_valid_name(name), "invalid name accepted: {name:?}");

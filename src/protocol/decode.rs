@@ -84,6 +84,13 @@ pub enum ClientFrame<'a> {
         /// Reply id.
         id: Option<u64>,
     },
+    /// `refresh` (v1.1): replace the connection's token.
+    Refresh {
+        /// Reply id.
+        id: Option<u64>,
+        /// The new token (a non-empty string, not checked yet).
+        token: &'a str,
+    },
 }
 
 impl ClientFrame<'_> {
@@ -98,6 +105,7 @@ impl ClientFrame<'_> {
             ClientFrame::Broadcast { .. } => 5,
             ClientFrame::Members { .. } => 6,
             ClientFrame::Ping { .. } => 7,
+            ClientFrame::Refresh { .. } => 8,
         }
     }
 
@@ -111,6 +119,7 @@ impl ClientFrame<'_> {
             | ClientFrame::Send { id, .. }
             | ClientFrame::Broadcast { id, .. }
             | ClientFrame::Members { id, .. }
+            | ClientFrame::Refresh { id, .. }
             | ClientFrame::Ping { id } => *id,
         }
     }
@@ -155,6 +164,7 @@ struct Fields<'a> {
     exclude_self: Option<&'a RawValue>,
     to: Option<&'a RawValue>,
     epoch: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
     /// The first key that is no field of any frame, or a repeated key.
     stray: Option<Stray>,
 }
@@ -164,7 +174,7 @@ enum Stray {
     Duplicate(&'static str),
 }
 
-const ALL_FIELDS: [&str; 13] = [
+const ALL_FIELDS: [&str; 14] = [
     "type",
     "id",
     "room",
@@ -178,6 +188,7 @@ const ALL_FIELDS: [&str; 13] = [
     "exclude_self",
     "to",
     "epoch",
+    "token",
 ];
 
 impl<'a> Fields<'a> {
@@ -196,6 +207,7 @@ impl<'a> Fields<'a> {
             "exclude_self" => ("exclude_self", &mut self.exclude_self),
             "to" => ("to", &mut self.to),
             "epoch" => ("epoch", &mut self.epoch),
+            "token" => ("token", &mut self.token),
             _ => return None,
         };
         Some(slot)
@@ -217,6 +229,7 @@ impl<'a> Fields<'a> {
             self.exclude_self,
             self.to,
             self.epoch,
+            self.token,
         ];
         ALL_FIELDS
             .into_iter()
@@ -290,7 +303,7 @@ impl<'de> de::Deserialize<'de> for Key {
 }
 
 /// The frame types, with the fields each may carry besides `type` and `id`.
-const TYPES: [(&str, &[&str]); 8] = [
+const TYPES: [(&str, &[&str]); 9] = [
     ("join", &["room", "since", "epoch", "create"]),
     ("leave", &["room"]),
     (
@@ -302,6 +315,7 @@ const TYPES: [(&str, &[&str]); 8] = [
     ("broadcast", &["data"]),
     ("members", &["room"]),
     ("ping", &[]),
+    ("refresh", &["token"]),
 ];
 
 fn bad(id: Option<u64>, message: impl Into<String>) -> DecodeError {
@@ -342,7 +356,7 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             refusal: Refusal::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping"
+                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping, refresh"
                 ),
             ),
         });
@@ -442,6 +456,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id,
             room: p.name("room", fields.room)?,
         },
+        "refresh" => ClientFrame::Refresh {
+            id,
+            token: p.token(fields.token)?,
+        },
         _ => ClientFrame::Ping { id },
     };
     Ok(frame)
@@ -468,6 +486,17 @@ impl Parser<'_> {
             _ => Err(bad(
                 self.id,
                 format!("`{field}` must be 1-128 bytes of [A-Za-z0-9_.:@-]"),
+            )),
+        }
+    }
+
+    fn token<'a>(&self, raw: Option<&'a RawValue>) -> Result<&'a str, DecodeError> {
+        let raw = self.required("token", raw)?;
+        match serde_json::from_str::<&str>(raw.get()) {
+            Ok(token) if !token.is_empty() => Ok(token),
+            _ => Err(bad(
+                self.id,
+                "`token` must be a non-empty string without escapes (a JWT)",
             )),
         }
     }
@@ -522,6 +551,13 @@ mod tests {
                 since: Some(3),
                 epoch: Some("00ff00ff00ff00ff"),
                 create: true
+            })
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"refresh","token":"a.b.c","id":2}"#),
+            Ok(ClientFrame::Refresh {
+                id: Some(2),
+                token: "a.b.c"
             })
         );
         let f = decode_client_frame(r#"{"type":"publish","room":"r","data":{"x":[1,2]} }"#)
@@ -616,13 +652,28 @@ mod tests {
     }
 
     #[test]
-    fn epochs_are_checked_like_names() {
+    fn kind_indices_name_their_metrics_slots() {
+        for (i, (kind, _)) in TYPES.iter().enumerate() {
+            assert_eq!(crate::metrics::FRAME_KINDS[i], *kind);
+        }
+        let refresh = decode_client_frame(r#"{"type":"refresh","token":"t"}"#).expect("refresh");
+        assert_eq!(crate::metrics::FRAME_KINDS[refresh.kind_index()], "refresh");
+    }
+
+    #[test]
+    fn v1_1_fields_are_checked() {
         for bad_frame in [
             r#"{"type":"join","room":"a","since":1,"epoch":7}"#,
             r#"{"type":"join","room":"a","since":1,"epoch":""}"#,
             r#"{"type":"join","room":"a","since":1,"epoch":"a b"}"#,
             r#"{"type":"join","room":"a","epoch":"x","epoch":"y"}"#,
             r#"{"type":"publish","room":"a","data":1,"epoch":"x"}"#,
+            r#"{"type":"refresh"}"#,
+            r#"{"type":"refresh","token":""}"#,
+            r#"{"type":"refresh","token":null}"#,
+            r#"{"type":"refresh","token":"a\/b"}"#,
+            r#"{"type":"refresh","token":"t","room":"a"}"#,
+            r#"{"type":"ping","token":"t"}"#,
         ] {
             assert_eq!(
                 code(bad_frame),
@@ -630,6 +681,8 @@ mod tests {
                 "{bad_frame}"
             );
         }
+        let e = decode_client_frame(r#"{"type":"refreshh","id":1}"#).expect_err("unknown");
+        assert!(e.refusal.message.contains("refresh"));
         // An epoch without since is accepted (and changes nothing).
         assert!(matches!(
             decode_client_frame(r#"{"type":"join","room":"a","epoch":"e"}"#),

@@ -90,14 +90,18 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The protocol version `welcome` announces.
+pub const PROTOCOL_VERSION: &str = "1.1";
+
 /// `welcome`
 pub fn welcome(conn: u64, user: &str, shard: usize, node: &str, heartbeat_ms: u64) -> Bytes {
-    Obj::new("welcome", 96)
+    Obj::new("welcome", 112)
         .uint("conn", conn)
         .name("user", user)
         .uint("shard", shard as u64)
         .name("node", node)
         .uint("heartbeat_ms", heartbeat_ms)
+        .name("protocol", PROTOCOL_VERSION)
         .finish()
 }
 
@@ -121,6 +125,16 @@ pub fn ack_publish(id: u64, room: &str, seq: u64) -> Bytes {
         .name("room", room)
         .uint("seq", seq)
         .finish()
+}
+
+/// `ack` of a `refresh`: when the new token expires (Unix seconds), if
+/// it does.
+pub fn ack_refresh(id: u64, exp: Option<u64>) -> Bytes {
+    let obj = Obj::new("ack", 40).uint("id", id);
+    match exp {
+        Some(exp) => obj.uint("exp", exp).finish(),
+        None => obj.finish(),
+    }
 }
 
 /// `ack` of a `send`.
@@ -391,5 +405,14 @@ mod tests {
         assert_eq!(json(&pong(None)), serde_json::json!({"type":"pong"}));
         assert_eq!(json(&gap("r", 2, 9))["to"], 9);
         assert_eq!(json(&welcome(1, "u", 0, "n", 25))["heartbeat_ms"], 25);
+        assert_eq!(json(&welcome(1, "u", 0, "n", 25))["protocol"], "1.1");
+        assert_eq!(
+            json(&ack_refresh(3, Some(1_767_225_600))),
+            serde_json::json!({"type":"ack","id":3,"exp":1_767_225_600u64})
+        );
+        assert_eq!(
+            json(&ack_refresh(3, None)),
+            serde_json::json!({"type":"ack","id":3})
+        );
     }
 }

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::Shard;
 use super::outbound::{OutQueue, Pushed, Queued};
 use super::signal::LocalSignal;
-use crate::auth::RoomPatterns;
-use crate::config::OverflowPolicy;
+use crate::auth::{Authenticator, Grant, RoomPatterns};
+use crate::config::{AuthMode, OverflowPolicy};
 use crate::error::{ErrorCode, Refusal, close};
 use crate::limits::{
     PENDING_JOIN_WAIT_MS, READ_BYTES_PER_TURN, READ_CHUNK_BYTES, WRITE_BATCH_FRAMES,
@@ -71,9 +71,11 @@ pub struct Conn {
     pub user: Arc<str>,
     /// Display name.
     pub name: Option<Arc<str>>,
-    perms: Perms,
-    private_rooms: RoomPatterns,
-    expires_at: Option<u64>,
+    /// Rights, rooms and expiry of the connection's token; a `refresh`
+    /// replaces them (never borrowed across an `.await`).
+    perms: Cell<Perms>,
+    private_rooms: RefCell<RoomPatterns>,
+    expires_at: Cell<Option<u64>>,
     echo: bool,
     queue: RefCell<OutQueue>,
     writer_wake: LocalSignal,
@@ -97,9 +99,9 @@ impl Conn {
             id: identity.id,
             user: identity.user,
             name: identity.name,
-            perms: identity.perms,
-            private_rooms: identity.rooms,
-            expires_at: identity.expires_at,
+            perms: Cell::new(identity.perms),
+            private_rooms: RefCell::new(identity.rooms),
+            expires_at: Cell::new(identity.expires_at),
             echo: identity.echo,
             queue: RefCell::new(OutQueue::new(
                 l.outbound_queue_messages,
@@ -216,9 +218,22 @@ impl Conn {
         self.send(encode::error(id, refusal.code, &refusal.message));
     }
 
+    /// The connection's rights now.
+    fn perms(&self) -> Perms {
+        self.perms.get()
+    }
+
     /// Whether this connection may join private room `room`.
     fn may_join_private(&self, room: &str) -> bool {
-        self.perms.allows(Perm::Admin) || self.private_rooms.allows(room)
+        self.perms().allows(Perm::Admin) || self.private_rooms.borrow().allows(room)
+    }
+
+    /// A `refresh` was accepted: the new token's rights, rooms and expiry
+    /// hold for every later frame (the read loop moves its expiry timer).
+    fn refresh(&self, grant: Grant) {
+        self.perms.set(grant.perms);
+        *self.private_rooms.borrow_mut() = grant.rooms;
+        self.expires_at.set(grant.expires_at);
     }
 
     /// Spend one token of the publish rate limit.
@@ -239,9 +254,9 @@ impl Conn {
 }
 
 /// `shardcast_frames_in_total` slot of frames that failed to decode.
-const FRAME_INVALID: usize = 8;
+const FRAME_INVALID: usize = 9;
 /// `shardcast_frames_in_total` slot of binary frames.
-const FRAME_BINARY: usize = 9;
+const FRAME_BINARY: usize = 10;
 const _: () = assert!(FRAME_INVALID < crate::metrics::FRAME_KINDS.len());
 const _: () = assert!(FRAME_BINARY < crate::metrics::FRAME_KINDS.len());
 
@@ -337,9 +352,8 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
     tokio::pin!(heartbeat);
     // The token's expiry: one timer per connection that has one (boxed, so
     // connections without a token carry no timer), no sweep over all.
-    let mut expiry = conn
-        .expires_at
-        .map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+    let mut expiry_at = conn.expires_at.get();
+    let mut expiry = expiry_at.map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
     // The peer's FIN came with the last read: what that read brought is
     // handled first, then the loop ends.
     let mut peer_done = false;
@@ -379,6 +393,17 @@ async fn read_loop(shard: &Shard, conn: &Rc<Conn>, read: &OwnedReadHalf, prefix:
         }
         if peer_done {
             return ReadEnd::Eof;
+        }
+        if conn.expires_at.get() != expiry_at {
+            // A `refresh` moved the expiry (or removed it).
+            expiry_at = conn.expires_at.get();
+            match (expiry_at, expiry.as_mut()) {
+                (Some(exp), Some(timer)) => timer.as_mut().reset(expiry_instant(exp)),
+                (Some(exp), None) => {
+                    expiry = Some(Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+                }
+                (None, _) => expiry = None,
+            }
         }
         if buf.is_empty() && buf.capacity() > 0 {
             buf = BytesMut::new(); // idle connections hold no read buffer
@@ -657,7 +682,7 @@ async fn dispatch(
             // In cluster mode this node may not know a room that exists
             // elsewhere: the backplane's script decides on creation.
             let clustered = shard.shared.cluster.is_some();
-            if meta.is_none() && creates && !clustered && !conn.perms.allows(Perm::Create) {
+            if meta.is_none() && creates && !clustered && !conn.perms().allows(Perm::Create) {
                 return Err(Refusal::new(
                     ErrorCode::Forbidden,
                     format!(
@@ -693,7 +718,7 @@ async fn dispatch(
                     since,
                     epoch: epoch.map(Arc::from),
                     create,
-                    may_create: conn.perms.allows(Perm::Create),
+                    may_create: conn.perms().allows(Perm::Create),
                     may_join_private: conn.may_join_private(&room),
                     room,
                 };
@@ -707,7 +732,7 @@ async fn dispatch(
                 since,
                 epoch: epoch.map(Arc::from),
                 create,
-                may_create: conn.perms.allows(Perm::Create),
+                may_create: conn.perms().allows(Perm::Create),
                 may_join_private: conn.may_join_private(&room),
                 room: room.clone(),
             };
@@ -722,7 +747,7 @@ async fn dispatch(
             shard.leave(room, Origin { conn: conn.id, id }).await;
         }
         ClientFrame::Create { id, room, options } => {
-            conn.perms.require(Perm::Create)?;
+            conn.perms().require(Perm::Create)?;
             let room: Arc<str> = Arc::from(room);
             let origin = Origin { conn: conn.id, id };
             if let Some(cluster) = &shard.shared.cluster {
@@ -752,7 +777,7 @@ async fn dispatch(
             data,
             exclude_self,
         } => {
-            conn.perms.require(Perm::Publish)?;
+            conn.perms().require(Perm::Publish)?;
             let clustered = shard.shared.cluster.is_some();
             let room = match conn.known_room(room) {
                 Some(room) => room,
@@ -782,7 +807,7 @@ async fn dispatch(
             shard.request(home_of(&room, shards), request).await;
         }
         ClientFrame::Send { id, to, data } => {
-            conn.perms.require(Perm::Send)?;
+            conn.perms().require(Perm::Send)?;
             conn.take_token()?;
             let frame = encode::direct(&conn.user, encode::now_ms(), data.as_bytes());
             let mut targets = shard.shared.users.shards(to);
@@ -810,7 +835,7 @@ async fn dispatch(
             }
         }
         ClientFrame::Broadcast { id, data } => {
-            conn.perms.require(Perm::Broadcast)?;
+            conn.perms().require(Perm::Broadcast)?;
             conn.take_token()?;
             let frame = encode::broadcast(&conn.user, encode::now_ms(), data.as_bytes());
             for target in 0..shards {
@@ -830,7 +855,7 @@ async fn dispatch(
             }
         }
         ClientFrame::Members { id, room } => {
-            conn.perms.require(Perm::Presence)?;
+            conn.perms().require(Perm::Presence)?;
             let room: Arc<str> = Arc::from(room);
             let origin = Origin { conn: conn.id, id };
             if let Some(cluster) = &shard.shared.cluster {
@@ -842,6 +867,44 @@ async fn dispatch(
             let home = home_of(&room, shards);
             shard.request(home, Request::Members { origin, room }).await;
         }
+        ClientFrame::Refresh { id, token } => {
+            let grant = check_refresh(&shard.shared.auth, &conn.user, token)?;
+            let exp = grant.exp;
+            conn.refresh(grant);
+            if let Some(id) = id {
+                conn.send(encode::ack_refresh(id, exp));
+            }
+        }
     }
     Ok(())
+}
+
+/// Check a `refresh` token of `user`'s connection like a connect token;
+/// its `sub` must be `user`. A refusal changes nothing.
+fn check_refresh(auth: &Authenticator, user: &str, token: &str) -> Result<Grant, Refusal> {
+    if auth.mode() != AuthMode::Jwt {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "`refresh` needs auth.mode = \"jwt\"; this server uses no tokens",
+        ));
+    }
+    let grant = auth.authenticate(Some(token))?;
+    if grant.user.as_deref() != Some(user) {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "the new token's `sub` is not this connection's user",
+        ));
+    }
+    Ok(grant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_slots_name_their_metrics_labels() {
+        assert_eq!(crate::metrics::FRAME_KINDS[FRAME_INVALID], "invalid");
+        assert_eq!(crate::metrics::FRAME_KINDS[FRAME_BINARY], "binary");
+    }
 }

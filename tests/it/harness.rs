@@ -424,6 +424,16 @@ pub(crate) fn epoch_of(ack: &Value) -> String {
     epoch
 }
 
+/// Assert an `error` reply's message mentions `needle`.
+pub(crate) fn assert_says(reply: &Value, needle: &str) {
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(needle)),
+        "{reply} does not mention {needle:?}"
+    );
+}
+
 /// v1.1: `room`, whose incarnation `old` has `n` messages, is deleted
 /// through the API at `api` and made again by `owner` with `n` messages.
 /// `late` joining with the old `since` and epoch gets the new epoch, the

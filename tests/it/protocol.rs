@@ -513,7 +513,8 @@ async fn private_rooms_need_a_grant_and_hide_their_members() {
 #[tokio::test]
 async fn join_acks_carry_the_epoch_and_recovery_honours_it_across_incarnations() {
     let broker = history_5_on_join_3();
-    let mut a = broker.user("a").await;
+    let mut a = broker.connect("user=a").await;
+    assert_eq!(a.recv().await["protocol"], "1.1");
     let epoch = epoch_of(&a.join("r").await);
     a.publish_n("r", 4).await;
     // Rejoining with since and the room's epoch recovers, as v1 would.
