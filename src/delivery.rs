@@ -69,6 +69,8 @@ pub(crate) struct JoinAck {
     pub(crate) id: u64,
     /// The room's last seq.
     pub(crate) seq: u64,
+    /// The room's epoch (v1.1).
+    pub(crate) epoch: String,
     /// Members after the join.
     pub(crate) members: u32,
     /// Payloads (JSON) of `message` frames, oldest first.
@@ -99,6 +101,8 @@ pub(crate) struct RoomDetails {
     pub(crate) members: usize,
     /// Last seq.
     pub(crate) seq: u64,
+    /// The room's epoch (v1.1; empty if it has none yet).
+    pub(crate) epoch: String,
     /// Private room.
     pub(crate) private: bool,
     /// Member cap.

@@ -28,6 +28,7 @@ mod backend;
 mod cluster;
 pub mod config;
 mod delivery;
+mod epoch;
 pub mod error;
 mod inbox;
 mod index;

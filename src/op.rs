@@ -63,6 +63,8 @@ pub(crate) struct Join {
     pub(crate) name: Option<Arc<str>>,
     /// Recover after this seq.
     pub(crate) since: Option<u64>,
+    /// The room epoch `since` belongs to (v1.1).
+    pub(crate) epoch: Option<Arc<str>>,
     /// Create the room if absent (and the broker allows it).
     pub(crate) create: bool,
     /// The connection holds the `create` right.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::error::ErrorCode;
 
 /// Client frame types counted in `shardcast_frames_in_total`.
-pub const FRAME_KINDS: [&str; 10] = [
+pub const FRAME_KINDS: [&str; 11] = [
     "join",
     "leave",
     "create",
@@ -25,6 +25,7 @@ pub const FRAME_KINDS: [&str; 10] = [
     "broadcast",
     "members",
     "ping",
+    "refresh",
     "invalid",
     "binary",
 ];
@@ -35,9 +36,9 @@ pub(crate) const CLOSE_CODES: [u16; 10] =
     [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4000, 4001];
 
 /// `shardcast_frames_in_total` slot of frames that failed to decode.
-pub(crate) const FRAME_INVALID: usize = 8;
+pub(crate) const FRAME_INVALID: usize = 9;
 /// `shardcast_frames_in_total` slot of binary frames.
-pub(crate) const FRAME_BINARY: usize = 9;
+pub(crate) const FRAME_BINARY: usize = 10;
 const _: () = assert!(FRAME_BINARY < FRAME_KINDS.len() && FRAME_INVALID < FRAME_KINDS.len());
 
 /// Index of the "other" close code slot.

@@ -24,6 +24,8 @@ pub enum ClientFrame<'a> {
         room: &'a str,
         /// Recover messages after this seq.
         since: Option<u64>,
+        /// The room epoch `since` belongs to (v1.1; a valid name).
+        epoch: Option<&'a str>,
         /// Create the room if it is missing.
         create: bool,
     },
@@ -82,6 +84,13 @@ pub enum ClientFrame<'a> {
         /// Reply id.
         id: Option<u64>,
     },
+    /// `refresh` (v1.1): replace the connection's token.
+    Refresh {
+        /// Reply id.
+        id: Option<u64>,
+        /// The new token (a non-empty string, not checked yet).
+        token: &'a str,
+    },
 }
 
 impl ClientFrame<'_> {
@@ -96,6 +105,7 @@ impl ClientFrame<'_> {
             ClientFrame::Broadcast { .. } => 5,
             ClientFrame::Members { .. } => 6,
             ClientFrame::Ping { .. } => 7,
+            ClientFrame::Refresh { .. } => 8,
         }
     }
 
@@ -109,6 +119,7 @@ impl ClientFrame<'_> {
             | ClientFrame::Send { id, .. }
             | ClientFrame::Broadcast { id, .. }
             | ClientFrame::Members { id, .. }
+            | ClientFrame::Refresh { id, .. }
             | ClientFrame::Ping { id } => *id,
         }
     }
@@ -152,6 +163,8 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     exclude_self: Option<&'a RawValue>,
     to: Option<&'a RawValue>,
+    epoch: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
     /// The first key that is no field of any frame, or a repeated key.
     stray: Option<Stray>,
 }
@@ -161,7 +174,7 @@ enum Stray {
     Duplicate(&'static str),
 }
 
-const ALL_FIELDS: [&str; 12] = [
+const ALL_FIELDS: [&str; 14] = [
     "type",
     "id",
     "room",
@@ -174,6 +187,8 @@ const ALL_FIELDS: [&str; 12] = [
     "data",
     "exclude_self",
     "to",
+    "epoch",
+    "token",
 ];
 
 impl<'a> Fields<'a> {
@@ -191,6 +206,8 @@ impl<'a> Fields<'a> {
             "data" => ("data", &mut self.data),
             "exclude_self" => ("exclude_self", &mut self.exclude_self),
             "to" => ("to", &mut self.to),
+            "epoch" => ("epoch", &mut self.epoch),
+            "token" => ("token", &mut self.token),
             _ => return None,
         };
         Some(slot)
@@ -211,6 +228,8 @@ impl<'a> Fields<'a> {
             self.data,
             self.exclude_self,
             self.to,
+            self.epoch,
+            self.token,
         ];
         ALL_FIELDS
             .into_iter()
@@ -284,8 +303,8 @@ impl<'de> de::Deserialize<'de> for Key {
 }
 
 /// The frame types, with the fields each may carry besides `type` and `id`.
-const TYPES: [(&str, &[&str]); 8] = [
-    ("join", &["room", "since", "create"]),
+const TYPES: [(&str, &[&str]); 9] = [
+    ("join", &["room", "since", "epoch", "create"]),
     ("leave", &["room"]),
     (
         "create",
@@ -296,6 +315,7 @@ const TYPES: [(&str, &[&str]); 8] = [
     ("broadcast", &["data"]),
     ("members", &["room"]),
     ("ping", &[]),
+    ("refresh", &["token"]),
 ];
 
 fn bad(id: Option<u64>, message: impl Into<String>) -> DecodeError {
@@ -336,7 +356,7 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             refusal: Refusal::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping"
+                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping, refresh"
                 ),
             ),
         });
@@ -368,6 +388,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id,
             room: p.name("room", fields.room)?,
             since: p.optional::<u64>("since", fields.since, "an unsigned integer")?,
+            epoch: match fields.epoch {
+                None => None,
+                Some(raw) => Some(p.name("epoch", Some(raw))?),
+            },
             create: p
                 .optional::<bool>("create", fields.create, "a boolean")?
                 .unwrap_or(true),
@@ -432,6 +456,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id,
             room: p.name("room", fields.room)?,
         },
+        "refresh" => ClientFrame::Refresh {
+            id,
+            token: p.token(fields.token)?,
+        },
         _ => ClientFrame::Ping { id },
     };
     Ok(frame)
@@ -458,6 +486,17 @@ impl Parser<'_> {
             _ => Err(bad(
                 self.id,
                 format!("`{field}` must be 1-128 bytes of [A-Za-z0-9_.:@-]"),
+            )),
+        }
+    }
+
+    fn token<'a>(&self, raw: Option<&'a RawValue>) -> Result<&'a str, DecodeError> {
+        let raw = self.required("token", raw)?;
+        match serde_json::from_str::<&str>(raw.get()) {
+            Ok(token) if !token.is_empty() => Ok(token),
+            _ => Err(bad(
+                self.id,
+                "`token` must be a non-empty string without escapes (a JWT)",
             )),
         }
     }
@@ -498,7 +537,27 @@ mod tests {
                 id: Some(7),
                 room: "a",
                 since: Some(3),
+                epoch: None,
                 create: true
+            })
+        );
+        assert_eq!(
+            decode_client_frame(
+                r#"{"type":"join","room":"a","since":3,"epoch":"00ff00ff00ff00ff"}"#
+            ),
+            Ok(ClientFrame::Join {
+                id: None,
+                room: "a",
+                since: Some(3),
+                epoch: Some("00ff00ff00ff00ff"),
+                create: true
+            })
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"refresh","token":"a.b.c","id":2}"#),
+            Ok(ClientFrame::Refresh {
+                id: Some(2),
+                token: "a.b.c"
             })
         );
         let f = decode_client_frame(r#"{"type":"publish","room":"r","data":{"x":[1,2]} }"#)
@@ -590,6 +649,49 @@ mod tests {
             code(r#"{"type":"create","room":"a","overflow":"later"}"#),
             (None, ErrorCode::BadRequest)
         );
+    }
+
+    #[test]
+    fn kind_indices_name_their_metrics_slots() {
+        for (i, (kind, _)) in TYPES.iter().enumerate() {
+            assert_eq!(crate::metrics::FRAME_KINDS[i], *kind);
+        }
+        let refresh = decode_client_frame(r#"{"type":"refresh","token":"t"}"#).expect("refresh");
+        assert_eq!(crate::metrics::FRAME_KINDS[refresh.kind_index()], "refresh");
+    }
+
+    #[test]
+    fn v1_1_fields_are_checked() {
+        for bad_frame in [
+            r#"{"type":"join","room":"a","since":1,"epoch":7}"#,
+            r#"{"type":"join","room":"a","since":1,"epoch":""}"#,
+            r#"{"type":"join","room":"a","since":1,"epoch":"a b"}"#,
+            r#"{"type":"join","room":"a","epoch":"x","epoch":"y"}"#,
+            r#"{"type":"publish","room":"a","data":1,"epoch":"x"}"#,
+            r#"{"type":"refresh"}"#,
+            r#"{"type":"refresh","token":""}"#,
+            r#"{"type":"refresh","token":null}"#,
+            r#"{"type":"refresh","token":"a\/b"}"#,
+            r#"{"type":"refresh","token":"t","room":"a"}"#,
+            r#"{"type":"ping","token":"t"}"#,
+        ] {
+            assert_eq!(
+                code(bad_frame),
+                (None, ErrorCode::BadRequest),
+                "{bad_frame}"
+            );
+        }
+        let e = decode_client_frame(r#"{"type":"refreshh","id":1}"#).expect_err("unknown");
+        assert!(e.refusal.message.contains("refresh"));
+        // An epoch without since is accepted (and changes nothing).
+        assert!(matches!(
+            decode_client_frame(r#"{"type":"join","room":"a","epoch":"e"}"#),
+            Ok(ClientFrame::Join {
+                since: None,
+                epoch: Some("e"),
+                ..
+            })
+        ));
     }
 
     #[test]

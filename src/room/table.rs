@@ -28,6 +28,7 @@ use crate::config::{Config, OverflowPolicy, RoomConfig};
 use crate::delivery::{
     Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, RoomDetails,
 };
+use crate::epoch::{Epoch, Resume};
 use crate::error::Refusal;
 use crate::index::{RoomIndex, RoomMeta};
 use crate::op::{Join, Op, Origin, Publish};
@@ -68,6 +69,8 @@ struct Member {
 /// A room homed here.
 struct Room {
     meta: Arc<RoomMeta>,
+    /// This incarnation of the room.
+    epoch: Epoch,
     seq: u64,
     history: HistoryRing,
     members: HashMap<u64, Member>,
@@ -209,6 +212,7 @@ impl RoomTable {
         let history_len = options.history.unwrap_or(s.room.history);
         let mut home = Room {
             meta,
+            epoch: Epoch::new(),
             seq: 0,
             history: HistoryRing::new(history_len, s.room.history_max_bytes),
             members: HashMap::new(),
@@ -268,10 +272,13 @@ impl RoomTable {
         }
         let count = home.members.len() as u32;
         let ack = join.origin.id.map(|id| {
-            let (history, recovered) = history_for(home, join.since, s.room.history_on_join);
+            let resume =
+                crate::epoch::resume(join.since, join.epoch.as_deref(), home.epoch.as_str());
+            let (history, recovered) = history_for(home, resume, s.room.history_on_join);
             JoinAck {
                 id,
                 seq: home.seq,
+                epoch: home.epoch.as_str().to_string(),
                 members: count,
                 history,
                 recovered,
@@ -433,6 +440,7 @@ impl RoomTable {
             room: room.clone(),
             members: home.members.len(),
             seq: home.seq,
+            epoch: home.epoch.as_str().to_string(),
             private: home.meta.private,
             max_members: home.meta.max_members,
             overflow: home.meta.overflow.as_str(),
@@ -525,17 +533,21 @@ fn schedule(
 }
 
 /// History after `since` (or the last `on_join` messages), as message
-/// payloads, and whether it is complete.
-fn history_for(home: &Room, since: Option<u64>, on_join: usize) -> (Vec<Bytes>, Option<bool>) {
-    match since {
-        Some(since) => {
+/// payloads, and whether it is complete. A `since` of another epoch gets
+/// the last `on_join` messages and `recovered: false`.
+fn history_for(home: &Room, resume: Resume, on_join: usize) -> (Vec<Bytes>, Option<bool>) {
+    match resume {
+        Resume::After(since) => {
             let messages = home.history.after(since).map(|e| text_payload(&e.frame));
             let recovered = home.history.covers(since, home.seq);
             (messages.collect(), Some(recovered))
         }
-        None => {
+        Resume::Fresh | Resume::Stale => {
             let messages = home.history.last(on_join).map(|e| text_payload(&e.frame));
-            (messages.collect(), None)
+            (
+                messages.collect(),
+                (resume == Resume::Stale).then_some(false),
+            )
         }
     }
 }

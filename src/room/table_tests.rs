@@ -36,6 +36,7 @@ fn join(conn: u64, room: &str, id: Option<u64>) -> Op {
         user: Arc::from(format!("u{conn}")),
         name: None,
         since: None,
+        epoch: None,
         create: true,
         may_create: true,
         may_join_private: false,
@@ -221,6 +222,54 @@ fn a_join_with_since_recovers_exactly() {
     assert_eq!(ack_of(&mut table, 1), Some((3, Some(false))));
     assert_eq!(ack_of(&mut table, 5), Some((0, Some(true))));
     assert_eq!(ack_of(&mut table, 6), Some((0, Some(false))));
+}
+
+#[test]
+fn a_since_of_another_epoch_is_never_recovered() {
+    let (index, t0) = (RoomIndex::new(100), Instant::now());
+    let mut table = RoomTable::new(0, &config(|c| c.room.history_on_join = 3));
+    apply(&mut table, &index, join(1, "r", None), t0);
+    for _ in 0..10 {
+        let (op, _) = publish(None, "r", false);
+        apply(&mut table, &index, op, t0);
+    }
+    let ack_of = |table: &mut RoomTable, since, epoch: Option<&str>| {
+        let op = Op::Join(Join {
+            since: Some(since),
+            epoch: epoch.map(Arc::from),
+            ..match join(2, "r", Some(1)) {
+                Op::Join(j) => j,
+                _ => unreachable!(),
+            }
+        });
+        match apply(table, &index, op, t0).into_iter().next() {
+            Some((_, Delivery::Joined { admitted, .. })) => admitted.ack.expect("ack"),
+            other => panic!("{other:?}"),
+        }
+    };
+    let current = ack_of(&mut table, 10, None).epoch;
+    // Like a join without since (the last history_on_join messages), but
+    // said to be unrecovered, even where the v1 rule would hold.
+    let stale = ack_of(&mut table, 10, Some("0123456789abcdef"));
+    assert_eq!((stale.history.len(), stale.recovered), (3, Some(false)));
+    assert!(String::from_utf8_lossy(&stale.history[0]).contains("\"seq\":8,"));
+    let same = ack_of(&mut table, 8, Some(&current));
+    assert_eq!((same.history.len(), same.recovered), (2, Some(true)));
+    // Without an epoch, since keeps its v1 meaning.
+    assert_eq!(ack_of(&mut table, 8, None).recovered, Some(true));
+    // Deleted and made again: another incarnation, another epoch.
+    let (tx, _rx) = oneshot::channel();
+    apply(
+        &mut table,
+        &index,
+        Op::Delete {
+            room: Arc::from("r"),
+            reply: tx,
+        },
+        t0,
+    );
+    apply(&mut table, &index, join(1, "r", None), t0);
+    assert_ne!(ack_of(&mut table, 0, None).epoch, current);
 }
 
 #[test]

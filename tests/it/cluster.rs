@@ -382,11 +382,14 @@ async fn redis_unreachable_at_start_is_a_clear_error() {
 
 /// Publish until the cluster accepts it again (bounded).
 async fn publish_until_accepted(c: &mut Client, room: &str) -> Value {
+    until_accepted(c, json!({"type": "publish", "room": room, "data": "after"})).await
+}
+
+/// Send `frame` until it is acknowledged (Redis is back), not `unavailable`.
+async fn until_accepted(c: &mut Client, frame: Value) -> Value {
     let started = Instant::now();
     loop {
-        let reply = c
-            .request(json!({"type": "publish", "room": room, "data": "after"}))
-            .await;
+        let reply = c.request(frame.clone()).await;
         if reply["type"] == "ack" {
             return reply;
         }
@@ -918,4 +921,71 @@ async fn a_cluster_node_start_line_names_its_redis_and_node_id() {
     let redacted = format!(" redis=redis://default:<redacted>@127.0.0.1:{}", redis.port);
     assert!(line.contains(&redacted), "{line}");
     assert!(!line.contains("hunter2"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn both_nodes_report_one_epoch_and_recovery_honours_it() {
+    let redis = Redis::start();
+    let on_join = |c: &mut Config| c.room.history_on_join = 2;
+    let a = node(&redis, "node-a").with(on_join).start();
+    let b = node(&redis, "node-b").with(on_join).start();
+    let mut alice = a.user("alice").await;
+    let epoch = epoch_of(&alice.join("ep").await);
+    let mut bob = b.user("bob").await;
+    assert_eq!(
+        epoch_of(&bob.join("ep").await),
+        epoch,
+        "one epoch for both nodes"
+    );
+    for node in [&a, &b] {
+        let (status, details) = http(node.addr, "GET", "/api/rooms/ep", &[], None).await;
+        assert_eq!((status, details["epoch"].clone()), (200, json!(epoch)));
+    }
+    alice.publish_n("ep", 3).await;
+    // A client that moved to the other node recovers with the epoch.
+    let mut moved = b.user("moved").await;
+    let ack = moved
+        .ok(json!({"type": "join", "room": "ep", "since": 1, "epoch": epoch}))
+        .await;
+    assert_eq!(
+        (ack["recovered"].clone(), history_seqs(&ack)),
+        (json!(true), vec![2, 3])
+    );
+    // Deleted (through node a) and made again: the old epoch is never
+    // recovered on node b.
+    let mut late = b.user("late").await;
+    remade_room_is_not_recovered(a.addr, &mut alice, &mut late, ("ep", &epoch, 3, 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn a_room_redis_lost_comes_back_with_one_new_epoch() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b").start();
+    let mut pub_a = a.user("pub").await;
+    let old = epoch_of(&pub_a.join("live").await);
+    let mut sub_b = b.user("sub").await;
+    sub_b.join("live").await;
+    for i in 0..2 {
+        pub_a
+            .ok(json!({"type": "publish", "room": "live", "data": i}))
+            .await;
+    }
+    redis.restart(Duration::from_millis(300));
+    let seq = publish_until_accepted(&mut pub_a, "live").await["seq"]
+        .as_u64()
+        .expect("seq");
+    // Redis lost the room's history: RESTORE put it back as a new
+    // incarnation (seq does not go back), the same one on both nodes.
+    let mut fresh_a = a.user("fresh-a").await;
+    let new = epoch_of(&fresh_a.join("live").await);
+    assert_ne!(new, old);
+    let mut fresh_b = b.user("fresh-b").await;
+    let frame = json!({"type": "join", "room": "live", "since": 2, "epoch": old});
+    let ack = until_accepted(&mut fresh_b, frame).await;
+    assert_eq!(ack["epoch"], json!(new));
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(ack["seq"], seq);
 }

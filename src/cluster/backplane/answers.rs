@@ -69,13 +69,15 @@ pub(super) struct Details {
     pub(super) overflow: String,
     pub(super) explicit: bool,
     pub(super) history: u64,
+    /// The room's epoch (empty if it has none yet).
+    pub(super) epoch: String,
     pub(super) members: Vec<ListedMember>,
 }
 
 impl Details {
     pub(super) fn read(items: &[Value]) -> Details {
         let mut members = Vec::new();
-        let mut rest = items.iter().skip(8);
+        let mut rest = items.iter().skip(9);
         while let (Some(field), Some(value)) = (rest.next(), rest.next()) {
             let (Some(field), Some(value)) = (text(field), text(value)) else {
                 continue;
@@ -106,6 +108,7 @@ impl Details {
                 .to_string(),
             explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(7).and_then(int).unwrap_or(0).max(0) as u64,
+            epoch: items.get(8).and_then(text).unwrap_or("").to_string(),
             members,
         }
     }
@@ -151,10 +154,12 @@ impl Details {
 
     /// The API's details of `room`.
     pub(super) fn into_room_details(self, room: &Arc<str>) -> RoomDetails {
+        let member_list = self.member_infos();
         RoomDetails {
             room: room.clone(),
             members: self.total,
             seq: self.seq,
+            epoch: self.epoch,
             private: self.private,
             max_members: self.max_members,
             overflow: if self.overflow == "drop" {
@@ -165,7 +170,7 @@ impl Details {
             explicit: self.explicit,
             history: self.history,
             home_shard: None,
-            member_list: self.member_infos(),
+            member_list,
         }
     }
 }

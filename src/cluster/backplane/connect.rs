@@ -14,6 +14,7 @@ use crate::cluster::ClusterError;
 use crate::cluster::scripts;
 use crate::cluster::subscriber::{self, Bounds, Endpoint};
 use crate::config::ClusterConfig;
+use crate::epoch::Epoch;
 use crate::op::Op;
 use crate::shared::Shared;
 
@@ -214,7 +215,8 @@ impl Backplane {
                 .arg(facts.overflow.as_str())
                 .arg(u8::from(facts.explicit))
                 .arg(facts.history)
-                .arg(&*node);
+                .arg(&*node)
+                .arg(Epoch::new().as_str());
             for (conn, value) in &state.members {
                 cmd.arg(scripts::member_field(&node, *conn)).arg(value);
             }

@@ -15,6 +15,7 @@ use crate::cluster::scripts::{self, Status};
 use crate::cluster::{RoomFacts, wire};
 use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, Delivery, JoinAck, MemberList};
+use crate::epoch::Epoch;
 use crate::error::Refusal;
 use crate::op::{Audience, Join, Op, Origin, Publish};
 use crate::protocol::encode;
@@ -146,6 +147,7 @@ impl Backplane {
             user,
             name,
             since,
+            epoch,
             create,
             may_create,
             may_join_private,
@@ -167,7 +169,9 @@ impl Backplane {
             .arg(cfg.room.history_on_join)
             .arg(&*node)
             .arg(origin.conn)
-            .arg(&*room);
+            .arg(&*room)
+            .arg(epoch.as_deref().unwrap_or(""))
+            .arg(Epoch::new().as_str());
         self.room_state(&room).joining += 1;
         let then = Then::Join {
             origin,
@@ -200,7 +204,8 @@ impl Backplane {
         cmd.arg(u8::from(facts.private))
             .arg(facts.max_members)
             .arg(facts.overflow.as_str())
-            .arg(facts.history);
+            .arg(facts.history)
+            .arg(Epoch::new().as_str());
         cmd
     }
 
@@ -437,10 +442,11 @@ impl Backplane {
         let ack = origin.id.map(|id| JoinAck {
             id,
             seq,
+            epoch: items.get(10).and_then(text).unwrap_or("").to_string(),
             members: count,
             history: items
                 .iter()
-                .skip(10)
+                .skip(11)
                 .filter_map(bytes_of)
                 .map(Bytes::copy_from_slice)
                 .collect(),

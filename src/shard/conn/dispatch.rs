@@ -12,7 +12,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Conn;
-use crate::error::Refusal;
+use crate::auth::{Authenticator, Grant};
+use crate::config::AuthMode;
+use crate::error::{ErrorCode, Refusal};
 use crate::metrics::FRAME_INVALID;
 use crate::op::{Audience, Join, Op, Origin, Publish, Reply};
 use crate::perms::Perm;
@@ -71,6 +73,7 @@ async fn dispatch(
             id,
             room,
             since,
+            epoch,
             create,
         } => {
             // Rights before state: a private room the index knows needs a
@@ -98,8 +101,9 @@ async fn dispatch(
                 user: conn.user.clone(),
                 name: conn.name.clone(),
                 since,
+                epoch: epoch.map(Arc::from),
                 create,
-                may_create: conn.perms.allows(Perm::Create),
+                may_create: conn.perms().allows(Perm::Create),
                 may_join_private: conn.may_join_private(&room),
                 room,
             };
@@ -115,7 +119,7 @@ async fn dispatch(
             shard.route(Op::Leave { origin, room }).await;
         }
         ClientFrame::Create { id, room, options } => {
-            conn.perms.require(Perm::Create)?;
+            conn.perms().require(Perm::Create)?;
             let op = Op::Create {
                 room: Arc::from(room),
                 options,
@@ -129,7 +133,7 @@ async fn dispatch(
             data,
             exclude_self,
         } => {
-            conn.perms.require(Perm::Publish)?;
+            conn.perms().require(Perm::Publish)?;
             // A room the connection is not in goes to the back end too: only
             // it knows whether the room exists (on any node).
             let room = conn.known_room(room).unwrap_or_else(|| Arc::from(room));
@@ -144,7 +148,7 @@ async fn dispatch(
             shard.route(Op::Publish(publish)).await;
         }
         ClientFrame::Send { id, to, data } => {
-            conn.perms.require(Perm::Send)?;
+            conn.perms().require(Perm::Send)?;
             conn.take_token()?;
             let frame = encode::direct(&conn.user, encode::now_ms(), data.as_bytes());
             let op = Op::ToUsers {
@@ -158,7 +162,7 @@ async fn dispatch(
             }
         }
         ClientFrame::Broadcast { id, data } => {
-            conn.perms.require(Perm::Broadcast)?;
+            conn.perms().require(Perm::Broadcast)?;
             conn.take_token()?;
             let frame = encode::broadcast(&conn.user, encode::now_ms(), data.as_bytes());
             let op = Op::ToUsers {
@@ -172,11 +176,38 @@ async fn dispatch(
             }
         }
         ClientFrame::Members { id, room } => {
-            conn.perms.require(Perm::Presence)?;
+            conn.perms().require(Perm::Presence)?;
             let origin = Origin { conn: conn.id, id };
             let room = Arc::from(room);
             shard.route(Op::Members { origin, room }).await;
         }
+        ClientFrame::Refresh { id, token } => {
+            let grant = check_refresh(&shard.shared.auth, &conn.user, token)?;
+            let exp = grant.exp;
+            conn.refresh(grant);
+            if let Some(id) = id {
+                conn.send(encode::ack_refresh(id, exp));
+            }
+        }
     }
     Ok(())
+}
+
+/// Check a `refresh` token of `user`'s connection like a connect token;
+/// its `sub` must be `user`. A refusal changes nothing.
+fn check_refresh(auth: &Authenticator, user: &str, token: &str) -> Result<Grant, Refusal> {
+    if auth.mode() != AuthMode::Jwt {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "`refresh` needs auth.mode = \"jwt\"; this server uses no tokens",
+        ));
+    }
+    let grant = auth.authenticate(Some(token))?;
+    if grant.user.as_deref() != Some(user) {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "the new token's `sub` is not this connection's user",
+        ));
+    }
+    Ok(grant)
 }

@@ -64,9 +64,8 @@ pub(super) async fn read_loop(
     tokio::pin!(heartbeat);
     // The token's expiry: one timer per connection that has one (boxed, so
     // connections without a token carry no timer), no sweep over all.
-    let mut expiry = conn
-        .expires_at
-        .map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+    let mut expiry_at = conn.expires_at.get();
+    let mut expiry = expiry_at.map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
     // The peer's FIN came with the last read: what that read brought is
     // handled first, then the loop ends.
     let mut peer_done = false;
@@ -106,6 +105,17 @@ pub(super) async fn read_loop(
         }
         if peer_done {
             return ReadEnd::Eof;
+        }
+        if conn.expires_at.get() != expiry_at {
+            // A `refresh` moved the expiry (or removed it).
+            expiry_at = conn.expires_at.get();
+            match (expiry_at, expiry.as_mut()) {
+                (Some(exp), Some(timer)) => timer.as_mut().reset(expiry_instant(exp)),
+                (Some(exp), None) => {
+                    expiry = Some(Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+                }
+                (None, _) => expiry = None,
+            }
         }
         if buf.is_empty() && buf.capacity() > 0 {
             buf = BytesMut::new(); // idle connections hold no read buffer

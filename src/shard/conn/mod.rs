@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::Shard;
 use super::outbound::{OutQueue, Pushed};
 use super::signal::LocalSignal;
-use crate::auth::RoomPatterns;
+use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, JoinAck};
 use crate::error::{Refusal, close};
@@ -66,9 +66,11 @@ pub(crate) struct Conn {
     pub(crate) user: Arc<str>,
     /// Display name.
     pub(crate) name: Option<Arc<str>>,
-    perms: Perms,
-    private_rooms: RoomPatterns,
-    expires_at: Option<u64>,
+    /// Rights, rooms and expiry of the connection's token; a `refresh`
+    /// replaces them (never borrowed across an `.await`).
+    perms: Cell<Perms>,
+    private_rooms: RefCell<RoomPatterns>,
+    expires_at: Cell<Option<u64>>,
     echo: bool,
     queue: RefCell<OutQueue>,
     writer_wake: LocalSignal,
@@ -92,9 +94,9 @@ impl Conn {
             id: identity.id,
             user: identity.user,
             name: identity.name,
-            perms: identity.perms,
-            private_rooms: identity.rooms,
-            expires_at: identity.expires_at,
+            perms: Cell::new(identity.perms),
+            private_rooms: RefCell::new(identity.rooms),
+            expires_at: Cell::new(identity.expires_at),
             echo: identity.echo,
             queue: RefCell::new(OutQueue::new(
                 l.outbound_queue_messages,
@@ -207,8 +209,15 @@ impl Conn {
         self.join_settled(room);
         if let Some(ack) = ack {
             let history = ack.history.iter().map(|b| &b[..]);
-            let frame =
-                encode::ack_join(ack.id, room, ack.seq, ack.members, history, ack.recovered);
+            let frame = encode::ack_join(
+                ack.id,
+                room,
+                ack.seq,
+                &ack.epoch,
+                ack.members,
+                history,
+                ack.recovered,
+            );
             self.send(frame);
         }
         for frame in catchup {
@@ -285,9 +294,22 @@ impl Conn {
         self.send(encode::error(id, refusal.code, &refusal.message));
     }
 
+    /// The connection's rights now.
+    fn perms(&self) -> Perms {
+        self.perms.get()
+    }
+
     /// Whether this connection may join private room `room`.
     fn may_join_private(&self, room: &str) -> bool {
-        self.perms.allows(Perm::Admin) || self.private_rooms.allows(room)
+        self.perms().allows(Perm::Admin) || self.private_rooms.borrow().allows(room)
+    }
+
+    /// A `refresh` was accepted: the new token's rights, rooms and expiry
+    /// hold for every later frame (the read loop moves its expiry timer).
+    fn refresh(&self, grant: Grant) {
+        self.perms.set(grant.perms);
+        *self.private_rooms.borrow_mut() = grant.rooms;
+        self.expires_at.set(grant.expires_at);
     }
 
     /// Spend one token of the publish rate limit.
