@@ -14,6 +14,10 @@
 //! * A room's [`ShardCounts`] hold exactly its members' shards, so a
 //!   message reaches every member's shard once and no other.
 //! * Once sealed (drain) the table sequences nothing more.
+//!
+//! About 550 lines: every op on a room is here, since each one checks and
+//! updates the same state (members, caps, seq, history, expiry); the tests
+//! are beside it in `table_tests.rs`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
