@@ -1,4 +1,4 @@
-// shardcast-client 0.1.0 (source-hash 0c7c15ed7b8425ef). Built from clients/js/src by `npm run build`: do not edit.
+// shardcast-client 0.1.0 (source-hash db943a753ac81ad2). Built from clients/js/src by `npm run build`: do not edit.
 
 // src/backoff.ts
 var DEFAULT_MIN_RECONNECT_DELAY_MS = 500;
@@ -124,6 +124,8 @@ var DEFAULT_MAX_PENDING_REQUESTS = 1e3;
 var Requests = class {
   #nextId = 1;
   #pending = /* @__PURE__ */ new Map();
+  /** Pending requests that are not internal (the ones `maxPending` bounds). */
+  #appCount = 0;
   #timeoutMs;
   #maxPending;
   constructor(timeoutMs, maxPending) {
@@ -134,8 +136,8 @@ var Requests = class {
    * A new request for `frame`. `send` is called with the wire text now if
    * `canSend`, else later by {@link flush}.
    */
-  create(frame, canSend, send) {
-    if (this.#pending.size >= this.#maxPending) {
+  create(frame, canSend, send, internal = false) {
+    if (!internal && this.#appCount >= this.#maxPending) {
       return Promise.reject(
         new ShardcastError(CLIENT_CODES.queueFull, `${this.#maxPending} requests are already waiting for a reply`)
       );
@@ -143,11 +145,12 @@ var Requests = class {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.#pending.delete(id);
+        this.#remove(pending);
         reject(new ShardcastError(CLIENT_CODES.timeout, `no reply to ${frame.type} within ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
-      const pending = { id, frame, sent: false, resolve, reject, timer };
+      const pending = { id, frame, sent: false, internal, resolve, reject, timer };
       this.#pending.set(id, pending);
+      if (!internal) this.#appCount += 1;
       if (canSend) this.#send(pending, send);
     });
   }
@@ -162,8 +165,7 @@ var Requests = class {
     if (frame.id === void 0) return false;
     const pending = this.#pending.get(frame.id);
     if (!pending) return false;
-    this.#pending.delete(frame.id);
-    clearTimeout(pending.timer);
+    this.#remove(pending);
     if (frame.type === "error") pending.reject(new ShardcastError(frame.code, frame.message));
     else pending.resolve(frame);
     return true;
@@ -178,13 +180,16 @@ var Requests = class {
   closeAll(reason) {
     for (const pending of [...this.#pending.values()]) this.#fail(pending, CLIENT_CODES.closed, reason);
   }
+  #remove(pending) {
+    if (this.#pending.delete(pending.id) && !pending.internal) this.#appCount -= 1;
+    clearTimeout(pending.timer);
+  }
   #send(pending, send) {
     pending.sent = true;
     send(JSON.stringify({ ...pending.frame, id: pending.id }));
   }
   #fail(pending, code, message) {
-    this.#pending.delete(pending.id);
-    clearTimeout(pending.timer);
+    this.#remove(pending);
     pending.reject(new ShardcastError(code, message));
   }
 };
@@ -648,7 +653,7 @@ var Client = class extends Emitter {
       maxBufferedMessages: this.#settings.maxBufferedMessages,
       requestTimeoutMs: this.#settings.requestTimeoutMs,
       request: (frame) => this.#request(frame),
-      sendJoin: (frame) => this.#requests.create(frame, true, (text) => this.#send(text)),
+      sendJoin: (frame) => this.#requests.create(frame, true, (text) => this.#send(text), true),
       abandon: (reason) => this.#abandon(reason)
     };
   }
@@ -863,7 +868,7 @@ var Client = class extends Emitter {
     try {
       const token = await getToken();
       if (transport !== this.#transport) return;
-      const ack = await this.#requests.create({ type: "refresh", token }, true, (t) => this.#send(t));
+      const ack = await this.#requests.create({ type: "refresh", token }, true, (t) => this.#send(t), true);
       this.#token = token;
       const exp = typeof ack.exp === "number" ? ack.exp : tokenExpiry(token);
       if (exp !== void 0) this.emit("refreshed", { exp });

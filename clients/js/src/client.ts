@@ -173,7 +173,7 @@ export class Client extends Emitter<ClientEvents> {
       maxBufferedMessages: this.#settings.maxBufferedMessages,
       requestTimeoutMs: this.#settings.requestTimeoutMs,
       request: (frame) => this.#request(frame),
-      sendJoin: (frame) => this.#requests.create(frame, true, (text) => this.#send(text)),
+      sendJoin: (frame) => this.#requests.create(frame, true, (text) => this.#send(text), true),
       abandon: (reason) => this.#abandon(reason),
     };
   }
@@ -409,7 +409,7 @@ export class Client extends Emitter<ClientEvents> {
     try {
       const token = await getToken();
       if (transport !== this.#transport) return;
-      const ack = (await this.#requests.create({ type: "refresh", token }, true, (t) => this.#send(t))) as {
+      const ack = (await this.#requests.create({ type: "refresh", token }, true, (t) => this.#send(t), true)) as {
         exp?: number;
       };
       this.#token = token;

@@ -5,9 +5,11 @@
  * Invariants:
  * - Every request settles exactly once: on its reply, on its timeout, on a
  *   disconnect (if it was sent), or when the client closes. None hangs.
- * - At most `maxPending` requests exist at once (sent or queued); one more
- *   rejects at once with `queue_full`. The queue of requests made while
- *   disconnected is therefore bounded too.
+ * - At most `maxPending` application requests exist at once (sent or
+ *   queued); one more rejects at once with `queue_full`. The queue of
+ *   requests made while disconnected is therefore bounded too. The client's
+ *   own requests (rejoins, token refresh) do not count: they are bounded by
+ *   the number of rooms, and a full queue must never stop a rejoin.
  * - Queued requests are sent in the order they were made.
  */
 
@@ -25,6 +27,7 @@ interface Pending {
   id: number;
   frame: ClientFrame;
   sent: boolean;
+  internal: boolean;
   resolve(reply: Reply): void;
   reject(error: ShardcastError): void;
   timer: ReturnType<typeof setTimeout>;
@@ -33,6 +36,8 @@ interface Pending {
 export class Requests {
   #nextId = 1;
   #pending = new Map<number, Pending>();
+  /** Pending requests that are not internal (the ones `maxPending` bounds). */
+  #appCount = 0;
   readonly #timeoutMs: number;
   readonly #maxPending: number;
 
@@ -45,8 +50,8 @@ export class Requests {
    * A new request for `frame`. `send` is called with the wire text now if
    * `canSend`, else later by {@link flush}.
    */
-  create(frame: ClientFrame, canSend: boolean, send: (text: string) => void): Promise<Reply> {
-    if (this.#pending.size >= this.#maxPending) {
+  create(frame: ClientFrame, canSend: boolean, send: (text: string) => void, internal = false): Promise<Reply> {
+    if (!internal && this.#appCount >= this.#maxPending) {
       return Promise.reject(
         new ShardcastError(CLIENT_CODES.queueFull, `${this.#maxPending} requests are already waiting for a reply`),
       );
@@ -54,11 +59,12 @@ export class Requests {
     const id = this.#nextId++;
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.#pending.delete(id);
+        this.#remove(pending);
         reject(new ShardcastError(CLIENT_CODES.timeout, `no reply to ${frame.type} within ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
-      const pending: Pending = { id, frame, sent: false, resolve, reject, timer };
+      const pending: Pending = { id, frame, sent: false, internal, resolve, reject, timer };
       this.#pending.set(id, pending);
+      if (!internal) this.#appCount += 1;
       if (canSend) this.#send(pending, send);
     });
   }
@@ -75,8 +81,7 @@ export class Requests {
     if (frame.id === undefined) return false;
     const pending = this.#pending.get(frame.id);
     if (!pending) return false;
-    this.#pending.delete(frame.id);
-    clearTimeout(pending.timer);
+    this.#remove(pending);
     if (frame.type === "error") pending.reject(new ShardcastError(frame.code, frame.message));
     else pending.resolve(frame);
     return true;
@@ -94,14 +99,18 @@ export class Requests {
     for (const pending of [...this.#pending.values()]) this.#fail(pending, CLIENT_CODES.closed, reason);
   }
 
+  #remove(pending: Pending): void {
+    if (this.#pending.delete(pending.id) && !pending.internal) this.#appCount -= 1;
+    clearTimeout(pending.timer);
+  }
+
   #send(pending: Pending, send: (text: string) => void): void {
     pending.sent = true;
     send(JSON.stringify({ ...pending.frame, id: pending.id }));
   }
 
   #fail(pending: Pending, code: string, message: string): void {
-    this.#pending.delete(pending.id);
-    clearTimeout(pending.timer);
+    this.#remove(pending);
     pending.reject(new ShardcastError(code, message));
   }
 }
