@@ -8,6 +8,7 @@ mod cluster;
 mod faults;
 mod harness;
 mod invariants;
+mod js_sdk;
 mod process;
 mod props;
 mod protocol;

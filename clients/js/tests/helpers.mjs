@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { once } from "node:events";
+import { after } from "node:test";
 import net from "node:net";
 import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
@@ -20,7 +21,16 @@ export const WAIT_MS = 15_000;
 /** HMAC secret of the brokers started with `jwt: true`. */
 export const SECRET = "shardcast-sdk-test-secret-0123456789abcdef";
 
+// Everything a test file started is stopped when the file ends, even when
+// a test failed half-way: brokers, proxies and clients.
 const brokers = new Set();
+const proxies = new Set();
+const clients = new Set();
+after(async () => {
+  for (const c of clients) c.close();
+  for (const p of proxies) await p.close();
+  for (const b of brokers) b.proc.kill("SIGKILL");
+});
 process.on("exit", () => {
   for (const b of brokers) b.proc.kill("SIGKILL");
 });
@@ -117,7 +127,7 @@ export async function startProxy(targetPort) {
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   const port = server.address().port;
-  return {
+  const proxy = {
     port,
     url: `ws://127.0.0.1:${port}/ws`,
     get connections() {
@@ -150,10 +160,13 @@ export async function startProxy(targetPort) {
       }
     },
     async close() {
+      proxies.delete(proxy);
       this.cut();
       server.close();
     },
   };
+  proxies.add(proxy);
+  return proxy;
 }
 
 /** A client of the SDK with `ws`, fast reconnects, and its state events recorded. */
@@ -164,6 +177,7 @@ export function sdkClient(url, options = {}) {
     maxReconnectDelayMs: 1000,
     ...options,
   });
+  clients.add(client);
   client.states = [];
   client.on("state", (e) => client.states.push({ ...e, at: Date.now() }));
   return client;
