@@ -20,6 +20,22 @@ fn chromium() -> Option<String> {
         .map(String::from)
 }
 
+/// Chromium's path, or None after printing a visible skip (a failure
+/// under CI, which must install it).
+fn chromium_or_skip(test: &str) -> Option<String> {
+    let browser = chromium();
+    if browser.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (see .ci/run) for {test}"
+        );
+        eprintln!(
+            "skipping {test}: no chromium here (apt-get install chromium, or set SHARDCAST_CHROMIUM)"
+        );
+    }
+    browser
+}
+
 /// Load `url` headless and return the DOM after scripts ran.
 fn dump_dom(browser: &str, url: &str) -> String {
     // One profile per run: tests in this process may run Chromium at once.
@@ -65,14 +81,7 @@ fn dump_dom(browser: &str, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_live_figures_in_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install chromium (see .ci/run) for the status page test"
-        );
-        eprintln!(
-            "skipping: no chromium here (apt-get install chromium, or set SHARDCAST_CHROMIUM)"
-        );
+    let Some(browser) = chromium_or_skip("the status page test") else {
         return;
     };
     let broker = TestBroker::new().shards(2).start();
@@ -108,14 +117,7 @@ async fn status_page_shows_live_figures_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_js_round_trips_a_message_in_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install chromium (see .ci/run) for the /client.js browser test"
-        );
-        eprintln!(
-            "skipping: no chromium here (apt-get install chromium, or set SHARDCAST_CHROMIUM)"
-        );
+    let Some(browser) = chromium_or_skip("the /client.js browser test") else {
         return;
     };
     let broker = TestBroker::new().start();
