@@ -20,14 +20,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use futures_util::FutureExt;
 
 use shardcast::config::OverflowPolicy;
-use shardcast::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
+use shardcast::internals::DeliveryInbox;
+use shardcast::internals::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
+use shardcast::internals::{OutQueue, Pushed};
 use shardcast::protocol::decode::{ClientFrame, decode_client_frame};
 use shardcast::protocol::encode;
-use shardcast::router::{Delivery, ShardLink};
-use shardcast::shard::outbound::{OutQueue, Pushed};
 use shardcast::ws::{Message, MessageReader};
 
 /// The allocator of the `shardcast` binary, so allocation costs match it.
@@ -331,34 +330,15 @@ fn bench_index(c: &mut Criterion) {
 }
 
 fn bench_inbox(c: &mut Criterion) {
-    let link = ShardLink::new();
-    let room: Arc<str> = Arc::from("lobby");
-    let frame: Bytes = encode::message(&room, 1, "alice", encode::now_ms(), DATA);
-    let mut out: Vec<Delivery> = Vec::with_capacity(INBOX_BATCH);
+    let frame: Bytes = encode::message("lobby", 1, "alice", encode::now_ms(), DATA);
+    let mut inbox = DeliveryInbox::new("lobby", frame);
     let mut group = c.benchmark_group("inbox");
     group.throughput(Throughput::Elements(INBOX_BATCH as u64));
-    let mut seq = 0u64;
     group.bench_function("send_drain", |b| {
         b.iter(|| {
-            for _ in 0..INBOX_BATCH {
-                seq += 1;
-                let delivery = Delivery::Room {
-                    room: room.clone(),
-                    seq,
-                    frame: frame.clone(),
-                    exclude: None,
-                    stamp_us: 1,
-                };
-                // Never full (one batch in a 16 Ki inbox): ready at once.
-                link.deliveries
-                    .send(delivery)
-                    .now_or_never()
-                    .expect("the inbox has space")
-                    .expect("the inbox is open");
-            }
-            let taken = link.deliveries.drain(&mut out, INBOX_BATCH);
+            // Never full (one batch in a 16 Ki inbox): ready at once.
+            let taken = inbox.send_and_drain(INBOX_BATCH);
             assert_eq!(taken, INBOX_BATCH);
-            out.clear();
         })
     });
     group.finish();

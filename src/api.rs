@@ -3,9 +3,10 @@
 //!
 //! Every request is authorized first (an API key, or loopback when none is
 //! configured), its body is bounded (`api.max_body_bytes`) and must be
-//! JSON; every refusal has the `{"error":{"code","message"}}` shape. Room
-//! operations run on the room's home shard through its request inbox, so
-//! they are ordered with everything else that happens to the room.
+//! JSON; every refusal has the `{"error":{"code","message"}}` shape. It is a
+//! front door like the WebSocket protocol: room operations become
+//! [`Op`]s on the one route ([`Shard::route`]), so they are ordered with
+//! everything else that happens to the room, whichever back end runs it.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -23,25 +24,31 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::OverflowPolicy;
+use crate::delivery::Delivery;
 use crate::error::{ErrorCode, Refusal};
 use crate::limits::{MAX_ROOM_HISTORY, MAX_SHARDS};
+use crate::op::{Audience, Op, Publish, Reply};
+use crate::placement::shard_of;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
 use crate::protocol::names::is_valid_name;
-use crate::router::{ApiOp, Delivery, Request as ShardRequest, home_of};
-use crate::server::{JSON, refusal_response, respond};
+use crate::server::{JSON, SYSTEM_USER, refusal_response, respond};
 use crate::shard::Shard;
 
 type Body = Full<Bytes>;
 
 /// Most rooms `GET /api/rooms` lists.
-pub const MAX_LISTED_ROOMS: usize = 10_000;
+pub(crate) const MAX_LISTED_ROOMS: usize = 10_000;
 
 /// How long the API waits for shards to answer before giving up (`internal`).
 const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve one `/api/*` request.
-pub async fn handle(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    shard: &Rc<Shard>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     match route(shard, peer, req).await {
@@ -86,8 +93,7 @@ async fn route(
             let body: NotifyBody = read_json(shard, req).await?;
             valid_name("user", &body.user)?;
             let user: Arc<str> = Arc::from(body.user.as_str());
-            let targets = shard.shared.users.shards(&user);
-            let delivered = notify(shard, Some(user), targets, body.data.get()).await?;
+            let delivered = notify(shard, Audience::User(user), body.data.get()).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -95,12 +101,7 @@ async fn route(
         }
         (&Method::POST, ["broadcast"]) => {
             let body: BroadcastBody = read_json(shard, req).await?;
-            let all = if shard.shared.shards() >= MAX_SHARDS {
-                u64::MAX
-            } else {
-                (1u64 << shard.shared.shards()) - 1
-            };
-            let delivered = notify(shard, None, all, body.data.get()).await?;
+            let delivered = notify(shard, Audience::All, body.data.get()).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -223,26 +224,14 @@ fn gone() -> Refusal {
     )
 }
 
-/// Run `op` on `room`'s home shard (in cluster mode, in Redis) and wait
-/// for its answer.
-async fn on_home<T>(
+/// Route the op `make` builds around a reply channel, and wait for the
+/// answer of whichever back end runs it.
+async fn ask<T>(
     shard: &Shard,
-    room: &str,
-    op: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> ApiOp,
+    make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Op,
 ) -> Result<T, Refusal> {
     let (tx, rx) = oneshot::channel();
-    let room: Arc<str> = Arc::from(room);
-    if let Some(cluster) = &shard.shared.cluster {
-        // Cluster mode: Redis holds the room; the backplane answers.
-        cluster
-            .submit(crate::cluster::Op::Api { room, op: op(tx) })
-            .await;
-    } else {
-        let home = home_of(&room, shard.shared.shards());
-        shard
-            .request(home, ShardRequest::Api { room, op: op(tx) })
-            .await;
-    }
+    shard.route(make(tx)).await;
     match tokio::time::timeout(SHARD_REPLY_TIMEOUT, rx).await {
         Ok(Ok(result)) => result,
         _ => Err(gone()),
@@ -325,7 +314,13 @@ async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, 
         history: body.history,
         overflow: body.overflow,
     };
-    on_home(shard, &body.room, |reply| ApiOp::Create { options, reply }).await?;
+    let room: Arc<str> = Arc::from(body.room.as_str());
+    ask(shard, |tx| Op::Create {
+        room,
+        options,
+        reply: Reply::Api(tx),
+    })
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "room": body.room }),
@@ -334,13 +329,21 @@ async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, 
 
 async fn room_details(shard: &Shard, room: &str) -> Result<Response<Body>, Refusal> {
     valid_name("room", room)?;
-    let details = on_home(shard, room, |reply| ApiOp::Details { reply }).await?;
-    Ok(json_response(StatusCode::OK, &details))
+    let room: Arc<str> = Arc::from(room);
+    let details = ask(shard, |reply| Op::Details { room, reply }).await?;
+    let body = serde_json::to_value(details).map_err(|e| {
+        refusal(
+            ErrorCode::Internal,
+            format!("cannot encode the room's details: {e}"),
+        )
+    })?;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn delete_room(shard: &Shard, room: &str) -> Result<Response<Body>, Refusal> {
     valid_name("room", room)?;
-    on_home(shard, room, |reply| ApiOp::Delete { reply }).await?;
+    let name: Arc<str> = Arc::from(room);
+    ask(shard, |reply| Op::Delete { room: name, reply }).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "room": room, "deleted": true }),
@@ -349,61 +352,45 @@ async fn delete_room(shard: &Shard, room: &str) -> Result<Response<Body>, Refusa
 
 async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Refusal> {
     valid_name("room", &body.room)?;
-    let data = Bytes::copy_from_slice(body.data.get().as_bytes());
-    let seq = on_home(shard, &body.room, |reply| ApiOp::Publish { data, reply }).await?;
+    let publish = |tx| {
+        Op::Publish(Publish {
+            room: Arc::from(body.room.as_str()),
+            from: Arc::from(SYSTEM_USER),
+            data: Bytes::copy_from_slice(body.data.get().as_bytes()),
+            exclude_self: false,
+            reply: Reply::Api(tx),
+        })
+    };
+    let seq = ask(shard, publish).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "room": body.room, "seq": seq }),
     ))
 }
 
-/// Send a `notification` to `user`'s connections (or all) on the shards in
-/// `targets`, and in cluster mode to the other nodes; returns how many
+/// Send a `notification` to `audience` on every node; returns how many
 /// connections of this node got it.
-async fn notify(
-    shard: &Shard,
-    user: Option<Arc<str>>,
-    targets: u64,
-    data: &str,
-) -> Result<usize, Refusal> {
+async fn notify(shard: &Shard, audience: Audience, data: &str) -> Result<usize, Refusal> {
     let frame = encode::notification(encode::now_ms(), data.as_bytes());
-    if let Some(cluster) = &shard.shared.cluster {
-        let json = crate::ws::encode::text_payload(&frame);
-        let op = match &user {
-            Some(user) => crate::cluster::Op::ToUser {
-                user: user.clone(),
-                json,
-            },
-            None => crate::cluster::Op::ToAll { json },
-        };
-        cluster.submit(op).await;
-    }
-    let (done, mut counts) = mpsc::channel(MAX_SHARDS);
-    let mut asked = 0;
-    let mut bits = targets;
-    while bits != 0 {
-        let target = bits.trailing_zeros() as usize;
-        bits &= bits - 1;
-        if target >= shard.shared.shards() {
-            break;
+    let (counted, mut counts) = mpsc::channel(MAX_SHARDS);
+    let op = Op::ToUsers {
+        audience,
+        frame,
+        counted: Some(counted),
+    };
+    shard.route(op).await;
+    // Each shard that got the frame reports its count and lets go of its
+    // sender: the channel ends when every one has answered.
+    let all_counted = async {
+        let mut delivered = 0;
+        while let Some(n) = counts.recv().await {
+            delivered += n;
         }
-        let delivery = Delivery::Notify {
-            user: user.clone(),
-            frame: frame.clone(),
-            done: done.clone(),
-        };
-        shard.deliver(target, delivery).await;
-        asked += 1;
-    }
-    drop(done);
-    let mut delivered = 0;
-    for _ in 0..asked {
-        match tokio::time::timeout(SHARD_REPLY_TIMEOUT, counts.recv()).await {
-            Ok(Some(n)) => delivered += n,
-            _ => return Err(gone()),
-        }
-    }
-    Ok(delivered)
+        delivered
+    };
+    tokio::time::timeout(SHARD_REPLY_TIMEOUT, all_counted)
+        .await
+        .map_err(|_| gone())
 }
 
 async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
@@ -415,7 +402,10 @@ async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
     };
     let (tx, rx) = oneshot::channel();
     shard
-        .deliver(shard.shard_of(id), Delivery::Kick { conn: id, done: tx })
+        .deliver(
+            shard_of(id, shard.shared.shards()),
+            Delivery::Kick { conn: id, done: tx },
+        )
         .await;
     match tokio::time::timeout(SHARD_REPLY_TIMEOUT, rx).await {
         Ok(Ok(true)) => Ok(json_response(
@@ -428,7 +418,7 @@ async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
 }
 
 /// Every shard's figures, in shard order.
-pub async fn gather_stats(shard: &Shard) -> Result<Vec<crate::shard::ShardStats>, Refusal> {
+pub(crate) async fn gather_stats(shard: &Shard) -> Result<Vec<crate::shard::ShardStats>, Refusal> {
     let shards = shard.shared.shards();
     let (done, mut figures) = mpsc::channel(MAX_SHARDS);
     for target in 0..shards {

@@ -33,8 +33,11 @@ pub struct Grant {
     pub perms: Perms,
     /// Private rooms this connection may join.
     pub rooms: RoomPatterns,
-    /// When the token expires (seconds since the Unix epoch).
+    /// When the connection must close: the token's `exp` plus
+    /// `auth.leeway_secs` (seconds since the Unix epoch).
     pub expires_at: Option<u64>,
+    /// The token's own `exp` claim, as a `refresh` ack reports it.
+    pub exp: Option<u64>,
 }
 
 /// Room patterns: exact names, or a prefix followed by `*`.
@@ -249,6 +252,7 @@ impl Authenticator {
                 perms: self.default_perms,
                 rooms: RoomPatterns::default(),
                 expires_at: None,
+                exp: None,
             });
         };
         let unauthorized = |m: &str| Refusal::new(ErrorCode::Unauthorized, m);
@@ -341,6 +345,7 @@ impl Authenticator {
             expires_at: claims
                 .exp
                 .map(|exp| exp.saturating_add(self.validation.leeway)),
+            exp: claims.exp,
         })
     }
 }

@@ -146,6 +146,89 @@ impl Refusal {
             message: message.into(),
         }
     }
+
+    /// `room_not_found`: the room does not exist.
+    pub fn room_not_found(room: &str) -> Self {
+        Refusal::new(
+            ErrorCode::RoomNotFound,
+            format!("room {room} does not exist"),
+        )
+    }
+
+    /// `not_member`: the connection is not a member of the room.
+    pub fn not_member(room: &str) -> Self {
+        Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}"))
+    }
+
+    /// `room_exists`: `create` of a room that exists.
+    pub fn room_exists(room: &str) -> Self {
+        Refusal::new(ErrorCode::RoomExists, format!("room {room} already exists"))
+    }
+
+    /// `room_full`: the room is at its member cap.
+    pub fn room_full(room: &str, max_members: u32) -> Self {
+        Refusal::new(
+            ErrorCode::RoomFull,
+            format!("room {room} is full ({max_members} members)"),
+        )
+    }
+
+    /// `forbidden`: joining a missing room would create it, and the
+    /// connection lacks the `create` right.
+    pub fn may_not_create(room: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!("room {room} does not exist and this connection lacks the `create` right"),
+        )
+    }
+
+    /// `forbidden`: a private room the connection's grants do not cover.
+    pub fn private_room(room: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!("room {room} is private and this connection's rooms do not include it"),
+        )
+    }
+
+    /// `forbidden`: listing the members of a private room from outside it.
+    pub fn private_members(room: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!("room {room} is private: only its members may list them"),
+        )
+    }
+
+    /// `too_many_rooms`: the connection is in (or joining) its maximum.
+    pub fn too_many_rooms_per_connection(max: usize) -> Self {
+        Refusal::new(
+            ErrorCode::TooManyRooms,
+            format!("a connection may be in at most {max} rooms"),
+        )
+    }
+
+    /// `rate_limited`: the connection's publish rate limit is spent.
+    pub fn rate_limited() -> Self {
+        Refusal::new(
+            ErrorCode::RateLimited,
+            "publish rate limit exceeded; slow down",
+        )
+    }
+
+    /// `internal`: the broker is draining and runs no new operation.
+    pub fn shutting_down() -> Self {
+        Refusal::new(
+            ErrorCode::Internal,
+            "the server is shutting down; the operation did not run",
+        )
+    }
+
+    /// `unavailable`: the back end that sequences rooms cannot be reached.
+    pub fn unavailable() -> Self {
+        Refusal::new(
+            ErrorCode::Unavailable,
+            "the cluster backplane (Redis) is unreachable; try again",
+        )
+    }
 }
 
 /// WebSocket close codes used by the broker (PROTOCOL.md, "Close codes").

@@ -2,23 +2,115 @@
 //!
 //! Start one with [`Broker::start`]; see `ARCHITECTURE.md` for the map of
 //! the code and the flow of a message.
+//!
+//! # The library's API
+//!
+//! What the `shardcast` binary, the integration tests and the load
+//! generator (`shardcast-loadtest`) use, and nothing more:
+//!
+//! * [`Broker`] and [`StartError`]: start a broker, ask for its address and
+//!   figures, drain it.
+//! * [`config`]: [`Config`] (file, environment, flags, validation),
+//!   [`ConfigError`], [`Overrides`] and the section types.
+//! * [`error`]: the stable [`ErrorCode`]s, [`Refusal`] and close codes.
+//! * [`auth`], [`perms`]: checking and minting tokens (the `token`
+//!   subcommand), rights.
+//! * [`protocol`], [`ws`]: the wire codecs (the fuzz targets drive them).
+//! * [`limits`]: the fixed bounds; [`SYSTEM_USER`].
+//!
+//! Everything else is private to the crate. The benchmarks and fuzz targets
+//! reach a few internals through the hidden `internals` module, which makes
+//! no promise of stability.
 
-pub mod api;
+mod api;
 pub mod auth;
-pub mod cluster;
+mod backend;
+mod cluster;
 pub mod config;
+mod delivery;
+mod epoch;
 pub mod error;
-pub mod index;
+mod inbox;
+mod index;
 pub mod limits;
-pub mod metrics;
+mod metrics;
+mod op;
 pub mod perms;
+mod placement;
 pub mod protocol;
-pub mod ratelimit;
-pub mod router;
-pub mod server;
-pub mod shard;
-pub mod shared;
+mod ratelimit;
+mod room;
+mod server;
+mod shard;
+mod shared;
 pub mod ws;
+
+pub use cluster::ClusterError;
+pub use server::SYSTEM_USER;
+
+/// Internals the benchmarks, fuzz targets and a few tests measure. Not part
+/// of the API: no stability promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cluster::subscriber;
+    pub use crate::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
+    pub use crate::metrics::FRAME_KINDS;
+    pub use crate::shard::outbound::{OutQueue, Pushed};
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+
+    use crate::delivery::Delivery;
+    use crate::inbox::ShardLink;
+
+    /// A shard's delivery inbox and room frames to put through it: the
+    /// `inbox/send_drain` bench.
+    pub struct DeliveryInbox {
+        link: Arc<ShardLink>,
+        room: Arc<str>,
+        frame: Bytes,
+        seq: u64,
+        out: Vec<Delivery>,
+    }
+
+    impl DeliveryInbox {
+        /// An empty inbox; `frame` is the room message sent each time.
+        pub fn new(room: &str, frame: Bytes) -> Self {
+            DeliveryInbox {
+                link: ShardLink::new(),
+                room: Arc::from(room),
+                frame,
+                seq: 0,
+                out: Vec::new(),
+            }
+        }
+
+        /// Send `n` room deliveries (never more than fit), then drain them;
+        /// returns how many were drained.
+        pub fn send_and_drain(&mut self, n: usize) -> usize {
+            for _ in 0..n {
+                self.seq += 1;
+                let delivery = Delivery::Room {
+                    room: self.room.clone(),
+                    seq: self.seq,
+                    frame: self.frame.clone(),
+                    exclude: None,
+                    stamp_us: 1,
+                };
+                // Ready at once while the inbox has space.
+                match self.link.deliveries.send(delivery).now_or_never() {
+                    Some(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            let taken = self.link.deliveries.drain(&mut self.out, n);
+            self.out.clear();
+            taken
+        }
+    }
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +138,11 @@ pub enum StartError {
     /// A shard thread could not be started.
     #[error("cannot start shard thread: {0}")]
     Thread(std::io::Error),
+    /// The configuration does not pass [`Config::validate`] (such as
+    /// `Config::default()`, whose `shards = 0` and empty `node_id` only
+    /// [`Config::load`] resolves).
+    #[error("{0}")]
+    Config(ConfigError),
     /// Cluster mode could not start (Redis unreachable, bad URL).
     #[error("{0}")]
     Cluster(#[from] cluster::ClusterError),
@@ -60,10 +157,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Bind the listeners and start every shard.
+    /// Validate `config`, bind the listeners and start every shard.
     pub fn start(config: Config) -> Result<Broker, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let addr = config.listen_addr().map_err(StartError::Config)?;
         let auth = auth::Authenticator::from_config(&config.auth)?;
-        let addr = config.listen_addr();
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -71,13 +169,13 @@ impl Broker {
             .first()
             .and_then(|l| l.local_addr().ok())
             .unwrap_or(addr);
-        let (cluster, ops) = if config.cluster.enabled() {
-            let (cluster, ops) = cluster::channel(&config);
-            (Some(cluster), Some(ops))
+        let (backend, ops) = if config.cluster.enabled() {
+            let (remote, ops) = cluster::channel(&config);
+            (backend::Backend::Remote(remote), Some(ops))
         } else {
-            (None, None)
+            (backend::Backend::Local, None)
         };
-        let shared = Shared::new(config, auth, cluster);
+        let shared = Shared::new(config, auth, backend);
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),

@@ -95,9 +95,7 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
             args.secret_env
         ));
     }
-    if !shardcast::protocol::names::is_valid_name(&args.sub)
-        || args.sub == shardcast::server::SYSTEM_USER
-    {
+    if !shardcast::protocol::names::is_valid_name(&args.sub) || args.sub == shardcast::SYSTEM_USER {
         return Err("--sub must be 1-128 bytes of [A-Za-z0-9_.:@-], not `system`".into());
     }
     let ttl = parse_ttl(&args.ttl).ok_or_else(|| {
@@ -211,6 +209,11 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     let shards = config.server.shards;
+    let node = config.server.node_id.clone();
+    let redis = config
+        .cluster
+        .enabled()
+        .then(|| config.cluster.redis_url_redacted());
     // Signal handlers first, so a SIGTERM during startup still drains.
     let signals = match Signals::install() {
         Ok(s) => s,
@@ -221,7 +224,7 @@ fn serve(config: Config) -> ExitCode {
     };
     let broker = match Broker::start(config) {
         Ok(b) => b,
-        Err(e @ shardcast::StartError::Auth(_)) => {
+        Err(e @ (shardcast::StartError::Auth(_) | shardcast::StartError::Config(_))) => {
             eprintln!("shardcast: {e}");
             return ExitCode::from(2);
         }
@@ -230,7 +233,13 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(addr = %broker.local_addr(), shards, "shardcast listening");
+    let addr = broker.local_addr();
+    match redis {
+        Some(redis) => {
+            tracing::info!(%addr, shards, %node, mode = %"cluster", %redis, "shardcast listening");
+        }
+        None => tracing::info!(%addr, shards, %node, mode = %"single-node", "shardcast listening"),
+    }
     signals.wait();
     tracing::info!("draining");
     if broker.shutdown() {

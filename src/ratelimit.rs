@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 /// Token bucket state of one connection.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -14,7 +14,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
         TokenBucket {
             rate_per_sec: f64::from(rate_per_sec),
             burst: f64::from(burst.max(1)),
@@ -24,7 +24,7 @@ impl TokenBucket {
     }
 
     /// Take one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);

@@ -29,7 +29,7 @@ use crate::shard::conn::{self, Identity};
 type Body = Full<Bytes>;
 
 /// The wire protocol version this server speaks (`/ws?v=1`).
-pub const PROTOCOL_VERSION: &str = "1";
+pub(crate) const PROTOCOL_VERSION: &str = "1";
 
 /// The user id of messages from the server itself (`from` of API publishes).
 pub const SYSTEM_USER: &str = "system";
@@ -48,7 +48,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Bind `shards` listeners to `addr` with SO_REUSEPORT, so the kernel spreads
 /// connections over shards by hash. With port 0 the first listener picks the
 /// port and the others join it.
-pub fn bind_listeners(
+pub(crate) fn bind_listeners(
     addr: SocketAddr,
     shards: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
@@ -80,7 +80,7 @@ pub fn bind_listeners(
 }
 
 /// Accept connections for `shard` until aborted.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -223,7 +223,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
             &stats,
             &crate::metrics::process_figures(
                 shard.shared.rooms.len(),
-                shard.shared.cluster.as_ref().map(|c| &c.counters),
+                shard.shared.backend.remote_counters(),
             ),
         ),
         Err(refusal) => return refusal_response(&refusal),
@@ -236,11 +236,11 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
 }
 
 /// Content type of JSON bodies.
-pub const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// A response with `status`, a `Content-Type` and `body`: the one place
 /// HTTP responses are built.
-pub fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -254,7 +254,7 @@ pub fn respond(
 }
 
 /// The HTTP response for a refusal.
-pub fn refusal_response(refusal: &Refusal) -> Response<Body> {
+pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let body = serde_json::json!({
         "error": { "code": refusal.code.as_str(), "message": refusal.message }
     });

@@ -8,42 +8,40 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{ErrorCode, Refusal};
+use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, RoomIndex, UserIndex};
-use crate::router::ShardLink;
 
 /// Shared broker state (one per process).
-pub struct Shared {
+pub(crate) struct Shared {
     /// The validated configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Checks credentials of new connections.
-    pub auth: Authenticator,
+    pub(crate) auth: Authenticator,
     /// Rooms.
-    pub rooms: RoomIndex,
+    pub(crate) rooms: RoomIndex,
     /// Users and their shards.
-    pub users: UserIndex,
+    pub(crate) users: UserIndex,
     /// Connection caps.
-    pub caps: ConnCaps,
+    pub(crate) caps: ConnCaps,
     /// Inboxes, by shard index.
-    pub links: Vec<Arc<ShardLink>>,
-    /// Cluster mode: the backplane (`None` on a single node).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Where this node's connection ids start: 0 on a single node; in
-    /// cluster mode a multiple of the shard count picked by the node id, so
-    /// ids of different nodes do not meet (see [`conn_id_base`]).
-    pub conn_base: u64,
+    pub(crate) links: Vec<Arc<ShardLink>>,
+    /// Who sequences rooms (see [`crate::backend`]).
+    pub(crate) backend: Backend,
+    /// Where this node's connection ids start: 0 with the local back end;
+    /// with a remote one (several nodes) a multiple of the shard count
+    /// picked by the node id, so ids of different nodes do not meet (see
+    /// [`conn_id_base`]).
+    pub(crate) conn_base: u64,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
 }
 
 impl Shared {
     /// State for `config` (validated, `shards` resolved).
-    pub fn new(
-        config: Config,
-        auth: Authenticator,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(config: Config, auth: Authenticator, backend: Backend) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
         Arc::new(Shared {
@@ -56,12 +54,11 @@ impl Shared {
                 l.max_connections_per_ip,
             ),
             links: (0..shards).map(|_| ShardLink::new()).collect(),
-            conn_base: if cluster.is_some() {
-                conn_id_base(&config.server.node_id, shards)
-            } else {
-                0
+            conn_base: match backend {
+                Backend::Local => 0,
+                Backend::Remote(_) => conn_id_base(&config.server.node_id, shards),
             },
-            cluster,
+            backend,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,
@@ -70,30 +67,30 @@ impl Shared {
     }
 
     /// Number of shards.
-    pub fn shards(&self) -> usize {
+    pub(crate) fn shards(&self) -> usize {
         self.links.len()
     }
 
     /// Whether the broker is draining (refusing new connections).
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// Start draining: refuse new connections and tell every shard to close
     /// its connections with 1001.
-    pub fn start_drain(&self) {
+    pub(crate) fn start_drain(&self) {
         self.draining.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
     }
 
     /// A receiver that turns true when draining starts.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
     /// Admit a connection of `user` from `ip` on `shard`, or say why not.
     /// The returned permit gives the slots back when dropped.
-    pub fn admit(
+    pub(crate) fn admit(
         self: &Arc<Self>,
         shard: usize,
         ip: IpAddr,
@@ -124,7 +121,7 @@ impl Shared {
 }
 
 /// A connection's slots in the caps; released on drop.
-pub struct Permit {
+pub(crate) struct Permit {
     shared: Arc<Shared>,
     shard: usize,
     ip: IpAddr,
@@ -143,7 +140,7 @@ impl Drop for Permit {
 /// multiple of `shards` (so `conn % shards` is still the connection's
 /// shard). Ids stay below 2^53, exact in JavaScript numbers; two nodes
 /// share a range with probability about 1 in a million.
-pub fn conn_id_base(node_id: &str, shards: usize) -> u64 {
+pub(crate) fn conn_id_base(node_id: &str, shards: usize) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in node_id.bytes() {
         h ^= u64::from(b);

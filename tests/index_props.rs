@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use proptest::prelude::*;
 use shardcast::config::OverflowPolicy;
-use shardcast::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
+use shardcast::internals::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
 
 #[derive(Debug, Clone)]
 enum Op {

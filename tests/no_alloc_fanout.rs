@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use shardcast::config::OverflowPolicy;
+use shardcast::internals::{OutQueue, Pushed};
 use shardcast::protocol::encode;
-use shardcast::shard::outbound::{OutQueue, Pushed};
 
 /// Counts allocations while `COUNTING` is set.
 struct Counting;

@@ -10,8 +10,9 @@
 //!   text and close reasons are UTF-8;
 //! - feeding the bytes in pseudo-random chunks gives the same messages, the
 //!   same error and the same unconsumed bytes as feeding them in one piece;
-//! - a decoded frame's names are valid, its `id` is at most 2^53-1, its
-//!   `data` is one JSON value borrowed from the message; a refused frame
+//! - a decoded frame's names (and a join's `epoch`) are valid, its `id` is
+//!   at most 2^53-1, its `data` is one JSON value borrowed from the
+//!   message, a `refresh` token is a non-empty borrowed string; a refused frame
 //!   has code `bad_request` or `unknown_type` and a message.
 
 #![no_main]
@@ -109,8 +110,13 @@ fn check_decode(text: &str) {
     match decode_client_frame(text) {
         Ok(frame) => {
             assert!(frame.id().is_none_or(|id| id <= MAX_FRAME_ID));
-            assert!(frame.kind_index() < shardcast::metrics::FRAME_KINDS.len());
+            assert!(frame.kind_index() < shardcast::internals::FRAME_KINDS.len());
             let (names, data): (&[&str], Option<&str>) = match &frame {
+                ClientFrame::Join {
+                    room,
+                    epoch: Some(epoch),
+                    ..
+                } => (&[room, epoch], None),
                 ClientFrame::Join { room, .. }
                 | ClientFrame::Leave { room, .. }
                 | ClientFrame::Create { room, .. }
@@ -119,6 +125,10 @@ fn check_decode(text: &str) {
                 ClientFrame::Send { to, data, .. } => (&[to], Some(data)),
                 ClientFrame::Broadcast { data, .. } => (&[], Some(data)),
                 ClientFrame::Ping { .. } => (&[], None),
+                ClientFrame::Refresh { token, .. } => {
+                    assert!(!token.is_empty() && borrowed_from(text, token));
+                    (&[], None)
+                }
             };
             for name in names {
                 assert!(is_valid_name(name), "invalid name accepted: {name:?}");

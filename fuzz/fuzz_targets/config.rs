@@ -10,8 +10,9 @@
 //! Checks, besides "never panics":
 //! - an accepted config renders, and the rendering parses back into a
 //!   config that renders the same (the printed config is the effective one);
-//! - the rendering loads again as the same config (unless it has API keys,
-//!   which it redacts to a string shorter than a valid key);
+//! - the rendering loads again as the same config, unless it redacted a
+//!   secret (an API key, `auth.secret`, the password in
+//!   `cluster.redis_url`): then loading it fails and names the placeholder;
 //! - the rendering never shows `auth.secret` or an API key.
 
 #![no_main]
@@ -65,14 +66,23 @@ fuzz_target!(|data: &[u8]| {
         back.api.keys.iter().all(|k| k == "<redacted>"),
         "API key shown"
     );
-    if config.api.keys.is_empty() {
-        // What `shardcast config` prints loads as the same config.
-        if std::fs::write(path, &shown).is_err() {
-            return;
+    let redacted = !config.api.keys.is_empty()
+        || !config.auth.secret.is_empty()
+        || config.cluster.redis_url_redacted() != config.cluster.redis_url;
+    // What `shardcast config` prints loads as the same config, or says
+    // which value is a placeholder.
+    if std::fs::write(path, &shown).is_err() {
+        return;
+    }
+    match Config::load_from(Some(path), &[], &Overrides::default()) {
+        Ok(again) => {
+            assert!(!redacted, "a redacted config loads\n{shown}");
+            assert_eq!(again.to_toml(), shown, "reloading changes the config");
         }
-        match Config::load_from(Some(path), &[], &Overrides::default()) {
-            Ok(again) => assert_eq!(again.to_toml(), shown, "reloading changes the config"),
-            Err(e) => panic!("the rendered config does not load: {e}\n{shown}"),
-        }
+        Err(e) if redacted => assert!(
+            e.to_string().contains("the placeholder `shardcast config` prints"),
+            "a redacted config fails without saying why: {e}\n{shown}"
+        ),
+        Err(e) => panic!("the rendered config does not load: {e}\n{shown}"),
     }
 });

@@ -10,7 +10,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `sc:{R}:m` | hash | `seq`, `private`, `max`, `ovf`, `explicit`, `hist` |
+//! | `sc:{R}:m` | hash | `seq`, `private`, `max`, `ovf`, `explicit`, `hist`, `epoch` |
 //! | `sc:{R}:p` | hash | presence: field `<node>/<conn>`, value `user` or `user\tname` |
 //! | `sc:{R}:h` | stream | history; entry id `<seq>-0`, field `f` = the message JSON |
 //! | `sc:{R}:c` | channel | the room's events, in `seq` order (see [`super::wire`]) |
@@ -26,7 +26,7 @@
 
 /// A script's status answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// Done.
     Ok,
     /// The room does not exist.
@@ -49,7 +49,7 @@ pub enum Status {
 
 impl Status {
     /// The status a script answered.
-    pub fn from_code(code: i64) -> Status {
+    pub(crate) fn from_code(code: i64) -> Status {
         match code {
             0 => Status::Ok,
             -1 => Status::NotFound,
@@ -65,56 +65,66 @@ impl Status {
 }
 
 /// Room keys.
-pub fn meta_key(room: &str) -> String {
+pub(crate) fn meta_key(room: &str) -> String {
     format!("sc:{{{room}}}:m")
 }
 /// Presence hash of a room.
-pub fn presence_key(room: &str) -> String {
+pub(crate) fn presence_key(room: &str) -> String {
     format!("sc:{{{room}}}:p")
 }
 /// History stream of a room.
-pub fn history_key(room: &str) -> String {
+pub(crate) fn history_key(room: &str) -> String {
     format!("sc:{{{room}}}:h")
 }
 /// Event channel of a room.
-pub fn room_channel(room: &str) -> String {
+pub(crate) fn room_channel(room: &str) -> String {
     format!("sc:{{{room}}}:c")
 }
 /// Channel of a user's direct messages and notifications.
-pub fn user_channel(user: &str) -> String {
+pub(crate) fn user_channel(user: &str) -> String {
     format!("sc:u:{user}")
 }
 /// Channel of broadcasts.
-pub const ALL_CHANNEL: &str = "sc:all";
+pub(crate) const ALL_CHANNEL: &str = "sc:all";
 /// Heartbeat deadlines of the nodes.
-pub const NODES_KEY: &str = "sc:nodes";
+pub(crate) const NODES_KEY: &str = "sc:nodes";
 /// Rooms where `node` has members.
-pub fn node_rooms_key(node: &str) -> String {
+pub(crate) fn node_rooms_key(node: &str) -> String {
     format!("sc:n:{node}")
 }
 /// The presence field of a member connection.
-pub fn member_field(node: &str, conn: u64) -> String {
+pub(crate) fn member_field(node: &str, conn: u64) -> String {
     format!("{node}/{conn}")
 }
 
 /// KEYS: meta, presence, history, channel, node rooms.
 /// ARGV: field, member value, create, may_create, auto_create,
 /// may_join_private, default max, default overflow, default history,
-/// since (-1: none), history_on_join, node, conn, room.
+/// since (-1: none), history_on_join, node, conn, room, the client's epoch
+/// (empty: none), a fresh epoch for a room this join makes.
+///
+/// A `since` with an epoch other than the room's is answered like a join
+/// without `since`, with recovered 0 (v1.1). A room without an epoch (made
+/// by an older build) gets the fresh one.
 ///
 /// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
-/// (-1 none, 0, 1), rejoin (0/1), history length, message...}`, or
+/// (-1 none, 0, 1), rejoin (0/1), history length, epoch, message...}`, or
 /// `{status}`.
-pub const JOIN: &str = r#"
+pub(crate) const JOIN: &str = r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
   if ARGV[4] ~= '1' then return {-3} end
   redis.call('HSET', meta, 'seq', 0, 'private', 0, 'max', ARGV[7], 'ovf', ARGV[8],
-    'explicit', 0, 'hist', ARGV[9])
+    'explicit', 0, 'hist', ARGV[9], 'epoch', ARGV[16])
 end
-local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist')
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist', 'epoch')
 local seq = tonumber(m[1]) or 0
+local epoch = m[7]
+if not epoch then
+  epoch = ARGV[16]
+  redis.call('HSET', meta, 'epoch', epoch)
+end
 if m[2] == '1' and ARGV[6] ~= '1' then return {-4} end
 local rejoin = redis.call('HEXISTS', pres, ARGV[1]) == 1
 if not rejoin then
@@ -125,8 +135,13 @@ end
 redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
-local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0, tonumber(m[6]) or 0}
+local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0, tonumber(m[6]) or 0,
+  epoch}
 local since = tonumber(ARGV[10])
+if since >= 0 and ARGV[15] ~= '' and ARGV[15] ~= epoch then
+  out[8] = 0
+  since = -1
+end
 if since >= 0 then
   local oldest = seq + 1
   local first = redis.call('XRANGE', hist, '-', '+', 'COUNT', 1)
@@ -156,7 +171,7 @@ return out
 /// ARGV: field, node, conn, node keeps members (0/1), room, empty ttl ms.
 ///
 /// Answer: `{0, count}` or `{status}`.
-pub const LEAVE: &str = r#"
+pub(crate) const LEAVE: &str = r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local v = redis.call('HGET', pres, ARGV[1])
 if not v then
@@ -179,7 +194,7 @@ return {0, count}
 /// seq, JSON after the seq, node, connection to skip (0: none).
 ///
 /// Answer: `{0, seq}` or `{status}`.
-pub const PUBLISH: &str = r#"
+pub(crate) const PUBLISH: &str = r#"
 local meta, pres, hist, chan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 if ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then return {-2} end
@@ -203,20 +218,20 @@ return {0, seq}
 "#;
 
 /// KEYS: meta.
-/// ARGV: private (0/1), max members, overflow, history length.
+/// ARGV: private (0/1), max members, overflow, history length, epoch.
 ///
 /// Answer: `{0}` or `{status}`.
-pub const CREATE: &str = r#"
+pub(crate) const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-6} end
 redis.call('HSET', KEYS[1], 'seq', 0, 'private', ARGV[1], 'max', ARGV[2], 'ovf', ARGV[3],
-  'explicit', 1, 'hist', ARGV[4])
+  'explicit', 1, 'hist', ARGV[4], 'epoch', ARGV[5])
 return {0}
 "#;
 
 /// KEYS: meta, presence, history, channel.
 ///
 /// Answer: `{0}` or `{status}`.
-pub const DELETE: &str = r#"
+pub(crate) const DELETE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('PUBLISH', KEYS[4], 'X')
@@ -228,16 +243,17 @@ return {0}
 /// members to list.
 ///
 /// Answer: `{0, total, seq, private, max, overflow, explicit, history
-/// length, field, value, field, value...}` or `{status}`.
-pub const DETAILS: &str = r#"
+/// length, epoch (empty: none yet), field, value, field, value...}` or
+/// `{status}`.
+pub(crate) const DETAILS: &str = r#"
 local meta, pres, hist = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit')
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'epoch')
 if m[2] == '1' and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
   return {-7}
 end
 local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, m[2], m[3], m[4], m[5],
-  redis.call('XLEN', hist)}
+  redis.call('XLEN', hist), m[6] or ''}
 local limit = tonumber(ARGV[2])
 local cursor = '0'
 local listed = 0
@@ -261,7 +277,7 @@ return out
 /// Renews this node's heartbeat, then removes every node whose heartbeat
 /// ran out: its members leave presence (with `left` events) and the room
 /// counts. Answer: `{0, nodes removed}`.
-pub const HEARTBEAT: &str = r#"
+pub(crate) const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -296,19 +312,26 @@ return {0, #dead}
 
 /// KEYS: meta, presence, node rooms.
 /// ARGV: room, last seq this node delivered, private, max, overflow,
-/// explicit, history length, node, then field, value pairs of this node's
-/// members (which replace every entry of the node).
+/// explicit, history length, node, a fresh epoch, then field, value pairs
+/// of this node's members (which replace every entry of the node).
 ///
 /// After a reconnect: puts back what a Redis restart (or a sweep of this
 /// node while it was cut off) lost, so the room's `seq` never goes back
-/// and presence lists this node's members again. Answer: `{0}`.
-pub const RESTORE: &str = r#"
+/// and presence lists this node's members again. A room Redis still holds
+/// keeps its epoch; one Redis lost is put back with the fresh epoch (its
+/// history is gone, so a `since` of the old one must not count as
+/// recovered), and the first node to restore it decides it for all.
+/// Answer: `{0}`.
+pub(crate) const RESTORE: &str = r#"
 local meta, pres, noderooms = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then
   redis.call('HSET', meta, 'seq', ARGV[2], 'private', ARGV[3], 'max', ARGV[4], 'ovf', ARGV[5],
-    'explicit', ARGV[6], 'hist', ARGV[7])
-elseif (tonumber(redis.call('HGET', meta, 'seq')) or 0) < tonumber(ARGV[2]) then
-  redis.call('HSET', meta, 'seq', ARGV[2])
+    'explicit', ARGV[6], 'hist', ARGV[7], 'epoch', ARGV[9])
+else
+  redis.call('HSETNX', meta, 'epoch', ARGV[9])
+  if (tonumber(redis.call('HGET', meta, 'seq')) or 0) < tonumber(ARGV[2]) then
+    redis.call('HSET', meta, 'seq', ARGV[2])
+  end
 end
 redis.call('PERSIST', meta)
 local prefix = ARGV[8] .. '/'
@@ -316,12 +339,12 @@ local fields = redis.call('HKEYS', pres)
 for _, f in ipairs(fields) do
   if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', pres, f) end
 end
-for i = 9, #ARGV, 2 do redis.call('HSET', pres, ARGV[i], ARGV[i + 1]) end
+for i = 10, #ARGV, 2 do redis.call('HSET', pres, ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', noderooms, ARGV[1])
 return {0}
 "#;
 
 /// Every script, for loading them after each connect.
-pub const ALL: [&str; 8] = [
+pub(crate) const ALL: [&str; 8] = [
     JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE,
 ];

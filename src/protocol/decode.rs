@@ -24,6 +24,8 @@ pub enum ClientFrame<'a> {
         room: &'a str,
         /// Recover messages after this seq.
         since: Option<u64>,
+        /// The room epoch `since` belongs to (v1.1; a valid name).
+        epoch: Option<&'a str>,
         /// Create the room if it is missing.
         create: bool,
     },
@@ -82,6 +84,13 @@ pub enum ClientFrame<'a> {
         /// Reply id.
         id: Option<u64>,
     },
+    /// `refresh` (v1.1): replace the connection's token.
+    Refresh {
+        /// Reply id.
+        id: Option<u64>,
+        /// The new token (a non-empty string, not checked yet).
+        token: &'a str,
+    },
 }
 
 impl ClientFrame<'_> {
@@ -96,6 +105,7 @@ impl ClientFrame<'_> {
             ClientFrame::Broadcast { .. } => 5,
             ClientFrame::Members { .. } => 6,
             ClientFrame::Ping { .. } => 7,
+            ClientFrame::Refresh { .. } => 8,
         }
     }
 
@@ -109,6 +119,7 @@ impl ClientFrame<'_> {
             | ClientFrame::Send { id, .. }
             | ClientFrame::Broadcast { id, .. }
             | ClientFrame::Members { id, .. }
+            | ClientFrame::Refresh { id, .. }
             | ClientFrame::Ping { id } => *id,
         }
     }
@@ -152,6 +163,8 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     exclude_self: Option<&'a RawValue>,
     to: Option<&'a RawValue>,
+    epoch: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
     /// The first key that is no field of any frame, or a repeated key.
     stray: Option<Stray>,
 }
@@ -161,7 +174,7 @@ enum Stray {
     Duplicate(&'static str),
 }
 
-const ALL_FIELDS: [&str; 12] = [
+const ALL_FIELDS: [&str; 14] = [
     "type",
     "id",
     "room",
@@ -174,6 +187,8 @@ const ALL_FIELDS: [&str; 12] = [
     "data",
     "exclude_self",
     "to",
+    "epoch",
+    "token",
 ];
 
 impl<'a> Fields<'a> {
@@ -191,6 +206,8 @@ impl<'a> Fields<'a> {
             "data" => ("data", &mut self.data),
             "exclude_self" => ("exclude_self", &mut self.exclude_self),
             "to" => ("to", &mut self.to),
+            "epoch" => ("epoch", &mut self.epoch),
+            "token" => ("token", &mut self.token),
             _ => return None,
         };
         Some(slot)
@@ -211,6 +228,8 @@ impl<'a> Fields<'a> {
             self.data,
             self.exclude_self,
             self.to,
+            self.epoch,
+            self.token,
         ];
         ALL_FIELDS
             .into_iter()
@@ -284,8 +303,8 @@ impl<'de> de::Deserialize<'de> for Key {
 }
 
 /// The frame types, with the fields each may carry besides `type` and `id`.
-const TYPES: [(&str, &[&str]); 8] = [
-    ("join", &["room", "since", "create"]),
+const TYPES: [(&str, &[&str]); 9] = [
+    ("join", &["room", "since", "epoch", "create"]),
     ("leave", &["room"]),
     (
         "create",
@@ -296,6 +315,7 @@ const TYPES: [(&str, &[&str]); 8] = [
     ("broadcast", &["data"]),
     ("members", &["room"]),
     ("ping", &[]),
+    ("refresh", &["token"]),
 ];
 
 fn bad(id: Option<u64>, message: impl Into<String>) -> DecodeError {
@@ -336,7 +356,7 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             refusal: Refusal::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping"
+                    "unknown frame type {kind:?}; expected one of join, leave, create, publish, send, broadcast, members, ping, refresh"
                 ),
             ),
         });
@@ -368,6 +388,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id,
             room: p.name("room", fields.room)?,
             since: p.optional::<u64>("since", fields.since, "an unsigned integer")?,
+            epoch: match fields.epoch {
+                None => None,
+                Some(raw) => Some(p.name("epoch", Some(raw))?),
+            },
             create: p
                 .optional::<bool>("create", fields.create, "a boolean")?
                 .unwrap_or(true),
@@ -432,6 +456,10 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id,
             room: p.name("room", fields.room)?,
         },
+        "refresh" => ClientFrame::Refresh {
+            id,
+            token: p.token(fields.token)?,
+        },
         _ => ClientFrame::Ping { id },
     };
     Ok(frame)
@@ -462,6 +490,17 @@ impl Parser<'_> {
         }
     }
 
+    fn token<'a>(&self, raw: Option<&'a RawValue>) -> Result<&'a str, DecodeError> {
+        let raw = self.required("token", raw)?;
+        match serde_json::from_str::<&str>(raw.get()) {
+            Ok(token) if !token.is_empty() => Ok(token),
+            _ => Err(bad(
+                self.id,
+                "`token` must be a non-empty string without escapes (a JWT)",
+            )),
+        }
+    }
+
     fn data<'a>(&self, raw: Option<&'a RawValue>) -> Result<&'a str, DecodeError> {
         Ok(self.required("data", raw)?.get())
     }
@@ -482,121 +521,5 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn code(text: &str) -> (Option<u64>, ErrorCode) {
-        let e = decode_client_frame(text).expect_err("must fail");
-        (e.id, e.refusal.code)
-    }
-
-    #[test]
-    fn valid_frames() {
-        assert_eq!(
-            decode_client_frame(r#"{"type":"join","room":"a","id":7,"since":3}"#),
-            Ok(ClientFrame::Join {
-                id: Some(7),
-                room: "a",
-                since: Some(3),
-                create: true
-            })
-        );
-        let f = decode_client_frame(r#"{"type":"publish","room":"r","data":{"x":[1,2]} }"#)
-            .expect("publish");
-        assert_eq!(
-            f,
-            ClientFrame::Publish {
-                id: None,
-                room: "r",
-                data: r#"{"x":[1,2]}"#,
-                exclude_self: false
-            }
-        );
-        assert!(matches!(
-            decode_client_frame(
-                r#"{"type":"create","room":"r","overflow":"drop","history":5,"private":true}"#
-            ),
-            Ok(ClientFrame::Create {
-                options: RoomOptions {
-                    overflow: Some(OverflowPolicy::Drop),
-                    history: Some(5),
-                    private: true,
-                    ..
-                },
-                ..
-            })
-        ));
-        assert_eq!(
-            decode_client_frame(r#"{"type":"ping"}"#),
-            Ok(ClientFrame::Ping { id: None })
-        );
-    }
-
-    #[test]
-    fn shape_errors_in_order() {
-        assert_eq!(code("not json"), (None, ErrorCode::BadRequest));
-        assert_eq!(code("[1,2]"), (None, ErrorCode::BadRequest));
-        assert_eq!(code(r#"{"id":1}"#), (Some(1), ErrorCode::BadRequest));
-        assert_eq!(
-            code(r#"{"type":"nope","id":2,"bogus":1}"#),
-            (Some(2), ErrorCode::UnknownType)
-        );
-        assert_eq!(code(r#"{"type":7}"#), (None, ErrorCode::BadRequest));
-        assert_eq!(
-            code(r#"{"type":"ping","id":3,"bogus":1}"#),
-            (Some(3), ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"ping","room":"a"}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"join","id":4}"#),
-            (Some(4), ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"join","room":"a b","id":5}"#),
-            (Some(5), ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"join","room":"a","since":-1}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"ping","id":9007199254740992}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"ping","id":1.5}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"publish","room":"a"}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"ping","type":"ping"}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"create","room":"a","max_members":0}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"create","room":"a","history":100000}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            code(r#"{"type":"create","room":"a","overflow":"later"}"#),
-            (None, ErrorCode::BadRequest)
-        );
-    }
-
-    #[test]
-    fn escaped_names_are_decoded_then_checked() {
-        assert!(matches!(
-            decode_client_frame(r#"{"type":"join","room":"\u0061"}"#),
-            Err(_) | Ok(ClientFrame::Join { room: "a", .. })
-        ));
-    }
-}
+#[path = "decode_tests.rs"]
+mod tests;

@@ -90,14 +90,18 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The protocol version `welcome` announces.
+pub const PROTOCOL_VERSION: &str = "1.1";
+
 /// `welcome`
 pub fn welcome(conn: u64, user: &str, shard: usize, node: &str, heartbeat_ms: u64) -> Bytes {
-    Obj::new("welcome", 96)
+    Obj::new("welcome", 112)
         .uint("conn", conn)
         .name("user", user)
         .uint("shard", shard as u64)
         .name("node", node)
         .uint("heartbeat_ms", heartbeat_ms)
+        .name("protocol", PROTOCOL_VERSION)
         .finish()
 }
 
@@ -123,6 +127,16 @@ pub fn ack_publish(id: u64, room: &str, seq: u64) -> Bytes {
         .finish()
 }
 
+/// `ack` of a `refresh`: when the new token expires (Unix seconds), if
+/// it does.
+pub fn ack_refresh(id: u64, exp: Option<u64>) -> Bytes {
+    let obj = Obj::new("ack", 40).uint("id", id);
+    match exp {
+        Some(exp) => obj.uint("exp", exp).finish(),
+        None => obj.finish(),
+    }
+}
+
 /// `ack` of a `send`.
 pub fn ack_send(id: u64, to: &str) -> Bytes {
     Obj::new("ack", 24 + to.len())
@@ -132,20 +146,22 @@ pub fn ack_send(id: u64, to: &str) -> Bytes {
 }
 
 /// `ack` of a `join`. `history` holds the JSON of `message` frames, oldest
-/// first.
+/// first; `epoch` is the room's incarnation (v1.1).
 pub fn ack_join<'h>(
     id: u64,
     room: &str,
     seq: u64,
+    epoch: &str,
     members: u32,
     history: impl ExactSizeIterator<Item = &'h [u8]> + Clone,
     recovered: Option<bool>,
 ) -> Bytes {
     let hint = history.clone().map(|h| h.len() + 1).sum::<usize>();
-    let mut obj = Obj::new("ack", 80 + room.len() + hint)
+    let mut obj = Obj::new("ack", 104 + room.len() + hint)
         .uint("id", id)
         .name("room", room)
         .uint("seq", seq)
+        .text("epoch", epoch)
         .uint("members", u64::from(members));
     let out = obj.key("history");
     out.push(b'[');
@@ -359,8 +375,17 @@ mod tests {
         let e = error(Some(4), ErrorCode::RoomFull, "the room \"r\" is full");
         assert_eq!(json(&e)["message"], "the room \"r\" is full");
         let history = [text_payload(&m)];
-        let a = ack_join(1, "r", 3, 2, history.iter().map(|b| &b[..]), Some(true));
+        let a = ack_join(
+            1,
+            "r",
+            3,
+            "00ff00ff00ff00ff",
+            2,
+            history.iter().map(|b| &b[..]),
+            Some(true),
+        );
         let v = json(&a);
+        assert_eq!(v["epoch"], "00ff00ff00ff00ff");
         assert_eq!(v["history"][0]["seq"], 3);
         assert_eq!(v["recovered"], true);
         let list = ack_members(
@@ -380,5 +405,14 @@ mod tests {
         assert_eq!(json(&pong(None)), serde_json::json!({"type":"pong"}));
         assert_eq!(json(&gap("r", 2, 9))["to"], 9);
         assert_eq!(json(&welcome(1, "u", 0, "n", 25))["heartbeat_ms"], 25);
+        assert_eq!(json(&welcome(1, "u", 0, "n", 25))["protocol"], "1.1");
+        assert_eq!(
+            json(&ack_refresh(3, Some(1_767_225_600))),
+            serde_json::json!({"type":"ack","id":3,"exp":1_767_225_600u64})
+        );
+        assert_eq!(
+            json(&ack_refresh(3, None)),
+            serde_json::json!({"type":"ack","id":3})
+        );
     }
 }

@@ -40,7 +40,7 @@ struct PendingGap {
 
 /// A queued frame and when its message was sequenced
 /// ([`crate::metrics::now_us`]; 0 when not a timed room message).
-pub type Queued = (Bytes, u64);
+pub(crate) type Queued = (Bytes, u64);
 
 /// A bounded queue of encoded frames.
 #[derive(Debug)]

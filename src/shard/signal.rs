@@ -7,14 +7,14 @@ use std::task::{Poll, Waker};
 /// A flag plus the waker of the one task that waits on it. `notify` before
 /// `wait` is remembered, so no wake-up is lost.
 #[derive(Default)]
-pub struct LocalSignal {
+pub(crate) struct LocalSignal {
     set: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
 
 impl LocalSignal {
     /// Set the flag and wake the waiter, if any.
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.set.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -22,7 +22,7 @@ impl LocalSignal {
     }
 
     /// Wait until the flag is set, then clear it.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         poll_fn(|cx| {
             if self.set.replace(false) {
                 Poll::Ready(())

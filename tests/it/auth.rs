@@ -66,6 +66,43 @@ async fn with_token(broker: &Running, token: &str) -> Client {
     c
 }
 
+/// Once `auth.issuer` / `auth.audience` is set, a token must carry that
+/// claim: one without it is refused like one with another value (RFC 7519
+/// practice). Unset, the claim is not looked at.
+#[tokio::test]
+async fn iss_and_aud_are_required_once_configured_and_ignored_otherwise() {
+    let token = |extra: Value| {
+        let mut c = json!({"sub": "u", "exp": now() + 3600});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        hs256(c)
+    };
+    // (the configured claim, its value, another value, the claim left unset)
+    for (claim, wanted, wrong, unset) in [
+        ("iss", "https://auth.example", "https://evil.example", "aud"),
+        ("aud", "chat", "billing", "iss"),
+    ] {
+        let broker = jwt_broker(|c| match claim {
+            "iss" => c.auth.issuer = Some(wanted.into()),
+            _ => c.auth.audience = Some(wanted.into()),
+        });
+        let lacks = format!("the token lacks the `{claim}` claim");
+        unauthorized(&broker, Some(&token(json!({}))), &lacks).await;
+        unauthorized(
+            &broker,
+            Some(&token(json!({ claim: wrong }))),
+            "not accepted",
+        )
+        .await;
+        with_token(&broker, &token(json!({ claim: wanted }))).await;
+        // The claim that is not configured is not checked.
+        with_token(&broker, &token(json!({ claim: wanted, unset: "anything" }))).await;
+    }
+    let audience = jwt_broker(|c| c.auth.audience = Some("chat".into()));
+    with_token(&audience, &token(json!({"aud": ["billing", "chat"]}))).await;
+}
+
 #[tokio::test]
 async fn every_401_reason_is_told_apart() {
     let broker = jwt_broker(|c| {
@@ -316,12 +353,8 @@ async fn private_rooms_follow_room_patterns_and_names_show_in_presence() {
         .await;
 }
 
-#[tokio::test]
-async fn expired_token_closes_1008_on_time() {
-    let broker = jwt_broker(|c| c.auth.leeway_secs = 0);
-    let mut short = claims("brief");
-    short["exp"] = json!(now() + 2);
-    let mut c = with_token(&broker, &hs256(short)).await;
+/// Assert `c`, whose token runs out in about 2 s, is closed with 1008 then.
+async fn closes_1008_on_time(c: &mut Client) {
     let started = Instant::now();
     assert_eq!(c.close_code().await, Some(1008));
     let took = started.elapsed();
@@ -329,6 +362,118 @@ async fn expired_token_closes_1008_on_time() {
         took > Duration::from_millis(500) && took < Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn expired_token_closes_1008_on_time() {
+    let broker = jwt_broker(|c| c.auth.leeway_secs = 0);
+    let mut short = claims("brief");
+    short["exp"] = json!(now() + 2);
+    let mut c = with_token(&broker, &hs256(short)).await;
+    closes_1008_on_time(&mut c).await;
+}
+
+fn with_perms(sub: &str, exp: u64, perms: &[&str]) -> String {
+    hs256(json!({"sub": sub, "exp": exp, "perms": perms}))
+}
+
+/// This broker's `shardcast_frames_in_total` of frames of `kind`.
+async fn frames_in(broker: &Running, kind: &str) -> u64 {
+    let (_, text) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+    let needle = format!("type=\"{kind}\"");
+    text.lines()
+        .filter(|l| l.starts_with("shardcast_frames_in_total") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn refresh_replaces_rights_and_keeps_rooms() {
+    let broker = jwt_broker(|_| {});
+    let mut c = with_token(&broker, &with_perms("u", now() + 3600, &["create"])).await;
+    c.join("r").await;
+    c.err(json!({"type":"publish","room":"r","data":1}), "forbidden")
+        .await;
+    let exp = now() + 7200;
+    let ack = c
+        .ok(json!({"type":"refresh","token": with_perms("u", exp, &["publish"])}))
+        .await;
+    assert_eq!(ack["exp"], exp, "{ack}");
+    // Still in the room, now with the right to publish into it.
+    let published = c.ok(json!({"type":"publish","room":"r","data":2})).await;
+    assert_eq!(published["seq"], 1);
+    // ...and without the rights the new token lacks.
+    c.err(json!({"type":"create","room":"other"}), "forbidden")
+        .await;
+    assert!(frames_in(&broker, "refresh").await >= 1);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_changes_nothing() {
+    let broker = jwt_broker(|_| {});
+    let mut c = with_token(
+        &broker,
+        &with_perms("u", now() + 3600, &["publish", "create"]),
+    )
+    .await;
+    c.join("r").await;
+    let other_sub = with_perms("mallory", now() + 3600, &["admin"]);
+    let e = c
+        .err(json!({"type":"refresh","token": other_sub}), "forbidden")
+        .await;
+    assert_says(&e, "sub");
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub":"u","exp":now()+3600,"perms":["admin"]}),
+        &EncodingKey::from_secret(b"another-secret-0123456789abcdef-0123"),
+    )
+    .expect("sign");
+    let e = c
+        .err(json!({"type":"refresh","token": forged}), "unauthorized")
+        .await;
+    assert_says(&e, "signature");
+    let expired = with_perms("u", now() - 10, &[]);
+    c.err(json!({"type":"refresh","token": expired}), "unauthorized")
+        .await;
+    c.err(
+        json!({"type":"refresh","token":"not-a-jwt"}),
+        "unauthorized",
+    )
+    .await;
+    // The old token's rights are still the connection's.
+    c.ok(json!({"type":"publish","room":"r","data":1})).await;
+    c.ok(json!({"type":"create","room":"made"})).await;
+    c.err(json!({"type":"broadcast","data":1}), "forbidden")
+        .await;
+}
+
+#[tokio::test]
+async fn refresh_moves_the_expiry_close() {
+    let broker = jwt_broker(|c| c.auth.leeway_secs = 0);
+    let mut c = with_token(&broker, &hs256(json!({"sub":"u","exp":now()+2}))).await;
+    c.join("r").await;
+    c.ok(json!({"type":"refresh","token": hs256(json!({"sub":"u","exp":now()+3600}))}))
+        .await;
+    // Past the first token's exp, the connection still works.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let pong = c.request(json!({"type":"ping"})).await;
+    assert_eq!(pong["type"], "pong");
+    c.ok(json!({"type":"publish","room":"r","data":1})).await;
+    // A shorter token brings the close forward.
+    c.ok(json!({"type":"refresh","token": hs256(json!({"sub":"u","exp":now()+2}))}))
+        .await;
+    closes_1008_on_time(&mut c).await;
+}
+
+#[tokio::test]
+async fn refresh_is_a_bad_request_without_tokens() {
+    let broker = TestBroker::new().start();
+    let mut c = broker.user("u").await;
+    let token = hs256(claims("u"));
+    let e = c
+        .err(json!({"type":"refresh","token": token}), "bad_request")
+        .await;
+    assert_says(&e, "jwt");
 }
 
 #[test]

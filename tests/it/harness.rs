@@ -219,6 +219,14 @@ impl Client {
         self.ok(json!({"type":"join","room":room})).await
     }
 
+    /// Publish `1..=n` into `room`, each acknowledged.
+    pub(crate) async fn publish_n(&mut self, room: &str, n: u64) {
+        for i in 1..=n {
+            self.ok(json!({"type":"publish","room":room,"data":i}))
+                .await;
+        }
+    }
+
     /// Read until the server closes; return the close code. Frames before
     /// the close are skipped.
     pub(crate) async fn close_code(&mut self) -> Option<u16> {
@@ -394,4 +402,70 @@ pub(crate) async fn http(
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     let (status, text) = exchange(addr, &req).await;
     (status, http_body(&text))
+}
+
+/// The seqs of a join ack's `history`.
+pub(crate) fn history_seqs(ack: &Value) -> Vec<u64> {
+    ack["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// A join ack's `epoch`, checked to be 16 hex digits.
+pub(crate) fn epoch_of(ack: &Value) -> String {
+    let epoch = ack["epoch"].as_str().unwrap_or_default().to_string();
+    assert!(
+        epoch.len() == 16 && epoch.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{ack}"
+    );
+    epoch
+}
+
+/// Assert an `error` reply's message mentions `needle`.
+pub(crate) fn assert_says(reply: &Value, needle: &str) {
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(needle)),
+        "{reply} does not mention {needle:?}"
+    );
+}
+
+/// v1.1: `room`, whose incarnation `old` has `n` messages, is deleted
+/// through the API at `api` and made again by `owner` with `n` messages.
+/// `late` joining with the old `since` and epoch gets the new epoch, the
+/// last `on_join` messages and `recovered: false`; without the epoch, the
+/// v1 rule cannot tell and answers as a recovery. Returns the new epoch.
+pub(crate) async fn remade_room_is_not_recovered(
+    api: SocketAddr,
+    owner: &mut Client,
+    late: &mut Client,
+    (room, old, n, on_join): (&str, &str, u64, u64),
+) -> String {
+    let (status, _) = http(api, "DELETE", &format!("/api/rooms/{room}"), &[], None).await;
+    assert_eq!(status, 200);
+    owner.recv_type("room_closed").await;
+    let new = epoch_of(&owner.join(room).await);
+    assert_ne!(new, old);
+    owner.publish_n(room, n).await;
+    let ack = late
+        .ok(json!({"type": "join", "room": room, "since": n, "epoch": old}))
+        .await;
+    assert_eq!(ack["epoch"], json!(new));
+    assert_eq!(
+        (ack["recovered"].clone(), history_seqs(&ack)),
+        (json!(false), (n + 1 - on_join..=n).collect::<Vec<_>>()),
+        "the last history_on_join messages"
+    );
+    let v1 = late
+        .ok(json!({"type": "join", "room": room, "since": n}))
+        .await;
+    assert_eq!(
+        (v1["recovered"].clone(), history_seqs(&v1)),
+        (json!(true), vec![])
+    );
+    new
 }

@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod closes;
 mod cluster;
+mod config;
 mod faults;
 mod harness;
 mod invariants;

@@ -11,6 +11,30 @@ use serde_json::json;
 
 use crate::harness::*;
 
+/// `shardcast serve ARGS` with `env`, through `wrapper` (a command and its
+/// arguments that runs the rest of the line, e.g. `prlimit --nofile=N:N`);
+/// stderr piped, the other streams null.
+fn serve_command(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Command {
+    let broker = env!("CARGO_BIN_EXE_shardcast");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper_args).arg(broker);
+            cmd
+        }
+        None => Command::new(broker),
+    };
+    cmd.arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// A broker child process; killed on drop if still running.
 pub(crate) struct ChildBroker {
     child: Child,
@@ -30,22 +54,7 @@ impl ChildBroker {
     /// Spawn the broker through `wrapper` (a command and its arguments
     /// that runs the rest of the line, e.g. `prlimit --nofile=N:N`).
     pub(crate) fn spawn_under(wrapper: &[&str], env: &[(&str, &str)]) -> ChildBroker {
-        let broker = env!("CARGO_BIN_EXE_shardcast");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(broker);
-                cmd
-            }
-            None => Command::new(broker),
-        };
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = serve_command(wrapper, &["--listen", "127.0.0.1:0", "--shards", "2"], env);
         let mut child = cmd.spawn().expect("spawn shardcast");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
@@ -360,37 +369,57 @@ fn token_command_mints_a_token_the_broker_accepts() {
     );
 }
 
+/// Run `shardcast serve ARGS` with `env` until it logs `shardcast
+/// listening`, then kill it: its log lines up to that one (at most 10).
+pub(crate) fn log_until_listening(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut child = serve_command(&[], args, env)
+        .spawn()
+        .expect("spawn shardcast");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .take(10)
+    {
+        let done = line.contains("shardcast listening");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("shardcast listening")),
+        "no `shardcast listening` line: {lines:?}"
+    );
+    lines
+}
+
 #[test]
 fn json_log_format_writes_one_object_per_line() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "serve",
+    let lines = log_until_listening(
+        &[
             "--listen",
             "127.0.0.1:0",
             "--shards",
             "1",
             "--log-format",
             "json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    // Every line is a JSON object; find the one that says where it listens.
+        ],
+        &[],
+    );
+    // Every line is a JSON object; the last says where it listens.
     let mut listening = None;
-    for line in lines.by_ref().take(10) {
-        let line = line.expect("read");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
         if v["fields"]["message"] == "shardcast listening" {
             listening = Some(v);
-            break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     let v = listening.expect("a `shardcast listening` line");
     assert!(
         v["fields"]["addr"]

@@ -246,19 +246,22 @@ async fn broadcast_needs_the_right_and_reaches_everyone() {
     }
 }
 
-#[tokio::test]
-async fn history_on_join_and_recovery() {
-    let broker = TestBroker::new()
+/// A broker whose rooms keep 5 messages and give 3 to a join without since.
+fn history_5_on_join_3() -> Running {
+    TestBroker::new()
         .with(|c| {
             c.room.history = 5;
             c.room.history_on_join = 3;
         })
-        .start();
+        .start()
+}
+
+#[tokio::test]
+async fn history_on_join_and_recovery() {
+    let broker = history_5_on_join_3();
     let mut a = broker.user("a").await;
     a.join("r").await;
-    for i in 1..=8 {
-        a.ok(json!({"type":"publish","room":"r","data":i})).await;
-    }
+    a.publish_n("r", 8).await;
     let mut b = broker.user("b").await;
     let ack = b.join("r").await;
     assert_eq!(ack["seq"], 8);
@@ -505,4 +508,61 @@ async fn private_rooms_need_a_grant_and_hide_their_members() {
     admin.join("secret").await;
     let list = admin.ok(json!({"type":"members","room":"secret"})).await;
     assert_eq!(list["total"], 1);
+}
+
+#[tokio::test]
+async fn join_acks_carry_the_epoch_and_recovery_honours_it_across_incarnations() {
+    let broker = history_5_on_join_3();
+    let mut a = broker.connect("user=a").await;
+    assert_eq!(a.recv().await["protocol"], "1.1");
+    let epoch = epoch_of(&a.join("r").await);
+    a.publish_n("r", 4).await;
+    // Rejoining with since and the room's epoch recovers, as v1 would.
+    let mut b = broker.user("b").await;
+    let ack = b
+        .ok(json!({"type":"join","room":"r","since":2,"epoch":epoch}))
+        .await;
+    assert_eq!(
+        (ack["recovered"].clone(), ack["epoch"].clone()),
+        (json!(true), json!(epoch))
+    );
+    assert_eq!(history_seqs(&ack), vec![3, 4]);
+    let again = a
+        .ok(json!({"type":"join","room":"r","since":4,"epoch":epoch}))
+        .await;
+    assert_eq!(again["recovered"], true, "{again}");
+    // since without epoch keeps the v1 meaning.
+    let v1 = b.ok(json!({"type":"join","room":"r","since":1})).await;
+    assert_eq!(
+        (v1["recovered"].clone(), history_seqs(&v1)),
+        (json!(true), vec![2, 3, 4])
+    );
+    // The API's room details show the epoch too.
+    let (status, details) = http(broker.addr, "GET", "/api/rooms/r", &[], None).await;
+    assert_eq!((status, details["epoch"].clone()), (200, json!(epoch)));
+    // Deleted and made again: the old epoch is never recovered.
+    remade_room_is_not_recovered(broker.addr, &mut a, &mut b, ("r", &epoch, 4, 3)).await;
+    // Message frames carry no epoch.
+    let m = a.recv_type("message").await;
+    assert!(m.get("epoch").is_none(), "{m}");
+}
+
+#[tokio::test]
+async fn an_expired_room_comes_back_with_a_new_epoch() {
+    let broker = TestBroker::new()
+        .with(|c| c.room.empty_ttl_ms = 100)
+        .start();
+    let mut a = broker.user("a").await;
+    let first = epoch_of(&a.join("temp").await);
+    a.ok(json!({"type":"publish","room":"temp","data":1})).await;
+    a.ok(json!({"type":"leave","room":"temp"})).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let ack = a
+        .ok(json!({"type":"join","room":"temp","since":1,"epoch":first}))
+        .await;
+    assert_ne!(epoch_of(&ack), first);
+    assert_eq!(
+        (ack["seq"].clone(), ack["recovered"].clone()),
+        (json!(0), json!(false))
+    );
 }

@@ -1,12 +1,15 @@
 //! Reading what Redis answered: values, stream entries, room details, and
 //! the refusal a script's status stands for.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use redis::Value;
 
 use crate::cluster::scripts::Status;
+use crate::config::OverflowPolicy;
+use crate::delivery::{MemberInfo, RoomDetails};
 use crate::error::{ErrorCode, Refusal};
-use crate::router::ApiOp;
 
 pub(super) fn int(value: &Value) -> Option<i64> {
     match value {
@@ -66,13 +69,15 @@ pub(super) struct Details {
     pub(super) overflow: String,
     pub(super) explicit: bool,
     pub(super) history: u64,
+    /// The room's epoch (empty if it has none yet).
+    pub(super) epoch: String,
     pub(super) members: Vec<ListedMember>,
 }
 
 impl Details {
     pub(super) fn read(items: &[Value]) -> Details {
         let mut members = Vec::new();
-        let mut rest = items.iter().skip(8);
+        let mut rest = items.iter().skip(9);
         while let (Some(field), Some(value)) = (rest.next(), rest.next()) {
             let (Some(field), Some(value)) = (text(field), text(value)) else {
                 continue;
@@ -103,6 +108,7 @@ impl Details {
                 .to_string(),
             explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(7).and_then(int).unwrap_or(0).max(0) as u64,
+            epoch: items.get(8).and_then(text).unwrap_or("").to_string(),
             members,
         }
     }
@@ -111,32 +117,20 @@ impl Details {
 /// The refusal a script's status stands for.
 pub(super) fn refusal_of(status: Status, room: &str, items: &[Value]) -> Refusal {
     match status {
-        Status::NotFound => Refusal::new(
-            ErrorCode::RoomNotFound,
-            format!("room {room} does not exist"),
-        ),
-        Status::NotMember => {
-            Refusal::new(ErrorCode::NotMember, format!("not a member of room {room}"))
-        }
-        Status::MayNotCreate => Refusal::new(
-            ErrorCode::Forbidden,
-            format!("room {room} does not exist and this connection lacks the `create` right"),
-        ),
-        Status::Private => crate::shard::conn::private_room_refusal(room),
+        Status::NotFound => Refusal::room_not_found(room),
+        Status::NotMember => Refusal::not_member(room),
+        Status::MayNotCreate => Refusal::may_not_create(room),
+        Status::Private => Refusal::private_room(room),
         Status::Full => {
-            let max = items.get(1).and_then(int).unwrap_or(0);
-            Refusal::new(
-                ErrorCode::RoomFull,
-                format!("room {room} is full ({max} members)"),
-            )
+            let max = items
+                .get(1)
+                .and_then(int)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX));
+            Refusal::room_full(room, max as u32)
         }
-        Status::Exists => {
-            Refusal::new(ErrorCode::RoomExists, format!("room {room} already exists"))
-        }
-        Status::PrivateMembers => Refusal::new(
-            ErrorCode::Forbidden,
-            format!("room {room} is private: only its members may list them"),
-        ),
+        Status::Exists => Refusal::room_exists(room),
+        Status::PrivateMembers => Refusal::private_members(room),
         Status::Ok | Status::Unknown(_) => Refusal::new(
             ErrorCode::Internal,
             format!("unexpected answer from the cluster backplane for room {room}"),
@@ -144,50 +138,39 @@ pub(super) fn refusal_of(status: Status, room: &str, items: &[Value]) -> Refusal
     }
 }
 
-pub(super) fn call_failed(call: ApiOp, refusal: Refusal) {
-    match call {
-        ApiOp::Create { reply, .. } | ApiOp::Delete { reply } => {
-            let _ = reply.send(Err(refusal));
-        }
-        ApiOp::Publish { reply, .. } => {
-            let _ = reply.send(Err(refusal));
-        }
-        ApiOp::Details { reply } => {
-            let _ = reply.send(Err(refusal));
-        }
+impl Details {
+    /// The members listed, as the protocol shows them.
+    pub(super) fn member_infos(&self) -> Vec<MemberInfo> {
+        self.members
+            .iter()
+            .map(|m| MemberInfo {
+                conn: m.conn,
+                node: Some(Arc::from(m.node.as_str())),
+                user: Arc::from(m.user.as_str()),
+                name: m.name.as_deref().map(Arc::from),
+            })
+            .collect()
     }
-}
 
-pub(super) fn api_answered(call: ApiOp, room: &str, status: Status, items: &[Value]) {
-    if status != Status::Ok {
-        return call_failed(call, refusal_of(status, room, items));
-    }
-    match call {
-        ApiOp::Create { reply, .. } | ApiOp::Delete { reply } => {
-            let _ = reply.send(Ok(()));
-        }
-        ApiOp::Publish { reply, .. } => {
-            let seq = items.get(1).and_then(int).unwrap_or(0).max(0) as u64;
-            let _ = reply.send(Ok(seq));
-        }
-        ApiOp::Details { reply } => {
-            let d = Details::read(items);
-            let members: Vec<serde_json::Value> = d
-                .members
-                .iter()
-                .map(|m| serde_json::json!({"conn": m.conn, "node": m.node, "user": m.user, "name": m.name}))
-                .collect();
-            let _ = reply.send(Ok(serde_json::json!({
-                "room": room,
-                "members": d.total,
-                "seq": d.seq,
-                "private": d.private,
-                "max_members": d.max_members,
-                "overflow": d.overflow,
-                "explicit": d.explicit,
-                "history": d.history,
-                "member_list": members,
-            })));
+    /// The API's details of `room`.
+    pub(super) fn into_room_details(self, room: &Arc<str>) -> RoomDetails {
+        let member_list = self.member_infos();
+        RoomDetails {
+            room: room.clone(),
+            members: self.total,
+            seq: self.seq,
+            epoch: self.epoch,
+            private: self.private,
+            max_members: self.max_members,
+            overflow: if self.overflow == "drop" {
+                OverflowPolicy::Drop.as_str()
+            } else {
+                OverflowPolicy::Disconnect.as_str()
+            },
+            explicit: self.explicit,
+            history: self.history,
+            home_shard: None,
+            member_list,
         }
     }
 }

@@ -1,45 +1,68 @@
 //! The subscriber side: which channels this node hears, and what arrives
 //! on them.
 //!
-//! Subscribe and unsubscribe commands are written at once; a room counts
-//! as heard ([`Sub::On`]) only when the confirmation of its latest
-//! subscribe comes back, in the same stream as its messages, so a join
-//! released then runs in Redis after the node hears the room.
+//! Subscribe and unsubscribe commands are queued as the loop decides them
+//! and written before it waits again; a room counts as heard
+//! ([`Sub::On`]) only when the confirmation of its latest subscribe comes
+//! back, in the same stream as its messages, so a join released then runs
+//! in Redis after the node hears the room.
 
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Backplane, Drain, Sub};
+use super::rooms::Sub;
+use super::{Backplane, Drain};
 use crate::cluster::scripts;
 use crate::cluster::subscriber::{self, SubEvent, SubReceiver, Subscriber};
 use crate::cluster::wire::{self, Event};
+use crate::delivery::Delivery;
+use crate::op::Audience;
+use crate::placement::ShardSet;
 use crate::protocol::encode::{self, PresenceKind};
-use crate::router::{ClusterEvent, Delivery};
 use crate::ws::encode::data_frame;
 
+/// The next event of the subscriber connection, if there is one.
+pub(super) async fn next_event(events: &mut Option<SubReceiver>) -> Option<SubEvent> {
+    match events {
+        Some(e) => e.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Backplane {
-    /// Subscribe (or unsubscribe) `channels` now, if the subscriber
-    /// connection is up; a reconnect subscribes everything still wanted.
-    pub(super) async fn change_subscription(&mut self, subscribe: bool, channels: Vec<String>) {
-        let Some(sub) = self.sub.as_mut() else {
+    /// Subscribe (or unsubscribe) `channels` when the loop next writes, if
+    /// the subscriber connection is up; a reconnect subscribes everything
+    /// still wanted.
+    pub(super) fn change_subscription(&mut self, subscribe: bool, channels: Vec<String>) {
+        if self.sub.is_none() {
             return;
-        };
+        }
         if subscribe {
             for c in &channels {
                 *self.pending_subs.entry(c.clone()).or_insert(0) += 1;
             }
         }
+        self.sub_changes.push((subscribe, channels));
+    }
+
+    /// Write the queued subscription changes, in order.
+    pub(super) async fn write_sub_changes(&mut self) {
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
-        let written = if subscribe {
-            tokio::time::timeout(timeout, sub.subscribe(&channels)).await
-        } else {
-            tokio::time::timeout(timeout, sub.unsubscribe(&channels)).await
-        };
-        if !matches!(written, Ok(Ok(()))) {
-            // Handled by the loop (`pubsub_lost` may call back here).
-            self.sub = None;
-            self.sub_failed = Some("cannot write to the subscriber connection".into());
+        for (subscribe, channels) in std::mem::take(&mut self.sub_changes) {
+            let Some(sub) = self.sub.as_mut() else {
+                return;
+            };
+            let written = if subscribe {
+                tokio::time::timeout(timeout, sub.subscribe(&channels)).await
+            } else {
+                tokio::time::timeout(timeout, sub.unsubscribe(&channels)).await
+            };
+            if !matches!(written, Ok(Ok(()))) {
+                // Handled by the loop.
+                self.sub_failed = Some("cannot write to the subscriber connection".into());
+                return;
+            }
         }
     }
 
@@ -53,8 +76,7 @@ impl Backplane {
         let limit = Duration::from_millis(self.cfg.command_timeout_ms);
         match self.ping_sent {
             Some(at) if at.elapsed() > limit => {
-                self.pubsub_lost("no answer to PING on the subscriber connection")
-                    .await;
+                self.pubsub_lost("no answer to PING on the subscriber connection");
             }
             Some(_) => {}
             None => {
@@ -66,19 +88,16 @@ impl Backplane {
                     None => false,
                 };
                 if !ok {
-                    self.pubsub_lost("cannot write to the subscriber connection")
-                        .await;
+                    self.pubsub_lost("cannot write to the subscriber connection");
                 }
             }
         }
     }
 
-    pub(super) async fn on_sub_event(&mut self, event: Option<SubEvent>) {
+    pub(super) fn on_sub_event(&mut self, event: Option<SubEvent>) {
         match event {
-            Some(SubEvent::Message { channel, payload }) => {
-                self.on_message(&channel, &payload).await
-            }
-            Some(SubEvent::Subscribed(channel)) => self.subscribed(channel).await,
+            Some(SubEvent::Message { channel, payload }) => self.on_message(&channel, &payload),
+            Some(SubEvent::Subscribed(channel)) => self.subscribed(channel),
             Some(SubEvent::Unsubscribed(_)) => {}
             Some(SubEvent::Pong) => {
                 self.ping_sent = None;
@@ -88,12 +107,12 @@ impl Backplane {
                     self.drain = Some(Drain::Heard);
                 }
             }
-            Some(SubEvent::Lost(reason)) => self.pubsub_lost(&reason).await,
-            None => self.pubsub_lost("the subscriber connection ended").await,
+            Some(SubEvent::Lost(reason)) => self.pubsub_lost(&reason),
+            None => self.pubsub_lost("the subscriber connection ended"),
         }
     }
 
-    async fn subscribed(&mut self, channel: String) {
+    fn subscribed(&mut self, channel: String) {
         if let Entry::Occupied(mut pending) = self.pending_subs.entry(channel.clone()) {
             *pending.get_mut() -= 1;
             if *pending.get() > 0 {
@@ -109,39 +128,42 @@ impl Backplane {
         };
         state.sub = Sub::On;
         let held = std::mem::take(&mut state.held);
-        let repair_from = state.node_seq;
-        let room: Arc<str> = Arc::from(room);
-        if let Some(last) = repair_from {
-            // Heard again after a reconnect: fetch what was published meanwhile.
-            self.start_repair(&room, last, None);
+        let mut steps = Vec::new();
+        if self.cmd.is_some() {
+            // Heard again after a reconnect: fetch what was published
+            // meanwhile.
+            state.order.heard_again(&mut self.repair_ids, &mut steps);
         }
+        let room: Arc<str> = Arc::from(room);
+        self.carry_out(&room, steps);
         for prepared in held {
-            self.enqueue(prepared).await;
+            self.enqueue(prepared);
         }
     }
 
     /// The subscriber connection is gone: ops waiting for a subscription
     /// fail, and a reconnect is scheduled.
-    pub(super) async fn pubsub_lost(&mut self, reason: &str) {
+    pub(super) fn pubsub_lost(&mut self, reason: &str) {
         if self.sub.is_some() {
             tracing::warn!(%reason, "cluster: Redis subscriber connection lost; reconnecting");
         }
         self.sub = None;
         self.events = None;
         self.pending_subs.clear();
+        self.sub_changes.clear();
         self.ping_sent = None;
         let rooms: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
         for room in rooms {
             let held = match self.rooms.get_mut(&room) {
                 Some(state) => {
                     state.sub = Sub::Off;
-                    state.repair = None;
+                    state.order.unheard();
                     std::mem::take(&mut state.held)
                 }
                 None => continue,
             };
             for prepared in held {
-                self.fail(prepared.then).await;
+                self.fail(prepared.then);
             }
         }
     }
@@ -158,7 +180,7 @@ impl Backplane {
         })
     }
 
-    pub(super) async fn pubsub_back(&mut self, result: Result<(Subscriber, SubReceiver), String>) {
+    pub(super) fn pubsub_back(&mut self, result: Result<(Subscriber, SubReceiver), String>) {
         let (sub, events) = match result {
             Ok(pair) => pair,
             Err(reason) => return tracing::debug!(%reason, "cluster: resubscribe failed"),
@@ -173,48 +195,48 @@ impl Backplane {
             state.sub = Sub::Pending;
             channels.push(scripts::room_channel(room));
         }
-        self.change_subscription(true, channels).await;
+        self.change_subscription(true, channels);
     }
 
-    async fn on_message(&mut self, channel: &str, payload: &[u8]) {
+    fn on_message(&mut self, channel: &str, payload: &[u8]) {
         if let Some(room) = wire::room_of_channel(channel) {
             let Some(event) = wire::parse_room(payload) else {
                 return tracing::warn!(channel, "cluster: unreadable room event ignored");
             };
             let room: Arc<str> = Arc::from(room);
-            self.on_room_event(&room, event).await;
+            self.on_room_event(&room, event);
         } else if let Some(user) = wire::user_of_channel(channel) {
             if let Some(Event::Frame { node, json }) = wire::parse_frame(payload) {
                 if node != &*self.node {
-                    let frame = data_frame(true, json);
                     let user: Arc<str> = Arc::from(user);
-                    let mut shards = self.shared.users.shards(&user);
-                    while shards != 0 {
-                        let shard = shards.trailing_zeros() as usize;
-                        shards &= shards - 1;
-                        let delivery = Delivery::ToUser {
-                            user: user.clone(),
-                            frame: frame.clone(),
-                        };
-                        self.deliver(shard, delivery).await;
-                    }
+                    let shards = ShardSet::from_bits(self.shared.users.shards(&user));
+                    self.relay_to_users(shards, Audience::User(user), data_frame(true, json));
                 }
             }
         } else if channel == scripts::ALL_CHANNEL {
             if let Some(Event::Frame { node, json }) = wire::parse_frame(payload) {
                 if node != &*self.node {
-                    let frame = data_frame(true, json);
-                    for shard in 0..self.shared.shards() {
-                        let delivery = Delivery::All {
-                            frame: frame.clone(),
-                        };
-                        self.deliver(shard, delivery).await;
-                    }
+                    let shards = ShardSet::all(self.shared.shards());
+                    self.relay_to_users(shards, Audience::All, data_frame(true, json));
                 }
             }
         }
     }
-    async fn on_room_event(&mut self, room: &Arc<str>, event: Event<'_>) {
+
+    /// A frame another node sent to users: for this node's shards holding
+    /// them.
+    fn relay_to_users(&mut self, shards: ShardSet, audience: Audience, frame: bytes::Bytes) {
+        for shard in shards.iter() {
+            let delivery = Delivery::ToUsers {
+                audience: audience.clone(),
+                frame: frame.clone(),
+                counted: None,
+            };
+            self.out.push(shard, delivery);
+        }
+    }
+
+    fn on_room_event(&mut self, room: &Arc<str>, event: Event<'_>) {
         if !self.rooms.contains_key(room) {
             return; // no interest here (a late message after unsubscribing)
         }
@@ -226,8 +248,7 @@ impl Backplane {
                 json,
             } => {
                 let skip = (node == &*self.node && skip != 0).then_some(skip);
-                self.on_room_message(room, seq, data_frame(true, json), skip)
-                    .await;
+                self.on_room_message(room, seq, data_frame(true, json), skip);
             }
             Event::Presence {
                 joined,
@@ -247,31 +268,9 @@ impl Backplane {
                 };
                 let frame = encode::presence(kind, room, user, name, count);
                 let skip = (node == &*self.node).then_some(conn);
-                let event = ClusterEvent::Presence {
-                    room: room.clone(),
-                    frame,
-                    skip,
-                };
-                self.to_home(room, event).await;
+                self.presence(room, &frame, skip);
             }
-            Event::Closed => {
-                let stashed = match self.rooms.get_mut(room) {
-                    Some(state) => std::mem::take(&mut state.stash),
-                    None => Vec::new(),
-                };
-                for admission in stashed {
-                    self.admit(room, admission).await;
-                }
-                self.to_home(room, ClusterEvent::Closed { room: room.clone() })
-                    .await;
-                if let Some(state) = self.rooms.get_mut(room) {
-                    state.members.clear();
-                    state.node_seq = None;
-                    state.recent.clear();
-                    state.recent_bytes = 0;
-                }
-                self.release_if_idle(room).await;
-            }
+            Event::Closed => self.room_closed(room),
             Event::Frame { .. } => {}
         }
     }

@@ -1,70 +1,34 @@
-//! Operations from connections and the API: the command each becomes,
-//! and what its answer does.
+//! Operations from the shards' route: the command each becomes, and what
+//! its answer (or its failure) does.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redis::{Cmd, Value};
 
-use super::answers::{
-    Details, api_answered, bytes_of, call_failed, int, refusal_of, stream_entry, text,
-};
-use super::{Admission, Backplane, Prepared, RoomState, Sub, Then, evalsha};
+use super::answers::{Details, bytes_of, int, refusal_of, stream_entry, text};
+use super::connect::evalsha;
+use super::rooms::{Admission, Sub};
+use super::{Backplane, Prepared, Then};
+use crate::backend::RemoteCounters;
 use crate::cluster::scripts::{self, Status};
-use crate::cluster::wire;
-use crate::cluster::{Op, RoomFacts, unavailable};
+use crate::cluster::{RoomFacts, wire};
 use crate::config::OverflowPolicy;
-use crate::error::{ErrorCode, Refusal};
-use crate::protocol::encode::{self, MemberEntry};
-use crate::router::{ApiOp, ClusterEvent, Delivery, Origin};
+use crate::delivery::{Ack, Delivery, JoinAck, MemberList};
+use crate::epoch::Epoch;
+use crate::error::Refusal;
+use crate::op::{Audience, Join, Op, Origin, Publish};
+use crate::protocol::encode;
+use crate::ws::encode::{data_frame, text_payload};
 
 impl Backplane {
-    pub(super) async fn on_op(&mut self, op: Op) {
+    pub(super) fn on_op(&mut self, op: Op) {
         if self.drain.is_some() {
-            return self.refuse_while_draining(op).await;
+            return self.refuse_while_draining(op);
         }
         let node = self.node.clone();
         match op {
-            Op::Join {
-                origin,
-                room,
-                user,
-                name,
-                since,
-                create,
-                may_create,
-                may_join_private,
-            } => {
-                let cfg = &self.shared.config;
-                let value = wire::member_value(&user, name.as_deref());
-                let mut cmd = room_script(&self.shas.join, &room, Some(&node));
-                cmd.arg(scripts::member_field(&node, origin.conn))
-                    .arg(&value)
-                    .arg(u8::from(create))
-                    .arg(u8::from(may_create))
-                    .arg(u8::from(cfg.room.auto_create))
-                    .arg(u8::from(may_join_private))
-                    .arg(cfg.room.default_max_members)
-                    .arg(cfg.limits.slow_consumer_policy.as_str())
-                    .arg(cfg.room.history)
-                    .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
-                    .arg(cfg.room.history_on_join)
-                    .arg(&*node)
-                    .arg(origin.conn)
-                    .arg(&*room);
-                self.rooms
-                    .entry(room.clone())
-                    .or_insert_with(RoomState::new)
-                    .joining += 1;
-                let then = Then::Join {
-                    origin,
-                    room: room.clone(),
-                    user,
-                    name,
-                    value,
-                };
-                self.enqueue_subscribed(&room, Prepared { cmd, then }).await;
-            }
+            Op::Join(join) => self.join(join),
             Op::Leave { origin, room } => {
                 let keeps = self
                     .rooms
@@ -81,38 +45,49 @@ impl Backplane {
                     origin,
                     room: room.clone(),
                 };
-                self.enqueue_in_order(&room, Prepared { cmd, then }).await;
+                self.enqueue_in_order(&room, Prepared { cmd, then });
             }
-            Op::Publish {
-                origin,
+            Op::Publish(Publish {
                 room,
                 from,
                 data,
                 exclude_self,
-            } => {
-                let field = scripts::member_field(&node, origin.conn);
-                let skip = if exclude_self { origin.conn } else { 0 };
+                reply,
+            }) => {
+                // A connection must be a member (its presence field); the
+                // API (no field) publishes into any room.
+                let conn = reply.conn();
+                let field = conn.map_or_else(String::new, |c| scripts::member_field(&node, c));
+                let skip = conn.filter(|_| exclude_self).unwrap_or(0);
                 let cmd = self.publish_cmd(&room, &field, &from, &data, skip);
                 let then = Then::Publish {
-                    origin,
                     room: room.clone(),
+                    reply,
                 };
-                self.enqueue_in_order(&room, Prepared { cmd, then }).await;
+                self.enqueue_in_order(&room, Prepared { cmd, then });
             }
             Op::Create {
-                origin,
                 room,
                 options,
+                reply,
             } => {
                 let cfg = &self.shared.config;
                 let facts =
                     RoomFacts::from_options(&options, &cfg.room, cfg.limits.slow_consumer_policy);
                 let cmd = self.create_cmd(&room, &facts);
                 let then = Then::Create {
-                    origin,
                     room: room.clone(),
+                    reply,
                 };
-                self.enqueue_in_order(&room, Prepared { cmd, then }).await;
+                self.enqueue_in_order(&room, Prepared { cmd, then });
+            }
+            Op::Delete { room, reply } => {
+                let cmd = room_script(&self.shas.delete, &room, None);
+                let then = Then::Delete {
+                    room: room.clone(),
+                    reply,
+                };
+                self.enqueue_in_order(&room, Prepared { cmd, then });
             }
             Op::Members { origin, room } => {
                 let field = scripts::member_field(&node, origin.conn);
@@ -121,27 +96,30 @@ impl Backplane {
                     origin,
                     room: room.clone(),
                 };
-                self.enqueue_in_order(&room, Prepared { cmd, then }).await;
+                self.enqueue_in_order(&room, Prepared { cmd, then });
             }
-            Op::ToUser { user, json } => {
+            Op::Details { room, reply } => {
+                let cmd = self.details_cmd(&room, "");
+                let then = Then::Details {
+                    room: room.clone(),
+                    reply,
+                };
+                self.enqueue_in_order(&room, Prepared { cmd, then });
+            }
+            Op::ToUsers {
+                audience, frame, ..
+            } => {
+                let channel = match &audience {
+                    Audience::User(user) => scripts::user_channel(user),
+                    Audience::All => scripts::ALL_CHANNEL.to_string(),
+                };
                 let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(scripts::user_channel(&user))
-                    .arg(wire::frame_payload(&node, &json));
+                cmd.arg(channel)
+                    .arg(wire::frame_payload(&node, &text_payload(&frame)));
                 self.enqueue(Prepared {
                     cmd,
                     then: Then::Nothing,
-                })
-                .await;
-            }
-            Op::ToAll { json } => {
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(scripts::ALL_CHANNEL)
-                    .arg(wire::frame_payload(&node, &json));
-                self.enqueue(Prepared {
-                    cmd,
-                    then: Then::Nothing,
-                })
-                .await;
+                });
             }
             Op::WatchUser { user, watch } => {
                 let channel = scripts::user_channel(&user);
@@ -149,40 +127,58 @@ impl Backplane {
                     let count = self.users.entry(user).or_insert(0);
                     *count += 1;
                     if *count == 1 {
-                        self.change_subscription(true, vec![channel]).await;
+                        self.change_subscription(true, vec![channel]);
                     }
                 } else if let Some(count) = self.users.get_mut(&user) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
                         self.users.remove(&user);
-                        self.change_subscription(false, vec![channel]).await;
+                        self.change_subscription(false, vec![channel]);
                     }
                 }
             }
-            Op::Api { room, op } => {
-                let cmd = match &op {
-                    ApiOp::Create { options, .. } => {
-                        let cfg = &self.shared.config;
-                        let facts = RoomFacts::from_options(
-                            options,
-                            &cfg.room,
-                            cfg.limits.slow_consumer_policy,
-                        );
-                        self.create_cmd(&room, &facts)
-                    }
-                    ApiOp::Delete { .. } => room_script(&self.shas.delete, &room, None),
-                    ApiOp::Publish { data, .. } => {
-                        self.publish_cmd(&room, "", crate::server::SYSTEM_USER, data, 0)
-                    }
-                    ApiOp::Details { .. } => self.details_cmd(&room, ""),
-                };
-                let then = Then::Api {
-                    room: room.clone(),
-                    call: op,
-                };
-                self.enqueue_in_order(&room, Prepared { cmd, then }).await;
-            }
         }
+    }
+
+    fn join(&mut self, join: Join) {
+        let Join {
+            origin,
+            room,
+            user,
+            name,
+            since,
+            epoch,
+            create,
+            may_create,
+            may_join_private,
+        } = join;
+        let node = self.node.clone();
+        let cfg = &self.shared.config;
+        let value = wire::member_value(&user, name.as_deref());
+        let mut cmd = room_script(&self.shas.join, &room, Some(&node));
+        cmd.arg(scripts::member_field(&node, origin.conn))
+            .arg(&value)
+            .arg(u8::from(create))
+            .arg(u8::from(may_create))
+            .arg(u8::from(cfg.room.auto_create))
+            .arg(u8::from(may_join_private))
+            .arg(cfg.room.default_max_members)
+            .arg(cfg.limits.slow_consumer_policy.as_str())
+            .arg(cfg.room.history)
+            .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
+            .arg(cfg.room.history_on_join)
+            .arg(&*node)
+            .arg(origin.conn)
+            .arg(&*room)
+            .arg(epoch.as_deref().unwrap_or(""))
+            .arg(Epoch::new().as_str());
+        self.room_state(&room).joining += 1;
+        let then = Then::Join {
+            origin,
+            room: room.clone(),
+            value,
+        };
+        self.enqueue_subscribed(&room, Prepared { cmd, then });
     }
 
     pub(super) fn publish_cmd(
@@ -208,7 +204,8 @@ impl Backplane {
         cmd.arg(u8::from(facts.private))
             .arg(facts.max_members)
             .arg(facts.overflow.as_str())
-            .arg(facts.history);
+            .arg(facts.history)
+            .arg(Epoch::new().as_str());
         cmd
     }
 
@@ -220,28 +217,28 @@ impl Backplane {
     }
 
     /// Queue a command that needs nothing but the command connection.
-    pub(super) async fn enqueue(&mut self, prepared: Prepared) {
+    pub(super) fn enqueue(&mut self, prepared: Prepared) {
         if self.cmd.is_none() {
-            return self.fail(prepared.then).await;
+            return self.fail(prepared.then);
         }
         self.ready.push_back(prepared);
     }
 
     /// Queue a room command behind the room's held ones, if any.
-    pub(super) async fn enqueue_in_order(&mut self, room: &Arc<str>, prepared: Prepared) {
+    pub(super) fn enqueue_in_order(&mut self, room: &Arc<str>, prepared: Prepared) {
         match self.rooms.get_mut(room) {
             Some(state) if !state.held.is_empty() => state.held.push(prepared),
-            _ => self.enqueue(prepared).await,
+            _ => self.enqueue(prepared),
         }
     }
 
     /// Queue a command that must run only once this node hears the room.
-    pub(super) async fn enqueue_subscribed(&mut self, room: &Arc<str>, prepared: Prepared) {
+    pub(super) fn enqueue_subscribed(&mut self, room: &Arc<str>, prepared: Prepared) {
         if self.cmd.is_none() || self.sub.is_none() {
-            return self.fail(prepared.then).await;
+            return self.fail(prepared.then);
         }
         let Some(state) = self.rooms.get_mut(room) else {
-            return self.fail(prepared.then).await;
+            return self.fail(prepared.then);
         };
         match state.sub {
             Sub::On if state.held.is_empty() => self.ready.push_back(prepared),
@@ -249,76 +246,93 @@ impl Backplane {
             Sub::Off => {
                 state.sub = Sub::Pending;
                 state.held.push(prepared);
-                self.change_subscription(true, vec![scripts::room_channel(room)])
-                    .await;
+                self.change_subscription(true, vec![scripts::room_channel(room)]);
             }
         }
     }
 
     /// A join did not happen: its connection settles it with `refusal`.
-    async fn refuse_join(&mut self, origin: Origin, room: Arc<str>, refusal: Refusal) {
-        self.join_done(&room).await;
-        self.counters_error(&refusal);
-        let reply = encode::error(origin.id, refusal.code, &refusal.message);
-        let shard = self.shard_of(origin.conn);
+    fn refuse_join(&mut self, origin: Origin, room: Arc<str>, refusal: Refusal) {
+        self.join_done(&room);
+        self.count_refusal(&refusal);
         let refused = Delivery::JoinRefused {
             conn: origin.conn,
             room,
-            reply,
+            id: origin.id,
+            refusal,
         };
-        self.deliver(shard, refused).await;
+        self.out.for_conn(origin.conn, refused);
     }
 
     /// Draining: an op that would change rooms is refused (it would get no
     /// delivery on this node); a closing connection's leave still runs, so
     /// presence stays right until this node removes itself.
-    async fn refuse_while_draining(&mut self, op: Op) {
-        let refusal = shutting_down();
+    fn refuse_while_draining(&mut self, op: Op) {
+        let refusal = Refusal::shutting_down();
         match op {
-            Op::Join { origin, room, .. } => {
-                self.rooms
-                    .entry(room.clone())
-                    .or_insert_with(RoomState::new)
-                    .joining += 1;
-                self.refuse_join(origin, room, refusal).await;
+            Op::Join(join) => {
+                self.count_refusal(&refusal);
+                let refused = Delivery::JoinRefused {
+                    conn: join.origin.conn,
+                    room: join.room,
+                    id: join.origin.id,
+                    refusal,
+                };
+                self.out.for_conn(join.origin.conn, refused);
             }
             Op::Leave { origin, room } if origin.id.is_none() => {
-                self.member_gone(&room, origin.conn, None).await;
+                self.member_gone(&room, origin.conn, None);
             }
-            Op::Leave { origin, .. }
-            | Op::Publish { origin, .. }
-            | Op::Create { origin, .. }
-            | Op::Members { origin, .. } => self.reply_error(&origin, &refusal).await,
-            Op::Api { op, .. } => call_failed(op, refusal),
-            Op::ToUser { .. } | Op::ToAll { .. } | Op::WatchUser { .. } => {}
+            Op::Leave { origin, .. } | Op::Members { origin, .. } => self.refuse(origin, refusal),
+            Op::Publish(publish) => self.settle_refused(publish.reply, refusal),
+            Op::Create { reply, .. } => self.settle_refused(reply, refusal),
+            Op::Delete { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::Details { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::ToUsers { .. } | Op::WatchUser { .. } => {}
         }
+    }
+
+    /// Answer `reply` with `refusal` (counted).
+    fn settle_refused<T>(&mut self, reply: crate::op::Reply<T>, refusal: Refusal) {
+        self.count_refusal(&refusal);
+        self.out.refuse(reply, refusal);
     }
 
     /// Answer `then` with `unavailable` (Redis is unreachable), or, while
     /// draining, with `internal` (shutting down).
-    pub(super) async fn fail(&mut self, then: Then) {
+    pub(super) fn fail(&mut self, then: Then) {
         let refusal = match self.drain {
-            Some(_) => shutting_down(),
-            None => unavailable(),
+            Some(_) => Refusal::shutting_down(),
+            None => Refusal::unavailable(),
         };
         match then {
-            Then::Join { origin, room, .. } => self.refuse_join(origin, room, refusal).await,
+            Then::Join { origin, room, .. } => self.refuse_join(origin, room, refusal),
             Then::Leave { origin, room } if origin.id.is_none() => {
                 // A closing connection: it leaves here whatever Redis says;
                 // RESTORE puts this node's true members back on reconnect.
-                self.member_gone(&room, origin.conn, None).await;
+                self.member_gone(&room, origin.conn, None);
             }
-            Then::Leave { origin, .. }
-            | Then::Publish { origin, .. }
-            | Then::Create { origin, .. }
-            | Then::Members { origin, .. } => self.reply_error(&origin, &refusal).await,
-            Then::Api { call, .. } => call_failed(call, refusal),
-            Then::Repair { room, epoch } => self.repair_done(&room, epoch, Vec::new()).await,
+            Then::Leave { origin, .. } | Then::Members { origin, .. } => {
+                self.refuse(origin, refusal)
+            }
+            Then::Publish { reply, .. } => self.settle_refused(reply, refusal),
+            Then::Create { reply, .. } => self.settle_refused(reply, refusal),
+            Then::Delete { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Then::Details { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Then::Repair { room, id } => self.repair_done(&room, id, Vec::new()),
             Then::Nothing => {}
         }
     }
 
-    pub(super) async fn answer(&mut self, then: Then, value: Value) {
+    pub(super) fn answer(&mut self, then: Then, value: Value) {
         let items = match value {
             Value::Array(items) => items,
             other => vec![other],
@@ -328,102 +342,91 @@ impl Backplane {
             Then::Join {
                 origin,
                 room,
-                user,
-                name,
                 value,
-            } => {
-                self.join_answered(origin, room, user, name, value, status, &items)
-                    .await
-            }
+            } => self.join_answered(origin, room, value, status, &items),
             Then::Leave { origin, room } => match status {
-                Status::Ok => {
-                    let reply = origin.id.map(|id| encode::ack_room(id, &room));
-                    self.member_gone(&room, origin.conn, reply).await;
-                }
-                _ if origin.id.is_none() => self.member_gone(&room, origin.conn, None).await,
-                _ => {
-                    let refusal = refusal_of(status, &room, &items);
-                    self.reply_error(&origin, &refusal).await;
-                }
+                Status::Ok => self.member_gone(&room, origin.conn, origin.id),
+                _ if origin.id.is_none() => self.member_gone(&room, origin.conn, None),
+                _ => self.refuse(origin, refusal_of(status, &room, &items)),
             },
-            Then::Publish { origin, room } => match status {
+            Then::Publish { room, reply } => match status {
                 Status::Ok => {
-                    self.count_published();
-                    if let Some(id) = origin.id {
-                        let seq = items.get(1).and_then(int).unwrap_or(0) as u64;
-                        let frame = encode::ack_publish(id, &room, seq);
-                        self.to_conn(origin.conn, frame).await;
+                    if let Some(counters) = self.counters() {
+                        RemoteCounters::bump(&counters.published);
                     }
+                    let seq = items.get(1).and_then(int).unwrap_or(0).max(0) as u64;
+                    self.out
+                        .settle(reply, Ok(seq), |seq| Ack::Published { room, seq });
                 }
-                _ => {
-                    let refusal = refusal_of(status, &room, &items);
-                    self.reply_error(&origin, &refusal).await;
-                }
+                _ => self.settle_refused(reply, refusal_of(status, &room, &items)),
             },
-            Then::Create { origin, room } => match status {
-                Status::Ok => {
-                    if let Some(id) = origin.id {
-                        self.to_conn(origin.conn, encode::ack_room(id, &room)).await;
-                    }
-                }
-                _ => {
-                    let refusal = refusal_of(status, &room, &items);
-                    self.reply_error(&origin, &refusal).await;
-                }
+            Then::Create { room, reply } => match status {
+                Status::Ok => self.out.settle(reply, Ok(()), |()| Ack::Room(room)),
+                _ => self.settle_refused(reply, refusal_of(status, &room, &items)),
             },
+            Then::Delete { room, reply } => {
+                let result = match status {
+                    Status::Ok => Ok(()),
+                    _ => Err(refusal_of(status, &room, &items)),
+                };
+                let _ = reply.send(result);
+            }
             Then::Members { origin, room } => match status {
                 Status::Ok => {
-                    let Some(id) = origin.id else {
-                        return;
-                    };
                     let details = Details::read(&items);
-                    let entries = details.members.iter().map(|m| MemberEntry {
-                        conn: m.conn,
-                        user: &m.user,
-                        name: m.name.as_deref(),
-                    });
-                    let frame = encode::ack_members(id, &room, entries, details.total);
-                    self.to_conn(origin.conn, frame).await;
+                    let list = MemberList {
+                        members: details.member_infos(),
+                        total: details.total,
+                        room,
+                    };
+                    self.out.answer(origin, Ok(Ack::Members(Box::new(list))));
                 }
-                _ => {
-                    let refusal = refusal_of(status, &room, &items);
-                    self.reply_error(&origin, &refusal).await;
-                }
+                _ => self.refuse(origin, refusal_of(status, &room, &items)),
             },
-            Then::Api { room, call } => api_answered(call, &room, status, &items),
-            Then::Repair { room, epoch } => {
-                let mut found = Vec::new();
-                for entry in items {
-                    if let Some((seq, json)) = stream_entry(entry) {
-                        found.push((seq, json));
-                    }
-                }
-                self.repair_done(&room, epoch, found).await;
+            Then::Details { room, reply } => {
+                let result = match status {
+                    Status::Ok => Ok(Details::read(&items).into_room_details(&room)),
+                    _ => Err(refusal_of(status, &room, &items)),
+                };
+                let _ = reply.send(result);
+            }
+            Then::Repair { room, id } => {
+                let found: Vec<(u64, Bytes)> = items
+                    .into_iter()
+                    .filter_map(stream_entry)
+                    .map(|(seq, json)| (seq, data_frame(true, &json)))
+                    .collect();
+                self.repair_done(&room, id, found);
             }
             Then::Nothing => {}
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn join_answered(
+    fn join_answered(
         &mut self,
         origin: Origin,
         room: Arc<str>,
-        user: Arc<str>,
-        name: Option<Arc<str>>,
         value: String,
         status: Status,
         items: &[Value],
     ) {
         if status != Status::Ok {
             let refusal = refusal_of(status, &room, items);
-            return self.refuse_join(origin, room, refusal).await;
+            return self.refuse_join(origin, room, refusal);
         }
         let seq = items.get(1).and_then(int).unwrap_or(0).max(0) as u64;
-        let count = items.get(2).and_then(int).unwrap_or(0).max(0) as u32;
+        let count = items
+            .get(2)
+            .and_then(int)
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32;
         let facts = RoomFacts {
             private: items.get(3).and_then(int) == Some(1),
-            max_members: items.get(4).and_then(int).unwrap_or(0).max(0) as u32,
+            max_members: items
+                .get(4)
+                .and_then(int)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32,
             overflow: match items.get(5).and_then(text) {
                 Some("drop") => OverflowPolicy::Drop,
                 _ => OverflowPolicy::Disconnect,
@@ -436,9 +439,18 @@ impl Backplane {
             Some(0) => Some(false),
             _ => None,
         };
-        let reply = origin.id.map(|id| {
-            let history: Vec<&[u8]> = items.iter().skip(10).filter_map(bytes_of).collect();
-            encode::ack_join(id, &room, seq, count, history.into_iter(), recovered)
+        let ack = origin.id.map(|id| JoinAck {
+            id,
+            seq,
+            epoch: items.get(10).and_then(text).unwrap_or("").to_string(),
+            members: count,
+            history: items
+                .iter()
+                .skip(11)
+                .filter_map(bytes_of)
+                .map(Bytes::copy_from_slice)
+                .collect(),
+            recovered,
         });
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
@@ -446,57 +458,20 @@ impl Backplane {
         state.joining = state.joining.saturating_sub(1);
         state.members.insert(origin.conn, value);
         state.facts = Some(facts);
-        let admission = Admission {
-            at: seq,
-            conn: origin.conn,
-            user,
-            name,
-            facts,
-            reply,
-        };
-        match state.node_seq {
-            Some(last) if last < seq => state.stash.push(admission),
-            Some(_) => self.admit(&room, admission).await,
-            None => {
-                let newest = state.recent.back().map_or(0, |(s, _, _)| *s);
-                state.node_seq = Some(seq.max(newest));
-                self.admit(&room, admission).await;
-            }
-        }
+        let mut steps = Vec::new();
+        let admission = Admission { facts, ack };
+        state
+            .order
+            .answered(seq, origin.conn, admission, &mut steps);
+        self.carry_out(&room, steps);
     }
 
     /// A join was answered or failed: the room may have lost its interest.
-    pub(super) async fn join_done(&mut self, room: &Arc<str>) {
+    fn join_done(&mut self, room: &Arc<str>) {
         if let Some(state) = self.rooms.get_mut(room) {
             state.joining = state.joining.saturating_sub(1);
         }
-        self.release_if_idle(room).await;
-    }
-
-    /// `conn` is no longer a member of `room` here.
-    pub(super) async fn member_gone(&mut self, room: &Arc<str>, conn: u64, reply: Option<Bytes>) {
-        // A join still waiting for its message is admitted first, so the
-        // connection's pending join settles, then removed.
-        let stashed: Vec<Admission> = match self.rooms.get_mut(room) {
-            Some(state) => {
-                state.members.remove(&conn);
-                let (mine, others): (Vec<Admission>, Vec<Admission>) =
-                    state.stash.drain(..).partition(|a| a.conn == conn);
-                state.stash = others;
-                mine
-            }
-            None => Vec::new(),
-        };
-        for admission in stashed {
-            self.admit(room, admission).await;
-        }
-        let event = ClusterEvent::Removed {
-            room: room.clone(),
-            conn,
-            reply,
-        };
-        self.to_home(room, event).await;
-        self.release_if_idle(room).await;
+        self.release_if_idle(room);
     }
 }
 
@@ -512,12 +487,4 @@ fn room_script(sha: &str, room: &str, node: Option<&str>) -> Cmd {
         }
         None => evalsha(sha, &[&meta, &presence, &history, &channel]),
     }
-}
-
-/// The refusal of an op that arrives while this node drains.
-fn shutting_down() -> Refusal {
-    Refusal::new(
-        ErrorCode::Internal,
-        "the server is shutting down; the operation did not run",
-    )
 }

@@ -1,107 +1,15 @@
-//! Telemetry: per-shard counters on the hot path, summed at scrape time
-//! into Prometheus text (`GET /metrics`).
-//!
-//! **Invariant:** counting is a plain `Cell` add on the shard thread that
-//! owns the counter: no lock, no shared atomic on the message path. A scrape
-//! asks every shard for a snapshot through its delivery inbox.
-
-use std::cell::Cell;
+//! The Prometheus text exposition of every shard's figures and the
+//! process's own (`GET /metrics`): built at scrape time from snapshots, so
+//! nothing here runs on the message path.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
-use crate::error::ErrorCode;
-
-/// Client frame types counted in `shardcast_frames_in_total`.
-pub const FRAME_KINDS: [&str; 10] = [
-    "join",
-    "leave",
-    "create",
-    "publish",
-    "send",
-    "broadcast",
-    "members",
-    "ping",
-    "invalid",
-    "binary",
-];
-
-/// Close codes counted by name in `shardcast_disconnects_total`; others are
-/// `other`, and a connection that vanished without a close is `none`.
-pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4000, 4001];
-
-/// Index of the "other" close code slot.
-const CLOSE_OTHER: usize = CLOSE_CODES.len();
-/// Index of the "none" close code slot.
-const CLOSE_NONE: usize = CLOSE_CODES.len() + 1;
-
-/// Upper bounds (seconds) of the publish-to-write latency buckets.
-pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// [`LATENCY_BUCKETS_SECS`] in microseconds, for recording without floats.
-const LATENCY_BUCKETS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000,
-];
-
-/// Microseconds on the process's monotonic clock (comparable across
-/// shards: every shard reads the same `Instant` epoch).
-pub fn now_us() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_micros() as u64
-}
-
-/// A fixed-bucket latency histogram in Cells (one shard's).
-#[derive(Default)]
-pub struct LatencyHistogram {
-    /// Per-bucket counts; the last slot is +Inf.
-    buckets: [Cell<u64>; LATENCY_BUCKETS_SECS.len() + 1],
-    count: Cell<u64>,
-    sum_us: Cell<u64>,
-}
-
-const _: () = assert!(LATENCY_BUCKETS_US.len() == LATENCY_BUCKETS_SECS.len());
-
-impl LatencyHistogram {
-    /// Record one latency.
-    pub fn record(&self, us: u64) {
-        let slot = LATENCY_BUCKETS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        bump(&self.buckets[slot], 1);
-        bump(&self.count, 1);
-        bump(&self.sum_us, us);
-    }
-
-    fn snapshot(&self) -> HistogramSnapshot {
-        HistogramSnapshot {
-            buckets: self.buckets.iter().map(Cell::get).collect(),
-            count: self.count.get(),
-            sum_secs: self.sum_us.get() as f64 / 1e6,
-        }
-    }
-}
-
-/// A histogram's figures at one moment (per-bucket counts, +Inf last).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HistogramSnapshot {
-    /// Per-bucket counts.
-    pub buckets: Vec<u64>,
-    /// Observations.
-    pub count: u64,
-    /// Sum of observations, seconds.
-    pub sum_secs: f64,
-}
+use super::{HistogramSnapshot, LATENCY_BUCKETS_SECS};
+use crate::backend::RemoteCounters;
 
 /// Histograms by shard, for the exposition.
 struct ShardHistograms(Vec<(usize, HistogramSnapshot)>);
@@ -141,137 +49,6 @@ impl std::fmt::Debug for ShardHistograms {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_buckets_agree_and_record() {
-        for (us, secs) in LATENCY_BUCKETS_US.iter().zip(LATENCY_BUCKETS_SECS) {
-            assert!((*us as f64 / 1e6 - secs).abs() < 1e-12);
-        }
-        let h = LatencyHistogram::default();
-        h.record(50);
-        h.record(100);
-        h.record(101);
-        h.record(10_000_000);
-        let s = h.snapshot();
-        assert_eq!(
-            (s.buckets[0], s.buckets[1], s.buckets[14], s.count),
-            (2, 1, 1, 4)
-        );
-    }
-}
-
-/// One shard's counters. Only that shard's thread touches them.
-#[derive(Default)]
-pub struct ShardCounters {
-    /// Room messages sequenced by this shard as a home.
-    pub published: Cell<u64>,
-    /// Connections closed with 4000.
-    pub slow_consumer_closes: Cell<u64>,
-    /// Messages dropped by the `drop` policy on connections that closed.
-    pub dropped_closed: Cell<u64>,
-    /// Room frames handed to local members' queues.
-    pub deliveries: Cell<u64>,
-    /// Connections opened.
-    pub connects: Cell<u64>,
-    /// From a room message's sequencing at its home to the end of the
-    /// write that handed it to a member's socket.
-    pub publish_to_write: LatencyHistogram,
-    frames_in: [Cell<u64>; FRAME_KINDS.len()],
-    errors_out: [Cell<u64>; ErrorCode::ALL.len()],
-    refusals: [Cell<u64>; ErrorCode::ALL.len()],
-    disconnects: [Cell<u64>; CLOSE_CODES.len() + 2],
-}
-
-fn bump(cell: &Cell<u64>, by: u64) {
-    cell.set(cell.get() + by);
-}
-
-impl ShardCounters {
-    /// A frame of `kind` (an entry of [`FRAME_KINDS`]) came in.
-    pub fn frame_in(&self, kind: usize) {
-        if let Some(c) = self.frames_in.get(kind) {
-            bump(c, 1);
-        }
-    }
-
-    /// An `error` frame with `code` went out.
-    pub fn error_out(&self, code: ErrorCode) {
-        bump(&self.errors_out[code.index()], 1);
-    }
-
-    /// An upgrade was refused with `code`.
-    pub fn refused(&self, code: ErrorCode) {
-        bump(&self.refusals[code.index()], 1);
-    }
-
-    /// A connection ended with close `code` (`None`: no close frame).
-    pub fn disconnected(&self, code: Option<u16>) {
-        let slot = match code {
-            None => CLOSE_NONE,
-            Some(c) => CLOSE_CODES
-                .iter()
-                .position(|k| *k == c)
-                .unwrap_or(CLOSE_OTHER),
-        };
-        bump(&self.disconnects[slot], 1);
-    }
-
-    /// `n` room frames were queued for members.
-    pub fn delivered(&self, n: u64) {
-        bump(&self.deliveries, n);
-    }
-
-    /// A copy of the counters.
-    pub fn snapshot(&self) -> CounterSnapshot {
-        let named = |cells: &[Cell<u64>], names: &mut dyn Iterator<Item = String>| {
-            cells
-                .iter()
-                .zip(names)
-                .map(|(c, n)| (n, c.get()))
-                .collect::<Vec<_>>()
-        };
-        let codes = || ErrorCode::ALL.iter().map(|c| c.as_str().to_string());
-        let closes = CLOSE_CODES
-            .iter()
-            .map(|c| c.to_string())
-            .chain(["other".to_string(), "none".to_string()]);
-        CounterSnapshot {
-            connects: self.connects.get(),
-            deliveries: self.deliveries.get(),
-            publish_to_write: self.publish_to_write.snapshot(),
-            frames_in: named(
-                &self.frames_in,
-                &mut FRAME_KINDS.iter().map(|k| k.to_string()),
-            ),
-            errors_out: named(&self.errors_out, &mut codes()),
-            refusals: named(&self.refusals, &mut codes()),
-            disconnects: named(&self.disconnects, &mut closes.into_iter()),
-        }
-    }
-}
-
-/// Counters of one shard at one moment.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CounterSnapshot {
-    /// Connections opened.
-    pub connects: u64,
-    /// Room frames queued for members.
-    pub deliveries: u64,
-    /// Publish-to-write latency.
-    pub publish_to_write: HistogramSnapshot,
-    /// Frames in, by type.
-    pub frames_in: Vec<(String, u64)>,
-    /// Error frames out, by code.
-    pub errors_out: Vec<(String, u64)>,
-    /// Upgrade refusals, by code.
-    pub refusals: Vec<(String, u64)>,
-    /// Disconnects, by close code.
-    pub disconnects: Vec<(String, u64)>,
-}
-
 type Labels = Vec<(String, String)>;
 
 fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
@@ -302,34 +79,35 @@ fn to_i64(v: impl TryInto<i64>) -> i64 {
 }
 
 /// Process-wide figures for the exposition.
-pub struct ProcessFigures {
+pub(crate) struct ProcessFigures {
     /// Rooms that exist.
-    pub rooms: u64,
+    pub(crate) rooms: u64,
     /// Resident memory, bytes.
-    pub rss_bytes: Option<u64>,
+    pub(crate) rss_bytes: Option<u64>,
     /// CPU time, seconds.
-    pub cpu_seconds: Option<f64>,
-    /// Cluster mode: the backplane's counters.
-    pub cluster: Option<ClusterFigures>,
+    pub(crate) cpu_seconds: Option<f64>,
+    /// Cluster mode: the remote sequencer's counters.
+    pub(crate) cluster: Option<RemoteFigures>,
 }
 
-/// The backplane's counters for the exposition.
-pub struct ClusterFigures {
+/// The remote sequencer's (the cluster backplane's) counters for the
+/// exposition.
+pub(crate) struct RemoteFigures {
     /// Room messages sequenced in Redis for this node.
-    pub published: u64,
+    pub(crate) published: u64,
     /// Ranges of messages lost between Redis and this node.
-    pub gaps: u64,
+    pub(crate) gaps: u64,
     /// Holes filled from a room's history stream.
-    pub repairs: u64,
+    pub(crate) repairs: u64,
     /// Operations refused by the cluster, by code.
-    pub refusals: Vec<(&'static str, u64)>,
+    pub(crate) refusals: Vec<(&'static str, u64)>,
 }
 
-impl ClusterFigures {
+impl RemoteFigures {
     /// A snapshot of `counters`.
-    pub fn of(counters: &crate::cluster::ClusterCounters) -> Self {
+    pub(crate) fn of(counters: &RemoteCounters) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
-        ClusterFigures {
+        RemoteFigures {
             published: counters.published.load(Relaxed),
             gaps: counters.gaps.load(Relaxed),
             repairs: counters.repairs.load(Relaxed),
@@ -344,7 +122,7 @@ impl ClusterFigures {
 }
 
 /// Render the Prometheus text exposition of all shards' figures.
-pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> String {
+pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> String {
     let mut r = Registry::with_prefix("shardcast");
     let connections = gauge_family(&mut r, "connections", "Open WebSocket connections");
     let connects = counter_family(&mut r, "connects", "Connections opened");
@@ -519,10 +297,7 @@ pub fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigures) -> 
 }
 
 /// RSS (bytes) and CPU seconds of this process, from /proc (Linux).
-pub fn process_figures(
-    rooms: u64,
-    cluster: Option<&crate::cluster::ClusterCounters>,
-) -> ProcessFigures {
+pub(crate) fn process_figures(rooms: u64, remote: Option<&RemoteCounters>) -> ProcessFigures {
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -547,6 +322,6 @@ pub fn process_figures(
         rooms,
         rss_bytes,
         cpu_seconds,
-        cluster: cluster.map(ClusterFigures::of),
+        cluster: remote.map(RemoteFigures::of),
     }
 }

@@ -1,0 +1,107 @@
+//! The seam between the front doors and whoever sequences rooms.
+//!
+//! A front door produces an [`Op`] and hands it to
+//! [`crate::shard::Shard::route`], the one route. Behind the route is one of
+//! two back ends:
+//!
+//! * [`Backend::Local`]: each room's home shard sequences it (the pure room
+//!   table, [`crate::room::table`], driven by the shard's request pump).
+//! * [`Backend::Remote`]: a sequencer outside the shards takes every room op
+//!   through a bounded queue — the Redis backplane of cluster mode
+//!   ([`crate::cluster`]), which orders rooms across nodes
+//!   ([`crate::room::order`]).
+//!
+//! Either way the answers and room frames come back as
+//! [`crate::delivery::Delivery`]s to the shards that hold the recipients.
+//!
+//! **Architecture Invariant:** this module and everything below it
+//! (ops, deliveries, inboxes, room cores) know neither shards' internals
+//! nor Redis; shards and the cluster code both depend on it, never on each
+//! other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::error::ErrorCode;
+use crate::op::Op;
+
+/// Who sequences rooms.
+pub(crate) enum Backend {
+    /// Each room's home shard.
+    Local,
+    /// A sequencer outside the shards (cluster mode).
+    Remote(Remote),
+}
+
+impl Backend {
+    /// How many sequencers besides the home shards deliver to every shard;
+    /// a draining shard waits for each one's [`crate::delivery::Delivery::Sealed`].
+    pub(crate) fn remote_sequencers(&self) -> usize {
+        match self {
+            Backend::Local => 0,
+            Backend::Remote(_) => 1,
+        }
+    }
+
+    /// The remote sequencer's counters, if there is one.
+    pub(crate) fn remote_counters(&self) -> Option<&RemoteCounters> {
+        match self {
+            Backend::Local => None,
+            Backend::Remote(remote) => Some(&remote.counters),
+        }
+    }
+}
+
+/// The handle of a remote sequencer: its bounded op queue and counters.
+pub(crate) struct Remote {
+    ops: mpsc::Sender<Op>,
+    /// What the sequencer did, for `/metrics` (written by its thread only).
+    pub(crate) counters: RemoteCounters,
+}
+
+impl Remote {
+    /// A handle and the receiving end of its queue of `capacity` ops.
+    pub(crate) fn channel(capacity: usize) -> (Remote, mpsc::Receiver<Op>) {
+        let (ops, rx) = mpsc::channel(capacity.max(1));
+        let remote = Remote {
+            ops,
+            counters: RemoteCounters::default(),
+        };
+        (remote, rx)
+    }
+
+    /// Hand `op` to the sequencer, waiting while its queue is full (the
+    /// backpressure reaches the caller's read loop).
+    pub(crate) async fn submit(&self, op: Op) {
+        // The sequencer runs until the process exits.
+        let _ = self.ops.send(op).await;
+    }
+}
+
+/// Counters of a remote sequencer.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteCounters {
+    /// Room messages it sequenced for this node's publishers.
+    pub(crate) published: AtomicU64,
+    /// Operations it refused, by [`ErrorCode::index`].
+    pub(crate) refusals: [AtomicU64; ErrorCode::ALL.len()],
+    /// Ranges of messages lost between it and this node (`gap` sent).
+    pub(crate) gaps: AtomicU64,
+    /// Holes in a room's messages filled from its history.
+    pub(crate) repairs: AtomicU64,
+}
+
+impl RemoteCounters {
+    /// Count a refusal.
+    pub(crate) fn refused(&self, code: ErrorCode) {
+        if let Some(c) = self.refusals.get(code.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count `counter` once.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

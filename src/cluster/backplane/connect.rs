@@ -1,0 +1,267 @@
+//! Starting the backplane, and keeping its Redis connections: connect,
+//! load the scripts, reconnect with backoff, heartbeat, and put this node's
+//! presence back after Redis lost it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, Value};
+use tokio::sync::mpsc;
+
+use super::{Backplane, BoxFuture, FIRST_BACKOFF_MS, Prepared, Then};
+use crate::cluster::ClusterError;
+use crate::cluster::scripts;
+use crate::cluster::subscriber::{self, Bounds, Endpoint};
+use crate::config::ClusterConfig;
+use crate::epoch::Epoch;
+use crate::op::Op;
+use crate::shared::Shared;
+
+/// Start the backplane thread for `shared` (whose `cluster` is set), once
+/// both Redis connections work.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    ops: mpsc::Receiver<Op>,
+) -> Result<std::thread::JoinHandle<()>, ClusterError> {
+    let cfg = shared.config.cluster.clone();
+    let shown_url = crate::config::redact_url_password(&cfg.redis_url);
+    let client = redis::Client::open(cfg.redis_url.as_str())
+        .map_err(|e| ClusterError::Url(e.to_string()))?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let thread = std::thread::Builder::new()
+        .name("cluster".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start its runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let setup = match subscriber_setup(&shared, &client) {
+                    Ok(setup) => setup,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let commands = connect_commands(&client, &cfg).await;
+                let pubsub = subscriber::connect(&setup.0, setup.1).await;
+                match (commands, pubsub) {
+                    (Ok(cmd), Ok(pubsub)) => {
+                        let mut backplane = Backplane::new(shared, client, cfg, cmd, pubsub, setup);
+                        // A node restarted under the same id before its
+                        // heartbeat ran out: what Redis still lists for it
+                        // is stale (it has no members yet).
+                        if let Err(e) = backplane.remove_this_node().await {
+                            let _ = ready_tx
+                                .send(Err(format!("clearing this node's old entries: {e}")));
+                            return;
+                        }
+                        let _ = ready_tx.send(Ok(()));
+                        backplane.run(ops).await;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(ClusterError::Thread)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(reason)) => Err(ClusterError::Unreachable {
+            url: shown_url,
+            reason,
+        }),
+        Err(_) => Err(ClusterError::Unreachable {
+            url: shown_url,
+            reason: "the cluster thread ended".into(),
+        }),
+    }
+}
+
+async fn connect_commands(
+    client: &redis::Client,
+    cfg: &ClusterConfig,
+) -> Result<MultiplexedConnection, String> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
+        .set_response_timeout(Some(Duration::from_millis(cfg.command_timeout_ms)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut pipe = redis::pipe();
+    for script in scripts::ALL {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script);
+    }
+    let _: Vec<String> = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("loading scripts: {e}"))?;
+    Ok(conn)
+}
+
+/// The subscriber connection's endpoint and bounds for `shared`'s config.
+fn subscriber_setup(shared: &Shared, client: &redis::Client) -> Result<(Endpoint, Bounds), String> {
+    let config = &shared.config;
+    let endpoint = Endpoint::of(client)?;
+    // A room message is its data plus an envelope; API publishes are
+    // bounded by the API's body limit.
+    let largest_data = config
+        .limits
+        .max_message_bytes
+        .max(config.api.max_body_bytes);
+    let bounds = Bounds {
+        queue: config.cluster.subscriber_queue,
+        queue_bytes: config.cluster.subscriber_queue_bytes,
+        max_payload: largest_data + MESSAGE_ENVELOPE_BYTES,
+        connect_timeout: Duration::from_millis(config.cluster.connect_timeout_ms),
+    };
+    Ok((endpoint, bounds))
+}
+
+/// Room and user names, ids and timestamps around a message's data.
+const MESSAGE_ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// The SHA1 of a script, as EVALSHA wants it.
+fn sha(source: &str) -> String {
+    redis::Script::new(source).get_hash().to_string()
+}
+
+/// Script hashes, computed once.
+pub(super) struct Shas {
+    pub(super) join: String,
+    pub(super) leave: String,
+    pub(super) publish: String,
+    pub(super) create: String,
+    pub(super) delete: String,
+    pub(super) details: String,
+    heartbeat: String,
+    restore: String,
+}
+
+impl Shas {
+    pub(super) fn new() -> Self {
+        Shas {
+            join: sha(scripts::JOIN),
+            leave: sha(scripts::LEAVE),
+            publish: sha(scripts::PUBLISH),
+            create: sha(scripts::CREATE),
+            delete: sha(scripts::DELETE),
+            details: sha(scripts::DETAILS),
+            heartbeat: sha(scripts::HEARTBEAT),
+            restore: sha(scripts::RESTORE),
+        }
+    }
+}
+
+pub(super) fn evalsha(sha: &str, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    cmd
+}
+
+impl Backplane {
+    pub(super) fn reconnect_commands(
+        &mut self,
+    ) -> BoxFuture<Result<MultiplexedConnection, String>> {
+        let wait = Duration::from_millis(self.cmd_backoff);
+        self.cmd_backoff = (self.cmd_backoff * 2).min(self.cfg.reconnect_max_backoff_ms);
+        let (client, cfg) = (self.client.clone(), self.cfg.clone());
+        Box::pin(async move {
+            tokio::time::sleep(wait).await;
+            connect_commands(&client, &cfg).await
+        })
+    }
+
+    pub(super) fn commands_back(&mut self, result: Result<MultiplexedConnection, String>) {
+        match result {
+            Ok(conn) => {
+                tracing::info!("cluster: Redis command connection back");
+                self.cmd = Some(conn);
+                self.cmd_backoff = FIRST_BACKOFF_MS;
+                self.restore_all();
+                self.heartbeat(self.cfg.node_ttl_ms as i64);
+            }
+            Err(reason) => tracing::debug!(%reason, "cluster: reconnect failed"),
+        }
+    }
+
+    /// Put back this node's members and counters in every room it is in.
+    fn restore_all(&mut self) {
+        let node = self.node.clone();
+        let mut restores = Vec::new();
+        for (room, state) in &self.rooms {
+            let Some(facts) = state.facts else {
+                continue;
+            };
+            let (meta, pres) = (scripts::meta_key(room), scripts::presence_key(room));
+            let noderooms = scripts::node_rooms_key(&node);
+            let mut cmd = evalsha(&self.shas.restore, &[&meta, &pres, &noderooms]);
+            cmd.arg(&**room)
+                .arg(state.order.delivered().unwrap_or(0))
+                .arg(u8::from(facts.private))
+                .arg(facts.max_members)
+                .arg(facts.overflow.as_str())
+                .arg(u8::from(facts.explicit))
+                .arg(facts.history)
+                .arg(&*node)
+                .arg(Epoch::new().as_str());
+            for (conn, value) in &state.members {
+                cmd.arg(scripts::member_field(&node, *conn)).arg(value);
+            }
+            restores.push(Prepared {
+                cmd,
+                then: Then::Nothing,
+            });
+        }
+        // Before anything queued since: the room counters must not go back.
+        for prepared in restores.into_iter().rev() {
+            self.ready.push_front(prepared);
+        }
+    }
+
+    pub(super) fn heartbeat(&mut self, ttl_ms: i64) {
+        if self.cmd.is_none() {
+            return;
+        }
+        let nodes_rooms = scripts::node_rooms_key(&self.node);
+        let mut cmd = evalsha(&self.shas.heartbeat, &[scripts::NODES_KEY, &nodes_rooms]);
+        cmd.arg(&*self.node)
+            .arg(ttl_ms)
+            .arg(self.shared.config.room.empty_ttl_ms);
+        self.ready.push_back(Prepared {
+            cmd,
+            then: Then::Nothing,
+        });
+    }
+
+    /// Run the dead-node sweep with this node's heartbeat already expired:
+    /// its presence entries go (with `left` events) and its heartbeat too.
+    pub(super) async fn remove_this_node(&mut self) -> Result<(), String> {
+        let Some(mut conn) = self.cmd.clone() else {
+            return Err("no command connection".into());
+        };
+        let nodes_rooms = scripts::node_rooms_key(&self.node);
+        let mut cmd = evalsha(&self.shas.heartbeat, &[scripts::NODES_KEY, &nodes_rooms]);
+        cmd.arg(&*self.node)
+            .arg(-1)
+            .arg(self.shared.config.room.empty_ttl_ms);
+        let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
+        match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+}

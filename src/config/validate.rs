@@ -1,0 +1,174 @@
+//! Validating a [`Config`]: every value's range, the relations between
+//! values, and no placeholder that `shardcast config` printed for a secret.
+
+use super::{Config, ConfigError, REDACTED};
+use crate::limits::{MAX_ROOM_HISTORY, MAX_SHARDS};
+
+impl Config {
+    /// Check every value's range and the relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        self.refuse_redacted()?;
+        let s = &self.server;
+        self.listen_addr()?;
+        if s.shards == 0 || s.shards > MAX_SHARDS {
+            return Err(invalid(
+                "server.shards",
+                format!("must be 1..={MAX_SHARDS}, not {}", s.shards),
+            ));
+        }
+        if !s.ws_path.starts_with('/') || s.ws_path.len() < 2 {
+            return Err(invalid(
+                "server.ws_path",
+                "must start with / and name a path",
+            ));
+        }
+        if !s.echo_path.is_empty()
+            && (!s.echo_path.starts_with('/')
+                || s.echo_path == s.ws_path
+                || s.echo_path.starts_with("/api/"))
+        {
+            return Err(invalid(
+                "server.echo_path",
+                "must start with / and differ from server.ws_path and /api/",
+            ));
+        }
+        if s.drain_timeout_ms == 0 {
+            return Err(invalid("server.drain_timeout_ms", "must be > 0"));
+        }
+        if s.node_id.len() > crate::limits::MAX_NAME_BYTES
+            || !crate::protocol::names::is_valid_name(&s.node_id)
+        {
+            return Err(invalid(
+                "server.node_id",
+                format!(
+                    "must be 1-128 bytes of [A-Za-z0-9_.:@-], not {:?}",
+                    s.node_id
+                ),
+            ));
+        }
+        let l = &self.limits;
+        let positive: [(&'static str, u64); 9] = [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_message_bytes", l.max_message_bytes as u64),
+            (
+                "limits.max_rooms_per_connection",
+                l.max_rooms_per_connection as u64,
+            ),
+            ("limits.max_rooms", l.max_rooms),
+            (
+                "limits.outbound_queue_messages",
+                l.outbound_queue_messages as u64,
+            ),
+            ("limits.outbound_queue_bytes", l.outbound_queue_bytes as u64),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.heartbeat_interval_ms", l.heartbeat_interval_ms),
+            ("limits.heartbeat_timeout_ms", l.heartbeat_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be > 0"));
+            }
+        }
+        if l.max_message_bytes > 64 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be at most 64 MiB",
+            ));
+        }
+        if l.publish_rate_per_sec > 0 && l.publish_burst == 0 {
+            return Err(invalid(
+                "limits.publish_burst",
+                "must be > 0 when limits.publish_rate_per_sec is set",
+            ));
+        }
+        if l.max_presence_list == 0 {
+            return Err(invalid("limits.max_presence_list", "must be > 0"));
+        }
+        if self.api.max_body_bytes == 0 {
+            return Err(invalid("api.max_body_bytes", "must be > 0"));
+        }
+        if self.api.keys.iter().any(|k| k.len() < 16) {
+            return Err(invalid(
+                "api.keys",
+                "must hold keys of at least 16 bytes each",
+            ));
+        }
+        let r = &self.room;
+        if r.default_max_members == 0 {
+            return Err(invalid("room.default_max_members", "must be > 0"));
+        }
+        if r.history > MAX_ROOM_HISTORY {
+            return Err(invalid(
+                "room.history",
+                format!("must be at most {MAX_ROOM_HISTORY}"),
+            ));
+        }
+        if r.history_max_bytes == 0 {
+            return Err(invalid("room.history_max_bytes", "must be > 0"));
+        }
+        if r.history_on_join > MAX_ROOM_HISTORY {
+            return Err(invalid(
+                "room.history_on_join",
+                format!("must be at most {MAX_ROOM_HISTORY}"),
+            ));
+        }
+        let c = &self.cluster;
+        if c.enabled() {
+            if !c.redis_url.starts_with("redis://") {
+                return Err(invalid("cluster.redis_url", "must start with redis://"));
+            }
+            for (key, value) in [
+                ("cluster.connect_timeout_ms", c.connect_timeout_ms),
+                ("cluster.command_timeout_ms", c.command_timeout_ms),
+                (
+                    "cluster.reconnect_max_backoff_ms",
+                    c.reconnect_max_backoff_ms,
+                ),
+                ("cluster.command_queue", c.command_queue as u64),
+                ("cluster.subscriber_queue", c.subscriber_queue as u64),
+                (
+                    "cluster.subscriber_queue_bytes",
+                    c.subscriber_queue_bytes as u64,
+                ),
+            ] {
+                if value == 0 {
+                    return Err(invalid(key, "must be > 0"));
+                }
+            }
+            if c.node_ttl_ms < 1_000 {
+                return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse the placeholder [`Config::to_toml`] prints in place of each
+    /// secret, so that its output fed back says what is wrong instead of
+    /// failing on the placeholder's length (or failing later, at Redis).
+    fn refuse_redacted(&self) -> Result<(), ConfigError> {
+        let redacted = |key: &'static str, how: &str| ConfigError::Invalid {
+            key,
+            problem: format!(
+                "holds {REDACTED:?}, the placeholder `shardcast config` prints in place of \
+                 {how}: give the real value (a SHARDCAST_* environment variable keeps it \
+                 out of files)"
+            ),
+        };
+        if self.api.keys.iter().any(|k| k == REDACTED) {
+            return Err(redacted("api.keys", "each key"));
+        }
+        if self.auth.secret == REDACTED {
+            return Err(redacted("auth.secret", "the secret"));
+        }
+        if self.cluster.redis_url.contains(&format!(":{REDACTED}@")) {
+            return Err(redacted("cluster.redis_url", "the password"));
+        }
+        Ok(())
+    }
+}

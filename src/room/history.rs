@@ -1,0 +1,186 @@
+//! The bounded history ring: the last messages of a room, by seq.
+//!
+//! Used by a home shard for a room's history (recovery with `since`, history
+//! on join) and by the cluster backplane for the recent messages a late
+//! joiner catches up with.
+//!
+//! **Invariant:** at most `max_len` entries and at most `max_bytes` bytes of
+//! frames, except that the newest entry is always kept (a single message
+//! larger than the byte bound); seqs increase from front to back.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// One message kept: its seq, its encoded frame, and what the owner keeps
+/// beside it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<M> {
+    /// The message's seq.
+    pub(crate) seq: u64,
+    /// The encoded `message` frame.
+    pub(crate) frame: Bytes,
+    /// The owner's extra (the cluster keeps the connection a message skips).
+    pub(crate) meta: M,
+}
+
+/// The last messages of a room, bounded in count and bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct HistoryRing<M = ()> {
+    entries: VecDeque<Entry<M>>,
+    bytes: usize,
+    max_len: usize,
+    max_bytes: usize,
+}
+
+impl<M> HistoryRing<M> {
+    /// A ring of at most `max_len` messages and `max_bytes` bytes (0
+    /// messages: it keeps nothing).
+    pub(crate) fn new(max_len: usize, max_bytes: usize) -> Self {
+        HistoryRing {
+            entries: VecDeque::new(),
+            bytes: 0,
+            max_len,
+            max_bytes,
+        }
+    }
+
+    /// Keep message `seq` (greater than every kept seq), dropping the oldest
+    /// beyond the bounds.
+    pub(crate) fn push(&mut self, seq: u64, frame: Bytes, meta: M) {
+        if self.max_len == 0 {
+            return;
+        }
+        debug_assert!(self.newest().is_none_or(|n| n < seq), "seqs increase");
+        self.bytes += frame.len();
+        self.entries.push_back(Entry { seq, frame, meta });
+        while self.entries.len() > self.max_len
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.frame.len();
+            }
+        }
+    }
+
+    /// The kept messages after `since`, oldest first.
+    pub(crate) fn after(&self, since: u64) -> impl Iterator<Item = &Entry<M>> {
+        // Seqs increase: skip the prefix at or below `since`.
+        let start = self.entries.partition_point(|e| e.seq <= since);
+        self.entries.range(start..)
+    }
+
+    /// The last `n` kept messages, oldest first.
+    pub(crate) fn last(&self, n: usize) -> impl Iterator<Item = &Entry<M>> {
+        let start = self.entries.len().saturating_sub(n);
+        self.entries.range(start..)
+    }
+
+    /// The oldest kept seq.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.seq)
+    }
+
+    /// The newest kept seq.
+    pub(crate) fn newest(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.seq)
+    }
+
+    /// Whether every message after `since` up to `last` is kept.
+    pub(crate) fn covers(&self, since: u64, last: u64) -> bool {
+        since <= last && (since == last || self.oldest().is_some_and(|o| o <= since + 1))
+    }
+
+    /// Messages kept.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is kept.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of frames kept.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forget everything.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    fn seqs<'a, M: 'a>(it: impl Iterator<Item = &'a Entry<M>>) -> Vec<u64> {
+        it.map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn keeps_the_newest_within_both_bounds() {
+        let mut ring = HistoryRing::new(3, 100);
+        for seq in 1..=5 {
+            ring.push(seq, frame(10), ());
+        }
+        assert_eq!(seqs(ring.last(10)), vec![3, 4, 5]);
+        assert_eq!(ring.bytes(), 30);
+        // 45 + 45 + 45 > 100: only two fit.
+        for seq in 6..=8 {
+            ring.push(seq, frame(45), ());
+        }
+        assert_eq!(seqs(ring.last(10)), vec![7, 8]);
+        // One frame over the byte bound is still kept, alone.
+        ring.push(9, frame(500), ());
+        assert_eq!(seqs(ring.last(10)), vec![9]);
+        assert_eq!(ring.bytes(), 500);
+    }
+
+    #[test]
+    fn a_zero_length_ring_keeps_nothing() {
+        let mut ring = HistoryRing::new(0, 100);
+        ring.push(1, frame(1), ());
+        assert!(ring.is_empty() && ring.bytes() == 0);
+    }
+
+    #[test]
+    fn after_and_last_select_by_seq() {
+        let mut ring = HistoryRing::new(100, 1 << 20);
+        for seq in 5..=10 {
+            ring.push(seq, frame(1), seq * 2);
+        }
+        assert_eq!(seqs(ring.after(7)), vec![8, 9, 10]);
+        assert_eq!(seqs(ring.after(0)), vec![5, 6, 7, 8, 9, 10]);
+        assert_eq!(seqs(ring.after(10)), Vec::<u64>::new());
+        assert_eq!(seqs(ring.last(2)), vec![9, 10]);
+        assert_eq!(
+            ring.after(8).map(|e| e.meta).collect::<Vec<_>>(),
+            vec![18, 20]
+        );
+    }
+
+    #[test]
+    fn covers_is_exact_recovery() {
+        let mut ring = HistoryRing::new(100, 1 << 20);
+        for seq in 5..=10 {
+            ring.push(seq, frame(1), ());
+        }
+        assert!(ring.covers(4, 10)); // 5..=10 all kept
+        assert!(!ring.covers(3, 10)); // 4 is gone
+        assert!(ring.covers(10, 10)); // nothing missed
+        assert!(!ring.covers(11, 10)); // a seq from the future
+        let empty: HistoryRing = HistoryRing::new(100, 100);
+        assert!(empty.covers(0, 0));
+        assert!(!empty.covers(0, 3));
+    }
+}

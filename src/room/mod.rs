@@ -1,0 +1,13 @@
+//! The pure cores of rooms: no I/O, no threads, no clocks of their own.
+//!
+//! * [`history`]: the bounded history ring (both back ends).
+//! * [`table`]: the rooms a home shard sequences (single-node back end).
+//! * [`order`]: a room's order on one node of a cluster (cluster back end).
+//!
+//! Their drivers ([`crate::shard`]'s request pump, [`crate::cluster`]'s
+//! backplane) feed them ops and events with the time, and carry out what
+//! they return.
+
+pub(crate) mod history;
+pub(crate) mod order;
+pub(crate) mod table;

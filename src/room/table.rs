@@ -1,0 +1,574 @@
+//! The home room table: the rooms one home shard sequences (single-node
+//! back end).
+//!
+//! It admits members against `max_members`, assigns `seq`, keeps the
+//! history ring, expires empty auto-created rooms and decides fan-out. It
+//! does no I/O: each op goes in with the time, and what must be sent comes
+//! out as [`Delivery`]s in an [`Outbox`] (API answers go to their channel).
+//!
+//! **Architecture Invariants:**
+//!
+//! * Only the request pump of a room's home shard applies ops to the room,
+//!   one at a time, so `seq` is gap-free and a cap check and its update
+//!   cannot interleave with another.
+//! * A room's [`ShardCounts`] hold exactly its members' shards, so a
+//!   message reaches every member's shard once and no other.
+//! * Once sealed (drain) the table sequences nothing more.
+//!
+//! About 550 lines: every op on a room is here, since each one checks and
+//! updates the same state (members, caps, seq, history, expiry); the tests
+//! are beside it in `table_tests.rs`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::config::{Config, OverflowPolicy, RoomConfig};
+use crate::delivery::{
+    Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, RoomDetails,
+};
+use crate::epoch::{Epoch, Resume};
+use crate::error::Refusal;
+use crate::index::{RoomIndex, RoomMeta};
+use crate::op::{Join, Op, Origin, Publish};
+use crate::placement::{ShardCounts, shard_of};
+use crate::protocol::decode::RoomOptions;
+use crate::protocol::encode::{self, PresenceKind};
+use crate::room::history::HistoryRing;
+use crate::ws::encode::text_payload;
+
+/// The clocks an op is applied with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    /// Monotonic time (expiry).
+    pub(crate) instant: Instant,
+    /// Milliseconds since the Unix epoch (`ts` of messages).
+    pub(crate) unix_ms: u64,
+    /// [`crate::metrics::now_us`] (the publish-to-write histogram).
+    pub(crate) stamp_us: u64,
+}
+
+impl Now {
+    /// The clocks now.
+    pub(crate) fn read() -> Self {
+        Now {
+            instant: Instant::now(),
+            unix_ms: encode::now_ms(),
+            stamp_us: crate::metrics::now_us(),
+        }
+    }
+}
+
+/// A member connection as its room's home knows it.
+struct Member {
+    user: Arc<str>,
+    name: Option<Arc<str>>,
+}
+
+/// A room homed here.
+struct Room {
+    meta: Arc<RoomMeta>,
+    /// This incarnation of the room.
+    epoch: Epoch,
+    seq: u64,
+    history: HistoryRing,
+    members: HashMap<u64, Member>,
+    /// Members per shard: where fan-out goes.
+    shards: ShardCounts,
+    /// When the room last became empty (auto-created rooms only).
+    empty_since: Option<Instant>,
+    /// The room has an entry in the expiry heap (at most one, so join/leave
+    /// churn cannot grow the heap).
+    expiry_scheduled: bool,
+}
+
+/// The settings the table applies (a copy of the relevant configuration).
+#[derive(Debug, Clone)]
+struct Settings {
+    home: usize,
+    room: RoomConfig,
+    overflow: OverflowPolicy,
+    max_presence_list: usize,
+}
+
+/// The rooms homed on one shard.
+pub(crate) struct RoomTable {
+    settings: Settings,
+    rooms: HashMap<Arc<str>, Room>,
+    /// Empty auto-created rooms by the time they may go, earliest first.
+    expiring: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    sealed: bool,
+    published: u64,
+}
+
+impl RoomTable {
+    /// The table of home shard `home` under `config`.
+    pub(crate) fn new(home: usize, config: &Config) -> Self {
+        RoomTable {
+            settings: Settings {
+                home,
+                room: config.room.clone(),
+                overflow: config.limits.slow_consumer_policy,
+                max_presence_list: config.limits.max_presence_list,
+            },
+            rooms: HashMap::new(),
+            expiring: BinaryHeap::new(),
+            sealed: false,
+            published: 0,
+        }
+    }
+
+    /// Rooms homed here.
+    pub(crate) fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Messages sequenced here so far.
+    pub(crate) fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Drain: sequence nothing more.
+    pub(crate) fn seal(&mut self) {
+        self.sealed = true;
+    }
+
+    /// Whether the table is sealed.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Apply one op to the rooms homed here. `index` is the broker's room
+    /// index (the table inserts and removes its rooms there).
+    pub(crate) fn apply(&mut self, index: &RoomIndex, op: Op, now: Now, out: &mut Outbox) {
+        match op {
+            Op::Join(join) => {
+                let (origin, room) = (join.origin, join.room.clone());
+                if let Err(refusal) = self.join(index, join, now, out) {
+                    let refused = Delivery::JoinRefused {
+                        conn: origin.conn,
+                        room,
+                        id: origin.id,
+                        refusal,
+                    };
+                    out.for_conn(origin.conn, refused);
+                }
+            }
+            Op::Leave { origin, room } => {
+                if let Err(refusal) = self.leave(origin, &room, now, out) {
+                    out.answer(origin, Err(refusal));
+                }
+            }
+            Op::Create {
+                room,
+                options,
+                reply,
+            } => {
+                let result = self.create(index, &room, &options, true, now);
+                out.settle(reply, result, |()| Ack::Room(room));
+            }
+            Op::Delete { room, reply } => {
+                let result = self.close(index, &room, "deleted", out);
+                let _ = reply.send(result);
+            }
+            Op::Publish(publish) => self.publish(publish, now, out),
+            Op::Members { origin, room } => {
+                let answer = self.members(origin, &room).map(Ack::Members);
+                out.answer(origin, answer);
+            }
+            Op::Details { room, reply } => {
+                let _ = reply.send(self.details(&room));
+            }
+            // Routed to the shards directly, never to a home.
+            Op::ToUsers { .. } | Op::WatchUser { .. } => {}
+        }
+    }
+
+    /// Create `room`. `explicit` rooms live until deleted; others expire
+    /// `room.empty_ttl_ms` after their last member leaves.
+    fn create(
+        &mut self,
+        index: &RoomIndex,
+        room: &Arc<str>,
+        options: &RoomOptions,
+        explicit: bool,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        if self.rooms.contains_key(room) {
+            return Err(Refusal::room_exists(room));
+        }
+        let s = &self.settings;
+        let meta = Arc::new(RoomMeta {
+            home: s.home,
+            private: options.private,
+            max_members: options.max_members.unwrap_or(s.room.default_max_members),
+            overflow: options.overflow.unwrap_or(s.overflow),
+            explicit,
+            members: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
+        });
+        index.insert(room.clone(), meta.clone())?;
+        let history_len = options.history.unwrap_or(s.room.history);
+        let mut home = Room {
+            meta,
+            epoch: Epoch::new(),
+            seq: 0,
+            history: HistoryRing::new(history_len, s.room.history_max_bytes),
+            members: HashMap::new(),
+            shards: ShardCounts::default(),
+            empty_since: None,
+            expiry_scheduled: false,
+        };
+        if !explicit {
+            // Until its first member arrives it is as good as empty.
+            home.empty_since = Some(now.instant);
+            self.schedule_expiry(room, &mut home);
+        }
+        self.rooms.insert(room.clone(), home);
+        Ok(())
+    }
+
+    fn join(
+        &mut self,
+        index: &RoomIndex,
+        join: Join,
+        now: Now,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        let room = &join.room;
+        if !self.rooms.contains_key(room) {
+            if !join.create || !self.settings.room.auto_create {
+                return Err(Refusal::room_not_found(room));
+            }
+            if !join.may_create {
+                return Err(Refusal::may_not_create(room));
+            }
+            self.create(index, room, &RoomOptions::default(), false, now)?;
+        }
+        let s = &self.settings;
+        let Some(home) = self.rooms.get_mut(room) else {
+            return Err(Refusal::room_not_found(room));
+        };
+        if home.meta.private && !join.may_join_private {
+            return Err(Refusal::private_room(room));
+        }
+        let conn = join.origin.conn;
+        let rejoin = home.members.contains_key(&conn);
+        if !rejoin {
+            if home.members.len() >= home.meta.max_members as usize {
+                return Err(Refusal::room_full(room, home.meta.max_members));
+            }
+            home.shards.add(shard_of(conn, out.shards()));
+            home.empty_since = None;
+            let member = Member {
+                user: join.user.clone(),
+                name: join.name.clone(),
+            };
+            home.members.insert(conn, member);
+            home.meta
+                .members
+                .store(home.members.len() as u32, Ordering::Relaxed);
+        }
+        let count = home.members.len() as u32;
+        let ack = join.origin.id.map(|id| {
+            let resume =
+                crate::epoch::resume(join.since, join.epoch.as_deref(), home.epoch.as_str());
+            let (history, recovered) = history_for(home, resume, s.room.history_on_join);
+            JoinAck {
+                id,
+                seq: home.seq,
+                epoch: home.epoch.as_str().to_string(),
+                members: count,
+                history,
+                recovered,
+            }
+        });
+        let admitted = Admitted {
+            overflow: home.meta.overflow,
+            ack,
+            catchup: Vec::new(),
+        };
+        let joined = Delivery::Joined {
+            conn,
+            room: room.clone(),
+            admitted: Box::new(admitted),
+        };
+        out.for_conn(conn, joined);
+        // The joiner is not told about itself: alone, nobody is told.
+        if !rejoin && s.room.presence_events && count > 1 {
+            let frame = encode::presence(
+                PresenceKind::Joined,
+                room,
+                &join.user,
+                join.name.as_deref(),
+                count,
+            );
+            out.fan_out(home.shards.shards(), room, 0, &frame, Some(conn), 0);
+        }
+        Ok(())
+    }
+
+    fn leave(
+        &mut self,
+        origin: Origin,
+        room: &Arc<str>,
+        now: Now,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        let ttl = self.ttl();
+        let Some(home) = self.rooms.get_mut(room) else {
+            return Err(Refusal::room_not_found(room));
+        };
+        let Some(member) = home.members.remove(&origin.conn) else {
+            return Err(Refusal::not_member(room));
+        };
+        home.shards.remove(shard_of(origin.conn, out.shards()));
+        let count = home.members.len() as u32;
+        home.meta.members.store(count, Ordering::Relaxed);
+        let left = Delivery::Left {
+            conn: origin.conn,
+            room: room.clone(),
+            id: origin.id,
+        };
+        out.for_conn(origin.conn, left);
+        if self.settings.room.presence_events && count > 0 {
+            let frame = encode::presence(
+                PresenceKind::Left,
+                room,
+                &member.user,
+                member.name.as_deref(),
+                count,
+            );
+            out.fan_out(home.shards.shards(), room, 0, &frame, Some(origin.conn), 0);
+        }
+        if count == 0 && !home.meta.explicit {
+            home.empty_since = Some(now.instant);
+            schedule(&mut self.expiring, ttl, room, home);
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, publish: Publish, now: Now, out: &mut Outbox) {
+        let Publish {
+            room,
+            from,
+            data,
+            exclude_self,
+            reply,
+        } = publish;
+        // A connection must be a member; the API publishes into any room.
+        // The origin forwards a publish also while its join is in flight, so
+        // frames take effect in the order the client sent them: the home,
+        // which saw that join first, decides.
+        let publisher = reply.conn();
+        let result = match (self.rooms.get(&room), publisher) {
+            (None, _) => Err(Refusal::room_not_found(&room)),
+            (Some(home), Some(conn)) if !home.members.contains_key(&conn) => {
+                Err(Refusal::not_member(&room))
+            }
+            _ => {
+                let exclude = publisher.filter(|_| exclude_self);
+                self.sequence(&room, &from, &data, exclude, now, out)
+            }
+        };
+        out.settle(reply, result, |seq| Ack::Published {
+            room: room.clone(),
+            seq,
+        });
+    }
+
+    /// Give the next seq to a message, encode it once, keep it in history
+    /// and fan it out.
+    fn sequence(
+        &mut self,
+        room: &Arc<str>,
+        from: &str,
+        data: &[u8],
+        exclude: Option<u64>,
+        now: Now,
+        out: &mut Outbox,
+    ) -> Result<u64, Refusal> {
+        if self.sealed {
+            // Draining: its fan-out could reach members already closed.
+            return Err(Refusal::shutting_down());
+        }
+        let Some(home) = self.rooms.get_mut(room) else {
+            return Err(Refusal::room_not_found(room));
+        };
+        home.seq += 1;
+        let seq = home.seq;
+        let frame = encode::message(room, seq, from, now.unix_ms, data);
+        home.history.push(seq, frame.clone(), ());
+        home.meta.seq.store(seq, Ordering::Relaxed);
+        out.fan_out(
+            home.shards.shards(),
+            room,
+            seq,
+            &frame,
+            exclude,
+            now.stamp_us,
+        );
+        self.published += 1;
+        Ok(seq)
+    }
+
+    fn members(&self, origin: Origin, room: &Arc<str>) -> Result<Box<MemberList>, Refusal> {
+        let Some(home) = self.rooms.get(room) else {
+            return Err(Refusal::room_not_found(room));
+        };
+        if home.meta.private && !home.members.contains_key(&origin.conn) {
+            return Err(Refusal::private_members(room));
+        }
+        let members = if origin.id.is_some() {
+            member_infos(home, self.settings.max_presence_list)
+        } else {
+            Vec::new() // nobody reads the answer
+        };
+        Ok(Box::new(MemberList {
+            room: room.clone(),
+            members,
+            total: home.members.len(),
+        }))
+    }
+
+    fn details(&self, room: &Arc<str>) -> Result<RoomDetails, Refusal> {
+        let Some(home) = self.rooms.get(room) else {
+            return Err(Refusal::room_not_found(room));
+        };
+        Ok(RoomDetails {
+            room: room.clone(),
+            members: home.members.len(),
+            seq: home.seq,
+            epoch: home.epoch.as_str().to_string(),
+            private: home.meta.private,
+            max_members: home.meta.max_members,
+            overflow: home.meta.overflow.as_str(),
+            explicit: home.meta.explicit,
+            history: home.history.len() as u64,
+            home_shard: Some(self.settings.home),
+            member_list: member_infos(home, self.settings.max_presence_list),
+        })
+    }
+
+    /// Remove `room` (deleted): its members on every shard get
+    /// `room_closed` with `reason`.
+    fn close(
+        &mut self,
+        index: &RoomIndex,
+        room: &Arc<str>,
+        reason: &str,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        let Some(home) = self.rooms.remove(room) else {
+            return Err(Refusal::room_not_found(room));
+        };
+        index.remove(room);
+        let frame = encode::room_closed(room, reason);
+        for shard in home.shards.shards().iter() {
+            let closed = Delivery::RoomClosed {
+                room: room.clone(),
+                frame: frame.clone(),
+            };
+            out.push(shard, closed);
+        }
+        Ok(())
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.settings.room.empty_ttl_ms)
+    }
+
+    /// Make sure `room` has one entry in the expiry heap.
+    fn schedule_expiry(&mut self, room: &Arc<str>, home: &mut Room) {
+        let ttl = self.ttl();
+        schedule(&mut self.expiring, ttl, room, home);
+    }
+
+    /// Remove auto-created rooms empty for at least `room.empty_ttl_ms`.
+    pub(crate) fn expire(&mut self, index: &RoomIndex, now: Instant) {
+        let ttl = self.ttl();
+        while let Some(Reverse((at, _))) = self.expiring.peek() {
+            if *at > now {
+                return;
+            }
+            let Some(Reverse((_, room))) = self.expiring.pop() else {
+                return;
+            };
+            let Some(home) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            home.expiry_scheduled = false;
+            if !home.members.is_empty() || home.meta.explicit {
+                continue;
+            }
+            match home.empty_since {
+                Some(since) if since + ttl <= now => {
+                    self.rooms.remove(&room);
+                    index.remove(&room);
+                }
+                // Emptied again since it was scheduled: wait its full ttl.
+                Some(_) => schedule(&mut self.expiring, ttl, &room, home),
+                None => {}
+            }
+        }
+    }
+}
+
+/// Give `room` its one entry in `heap`, due `ttl` after it became empty.
+fn schedule(
+    heap: &mut BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    ttl: Duration,
+    room: &Arc<str>,
+    home: &mut Room,
+) {
+    if home.expiry_scheduled {
+        return;
+    }
+    let Some(since) = home.empty_since else {
+        return;
+    };
+    home.expiry_scheduled = true;
+    heap.push(Reverse((since + ttl, room.clone())));
+}
+
+/// History after `since` (or the last `on_join` messages), as message
+/// payloads, and whether it is complete. A `since` of another epoch gets
+/// the last `on_join` messages and `recovered: false`.
+fn history_for(home: &Room, resume: Resume, on_join: usize) -> (Vec<Bytes>, Option<bool>) {
+    match resume {
+        Resume::After(since) => {
+            let messages = home.history.after(since).map(|e| text_payload(&e.frame));
+            let recovered = home.history.covers(since, home.seq);
+            (messages.collect(), Some(recovered))
+        }
+        Resume::Fresh | Resume::Stale => {
+            let messages = home.history.last(on_join).map(|e| text_payload(&e.frame));
+            (
+                messages.collect(),
+                (resume == Resume::Stale).then_some(false),
+            )
+        }
+    }
+}
+
+fn member_infos(home: &Room, max: usize) -> Vec<MemberInfo> {
+    home.members
+        .iter()
+        .take(max)
+        .map(|(conn, m)| MemberInfo {
+            conn: *conn,
+            node: None,
+            user: m.user.clone(),
+            name: m.name.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

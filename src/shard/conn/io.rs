@@ -1,0 +1,285 @@
+//! A connection's socket loops: the reader (frames in, heartbeat, token
+//! expiry) and the writer (queued frames out in vectored batches).
+//!
+//! **Invariant:** the reader holds no buffer while the connection is idle,
+//! and the writer keeps at most [`WRITER_KEEP_CAPACITY`] slots after a
+//! burst; the reader is the only task that handles the client's frames, so
+//! they take effect in the order the client sent them.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+
+use super::Conn;
+use super::dispatch::handle_text;
+use crate::error::{ErrorCode, Refusal, close};
+use crate::limits::{READ_BYTES_PER_TURN, READ_CHUNK_BYTES, WRITE_BATCH_FRAMES};
+use crate::metrics::FRAME_BINARY;
+use crate::shard::Shard;
+use crate::shard::outbound::Queued;
+use crate::ws::encode::{ping_frame, pong_frame};
+use crate::ws::{Message, MessageReader};
+
+/// Capacity a writer's in-flight buffer keeps after a burst; more is given
+/// back so a connection that was once busy does not stay large.
+const WRITER_KEEP_CAPACITY: usize = 256;
+
+/// How the read loop ended.
+pub(super) enum ReadEnd {
+    /// The peer closed the TCP stream or it failed.
+    Eof,
+    /// The peer sent a close frame with this code.
+    PeerClose(Option<u16>),
+    /// The server decided to close (the close frame is queued).
+    ServerClose,
+}
+
+pub(super) async fn read_loop(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    read: &OwnedReadHalf,
+    prefix: Bytes,
+) -> ReadEnd {
+    let limits = &shard.shared.config.limits;
+    let interval = Duration::from_millis(limits.heartbeat_interval_ms);
+    let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
+    let mut reader = MessageReader::new(limits.max_message_bytes);
+    // Bytes the client sent right after its upgrade request. `prefix` may
+    // point into hyper's whole read buffer: copy what is needed and let it go.
+    let mut buf = if prefix.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&prefix[..])
+    };
+    drop(prefix);
+    let mut next_ping = Instant::now() + interval;
+    let mut awaiting_pong: Option<Instant> = None;
+    let heartbeat = tokio::time::sleep_until(next_ping);
+    tokio::pin!(heartbeat);
+    // The token's expiry: one timer per connection that has one (boxed, so
+    // connections without a token carry no timer), no sweep over all.
+    let mut expiry_at = conn.expires_at.get();
+    let mut expiry = expiry_at.map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+    // The peer's FIN came with the last read: what that read brought is
+    // handled first, then the loop ends.
+    let mut peer_done = false;
+    loop {
+        // Handle every complete message in the buffer.
+        loop {
+            if conn.queue.borrow().is_closing() {
+                return ReadEnd::ServerClose;
+            }
+            match reader.next(&mut buf) {
+                Ok(Some(Message::Text(payload))) if conn.echo => {
+                    conn.send(crate::ws::encode::data_frame(true, &payload));
+                }
+                Ok(Some(Message::Binary(payload))) if conn.echo => {
+                    conn.send(crate::ws::encode::data_frame(false, &payload));
+                }
+                Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
+                Ok(Some(Message::Binary(_))) => {
+                    conn.counters.frame_in(FRAME_BINARY);
+                    conn.refuse(
+                        None,
+                        &Refusal::new(
+                            ErrorCode::BadRequest,
+                            "binary frames are not supported; send JSON in text frames",
+                        ),
+                    )
+                }
+                Ok(Some(Message::Ping(payload))) => conn.send(pong_frame(&payload)),
+                Ok(Some(Message::Pong)) => awaiting_pong = None,
+                Ok(Some(Message::Close(code, _))) => return ReadEnd::PeerClose(code),
+                Ok(None) => break,
+                Err(e) => {
+                    conn.close_with(e.close_code(), &e.to_string(), false);
+                    return ReadEnd::ServerClose;
+                }
+            }
+        }
+        if peer_done {
+            return ReadEnd::Eof;
+        }
+        if conn.expires_at.get() != expiry_at {
+            // A `refresh` moved the expiry (or removed it).
+            expiry_at = conn.expires_at.get();
+            match (expiry_at, expiry.as_mut()) {
+                (Some(exp), Some(timer)) => timer.as_mut().reset(expiry_instant(exp)),
+                (Some(exp), None) => {
+                    expiry = Some(Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+                }
+                (None, _) => expiry = None,
+            }
+        }
+        if buf.is_empty() && buf.capacity() > 0 {
+            buf = BytesMut::new(); // idle connections hold no read buffer
+        }
+        let deadline = awaiting_pong.map_or(next_ping, |since| since + timeout);
+        if heartbeat.deadline() != deadline {
+            heartbeat.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            _ = conn.reader_wake.wait() => {}
+            ready = read.readable() => {
+                if ready.is_err() {
+                    return ReadEnd::Eof;
+                }
+                peer_done = !read_burst(read, &mut buf);
+            }
+            _ = async {
+                match expiry.as_mut() {
+                    Some(timer) => timer.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                conn.close_with(close::POLICY, "token expired", false);
+                return ReadEnd::ServerClose;
+            }
+            _ = &mut heartbeat => {
+                let now = Instant::now();
+                if awaiting_pong.is_some() {
+                    conn.close_with(close::HEARTBEAT_TIMEOUT, "heartbeat timeout: no pong", true);
+                    return ReadEnd::ServerClose;
+                }
+                conn.send(ping_frame());
+                awaiting_pong = Some(now);
+                next_ping = now + interval;
+            }
+        }
+    }
+}
+
+/// When a token expiring at `exp` (Unix seconds) runs out, on the runtime's
+/// clock (at most a year ahead).
+fn expiry_instant(exp: u64) -> Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let left = (exp as f64 - now_unix).max(0.0);
+    Instant::now() + Duration::from_secs_f64(left.min(FAR_FUTURE_SECS as f64))
+}
+
+/// "Never" for timers: a year.
+const FAR_FUTURE_SECS: u64 = 365 * 24 * 3600;
+
+/// Read what the socket has, up to [`READ_BYTES_PER_TURN`]. Returns false
+/// on EOF or error (what was read before it stays in `buf`, to be handled).
+fn read_burst(read: &OwnedReadHalf, buf: &mut BytesMut) -> bool {
+    let mut total = 0;
+    while total < READ_BYTES_PER_TURN {
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        match read.try_read_buf(buf) {
+            Ok(0) => return false,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// After the server's close frame went out: read and discard until the
+/// peer's close frame or EOF.
+pub(super) async fn wait_for_peer_close(read: &OwnedReadHalf) {
+    let mut buf = [0u8; 1024];
+    loop {
+        if read.readable().await.is_err() {
+            return;
+        }
+        match read.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Write queued frames in vectored batches until the close frame is out.
+pub(super) async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
+    let mut inflight: VecDeque<Queued> = VecDeque::new();
+    loop {
+        let closing = {
+            let mut queue = conn.queue.borrow_mut();
+            if queue.is_empty() {
+                queue.flush_gaps();
+            }
+            queue.take_all(&mut inflight);
+            queue.is_closing()
+        };
+        if inflight.is_empty() {
+            conn.writer_wake.wait().await;
+            continue;
+        }
+        if write_frames(&mut write, &inflight).await.is_err() {
+            conn.dead.set(true);
+            conn.reader_wake.notify();
+            return;
+        }
+        let written_us = crate::metrics::now_us();
+        for (_, stamp_us) in &inflight {
+            if *stamp_us > 0 {
+                conn.counters
+                    .publish_to_write
+                    .record(written_us.saturating_sub(*stamp_us));
+            }
+        }
+        inflight.clear();
+        if inflight.capacity() > WRITER_KEEP_CAPACITY {
+            inflight.shrink_to(WRITER_KEEP_CAPACITY);
+        }
+        if closing {
+            // The close frame was the last one queued: it is out.
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Write `frames` with vectored writes of up to [`WRITE_BATCH_FRAMES`]
+/// slices each. The slices live on the stack of each poll, not in the
+/// future, so an idle connection's task stays small.
+async fn write_frames(
+    write: &mut OwnedWriteHalf,
+    frames: &VecDeque<Queued>,
+) -> std::io::Result<()> {
+    let (mut index, mut offset) = (0usize, 0usize);
+    while index < frames.len() {
+        let written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];
+            let mut count = 0;
+            for (i, (frame, _)) in frames.range(index..).take(WRITE_BATCH_FRAMES).enumerate() {
+                slices[count] = IoSlice::new(if i == 0 { &frame[offset..] } else { frame });
+                count += 1;
+            }
+            std::pin::Pin::new(&mut *write).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = written;
+        while left > 0 && index < frames.len() {
+            let rest = frames[index].0.len() - offset;
+            if left >= rest {
+                left -= rest;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += left;
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}

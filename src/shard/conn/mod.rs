@@ -1,0 +1,436 @@
+//! One WebSocket connection of the native protocol: its state ([`Conn`]),
+//! the socket loops that move its frames ([`io`]), and the front door that
+//! turns its frames into ops ([`dispatch`]).
+//!
+//! **Invariant:** a connection holds no read buffer while idle, and its
+//! outbound memory is bounded by its [`OutQueue`]; the only frame that may
+//! bypass the queue's bounds is the close frame that ends it.
+
+mod dispatch;
+mod io;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Shard;
+use super::outbound::{OutQueue, Pushed};
+use super::signal::LocalSignal;
+use crate::auth::{Grant, RoomPatterns};
+use crate::config::OverflowPolicy;
+use crate::delivery::{Ack, JoinAck};
+use crate::error::{Refusal, close};
+use crate::limits::PENDING_JOIN_WAIT_MS;
+use crate::op::{Op, Origin};
+use crate::perms::{Perm, Perms};
+use crate::protocol::encode::{self, MemberEntry};
+use crate::ratelimit::TokenBucket;
+use crate::shared::Permit;
+use crate::ws::encode::close_frame;
+use io::ReadEnd;
+
+/// How long the server waits for the peer's answer to a close it sent for a
+/// reason other than a slow consumer (the client reads; it should answer
+/// promptly).
+const CLOSE_HANDSHAKE_MS: u64 = 2_000;
+
+/// Who a connection is, decided before the upgrade.
+pub(crate) struct Identity {
+    /// Connection id.
+    pub(crate) id: u64,
+    /// User id.
+    pub(crate) user: Arc<str>,
+    /// Display name.
+    pub(crate) name: Option<Arc<str>>,
+    /// Rights.
+    pub(crate) perms: Perms,
+    /// Private rooms it may join.
+    pub(crate) rooms: RoomPatterns,
+    /// When its token expires (seconds since the Unix epoch).
+    pub(crate) expires_at: Option<u64>,
+    /// An echo connection (`server.echo_path`): messages come straight back.
+    pub(crate) echo: bool,
+}
+
+/// A connection's state shared by its reader, its writer and fan-out.
+pub(crate) struct Conn {
+    /// Connection id (its shard is [`crate::placement::shard_of`]).
+    pub(crate) id: u64,
+    /// User id.
+    pub(crate) user: Arc<str>,
+    /// Display name.
+    pub(crate) name: Option<Arc<str>>,
+    /// Rights, rooms and expiry of the connection's token; a `refresh`
+    /// replaces them (never borrowed across an `.await`).
+    perms: Cell<Perms>,
+    private_rooms: RefCell<RoomPatterns>,
+    expires_at: Cell<Option<u64>>,
+    echo: bool,
+    queue: RefCell<OutQueue>,
+    writer_wake: LocalSignal,
+    reader_wake: LocalSignal,
+    /// Rooms joined (as acknowledged by the back end).
+    rooms: RefCell<HashSet<Arc<str>>>,
+    /// Joins sent to the back end and not answered yet, by room.
+    joining: RefCell<HashMap<Arc<str>, u32>>,
+    dead: Cell<bool>,
+    close_code: Cell<Option<u16>>,
+    bucket: RefCell<Option<TokenBucket>>,
+    counters: Rc<super::ShardCounters>,
+}
+
+impl Conn {
+    fn new(identity: Identity, shard: &Shard) -> Rc<Conn> {
+        let l = &shard.shared.config.limits;
+        let bucket = (l.publish_rate_per_sec > 0)
+            .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
+        Rc::new(Conn {
+            id: identity.id,
+            user: identity.user,
+            name: identity.name,
+            perms: Cell::new(identity.perms),
+            private_rooms: RefCell::new(identity.rooms),
+            expires_at: Cell::new(identity.expires_at),
+            echo: identity.echo,
+            queue: RefCell::new(OutQueue::new(
+                l.outbound_queue_messages,
+                l.outbound_queue_bytes,
+            )),
+            writer_wake: LocalSignal::default(),
+            reader_wake: LocalSignal::default(),
+            rooms: RefCell::default(),
+            joining: RefCell::default(),
+            dead: Cell::new(false),
+            close_code: Cell::new(None),
+            bucket: RefCell::new(bucket),
+            counters: shard.counters.clone(),
+        })
+    }
+
+    /// Whether the connection is being torn down (no more deliveries).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.get()
+    }
+
+    /// Queue a frame that is not a room message; a full queue closes the
+    /// connection with 4000.
+    pub(crate) fn send(&self, frame: Bytes) {
+        let pushed = self.queue.borrow_mut().push_control(frame);
+        self.after_push(pushed);
+    }
+
+    /// Queue message `seq` of `room` under the room's overflow policy.
+    pub(crate) fn push_room(
+        &self,
+        room: &Arc<str>,
+        seq: u64,
+        frame: &Bytes,
+        policy: OverflowPolicy,
+        stamp_us: u64,
+    ) {
+        let pushed = self
+            .queue
+            .borrow_mut()
+            .push_room(room, seq, frame, policy, stamp_us);
+        self.after_push(pushed);
+    }
+
+    fn after_push(&self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued { wake: true } => self.writer_wake.notify(),
+            Pushed::Overflow => {
+                self.counters
+                    .slow_consumer_closes
+                    .set(self.counters.slow_consumer_closes.get() + 1);
+                self.close_with(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: outbound queue full",
+                    true,
+                )
+            }
+            Pushed::Queued { wake: false } | Pushed::Dropped | Pushed::Closed => {}
+        }
+    }
+
+    /// Start closing with `code`. With `discard`, queued frames are dropped
+    /// (slow consumer); otherwise they are sent first.
+    pub(crate) fn close_with(&self, code: u16, reason: &str, discard: bool) {
+        if self
+            .queue
+            .borrow_mut()
+            .close(close_frame(code, reason), discard)
+        {
+            self.close_code.set(Some(code));
+            self.writer_wake.notify();
+            self.reader_wake.notify();
+        }
+    }
+
+    /// The back end answered this connection's op: encode the `ack` (if
+    /// the frame had an id) or the `error`.
+    pub(crate) fn answer(&self, id: Option<u64>, answer: Result<Ack, Refusal>) {
+        let ack = match answer {
+            Err(refusal) => return self.refuse(id, &refusal),
+            Ok(ack) => ack,
+        };
+        let Some(id) = id else {
+            return;
+        };
+        let frame = match ack {
+            Ack::Room(room) => encode::ack_room(id, &room),
+            Ack::Published { room, seq } => encode::ack_publish(id, &room, seq),
+            Ack::Members(list) => {
+                let entries = list.members.iter().map(|m| MemberEntry {
+                    conn: m.conn,
+                    user: &m.user,
+                    name: m.name.as_deref(),
+                });
+                encode::ack_members(id, &list.room, entries, list.total)
+            }
+        };
+        self.send(frame);
+    }
+
+    /// The back end admitted this connection to `room`: it is a member from
+    /// now on (unless it is closing); its ack and catch-up go out.
+    pub(crate) fn joined(
+        &self,
+        room: &Arc<str>,
+        ack: Option<JoinAck>,
+        catchup: Vec<Bytes>,
+    ) -> bool {
+        let newly = self.rooms.borrow_mut().insert(room.clone());
+        self.join_settled(room);
+        if let Some(ack) = ack {
+            let history = ack.history.iter().map(|b| &b[..]);
+            let frame = encode::ack_join(
+                ack.id,
+                room,
+                ack.seq,
+                &ack.epoch,
+                ack.members,
+                history,
+                ack.recovered,
+            );
+            self.send(frame);
+        }
+        for frame in catchup {
+            self.send(frame);
+        }
+        newly && !self.is_dead()
+    }
+
+    /// The back end refused this connection's join of `room`.
+    pub(crate) fn join_refused(&self, room: &str, id: Option<u64>, refusal: &Refusal) {
+        self.join_settled(room);
+        self.refuse(id, refusal);
+    }
+
+    /// The back end removed this connection from `room`; true if it was a
+    /// member here.
+    pub(crate) fn left(&self, room: &str, id: Option<u64>) -> bool {
+        let was = self.rooms.borrow_mut().remove(room);
+        if was {
+            self.forget_room(room);
+        }
+        if let Some(id) = id {
+            self.send(encode::ack_room(id, room));
+        }
+        was
+    }
+
+    /// `room` was deleted: the connection is no longer in it.
+    pub(crate) fn room_closed(&self, room: &str, frame: Bytes) {
+        self.rooms.borrow_mut().remove(room);
+        self.forget_room(room);
+        self.send(frame);
+    }
+
+    /// A join of `room` was answered by the back end.
+    fn join_settled(&self, room: &str) {
+        let mut joining = self.joining.borrow_mut();
+        if let Some(n) = joining.get_mut(room) {
+            *n -= 1;
+            if *n == 0 {
+                joining.remove(room);
+            }
+        }
+        if joining.is_empty() {
+            self.reader_wake.notify();
+        }
+    }
+
+    /// The room this connection is in, or is joining, as the shared name.
+    fn known_room(&self, room: &str) -> Option<Arc<str>> {
+        if let Some(r) = self.rooms.borrow().get(room) {
+            return Some(r.clone());
+        }
+        self.joining
+            .borrow()
+            .get_key_value(room)
+            .map(|(r, _)| r.clone())
+    }
+
+    /// Queued frames, queued bytes, and messages dropped so far.
+    pub(crate) fn queue_figures(&self) -> (usize, usize, u64) {
+        let q = self.queue.borrow();
+        (q.len(), q.bytes(), q.dropped())
+    }
+
+    /// Forget pending gaps of a room the connection left.
+    fn forget_room(&self, room: &str) {
+        self.queue.borrow_mut().forget_room(room);
+    }
+
+    /// Send an `error` frame (counted by code).
+    fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
+        self.counters.error_out(refusal.code);
+        self.send(encode::error(id, refusal.code, &refusal.message));
+    }
+
+    /// The connection's rights now.
+    fn perms(&self) -> Perms {
+        self.perms.get()
+    }
+
+    /// Whether this connection may join private room `room`.
+    fn may_join_private(&self, room: &str) -> bool {
+        self.perms().allows(Perm::Admin) || self.private_rooms.borrow().allows(room)
+    }
+
+    /// A `refresh` was accepted: the new token's rights, rooms and expiry
+    /// hold for every later frame (the read loop moves its expiry timer).
+    fn refresh(&self, grant: Grant) {
+        self.perms.set(grant.perms);
+        *self.private_rooms.borrow_mut() = grant.rooms;
+        self.expires_at.set(grant.expires_at);
+    }
+
+    /// Spend one token of the publish rate limit.
+    fn take_token(&self) -> Result<(), Refusal> {
+        let allowed = match self.bucket.borrow_mut().as_mut() {
+            Some(bucket) => bucket.try_take(Instant::now()),
+            None => true,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::rate_limited())
+        }
+    }
+}
+
+/// Serve an upgraded connection until it closes.
+pub(crate) async fn serve(
+    shard: Rc<Shard>,
+    identity: Identity,
+    stream: TcpStream,
+    prefix: Bytes,
+    permit: Permit,
+) {
+    let conn = Conn::new(identity, &shard);
+    let limits = &shard.shared.config.limits;
+    if shard.register(&conn) {
+        let watch = Op::WatchUser {
+            user: conn.user.clone(),
+            watch: true,
+        };
+        shard.route(watch).await;
+    }
+    shard
+        .counters
+        .connects
+        .set(shard.counters.connects.get() + 1);
+    if !conn.echo {
+        conn.send(encode::welcome(
+            conn.id,
+            &conn.user,
+            shard.index,
+            &shard.shared.config.server.node_id,
+            limits.heartbeat_interval_ms,
+        ));
+    }
+    let (read, write) = stream.into_split();
+    let mut writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
+    let end = io::read_loop(&shard, &conn, &read, prefix).await;
+    let close_code = match end {
+        ReadEnd::Eof => None,
+        ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
+        ReadEnd::ServerClose => conn.close_code.get(),
+    };
+    shard.counters.disconnected(close_code);
+    let grace = match end {
+        ReadEnd::Eof => Duration::ZERO,
+        ReadEnd::PeerClose(code) => {
+            let code = code.unwrap_or(close::NORMAL);
+            conn.close_with(code, "", false);
+            Duration::from_millis(CLOSE_HANDSHAKE_MS)
+        }
+        ReadEnd::ServerClose => match conn.close_code.get() {
+            Some(close::SLOW_CONSUMER) => Duration::from_millis(limits.slow_close_grace_ms),
+            _ => Duration::from_millis(CLOSE_HANDSHAKE_MS),
+        },
+    };
+    conn.dead.set(true);
+    if !grace.is_zero() {
+        let deadline = Instant::now() + grace;
+        // The writer ends once the close frame is out; then wait for the
+        // peer's close (or EOF) so it can read ours, up to the grace.
+        if tokio::time::timeout_at(deadline, &mut writer).await.is_ok()
+            && matches!(end, ReadEnd::ServerClose)
+        {
+            let _ = tokio::time::timeout_at(deadline, io::wait_for_peer_close(&read)).await;
+        }
+    }
+    writer.abort();
+    teardown(&shard, &conn).await;
+    drop(permit);
+}
+
+/// Leave every room and drop the connection from the shard's tables.
+async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
+    // Joins in flight must settle first, or their rooms would keep a member
+    // that is gone.
+    let deadline = Instant::now() + Duration::from_millis(PENDING_JOIN_WAIT_MS);
+    while !conn.joining.borrow().is_empty() {
+        if tokio::time::timeout_at(deadline, conn.reader_wake.wait())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let rooms: Vec<Arc<str>> = conn.rooms.borrow_mut().drain().collect();
+    for room in &rooms {
+        shard.remove_member(room, conn.id);
+    }
+    let dropped = conn.queue.borrow().dropped();
+    shard
+        .counters
+        .dropped_closed
+        .set(shard.counters.dropped_closed.get() + dropped);
+    let last_of_user = shard.unregister(conn);
+    if shard.shared.is_draining() {
+        return; // the whole broker is going; rooms go with it
+    }
+    if last_of_user {
+        let watch = Op::WatchUser {
+            user: conn.user.clone(),
+            watch: false,
+        };
+        shard.route(watch).await;
+    }
+    for room in rooms {
+        let origin = Origin {
+            conn: conn.id,
+            id: None,
+        };
+        shard.route(Op::Leave { origin, room }).await;
+    }
+}
