@@ -82,8 +82,9 @@ test("broker drained (1001) and restarted: immediate jittered reconnect, then re
   assert.equal(d.code, 1001, JSON.stringify(d));
   assert.ok(d.delayMs <= 200, `1001 reconnects within the first backoff window, not after ${d.delayMs} ms`);
 
+  const resumed = nextEvent(room, "resumed");
   const second = await startBroker({ port: first.port });
-  const r = await nextEvent(room, "resumed");
+  const r = await resumed;
   assert.deepEqual(r, { room: "restart", recovered: false, epochChanged: true });
   if (epochBefore !== undefined) assert.notEqual(room.epoch, epochBefore);
   const seq = await room.publish("after");

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { api, nextEvent, reach, record, sdkClient, sleep, startBroker } from "./helpers.mjs";
+import { api, nextEvent, reach, record, sdkClient, sleep, startBroker, until } from "./helpers.mjs";
 
 let broker;
 before(async () => {
@@ -30,7 +30,7 @@ test("join, publish, members, send, leave", async () => {
   assert.equal((await joined).user, "bob");
   const seq = await aRoom.publish({ text: "hi" });
   assert.equal(seq, 1);
-  await nextEvent(bRoom, "message", (m) => m.seq === 1);
+  await until(() => seen.length === 1, "bob gets the message");
   assert.deepEqual(seen, [1]);
 
   const { members, total } = await aRoom.members();
