@@ -1,4 +1,4 @@
-// shardcast-client 0.1.0 (source-hash db943a753ac81ad2). Built from clients/js/src by `npm run build`: do not edit.
+// shardcast-client 0.1.0 (source-hash 9102e38ccedd928c). Built from clients/js/src by `npm run build`: do not edit.
 
 // src/backoff.ts
 var DEFAULT_MIN_RECONNECT_DELAY_MS = 500;
@@ -313,11 +313,11 @@ var Room = class extends Emitter {
     this.#clearWaiter();
     this.emit("closed", { room: this.name, reason });
   }
-  /** @internal The client closed for good. */
+  /** @internal The client closed for good: the room is left (a later `connect()` does not rejoin it). */
   _shutdown(reason) {
     this.#waiter?.reject(new ShardcastError(CLIENT_CODES.closed, reason));
     this.#clearWaiter();
-    this._disconnected();
+    this.#reset();
   }
   #sendJoin(kind) {
     this.#joining = true;

@@ -220,11 +220,11 @@ export class Room extends Emitter<RoomEvents> {
     this.emit("closed", { room: this.name, reason });
   }
 
-  /** @internal The client closed for good. */
+  /** @internal The client closed for good: the room is left (a later `connect()` does not rejoin it). */
   _shutdown(reason: string): void {
     this.#waiter?.reject(new ShardcastError(CLIENT_CODES.closed, reason));
     this.#clearWaiter();
-    this._disconnected();
+    this.#reset();
   }
 
   #sendJoin(kind: JoinKind): void {

@@ -66,6 +66,7 @@ test("a request the server refuses rejects with the server's code", async () => 
   c.close();
   other.close();
   await assert.rejects(c.room("exists").publish(1), { code: "closed" });
+  assert.equal(c.room("exists").state, "idle", "close() leaves the rooms");
 });
 
 test("history on join, and a join refused", async () => {

@@ -117,6 +117,6 @@ export declare class Room extends Emitter<RoomEvents> {
     _presence(p: PresenceFrame): void;
     /** @internal The room was deleted. */
     _closed(reason: string): void;
-    /** @internal The client closed for good. */
+    /** @internal The client closed for good: the room is left (a later `connect()` does not rejoin it). */
     _shutdown(reason: string): void;
 }
