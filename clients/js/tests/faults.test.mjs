@@ -158,6 +158,29 @@ test("token refresh before expiry keeps the connection (v1.1 refresh)", async ()
   await broker.kill();
 });
 
+test("a token that expires (1008 `token expired`) reconnects with a new one and resumes", async () => {
+  const broker = await startBroker({ jwt: true });
+  let calls = 0;
+  const getToken = async () => {
+    calls += 1;
+    if (calls === 2) throw new Error("token service down"); // the refresh fails
+    return token({ sub: "expiring", exp: Math.floor(Date.now() / 1000) + (calls === 1 ? 2 : 60) });
+  };
+  const c = sdkClient(broker.url, { getToken });
+  c.connect();
+  const room = c.room("expiry");
+  await room.join();
+  const expired = await nextEvent(c, "state", (e) => e.state === "disconnected");
+  assert.equal(expired.code, 1008);
+  assert.match(expired.reason, /token expired/);
+  const r = await nextEvent(room, "resumed");
+  assert.equal(r.recovered, true);
+  assert.equal(c.state, "connected");
+  assert.equal(calls, 3);
+  c.close();
+  await broker.kill();
+});
+
 test("an invalid token (401) stops the client: no reconnect, the reason says why", async () => {
   const broker = await startBroker({ jwt: true });
   const c = sdkClient(broker.url, { getToken: async () => "not-a-jwt" });
