@@ -282,15 +282,23 @@ impl Connection {
         let mut refresh_at = self.refresh_time(self.token.as_deref().and_then(token_expiry));
         let (token_tx, mut token_rx) = mpsc::channel::<Result<String, String>>(1);
         loop {
-            if let Err(e) = self.flush(&mut ws).await {
-                return Ended::Closed(Closed::dropped(1006, e.to_string()));
+            // A peer that stops reading must not stall this loop forever.
+            match tokio::time::timeout(dead_after, self.flush(&mut ws)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Ended::Closed(Closed::dropped(1006, e.to_string())),
+                Err(_) => {
+                    return Ended::Closed(Closed::dropped(
+                        1006,
+                        "the server stopped reading (write timed out)",
+                    ));
+                }
             }
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    None => { let _ = ws.close(None).await; return Ended::Stop; }
+                    None => { close_politely(&mut ws).await; return Ended::Stop; }
                     Some(Command::Close { done }) => {
                         self.close_waiters.push(done);
-                        let _ = ws.close(None).await;
+                        close_politely(&mut ws).await;
                         return Ended::Stop;
                     }
                     Some(c) => self.command(c),
@@ -337,7 +345,7 @@ impl Connection {
                             refresh_at = None;
                             if !speaks_v1_1 {
                                 // A v1 server has no `refresh`: reconnect with a new token.
-                                let _ = ws.close(None).await;
+                                close_politely(&mut ws).await;
                                 self.attempt = 0;
                                 return Ended::Closed(Closed::dropped(1000, "reconnecting to renew the token (the server has no refresh)"));
                             }
@@ -904,6 +912,14 @@ fn refusal_of(error: tungstenite::Error) -> Closed {
             message: field("message"),
         }),
     }
+}
+
+/// Longest wait for our close frame to be written.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Send a close frame, without waiting long for a peer that does not read.
+async fn close_politely(ws: &mut Ws) {
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.close(None)).await;
 }
 
 fn close_parts(frame: Option<tungstenite::protocol::CloseFrame>) -> (u16, String) {

@@ -487,3 +487,36 @@ async fn tokens_refresh_without_reconnecting_and_refusals_stop_or_wait() {
     drop(kicked);
     full.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_replaced() {
+    let broker = start_broker(0, |c| c.limits.heartbeat_interval_ms = 300);
+    let proxy = Proxy::start(broker.local_addr()).await;
+    let opts = options(proxy.addr, "quiet").heartbeat_margin(Duration::from_millis(400));
+    let (client, mut events) = Client::connect(opts);
+    client
+        .room("q")
+        .join(JoinOptions::default())
+        .await
+        .expect("join");
+    let mut log = Vec::new();
+    let stalled_at = Instant::now();
+    proxy.stalled.send_replace(true);
+    let dead = until(&mut events, &mut log, is_state(State::Disconnected)).await;
+    let noticed = stalled_at.elapsed();
+    let Event::State { reason, .. } = dead else {
+        unreachable!()
+    };
+    assert!(
+        reason.is_some_and(|r| r.contains("no traffic from the server")),
+        "{log:#?}"
+    );
+    assert!(
+        noticed >= Duration::from_millis(600) && noticed < Duration::from_secs(3),
+        "{noticed:?}"
+    );
+    proxy.stalled.send_replace(false);
+    expect_resumed(&mut events, &mut log, "q", true, false).await;
+    client.close().await;
+    broker.shutdown();
+}
