@@ -17,7 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 use super::Conn;
-use super::dispatch::handle_text;
+use super::dispatch;
 use crate::error::{ErrorCode, Refusal, close};
 use crate::limits::{READ_BYTES_PER_TURN, READ_CHUNK_BYTES, WRITE_BATCH_FRAMES};
 use crate::metrics::FRAME_BINARY;
@@ -82,7 +82,11 @@ pub(super) async fn read_loop(
                 Ok(Some(Message::Binary(payload))) if conn.echo => {
                     conn.send(crate::ws::encode::data_frame(false, &payload));
                 }
-                Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
+                Ok(Some(Message::Text(payload))) => {
+                    if let Some(routed) = dispatch::handle_text(shard, conn, payload) {
+                        dispatch::route(shard, conn, routed).await;
+                    }
+                }
                 Ok(Some(Message::Binary(_))) => {
                     conn.counters.frame_in(FRAME_BINARY);
                     conn.refuse(

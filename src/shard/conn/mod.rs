@@ -341,7 +341,7 @@ pub(crate) async fn serve(
             user: conn.user.clone(),
             watch: true,
         };
-        shard.route(watch).await;
+        shard.route_boxed(watch).await;
     }
     shard
         .counters
@@ -424,13 +424,13 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
             user: conn.user.clone(),
             watch: false,
         };
-        shard.route(watch).await;
+        shard.route_boxed(watch).await;
     }
     for room in rooms {
         let origin = Origin {
             conn: conn.id,
             id: None,
         };
-        shard.route(Op::Leave { origin, room }).await;
+        shard.route_boxed(Op::Leave { origin, room }).await;
     }
 }
