@@ -197,8 +197,15 @@ pub(crate) enum Delivery {
     Kick {
         /// The connection.
         conn: u64,
-        /// Whether it existed.
-        done: oneshot::Sender<bool>,
+        /// `Some(())` if it existed.
+        done: oneshot::Sender<Option<()>>,
+    },
+    /// Details of connection `conn` (`GET /api/connections/{conn}`).
+    ConnDetails {
+        /// The connection.
+        conn: u64,
+        /// Its details, or `None` if there is no such connection here.
+        done: oneshot::Sender<Option<crate::shard::conn::ConnDetails>>,
     },
     /// Report the shard's figures (`GET /api/stats`, `/metrics`).
     Stats {
@@ -228,6 +235,7 @@ impl Weighed for Delivery {
             | Delivery::JoinRefused { .. }
             | Delivery::Left { .. }
             | Delivery::Kick { .. }
+            | Delivery::ConnDetails { .. }
             | Delivery::Stats { .. }
             | Delivery::Sealed => 0,
         }

@@ -140,7 +140,10 @@ impl Shard {
                 if let Some(c) = &found {
                     c.close_with(close::POLICY, "disconnected by the server's API", false);
                 }
-                let _ = done.send(found.is_some());
+                let _ = done.send(found.map(|_| ()));
+            }
+            Delivery::ConnDetails { conn, done } => {
+                let _ = done.send(self.conn(conn).map(|c| c.details()));
             }
             Delivery::Stats { done } => {
                 let _ = done.try_send(self.stats());

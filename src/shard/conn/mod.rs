@@ -11,12 +11,12 @@ mod io;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Shard;
@@ -25,6 +25,7 @@ use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, JoinAck};
+use crate::edge::stream::Stream;
 use crate::error::{Refusal, close};
 use crate::limits::PENDING_JOIN_WAIT_MS;
 use crate::op::{Op, Origin};
@@ -44,6 +45,9 @@ const CLOSE_HANDSHAKE_MS: u64 = 2_000;
 pub(crate) struct Identity {
     /// Connection id.
     pub(crate) id: u64,
+    /// The client's address (resolved through PROXY protocol and trusted
+    /// proxies).
+    pub(crate) addr: IpAddr,
     /// User id.
     pub(crate) user: Arc<str>,
     /// Display name.
@@ -58,6 +62,27 @@ pub(crate) struct Identity {
     pub(crate) echo: bool,
 }
 
+/// What the API shows of one connection (`GET /api/connections/{conn}`).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ConnDetails {
+    /// Connection id.
+    conn: u64,
+    /// User id.
+    user: Arc<str>,
+    /// Display name.
+    name: Option<Arc<str>>,
+    /// The client's address (through PROXY protocol and trusted proxies).
+    addr: String,
+    /// Whether it came over TLS.
+    tls: bool,
+    /// Whether permessage-deflate was negotiated.
+    compression: bool,
+    /// Rooms it is in.
+    rooms: Vec<Arc<str>>,
+    /// Frames waiting in its outbound queue.
+    queued_frames: usize,
+}
+
 /// A connection's state shared by its reader, its writer and fan-out.
 pub(crate) struct Conn {
     /// Connection id (its shard is [`crate::placement::shard_of`]).
@@ -66,6 +91,10 @@ pub(crate) struct Conn {
     pub(crate) user: Arc<str>,
     /// Display name.
     pub(crate) name: Option<Arc<str>>,
+    /// The client's address.
+    addr: IpAddr,
+    /// Came over TLS.
+    tls: bool,
     /// Rights, rooms and expiry of the connection's token; a `refresh`
     /// replaces them (never borrowed across an `.await`).
     perms: Cell<Perms>,
@@ -86,7 +115,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(identity: Identity, shard: &Shard) -> Rc<Conn> {
+    fn new(identity: Identity, tls: bool, shard: &Shard) -> Rc<Conn> {
         let l = &shard.shared.config.limits;
         let bucket = (l.publish_rate_per_sec > 0)
             .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
@@ -94,6 +123,8 @@ impl Conn {
             id: identity.id,
             user: identity.user,
             name: identity.name,
+            addr: identity.addr,
+            tls,
             perms: Cell::new(identity.perms),
             private_rooms: RefCell::new(identity.rooms),
             expires_at: Cell::new(identity.expires_at),
@@ -111,6 +142,20 @@ impl Conn {
             bucket: RefCell::new(bucket),
             counters: shard.counters.clone(),
         })
+    }
+
+    /// What the API shows of this connection.
+    pub(crate) fn details(&self) -> ConnDetails {
+        ConnDetails {
+            conn: self.id,
+            user: self.user.clone(),
+            name: self.name.clone(),
+            addr: self.addr.to_string(),
+            tls: self.tls,
+            compression: false,
+            rooms: self.rooms.borrow().iter().cloned().collect(),
+            queued_frames: self.queue.borrow().len(),
+        }
     }
 
     /// Whether the connection is being torn down (no more deliveries).
@@ -330,11 +375,11 @@ impl Conn {
 pub(crate) async fn serve(
     shard: Rc<Shard>,
     identity: Identity,
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
     permit: Permit,
 ) {
-    let conn = Conn::new(identity, &shard);
+    let conn = Conn::new(identity, stream.is_tls(), &shard);
     let limits = &shard.shared.config.limits;
     if shard.register(&conn) {
         let watch = Op::WatchUser {
@@ -356,9 +401,9 @@ pub(crate) async fn serve(
             limits.heartbeat_interval_ms,
         ));
     }
-    let (read, write) = stream.into_split();
+    let (mut read, write) = stream.into_split();
     let mut writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
-    let end = io::read_loop(&shard, &conn, &read, prefix).await;
+    let end = io::read_loop(&shard, &conn, &mut read, prefix).await;
     let close_code = match end {
         ReadEnd::Eof => None,
         ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
@@ -385,7 +430,7 @@ pub(crate) async fn serve(
         if tokio::time::timeout_at(deadline, &mut writer).await.is_ok()
             && matches!(end, ReadEnd::ServerClose)
         {
-            let _ = tokio::time::timeout_at(deadline, io::wait_for_peer_close(&read)).await;
+            let _ = tokio::time::timeout_at(deadline, read.discard_until_eof()).await;
         }
     }
     writer.abort();
