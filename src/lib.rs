@@ -55,6 +55,7 @@ pub use server::SYSTEM_USER;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::cluster::subscriber;
+    pub use crate::delivery::RoomFrame;
     pub use crate::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
@@ -72,7 +73,7 @@ pub mod internals {
     pub struct DeliveryInbox {
         link: Arc<ShardLink>,
         room: Arc<str>,
-        frame: Bytes,
+        frame: RoomFrame,
         seq: u64,
         out: Vec<Delivery>,
     }
@@ -83,7 +84,7 @@ pub mod internals {
             DeliveryInbox {
                 link: ShardLink::new(),
                 room: Arc::from(room),
-                frame,
+                frame: RoomFrame::new(frame),
                 seq: 0,
                 out: Vec::new(),
             }

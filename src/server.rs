@@ -434,9 +434,25 @@ fn upgrade(
     let params = parse_query(req.uri().query())?;
     // Refusals in PROTOCOL.md's order: a bad upgrade (400), the origin and
     // credentials (401/403), then caps (429/503).
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
+    let (mut response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| bad_request(format!("invalid WebSocket upgrade: {e}")))?;
     check_origin(shard, &req)?;
+    let deflate = if shard.shared.config.server.compression {
+        let offers = req
+            .headers()
+            .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        crate::ws::deflate::negotiate(offers).and_then(|(deflate, answer)| {
+            let value = HeaderValue::from_str(&answer).ok()?;
+            response
+                .headers_mut()
+                .insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, value);
+            Some(deflate)
+        })
+    } else {
+        None
+    };
     let token = bearer_token(&req).or(params.token.as_deref());
     let grant = shard.shared.auth.authenticate(token)?;
     let id = shard.next_conn_id();
@@ -457,6 +473,7 @@ fn upgrade(
         rooms: grant.rooms,
         expires_at: grant.expires_at,
         echo,
+        deflate,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {

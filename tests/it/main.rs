@@ -6,6 +6,7 @@ mod browser;
 mod closes;
 mod cluster;
 mod config;
+mod deflate;
 mod edge;
 mod faults;
 mod harness;

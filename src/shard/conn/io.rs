@@ -49,7 +49,8 @@ pub(super) async fn read_loop(
     let limits = &shard.shared.config.limits;
     let interval = Duration::from_millis(limits.heartbeat_interval_ms);
     let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
-    let mut reader = MessageReader::new(limits.max_message_bytes);
+    let mut reader =
+        MessageReader::new(limits.max_message_bytes).with_deflate(conn.deflate.is_some());
     // Bytes the client sent right after its upgrade request. `prefix` may
     // point into hyper's whole read buffer: copy what is needed and let it go.
     let mut buf = if prefix.is_empty() {
@@ -77,10 +78,10 @@ pub(super) async fn read_loop(
             }
             match reader.next(&mut buf) {
                 Ok(Some(Message::Text(payload))) if conn.echo => {
-                    conn.send(crate::ws::encode::data_frame(true, &payload));
+                    conn.send(conn.own_data_frame(true, &payload));
                 }
                 Ok(Some(Message::Binary(payload))) if conn.echo => {
-                    conn.send(crate::ws::encode::data_frame(false, &payload));
+                    conn.send(conn.own_data_frame(false, &payload));
                 }
                 Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
                 Ok(Some(Message::Binary(_))) => {

@@ -24,7 +24,7 @@ use super::outbound::{OutQueue, Pushed};
 use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
-use crate::delivery::{Ack, JoinAck};
+use crate::delivery::{Ack, JoinAck, RoomFrame};
 use crate::edge::stream::Stream;
 use crate::error::{Refusal, close};
 use crate::limits::PENDING_JOIN_WAIT_MS;
@@ -33,6 +33,7 @@ use crate::perms::{Perm, Perms};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::ratelimit::TokenBucket;
 use crate::shared::Permit;
+use crate::ws::deflate::{Deflate, compressed_frame};
 use crate::ws::encode::close_frame;
 use io::ReadEnd;
 
@@ -60,6 +61,8 @@ pub(crate) struct Identity {
     pub(crate) expires_at: Option<u64>,
     /// An echo connection (`server.echo_path`): messages come straight back.
     pub(crate) echo: bool,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 /// What the API shows of one connection (`GET /api/connections/{conn}`).
@@ -95,6 +98,10 @@ pub(crate) struct Conn {
     addr: IpAddr,
     /// Came over TLS.
     tls: bool,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Deflate>,
+    /// Messages shorter than this go uncompressed.
+    deflate_min_bytes: usize,
     /// Rights, rooms and expiry of the connection's token; a `refresh`
     /// replaces them (never borrowed across an `.await`).
     perms: Cell<Perms>,
@@ -125,6 +132,8 @@ impl Conn {
             name: identity.name,
             addr: identity.addr,
             tls,
+            deflate: identity.deflate,
+            deflate_min_bytes: shard.shared.config.server.compression_min_bytes,
             perms: Cell::new(identity.perms),
             private_rooms: RefCell::new(identity.rooms),
             expires_at: Cell::new(identity.expires_at),
@@ -152,7 +161,7 @@ impl Conn {
             name: self.name.clone(),
             addr: self.addr.to_string(),
             tls: self.tls,
-            compression: false,
+            compression: self.deflate.is_some(),
             rooms: self.rooms.borrow().iter().cloned().collect(),
             queued_frames: self.queue.borrow().len(),
         }
@@ -168,6 +177,29 @@ impl Conn {
     pub(crate) fn send(&self, frame: Bytes) {
         let pushed = self.queue.borrow_mut().push_control(frame);
         self.after_push(pushed);
+    }
+
+    /// The form of room frame `frame` this connection gets: the shared
+    /// compressed one if it negotiated permessage-deflate with a window
+    /// that reads it (and the message is long enough), else the plain one.
+    pub(crate) fn room_bytes<'f>(&self, frame: &'f RoomFrame, min_bytes: usize) -> &'f Bytes {
+        match self.deflate {
+            Some(d) if d.reads_shared() => frame.deflated(min_bytes).unwrap_or(frame.plain()),
+            _ => frame.plain(),
+        }
+    }
+
+    /// A data frame of this connection's own (the echo endpoint):
+    /// compressed when it negotiated that and `payload` is long enough.
+    pub(crate) fn own_data_frame(&self, text: bool, payload: &[u8]) -> Bytes {
+        if let Some(d) = self.deflate {
+            if payload.len() >= self.deflate_min_bytes {
+                if let Some(frame) = compressed_frame(text, payload, d.server_window_bits) {
+                    return frame;
+                }
+            }
+        }
+        crate::ws::encode::data_frame(text, payload)
     }
 
     /// Queue message `seq` of `room` under the room's overflow policy.
