@@ -11,6 +11,7 @@ mod edge;
 mod faults;
 mod harness;
 mod invariants;
+mod js_sdk;
 mod process;
 mod props;
 mod protocol;
