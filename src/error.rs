@@ -41,11 +41,14 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// HTTP only: the request body is not `application/json` (415).
     UnsupportedMediaType,
+    /// HTTP only: the request head is larger than
+    /// `limits.max_http_head_bytes` (431).
+    HeadTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -63,6 +66,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::HeadTooLarge,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -90,6 +94,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::HeadTooLarge => "head_too_large",
         }
     }
 
@@ -102,6 +107,7 @@ impl ErrorCode {
             ErrorCode::RoomNotFound | ErrorCode::NotMember | ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::HeadTooLarge => 431,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
@@ -219,6 +225,17 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Internal,
             "the server is shutting down; the operation did not run",
+        )
+    }
+
+    /// `head_too_large`: an HTTP request head over the limit.
+    pub fn head_too_large(limit: usize) -> Self {
+        Refusal::new(
+            ErrorCode::HeadTooLarge,
+            format!(
+                "the request line and headers are larger than limits.max_http_head_bytes \
+                 ({limit} bytes)"
+            ),
         )
     }
 

@@ -11,7 +11,7 @@ use crate::harness::*;
 
 /// Chromium's path: `$SHARDCAST_CHROMIUM`, or `chromium` or
 /// `chromium-browser` on `PATH` (what `build.rs` looked for).
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     if let Some(path) = std::env::var_os("SHARDCAST_CHROMIUM").filter(|p| !p.is_empty()) {
         return path.to_string_lossy().into_owned();
     }
@@ -25,6 +25,11 @@ fn chromium() -> String {
 
 /// Load `url` headless and return the DOM after scripts ran.
 fn dump_dom(browser: &str, url: &str) -> String {
+    dump_dom_with(browser, url, &[])
+}
+
+/// [`dump_dom`] with extra Chromium flags.
+pub(crate) fn dump_dom_with(browser: &str, url: &str, extra: &[String]) -> String {
     // One profile per run: tests in this process may run Chromium at once.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -44,6 +49,7 @@ fn dump_dom(browser: &str, url: &str) -> String {
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
         .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
