@@ -41,11 +41,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// HTTP only: the request body is not `application/json` (415).
     UnsupportedMediaType,
+    /// A publish's `data` does not match its room's JSON Schema (HTTP 422).
+    InvalidData,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -63,6 +65,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidData,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -90,6 +93,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidData => "invalid_data",
         }
     }
 
@@ -102,6 +106,7 @@ impl ErrorCode {
             ErrorCode::RoomNotFound | ErrorCode::NotMember | ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::InvalidData => 422,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
@@ -187,6 +192,40 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Forbidden,
             format!("room {room} is private and this connection's rooms do not include it"),
+        )
+    }
+
+    /// `forbidden`: a `create` whose options would loosen those of the
+    /// room's namespace (`what` says which).
+    pub fn loosens_namespace(room: &str, prefix: &str, what: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, whose options a create may only \
+                 tighten: {what}"
+            ),
+        )
+    }
+
+    /// `forbidden`: a connection without `admin` publishing into a room of
+    /// a namespace with `client_publish = false`.
+    pub fn client_publish_off(room: &str, prefix: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, where only the HTTP API and `admin` \
+                 connections publish"
+            ),
+        )
+    }
+
+    /// `invalid_data`: a publish's `data` does not match the JSON Schema of
+    /// the room's namespace; `at` is the JSON pointer of the first failing
+    /// value (`(root)` for `data` itself), `rule` what it fails.
+    pub fn invalid_data(prefix: &str, at: &str, rule: &str) -> Self {
+        Refusal::new(
+            ErrorCode::InvalidData,
+            format!("`data` does not match the schema of namespace {prefix}: {at}: {rule}"),
         )
     }
 

@@ -40,12 +40,14 @@ mod placement;
 pub mod protocol;
 mod ratelimit;
 mod room;
+mod schema;
 mod server;
 mod shard;
 mod shared;
 pub mod ws;
 
 pub use cluster::ClusterError;
+pub use schema::SchemaError;
 pub use server::SYSTEM_USER;
 
 /// Internals the benchmarks, fuzz targets and a few tests measure. Not part
@@ -143,9 +145,13 @@ pub enum StartError {
     /// [`Config::load`] resolves).
     #[error("{0}")]
     Config(ConfigError),
-    /// Cluster mode could not start (Redis unreachable, bad URL).
+    /// Cluster mode could not start (Redis unreachable, bad URL, another
+    /// node with other namespaces).
     #[error("{0}")]
     Cluster(#[from] cluster::ClusterError),
+    /// A namespace's `schema_file` could not be read or compiled.
+    #[error("{0}")]
+    Schema(#[from] SchemaError),
 }
 
 /// A running broker.
@@ -162,6 +168,7 @@ impl Broker {
         config.validate().map_err(StartError::Config)?;
         let addr = config.listen_addr().map_err(StartError::Config)?;
         let auth = auth::Authenticator::from_config(&config.auth)?;
+        let schemas = schema::Schemas::load(&room::namespaces::Namespaces::new(&config))?;
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -175,7 +182,7 @@ impl Broker {
         } else {
             (backend::Backend::Local, None)
         };
-        let shared = Shared::new(config, auth, backend);
+        let shared = Shared::new(config, auth, backend, schemas);
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),

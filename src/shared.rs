@@ -13,6 +13,8 @@ use crate::config::Config;
 use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, RoomIndex, UserIndex};
+use crate::room::namespaces::Namespaces;
+use crate::schema::Schemas;
 
 /// Shared broker state (one per process).
 pub(crate) struct Shared {
@@ -30,6 +32,10 @@ pub(crate) struct Shared {
     pub(crate) links: Vec<Arc<ShardLink>>,
     /// Who sequences rooms (see [`crate::backend`]).
     pub(crate) backend: Backend,
+    /// The room namespaces of the configuration.
+    pub(crate) namespaces: Namespaces,
+    /// Their message schemas, compiled, and `invalid_data` counts.
+    pub(crate) schemas: Schemas,
     /// Where this node's connection ids start: 0 with the local back end;
     /// with a remote one (several nodes) a multiple of the shard count
     /// picked by the node id, so ids of different nodes do not meet (see
@@ -40,8 +46,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// State for `config` (validated, `shards` resolved).
-    pub(crate) fn new(config: Config, auth: Authenticator, backend: Backend) -> Arc<Self> {
+    /// State for `config` (validated, `shards` resolved), whose namespaces'
+    /// schemas are `schemas`.
+    pub(crate) fn new(
+        config: Config,
+        auth: Authenticator,
+        backend: Backend,
+        schemas: Schemas,
+    ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
         Arc::new(Shared {
@@ -59,6 +71,8 @@ impl Shared {
                 Backend::Remote(_) => conn_id_base(&config.server.node_id, shards),
             },
             backend,
+            namespaces: Namespaces::new(&config),
+            schemas,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,

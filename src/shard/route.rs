@@ -5,11 +5,19 @@
 //! (single node) or to the remote sequencer (cluster), frames for users go
 //! to this node's shards holding them (and to the other nodes through the
 //! remote sequencer). Nothing else in `shard` knows which back end runs.
+//!
+//! **Invariant:** a publish passes its namespace's publish rules here, on
+//! the publisher's shard and before any back end (`client_publish`, then
+//! the message schema: [`crate::schema::admit_publish`]), whichever front
+//! door made it. So every front door gets them, a refused publish is never
+//! sequenced, and the schema's cost is spread over the publishers' shards
+//! rather than paid by a room's one sequencer.
 
 use crate::backend::Backend;
 use crate::delivery::Delivery;
-use crate::op::{Audience, Op};
-use crate::placement::{ShardSet, home_of};
+use crate::op::{Audience, Op, Reply};
+use crate::placement::{ShardSet, home_of, shard_of};
+use crate::schema::admit_publish;
 
 use super::Shard;
 
@@ -18,6 +26,16 @@ impl Shard {
     /// waiting while the way there is full (backpressure reaches the
     /// caller's read loop).
     pub(crate) async fn route(&self, op: Op) {
+        if let Op::Publish(publish) = &op {
+            if let Err(refusal) =
+                admit_publish(&self.shared.namespaces, &self.shared.schemas, publish)
+            {
+                if let Op::Publish(publish) = op {
+                    self.refuse(publish.reply, refusal).await;
+                }
+                return;
+            }
+        }
         if let Op::ToUsers {
             audience,
             frame,
@@ -57,6 +75,25 @@ impl Shard {
                 }
             }
             Backend::Remote(remote) => remote.submit(op).await,
+        }
+    }
+
+    /// Answer `reply` with `refusal` here, without a back end.
+    async fn refuse<T>(&self, reply: Reply<T>, refusal: crate::error::Refusal) {
+        match reply {
+            Reply::Conn(origin) => {
+                let answer = Delivery::Answer {
+                    conn: origin.conn,
+                    id: origin.id,
+                    answer: Err(refusal),
+                };
+                let shard = shard_of(origin.conn, self.shared.shards());
+                self.deliver(shard, answer).await;
+            }
+            Reply::Api(tx) => {
+                // The API request may have timed out and gone.
+                let _ = tx.send(Err(refusal));
+            }
         }
     }
 

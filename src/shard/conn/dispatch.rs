@@ -143,6 +143,7 @@ async fn dispatch(
                 from: conn.user.clone(),
                 data: slice_of(payload, text, data),
                 exclude_self,
+                privileged: conn.perms().allows(Perm::Admin),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
             };
             shard.route(Op::Publish(publish)).await;
