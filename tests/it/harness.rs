@@ -47,12 +47,17 @@ impl TestBroker {
     }
 
     pub(crate) fn start(self) -> Running {
+        self.try_start().expect("broker starts")
+    }
+
+    /// Start, or say why it did not.
+    pub(crate) fn try_start(self) -> Result<Running, shardcast::StartError> {
         self.config.validate().expect("valid test config");
-        let broker = Broker::start(self.config).expect("broker starts");
-        Running {
+        let broker = Broker::start(self.config)?;
+        Ok(Running {
             addr: broker.local_addr(),
             broker: Some(broker),
-        }
+        })
     }
 }
 

@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod closes;
 mod cluster;
+mod cluster_namespaces;
 mod config;
 mod faults;
 mod harness;
