@@ -67,6 +67,47 @@ pub mod internals {
     use crate::delivery::Delivery;
     use crate::inbox::ShardLink;
 
+    /// A publish and the namespace rules of a configuration: the
+    /// `publish_rules/*` benches (what [`crate::shard::Shard::route`] checks
+    /// before any back end).
+    pub struct PublishRules {
+        namespaces: crate::room::namespaces::Namespaces,
+        schemas: crate::schema::Schemas,
+        publish: crate::op::Publish,
+    }
+
+    impl PublishRules {
+        /// The rules of `config`'s namespaces (schemas read and compiled),
+        /// and a connection's publish of `data` into `room`.
+        pub fn new(
+            config: &crate::Config,
+            room: &str,
+            data: Bytes,
+        ) -> Result<Self, crate::SchemaError> {
+            let namespaces = crate::room::namespaces::Namespaces::new(config);
+            let schemas = crate::schema::Schemas::load(&namespaces)?;
+            let origin = crate::op::Origin { conn: 1, id: None };
+            let publish = crate::op::Publish {
+                room: Arc::from(room),
+                from: Arc::from("u"),
+                data,
+                exclude_self: false,
+                privileged: false,
+                reply: crate::op::Reply::Conn(origin),
+            };
+            Ok(PublishRules {
+                namespaces,
+                schemas,
+                publish,
+            })
+        }
+
+        /// Check the publish as the route does.
+        pub fn admit(&self) -> Result<(), crate::Refusal> {
+            crate::schema::admit_publish(&self.namespaces, &self.schemas, &self.publish)
+        }
+    }
+
     /// A shard's delivery inbox and room frames to put through it: the
     /// `inbox/send_drain` bench.
     pub struct DeliveryInbox {
