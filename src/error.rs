@@ -41,13 +41,16 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// HTTP only: the request body is not `application/json` (415).
     UnsupportedMediaType,
+    /// HTTP only: the request head is larger than
+    /// `limits.max_http_head_bytes` (431).
+    HeadTooLarge,
     /// A publish's `data` does not match its room's JSON Schema (HTTP 422).
     InvalidData,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -65,6 +68,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::HeadTooLarge,
         ErrorCode::InvalidData,
     ];
 
@@ -93,6 +97,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::HeadTooLarge => "head_too_large",
             ErrorCode::InvalidData => "invalid_data",
         }
     }
@@ -106,6 +111,7 @@ impl ErrorCode {
             ErrorCode::RoomNotFound | ErrorCode::NotMember | ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::HeadTooLarge => 431,
             ErrorCode::InvalidData => 422,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
@@ -258,6 +264,17 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Internal,
             "the server is shutting down; the operation did not run",
+        )
+    }
+
+    /// `head_too_large`: an HTTP request head over the limit.
+    pub fn head_too_large(limit: usize) -> Self {
+        Refusal::new(
+            ErrorCode::HeadTooLarge,
+            format!(
+                "the request line and headers are larger than limits.max_http_head_bytes \
+                 ({limit} bytes)"
+            ),
         )
     }
 

@@ -71,6 +71,19 @@ pub const PENDING_JOIN_WAIT_MS: u64 = 5_000;
 /// `room.empty_ttl_ms` has passed.
 pub const ROOM_SWEEP_INTERVAL_MS: u64 = 1_000;
 
+/// Smallest `limits.max_http_head_bytes` (hyper's smallest read buffer).
+pub const MIN_HTTP_HEAD_BYTES: usize = 8 * 1024;
+
+/// Largest `limits.max_http_head_bytes`: each connection in its HTTP phase
+/// may buffer this much.
+pub const MAX_HTTP_HEAD_BYTES: usize = 1024 * 1024;
+
+/// Longest `limits.lingering_close_ms`.
+pub const MAX_LINGERING_CLOSE_MS: u64 = 60_000;
+
+/// How often the TLS certificate and key files are checked for changes.
+pub const TLS_RELOAD_POLL_MS: u64 = 1_000;
+
 const _: () = assert!(MAX_SHARDS <= 64, "shard sets are u64 bit masks");
 const _: () = assert!(SHARD_PUMP_BATCH <= SHARD_REQUEST_INBOX);
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN);

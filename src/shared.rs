@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::edge::Edge;
 use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, RoomIndex, UserIndex};
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) caps: ConnCaps,
     /// Inboxes, by shard index.
     pub(crate) links: Vec<Arc<ShardLink>>,
+    /// TLS, PROXY protocol, trusted proxies, origins.
+    pub(crate) edge: Edge,
     /// Who sequences rooms (see [`crate::backend`]).
     pub(crate) backend: Backend,
     /// The room namespaces of the configuration.
@@ -46,11 +49,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// State for `config` (validated, `shards` resolved), whose namespaces'
-    /// schemas are `schemas`.
+    /// State for `config` (validated, `shards` resolved).
     pub(crate) fn new(
         config: Config,
         auth: Authenticator,
+        edge: Edge,
         backend: Backend,
         schemas: Schemas,
     ) -> Arc<Self> {
@@ -71,6 +74,7 @@ impl Shared {
                 Backend::Remote(_) => conn_id_base(&config.server.node_id, shards),
             },
             backend,
+            edge,
             namespaces: Namespaces::new(&config),
             schemas,
             draining: AtomicBool::new(false),
@@ -102,6 +106,21 @@ impl Shared {
         self.shutdown.subscribe()
     }
 
+    /// Admit a TLS handshake from `ip` (see [`ConnCaps::try_handshake`]).
+    pub(crate) fn try_handshake(self: &Arc<Self>, ip: IpAddr) -> Result<HandshakeSlot, Refusal> {
+        if self.is_draining() {
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                "the server is shutting down",
+            ));
+        }
+        self.caps.try_handshake(ip)?;
+        Ok(HandshakeSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
     /// Admit a connection of `user` from `ip` on `shard`, or say why not.
     /// The returned permit gives the slots back when dropped.
     pub(crate) fn admit(
@@ -131,6 +150,18 @@ impl Shared {
             ip,
             user: user.clone(),
         })
+    }
+}
+
+/// A TLS handshake's place in the caps; released on drop.
+pub(crate) struct HandshakeSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.shared.caps.end_handshake(self.ip);
     }
 }
 
