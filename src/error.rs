@@ -44,11 +44,13 @@ pub enum ErrorCode {
     /// HTTP only: the request head is larger than
     /// `limits.max_http_head_bytes` (431).
     HeadTooLarge,
+    /// A publish's `data` does not match its room's JSON Schema (HTTP 422).
+    InvalidData,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::HeadTooLarge,
+        ErrorCode::InvalidData,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::HeadTooLarge => "head_too_large",
+            ErrorCode::InvalidData => "invalid_data",
         }
     }
 
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::HeadTooLarge => 431,
+            ErrorCode::InvalidData => 422,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
@@ -193,6 +198,40 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Forbidden,
             format!("room {room} is private and this connection's rooms do not include it"),
+        )
+    }
+
+    /// `forbidden`: a `create` whose options would loosen those of the
+    /// room's namespace (`what` says which).
+    pub fn loosens_namespace(room: &str, prefix: &str, what: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, whose options a create may only \
+                 tighten: {what}"
+            ),
+        )
+    }
+
+    /// `forbidden`: a connection without `admin` publishing into a room of
+    /// a namespace with `client_publish = false`.
+    pub fn client_publish_off(room: &str, prefix: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, where only the HTTP API and `admin` \
+                 connections publish"
+            ),
+        )
+    }
+
+    /// `invalid_data`: a publish's `data` does not match the JSON Schema of
+    /// the room's namespace; `at` is the JSON pointer of the first failing
+    /// value (`(root)` for `data` itself), `rule` what it fails.
+    pub fn invalid_data(prefix: &str, at: &str, rule: &str) -> Self {
+        Refusal::new(
+            ErrorCode::InvalidData,
+            format!("`data` does not match the schema of namespace {prefix}: {at}: {rule}"),
         )
     }
 

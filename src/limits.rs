@@ -20,6 +20,10 @@ pub const MAX_FRAME_ID: u64 = (1 << 53) - 1;
 /// Longest history ring a room may ask for with `create { history }`.
 pub const MAX_ROOM_HISTORY: usize = 10_000;
 
+/// Most `[[room.namespaces]]` entries: the namespace of a room is found
+/// by trying each prefix, longest first, on every join, create and publish.
+pub const MAX_NAMESPACES: usize = 256;
+
 /// Capacity of each shard's request inbox (publishes, joins, ... forwarded to
 /// the room's home shard). A full inbox makes the sending connection wait:
 /// this is where backpressure reaches the publisher's read loop.

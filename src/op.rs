@@ -84,6 +84,10 @@ pub(crate) struct Publish {
     pub(crate) data: Bytes,
     /// Skip the publishing connection in the fan-out.
     pub(crate) exclude_self: bool,
+    /// The publisher may publish where clients may not (a namespace with
+    /// `client_publish = false`): the HTTP API, or a connection with the
+    /// `admin` right.
+    pub(crate) privileged: bool,
     /// The seq the message got, or why not. A connection must be a member
     /// of the room; the API need not be.
     pub(crate) reply: Reply<u64>,

@@ -344,6 +344,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
             &crate::metrics::process_figures(
                 shard.shared.rooms.len(),
                 shard.shared.backend.remote_counters(),
+                crate::schema::invalid_data_counts(&shard.shared.namespaces, &shard.shared.schemas),
             ),
         ),
         Err(refusal) => return refusal_response(&refusal),

@@ -88,6 +88,9 @@ pub(crate) struct ProcessFigures {
     pub(crate) cpu_seconds: Option<f64>,
     /// Cluster mode: the remote sequencer's counters.
     pub(crate) cluster: Option<RemoteFigures>,
+    /// `invalid_data` refusals by namespace prefix, for every namespace
+    /// with a schema.
+    pub(crate) invalid_data: Vec<(std::sync::Arc<str>, u64)>,
 }
 
 /// The remote sequencer's (the cluster backplane's) counters for the
@@ -297,6 +300,18 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
                 .inc_by(*n);
         }
     }
+    if !process.invalid_data.is_empty() {
+        let refused = counter_family(
+            &mut r,
+            "invalid_data",
+            "Publishes refused with `invalid_data` (data not matching the schema), by namespace",
+        );
+        for (prefix, n) in &process.invalid_data {
+            refused
+                .get_or_create(&vec![("namespace".into(), prefix.to_string())])
+                .inc_by(*n);
+        }
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -305,7 +320,11 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
 }
 
 /// RSS (bytes) and CPU seconds of this process, from /proc (Linux).
-pub(crate) fn process_figures(rooms: u64, remote: Option<&RemoteCounters>) -> ProcessFigures {
+pub(crate) fn process_figures(
+    rooms: u64,
+    remote: Option<&RemoteCounters>,
+    invalid_data: Vec<(std::sync::Arc<str>, u64)>,
+) -> ProcessFigures {
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -331,5 +350,6 @@ pub(crate) fn process_figures(rooms: u64, remote: Option<&RemoteCounters>) -> Pr
         rss_bytes,
         cpu_seconds,
         cluster: remote.map(RemoteFigures::of),
+        invalid_data,
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::config::{Config, OverflowPolicy, RoomConfig};
+use crate::config::{Config, RoomConfig};
 use crate::delivery::{
     Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, RoomDetails,
 };
@@ -40,6 +40,7 @@ use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode::{self, PresenceKind};
 use crate::room::history::HistoryRing;
+use crate::room::namespaces::{Namespaces, NsId, RoomSettings};
 use crate::ws::encode::text_payload;
 
 /// The clocks an op is applied with.
@@ -73,6 +74,8 @@ struct Member {
 /// A room homed here.
 struct Room {
     meta: Arc<RoomMeta>,
+    /// Its namespace (whose rules it follows).
+    ns: NsId,
     /// This incarnation of the room.
     epoch: Epoch,
     seq: u64,
@@ -92,7 +95,7 @@ struct Room {
 struct Settings {
     home: usize,
     room: RoomConfig,
-    overflow: OverflowPolicy,
+    namespaces: Namespaces,
     max_presence_list: usize,
 }
 
@@ -113,7 +116,7 @@ impl RoomTable {
             settings: Settings {
                 home,
                 room: config.room.clone(),
-                overflow: config.limits.slow_consumer_policy,
+                namespaces: Namespaces::new(config),
                 max_presence_list: config.limits.max_presence_list,
             },
             rooms: HashMap::new(),
@@ -169,7 +172,7 @@ impl RoomTable {
                 options,
                 reply,
             } => {
-                let result = self.create(index, &room, &options, true, now);
+                let result = self.create(index, &room, &options, now);
                 out.settle(reply, result, |()| Ack::Room(room));
             }
             Op::Delete { room, reply } => {
@@ -189,36 +192,54 @@ impl RoomTable {
         }
     }
 
-    /// Create `room`. `explicit` rooms live until deleted; others expire
-    /// `room.empty_ttl_ms` after their last member leaves.
+    /// `create`: make `room` with `options`, as far as its namespace
+    /// allows (a create may only tighten the namespace's options). It lives
+    /// until deleted.
     fn create(
         &mut self,
         index: &RoomIndex,
         room: &Arc<str>,
         options: &RoomOptions,
-        explicit: bool,
         now: Now,
     ) -> Result<(), Refusal> {
         if self.rooms.contains_key(room) {
             return Err(Refusal::room_exists(room));
         }
+        let namespaces = &self.settings.namespaces;
+        let ns = namespaces.find(room);
+        let settings = namespaces.created_settings(ns, room, options)?;
+        self.make(index, room, ns, settings, true, now)
+    }
+
+    /// Make `room` in namespace `ns` with `settings`. `explicit` rooms live
+    /// until deleted; others expire `room.empty_ttl_ms` after their last
+    /// member leaves.
+    fn make(
+        &mut self,
+        index: &RoomIndex,
+        room: &Arc<str>,
+        ns: NsId,
+        settings: RoomSettings,
+        explicit: bool,
+        now: Now,
+    ) -> Result<(), Refusal> {
         let s = &self.settings;
         let meta = Arc::new(RoomMeta {
             home: s.home,
-            private: options.private,
-            max_members: options.max_members.unwrap_or(s.room.default_max_members),
-            overflow: options.overflow.unwrap_or(s.overflow),
+            private: settings.private,
+            max_members: settings.max_members,
+            overflow: settings.overflow,
             explicit,
             members: AtomicU32::new(0),
             seq: AtomicU64::new(0),
         });
         index.insert(room.clone(), meta.clone())?;
-        let history_len = options.history.unwrap_or(s.room.history);
         let mut home = Room {
             meta,
+            ns,
             epoch: Epoch::new(),
             seq: 0,
-            history: HistoryRing::new(history_len, s.room.history_max_bytes),
+            history: HistoryRing::new(settings.history, s.room.history_max_bytes),
             members: HashMap::new(),
             shards: ShardCounts::default(),
             empty_since: None,
@@ -242,13 +263,20 @@ impl RoomTable {
     ) -> Result<(), Refusal> {
         let room = &join.room;
         if !self.rooms.contains_key(room) {
-            if !join.create || !self.settings.room.auto_create {
+            let namespaces = &self.settings.namespaces;
+            let ns = namespaces.find(room);
+            if !join.create || !namespaces.rules(ns).auto_create {
                 return Err(Refusal::room_not_found(room));
             }
             if !join.may_create {
                 return Err(Refusal::may_not_create(room));
             }
-            self.create(index, room, &RoomOptions::default(), false, now)?;
+            let settings = namespaces.joined_settings(ns);
+            // A private room the joiner could not enter is not made.
+            if settings.private && !join.may_join_private {
+                return Err(Refusal::private_room(room));
+            }
+            self.make(index, room, ns, settings, false, now)?;
         }
         let s = &self.settings;
         let Some(home) = self.rooms.get_mut(room) else {
@@ -278,7 +306,8 @@ impl RoomTable {
         let ack = join.origin.id.map(|id| {
             let resume =
                 crate::epoch::resume(join.since, join.epoch.as_deref(), home.epoch.as_str());
-            let (history, recovered) = history_for(home, resume, s.room.history_on_join);
+            let on_join = s.namespaces.rules(home.ns).history_on_join;
+            let (history, recovered) = history_for(home, resume, on_join);
             JoinAck {
                 id,
                 seq: home.seq,
@@ -300,7 +329,7 @@ impl RoomTable {
         };
         out.for_conn(conn, joined);
         // The joiner is not told about itself: alone, nobody is told.
-        if !rejoin && s.room.presence_events && count > 1 {
+        if !rejoin && s.namespaces.rules(home.ns).presence_events && count > 1 {
             let frame = encode::presence(
                 PresenceKind::Joined,
                 room,
@@ -336,7 +365,7 @@ impl RoomTable {
             id: origin.id,
         };
         out.for_conn(origin.conn, left);
-        if self.settings.room.presence_events && count > 0 {
+        if self.settings.namespaces.rules(home.ns).presence_events && count > 0 {
             let frame = encode::presence(
                 PresenceKind::Left,
                 room,
@@ -360,6 +389,7 @@ impl RoomTable {
             data,
             exclude_self,
             reply,
+            ..
         } = publish;
         // A connection must be a member; the API publishes into any room.
         // The origin forwards a publish also while its join is in flight, so
@@ -440,6 +470,13 @@ impl RoomTable {
         let Some(home) = self.rooms.get(room) else {
             return Err(Refusal::room_not_found(room));
         };
+        let namespaces = &self.settings.namespaces;
+        let settings = RoomSettings {
+            private: home.meta.private,
+            max_members: home.meta.max_members,
+            history: home.history.max_len(),
+            overflow: home.meta.overflow,
+        };
         Ok(RoomDetails {
             room: room.clone(),
             members: home.members.len(),
@@ -451,6 +488,8 @@ impl RoomTable {
             explicit: home.meta.explicit,
             history: home.history.len() as u64,
             home_shard: Some(self.settings.home),
+            namespace: namespaces.prefix(home.ns).cloned(),
+            options: namespaces.effective(home.ns, settings),
             member_list: member_infos(home, self.settings.max_presence_list),
         })
     }
@@ -572,3 +611,7 @@ fn member_infos(home: &Room, max: usize) -> Vec<MemberInfo> {
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "table_namespace_tests.rs"]
+mod namespace_tests;

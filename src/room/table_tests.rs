@@ -60,6 +60,7 @@ fn publish(
         from: Arc::from("u"),
         data: Bytes::from_static(b"1"),
         exclude_self,
+        privileged: false,
         reply,
     });
     (op, rx)
@@ -133,7 +134,7 @@ fn a_private_room_needs_a_grant() {
     let (index, t0) = (RoomIndex::new(100), Instant::now());
     let mut table = RoomTable::new(0, &config(|_| {}));
     let options = RoomOptions {
-        private: true,
+        private: Some(true),
         ..RoomOptions::default()
     };
     let (tx, rx) = oneshot::channel();

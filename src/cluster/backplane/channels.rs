@@ -258,7 +258,9 @@ impl Backplane {
                 user,
                 name,
             } => {
-                if !self.shared.config.room.presence_events || (!joined && count == 0) {
+                let namespaces = &self.shared.namespaces;
+                let presence_events = namespaces.rules(namespaces.find(room)).presence_events;
+                if !presence_events || (!joined && count == 0) {
                     return;
                 }
                 let kind = if joined {

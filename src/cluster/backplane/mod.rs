@@ -158,6 +158,8 @@ struct Backplane {
     out: Outbox,
     cmd_backoff: u64,
     pubsub_backoff: u64,
+    /// This node's namespace fingerprint ([`crate::schema::fingerprint`]).
+    fingerprint: String,
 }
 
 impl Backplane {
@@ -171,7 +173,9 @@ impl Backplane {
     ) -> Self {
         let node: Arc<str> = Arc::from(shared.config.server.node_id.as_str());
         let out = Outbox::new(shared.shards());
+        let fingerprint = crate::schema::fingerprint(&shared.namespaces, &shared.schemas);
         Backplane {
+            fingerprint,
             shared,
             client,
             cfg,

@@ -19,6 +19,7 @@ use crate::epoch::Epoch;
 use crate::error::Refusal;
 use crate::op::{Audience, Join, Op, Origin, Publish};
 use crate::protocol::encode;
+use crate::room::namespaces::RoomSettings;
 use crate::ws::encode::{data_frame, text_payload};
 
 impl Backplane {
@@ -53,6 +54,7 @@ impl Backplane {
                 data,
                 exclude_self,
                 reply,
+                ..
             }) => {
                 // A connection must be a member (its presence field); the
                 // API (no field) publishes into any room.
@@ -71,10 +73,20 @@ impl Backplane {
                 options,
                 reply,
             } => {
-                let cfg = &self.shared.config;
-                let facts =
-                    RoomFacts::from_options(&options, &cfg.room, cfg.limits.slow_consumer_policy);
-                let cmd = self.create_cmd(&room, &facts);
+                // A create may only tighten its namespace's options.
+                let namespaces = &self.shared.namespaces;
+                let ns = namespaces.find(&room);
+                let settings = match namespaces.created_settings(ns, &room, &options) {
+                    Ok(settings) => settings,
+                    Err(refusal) => return self.settle_refused(reply, refusal),
+                };
+                let cmd = self.create_cmd(
+                    &room,
+                    &RoomFacts {
+                        room: settings,
+                        explicit: true,
+                    },
+                );
                 let then = Then::Create {
                     room: room.clone(),
                     reply,
@@ -153,25 +165,28 @@ impl Backplane {
             may_join_private,
         } = join;
         let node = self.node.clone();
-        let cfg = &self.shared.config;
+        // The room's namespace decides whether a join may make it, and how.
+        let namespaces = &self.shared.namespaces;
+        let rules = namespaces.rules(namespaces.find(&room));
         let value = wire::member_value(&user, name.as_deref());
         let mut cmd = room_script(&self.shas.join, &room, Some(&node));
         cmd.arg(scripts::member_field(&node, origin.conn))
             .arg(&value)
             .arg(u8::from(create))
             .arg(u8::from(may_create))
-            .arg(u8::from(cfg.room.auto_create))
+            .arg(u8::from(rules.auto_create))
             .arg(u8::from(may_join_private))
-            .arg(cfg.room.default_max_members)
-            .arg(cfg.limits.slow_consumer_policy.as_str())
-            .arg(cfg.room.history)
+            .arg(rules.max_members)
+            .arg(rules.overflow.as_str())
+            .arg(rules.history)
             .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
-            .arg(cfg.room.history_on_join)
+            .arg(rules.history_on_join)
             .arg(&*node)
             .arg(origin.conn)
             .arg(&*room)
             .arg(epoch.as_deref().unwrap_or(""))
-            .arg(Epoch::new().as_str());
+            .arg(Epoch::new().as_str())
+            .arg(u8::from(rules.private));
         self.room_state(&room).joining += 1;
         let then = Then::Join {
             origin,
@@ -201,18 +216,21 @@ impl Backplane {
 
     pub(super) fn create_cmd(&self, room: &str, facts: &RoomFacts) -> Cmd {
         let mut cmd = evalsha(&self.shas.create, &[&scripts::meta_key(room)]);
-        cmd.arg(u8::from(facts.private))
-            .arg(facts.max_members)
-            .arg(facts.overflow.as_str())
-            .arg(facts.history)
+        cmd.arg(u8::from(facts.room.private))
+            .arg(facts.room.max_members)
+            .arg(facts.room.overflow.as_str())
+            .arg(facts.room.history)
             .arg(Epoch::new().as_str());
         cmd
     }
 
     pub(super) fn details_cmd(&self, room: &str, field: &str) -> Cmd {
+        let namespaces = &self.shared.namespaces;
+        let private = namespaces.rules(namespaces.find(room)).private;
         let mut cmd = room_script(&self.shas.details, room, None);
         cmd.arg(field)
-            .arg(self.shared.config.limits.max_presence_list);
+            .arg(self.shared.config.limits.max_presence_list)
+            .arg(u8::from(private));
         cmd
     }
 
@@ -385,7 +403,9 @@ impl Backplane {
             },
             Then::Details { room, reply } => {
                 let result = match status {
-                    Status::Ok => Ok(Details::read(&items).into_room_details(&room)),
+                    Status::Ok => {
+                        Ok(Details::read(&items).into_room_details(&room, &self.shared.namespaces))
+                    }
                     _ => Err(refusal_of(status, &room, &items)),
                 };
                 let _ = reply.send(result);
@@ -420,7 +440,7 @@ impl Backplane {
             .and_then(int)
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32;
-        let facts = RoomFacts {
+        let settings = RoomSettings {
             private: items.get(3).and_then(int) == Some(1),
             max_members: items
                 .get(4)
@@ -431,8 +451,11 @@ impl Backplane {
                 Some("drop") => OverflowPolicy::Drop,
                 _ => OverflowPolicy::Disconnect,
             },
-            explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
+        };
+        let facts = RoomFacts {
+            room: settings,
+            explicit: items.get(6).and_then(int) == Some(1),
         };
         let recovered = match items.get(7).and_then(int) {
             Some(1) => Some(true),
