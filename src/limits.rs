@@ -67,6 +67,12 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 /// by their home shards before leaving its rooms anyway.
 pub const PENDING_JOIN_WAIT_MS: u64 = 5_000;
 
+/// How long a new connection waits, before its `welcome`, for its node to
+/// hear frames sent to its user from other nodes (cluster mode: the
+/// subscription to the user's channel confirmed). Past it, it is welcomed
+/// anyway; a single node never waits.
+pub const USER_WATCH_WAIT_MS: u64 = 2_000;
+
 /// How often a home shard looks for empty auto-created rooms whose
 /// `room.empty_ttl_ms` has passed.
 pub const ROOM_SWEEP_INTERVAL_MS: u64 = 1_000;

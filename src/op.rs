@@ -165,6 +165,10 @@ pub(crate) enum Op {
         user: Arc<str>,
         /// Has connections on the shard.
         watch: bool,
+        /// Told (or dropped) once frames for the user from other nodes
+        /// reach this node: the connection's `welcome` waits for it, so a
+        /// client that got its welcome gets what is sent to it next.
+        heard: Option<oneshot::Sender<()>>,
     },
 }
 

@@ -151,6 +151,9 @@ struct Backplane {
     rooms: HashMap<Arc<str>, RoomState>,
     /// Users with connections here: shards holding them.
     users: HashMap<Arc<str>, u32>,
+    /// Connections waiting for their user's channel to be heard, by
+    /// channel (at most one per connection being set up).
+    heard_waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
     ready: VecDeque<Prepared>,
     in_flight: Vec<Then>,
     repair_ids: RepairIds,
@@ -193,6 +196,7 @@ impl Backplane {
             drain: None,
             rooms: HashMap::new(),
             users: HashMap::new(),
+            heard_waiters: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: Vec::new(),
             repair_ids: RepairIds::default(),

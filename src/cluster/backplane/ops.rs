@@ -133,14 +133,15 @@ impl Backplane {
                     then: Then::Nothing,
                 });
             }
-            Op::WatchUser { user, watch } => {
+            Op::WatchUser { user, watch, heard } => {
                 let channel = scripts::user_channel(&user);
                 if watch {
                     let count = self.users.entry(user).or_insert(0);
                     *count += 1;
                     if *count == 1 {
-                        self.change_subscription(true, vec![channel]);
+                        self.change_subscription(true, vec![channel.clone()]);
                     }
+                    self.when_heard(channel, heard);
                 } else if let Some(count) = self.users.get_mut(&user) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
