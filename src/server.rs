@@ -541,6 +541,9 @@ fn upgrade(
                 // hyper read its buffer from the front of the prefix; what
                 // it left of the prefix comes after.
                 let prefix = if unread.is_empty() {
+                    // An empty `unread` still holds the whole head buffer
+                    // (4 KiB): let it go now, not when the connection ends.
+                    drop(unread);
                     parts.read_buf
                 } else {
                     [parts.read_buf, unread].concat().into()
