@@ -247,6 +247,7 @@ fn room_meta(home: usize) -> Arc<RoomMeta> {
         overflow: OverflowPolicy::Disconnect,
         explicit: false,
         members: AtomicU32::new(1),
+        users: AtomicU32::new(1),
         seq: AtomicU64::new(0),
     })
 }

@@ -8,7 +8,7 @@
 //! shards, the cluster backplane) speak only these, so a shard cannot tell
 //! which back end runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::OverflowPolicy;
 use crate::error::Refusal;
 use crate::inbox::Weighed;
-use crate::op::{Audience, Origin, Reply};
+use crate::observe::{Observed, RoomChange};
+use crate::op::{Audience, Origin, Reply, UserFrame};
 use crate::placement::{ShardSet, shard_of};
 
 /// A member of a room, as `members` lists it.
@@ -32,6 +33,105 @@ pub(crate) struct MemberInfo {
     pub(crate) user: Arc<str>,
     /// Its display name.
     pub(crate) name: Option<Arc<str>>,
+}
+
+/// A frame for a room's members: the native encoding its sequencer made,
+/// and each other protocol's encoding, made on first demand by whichever
+/// member shard needs it first and shared by every other (so a message
+/// costs one serialization per protocol, not one per recipient or per
+/// shard). Cloning is a refcount.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomFrame(Arc<FrameForms>);
+
+#[derive(Debug)]
+struct FrameForms {
+    /// The native frame; `None` when native members get nothing (a
+    /// presence change with `room.presence_events` off).
+    native: Option<Bytes>,
+    /// What a presence event is about, for protocols that say it in their
+    /// own words.
+    change: Option<PresenceChange>,
+    /// The Pusher form (`None` inside: nothing for Pusher members).
+    pusher: OnceLock<Option<Bytes>>,
+}
+
+impl RoomFrame {
+    /// A frame every protocol derives from its native form (a message, a
+    /// `gap`).
+    pub(crate) fn native(frame: Bytes) -> Self {
+        RoomFrame(Arc::new(FrameForms {
+            native: Some(frame),
+            change: None,
+            pusher: OnceLock::new(),
+        }))
+    }
+
+    /// A presence event: `native` for native members (if they get one),
+    /// and the change itself for the others.
+    pub(crate) fn presence(native: Option<Bytes>, change: PresenceChange) -> Self {
+        RoomFrame(Arc::new(FrameForms {
+            native,
+            change: Some(change),
+            pusher: OnceLock::new(),
+        }))
+    }
+
+    /// The native frame, if native members get one.
+    pub(crate) fn native_frame(&self) -> Option<&Bytes> {
+        self.0.native.as_ref()
+    }
+
+    /// The presence change this frame is about, if it is one.
+    pub(crate) fn change(&self) -> Option<&PresenceChange> {
+        self.0.change.as_ref()
+    }
+
+    /// The Pusher form, made by `encode` the first time any shard asks.
+    pub(crate) fn pusher_form(
+        &self,
+        encode: impl FnOnce(&RoomFrame) -> Option<Bytes>,
+    ) -> Option<&Bytes> {
+        self.0.pusher.get_or_init(|| encode(self)).as_ref()
+    }
+
+    /// Bytes it keeps alive (for inbox accounting).
+    pub(crate) fn len(&self) -> usize {
+        self.0.native.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// A member joined or left: who, and whether that changed the room's
+/// users (its first connection joined, or its last left).
+#[derive(Debug, Clone)]
+pub(crate) struct PresenceChange {
+    /// Joined (else left).
+    pub(crate) joined: bool,
+    /// The member's user id.
+    pub(crate) user: Arc<str>,
+    /// Its `info` (raw JSON), if it gave one.
+    pub(crate) info: Option<Arc<str>>,
+    /// The user's first connection in the room joined, or its last left.
+    pub(crate) user_changed: bool,
+}
+
+/// A room's counts, as the Pusher API's channel list shows them.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomCounts {
+    /// The room.
+    pub(crate) room: Arc<str>,
+    /// Member connections.
+    pub(crate) members: u64,
+    /// Distinct users among them.
+    pub(crate) users: u64,
+}
+
+/// A user in a room, with the `info` of its first connection.
+#[derive(Debug, Clone)]
+pub(crate) struct UserEntry {
+    /// User id.
+    pub(crate) user: Arc<str>,
+    /// Raw JSON `info`, if given.
+    pub(crate) info: Option<Arc<str>>,
 }
 
 /// A successful op, as the asking connection is told (`ack`).
@@ -77,6 +177,11 @@ pub(crate) struct JoinAck {
     pub(crate) history: Vec<Bytes>,
     /// Whether `since` was recovered completely (only when given).
     pub(crate) recovered: Option<bool>,
+    /// The room's users, each once (at most `limits.max_presence_list`),
+    /// when the join asked (`list_users`).
+    pub(crate) users: Option<Vec<UserEntry>>,
+    /// Distinct users in the room after the join.
+    pub(crate) user_count: u32,
 }
 
 /// A join the back end accepted.
@@ -99,6 +204,8 @@ pub(crate) struct RoomDetails {
     pub(crate) room: Arc<str>,
     /// Members in all.
     pub(crate) members: usize,
+    /// Distinct users among them.
+    pub(crate) users: usize,
     /// Last seq.
     pub(crate) seq: u64,
     /// The room's epoch (v1.1; empty if it has none yet).
@@ -132,7 +239,7 @@ pub(crate) enum Delivery {
         /// The message's seq, or 0 for an event.
         seq: u64,
         /// The encoded frame, shared by every recipient.
-        frame: Bytes,
+        frame: RoomFrame,
         /// A connection to skip (`exclude_self`, or the subject of an event).
         exclude: Option<u64>,
         /// When it was sequenced ([`crate::metrics::now_us`]; 0 for
@@ -177,12 +284,13 @@ pub(crate) enum Delivery {
         /// The frame's id, if the leave carried one (an `ack` goes out).
         id: Option<u64>,
     },
-    /// A frame for local connections of a user, or for all.
+    /// A frame for local connections of a user, or for all (or their
+    /// close).
     ToUsers {
         /// Who gets it.
         audience: Audience,
-        /// The frame.
-        frame: Bytes,
+        /// The frame, or the close.
+        frame: UserFrame,
         /// Where to report how many connections got it.
         counted: Option<mpsc::Sender<usize>>,
     },
@@ -214,9 +322,9 @@ pub(crate) enum Delivery {
 impl Weighed for Delivery {
     fn weight(&self) -> usize {
         match self {
-            Delivery::Room { frame, .. }
-            | Delivery::ToUsers { frame, .. }
-            | Delivery::RoomClosed { frame, .. } => frame.len(),
+            Delivery::Room { frame, .. } => frame.len(),
+            Delivery::ToUsers { frame, .. } => frame.len(),
+            Delivery::RoomClosed { frame, .. } => frame.len(),
             Delivery::Joined { admitted, .. } => {
                 let history = admitted
                     .ack
@@ -240,6 +348,8 @@ impl Weighed for Delivery {
 pub(crate) struct Outbox {
     shards: usize,
     items: Vec<(usize, Delivery)>,
+    /// Room changes for [`crate::observe::Observer`], in order.
+    observed: Vec<Observed>,
 }
 
 impl Outbox {
@@ -248,6 +358,7 @@ impl Outbox {
         Outbox {
             shards,
             items: Vec::new(),
+            observed: Vec::new(),
         }
     }
 
@@ -273,7 +384,7 @@ impl Outbox {
         shards: ShardSet,
         room: &Arc<str>,
         seq: u64,
-        frame: &Bytes,
+        frame: &RoomFrame,
         exclude: Option<u64>,
         stamp_us: u64,
     ) {
@@ -335,6 +446,20 @@ impl Outbox {
         self.items.drain(..)
     }
 
+    /// `room` changed in a way an observer may watch (occupied, vacated,
+    /// a user came or went).
+    pub(crate) fn observe(&mut self, room: &Arc<str>, change: RoomChange) {
+        self.observed.push(Observed {
+            room: room.clone(),
+            change,
+        });
+    }
+
+    /// Take the observed changes out, in order.
+    pub(crate) fn take_observed(&mut self) -> std::vec::Drain<'_, Observed> {
+        self.observed.drain(..)
+    }
+
     /// Whether nothing is waiting.
     #[cfg(test)]
     fn is_empty(&self) -> bool {
@@ -370,7 +495,8 @@ mod tests {
         let mut set = ShardSet::default();
         set.insert(0);
         set.insert(3);
-        out.fan_out(set, &Arc::from("r"), 1, &Bytes::from_static(b"x"), None, 0);
+        let frame = RoomFrame::native(Bytes::from_static(b"x"));
+        out.fan_out(set, &Arc::from("r"), 1, &frame, None, 0);
         let shards: Vec<usize> = out.drain().map(|(s, _)| s).collect();
         assert_eq!(shards, vec![0, 3]);
     }

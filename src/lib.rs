@@ -34,10 +34,12 @@ mod inbox;
 mod index;
 pub mod limits;
 mod metrics;
+mod observe;
 mod op;
 pub mod perms;
 mod placement;
 pub mod protocol;
+mod pusher;
 mod ratelimit;
 mod room;
 mod server;
@@ -62,7 +64,7 @@ pub mod internals {
     use bytes::Bytes;
     use futures_util::FutureExt;
 
-    use crate::delivery::Delivery;
+    use crate::delivery::{Delivery, RoomFrame};
     use crate::inbox::ShardLink;
 
     /// A shard's delivery inbox and room frames to put through it: the
@@ -95,7 +97,7 @@ pub mod internals {
                 let delivery = Delivery::Room {
                     room: self.room.clone(),
                     seq: self.seq,
-                    frame: self.frame.clone(),
+                    frame: RoomFrame::native(self.frame.clone()),
                     exclude: None,
                     stamp_us: 1,
                 };
@@ -175,7 +177,14 @@ impl Broker {
         } else {
             (backend::Backend::Local, None)
         };
-        let shared = Shared::new(config, auth, backend);
+        let watchers = if config.pusher.enabled {
+            let (pusher, observer) =
+                pusher::Pusher::start(&config.pusher).map_err(StartError::Config)?;
+            (observer, Some(pusher))
+        } else {
+            (observe::Observer::none(), None)
+        };
+        let shared = Shared::new(config, auth, backend, watchers);
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::delivery::RoomDetails;
+use crate::delivery::{RoomCounts, RoomDetails};
 use crate::error::Refusal;
 use crate::inbox::Weighed;
 use crate::protocol::decode::RoomOptions;
@@ -71,6 +71,12 @@ pub(crate) struct Join {
     pub(crate) may_create: bool,
     /// The connection may join the room if it is private.
     pub(crate) may_join_private: bool,
+    /// Raw JSON the member carries for others to see (a Pusher presence
+    /// member's `user_info`).
+    pub(crate) info: Option<Arc<str>>,
+    /// Answer with the room's users (each once, with its `info`), not only
+    /// its counts: a Pusher presence subscription.
+    pub(crate) list_users: bool,
 }
 
 /// A publish into a room, by a member connection or by the HTTP API.
@@ -82,8 +88,13 @@ pub(crate) struct Publish {
     pub(crate) from: Arc<str>,
     /// Raw JSON of `data` (a slice of the client's frame or request).
     pub(crate) data: Bytes,
-    /// Skip the publishing connection in the fan-out.
-    pub(crate) exclude_self: bool,
+    /// The event name it is published as (the Pusher endpoint's events;
+    /// `None` for native publishes).
+    pub(crate) event: Option<Arc<str>>,
+    /// A connection the fan-out skips: the publisher itself
+    /// (`exclude_self`, client events), or any connection the HTTP API
+    /// names (`socket_id`).
+    pub(crate) exclude: Option<u64>,
     /// The seq the message got, or why not. A connection must be a member
     /// of the room; the API need not be.
     pub(crate) reply: Reply<u64>,
@@ -96,6 +107,26 @@ pub(crate) enum Audience {
     User(Arc<str>),
     /// Every connection.
     All,
+}
+
+/// What connections of an [`Audience`] get.
+#[derive(Debug, Clone)]
+pub(crate) enum UserFrame {
+    /// This frame (native protocol), shared by every recipient.
+    Frame(Bytes),
+    /// Closed with a policy close, for this reason (the Pusher API's
+    /// `terminate_connections`).
+    Close(Arc<str>),
+}
+
+impl UserFrame {
+    /// Bytes it keeps alive.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            UserFrame::Frame(frame) => frame.len(),
+            UserFrame::Close(reason) => reason.len(),
+        }
+    }
 }
 
 /// An operation of a front door on rooms or users.
@@ -135,6 +166,16 @@ pub(crate) enum Op {
         /// The room.
         room: Arc<str>,
     },
+    /// Rooms whose names start with `prefix`, with their member and user
+    /// counts (the Pusher API's channel list).
+    Rooms {
+        /// Name prefix.
+        prefix: Arc<str>,
+        /// The rooms, at most `limit`.
+        limit: usize,
+        /// The list.
+        reply: oneshot::Sender<Result<Vec<RoomCounts>, Refusal>>,
+    },
     /// The API's room details.
     Details {
         /// The room.
@@ -143,12 +184,12 @@ pub(crate) enum Op {
         reply: oneshot::Sender<Result<RoomDetails, Refusal>>,
     },
     /// A frame for connections by user (`direct`, `broadcast`,
-    /// `notification`): every node delivers it to its own.
+    /// `notification`), or their close: every node delivers it to its own.
     ToUsers {
         /// Who gets it.
         audience: Audience,
-        /// The encoded frame, shared by every recipient.
-        frame: Bytes,
+        /// The encoded frame, shared by every recipient (or the close).
+        frame: UserFrame,
         /// Where each shard of this node reports how many connections got
         /// it (the API's `delivered`), if anyone asks.
         counted: Option<mpsc::Sender<usize>>,
@@ -175,7 +216,7 @@ impl Op {
             | Op::Publish(Publish { room, .. })
             | Op::Members { room, .. }
             | Op::Details { room, .. } => Some(room),
-            Op::ToUsers { .. } | Op::WatchUser { .. } => None,
+            Op::ToUsers { .. } | Op::WatchUser { .. } | Op::Rooms { .. } => None,
         }
     }
 }

@@ -121,6 +121,17 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
     if path.starts_with("/api/") {
         return crate::api::handle(shard, peer, req).await;
     }
+    if let Some(pusher) = shard.shared.pusher.clone() {
+        if path.starts_with("/app/") {
+            return match crate::pusher::upgrade::upgrade(shard, &pusher, peer, req) {
+                Ok(response) => response,
+                Err(refusal) => refusal_response(&refusal),
+            };
+        }
+        if path.starts_with("/apps/") {
+            return crate::pusher::api::handle(shard, &pusher, req).await;
+        }
+    }
     let echo_path = &shard.shared.config.server.echo_path;
     let echo = !echo_path.is_empty() && path == echo_path;
     if path == shard.shared.config.server.ws_path || echo {
@@ -175,6 +186,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
             &crate::metrics::process_figures(
                 shard.shared.rooms.len(),
                 shard.shared.backend.remote_counters(),
+                crate::pusher::webhook::figures(&shard.shared),
             ),
         ),
         Err(refusal) => return refusal_response(&refusal),
@@ -315,6 +327,7 @@ fn upgrade(
         rooms: grant.rooms,
         expires_at: grant.expires_at,
         echo,
+        protocol: conn::Protocol::Native,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {

@@ -13,6 +13,8 @@ use crate::config::Config;
 use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, RoomIndex, UserIndex};
+use crate::observe::Observer;
+use crate::pusher::Pusher;
 
 /// Shared broker state (one per process).
 pub(crate) struct Shared {
@@ -30,6 +32,10 @@ pub(crate) struct Shared {
     pub(crate) links: Vec<Arc<ShardLink>>,
     /// Who sequences rooms (see [`crate::backend`]).
     pub(crate) backend: Backend,
+    /// Where back ends report room changes (the Pusher webhooks).
+    pub(crate) observer: Observer,
+    /// The Pusher endpoint's apps, when `[pusher]` is enabled.
+    pub(crate) pusher: Option<Arc<Pusher>>,
     /// Where this node's connection ids start: 0 with the local back end;
     /// with a remote one (several nodes) a multiple of the shard count
     /// picked by the node id, so ids of different nodes do not meet (see
@@ -41,7 +47,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// State for `config` (validated, `shards` resolved).
-    pub(crate) fn new(config: Config, auth: Authenticator, backend: Backend) -> Arc<Self> {
+    pub(crate) fn new(
+        config: Config,
+        auth: Authenticator,
+        backend: Backend,
+        (observer, pusher): (Observer, Option<Arc<Pusher>>),
+    ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
         Arc::new(Shared {
@@ -59,6 +70,8 @@ impl Shared {
                 Backend::Remote(_) => conn_id_base(&config.server.node_id, shards),
             },
             backend,
+            observer,
+            pusher,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,

@@ -88,6 +88,18 @@ pub(crate) struct ProcessFigures {
     pub(crate) cpu_seconds: Option<f64>,
     /// Cluster mode: the remote sequencer's counters.
     pub(crate) cluster: Option<RemoteFigures>,
+    /// The Pusher endpoint's webhooks, when some app has one.
+    pub(crate) webhooks: Option<WebhookFigures>,
+}
+
+/// The Pusher webhooks' counters for the exposition.
+pub(crate) struct WebhookFigures {
+    /// Events delivered (a 2xx answer).
+    pub(crate) sent: u64,
+    /// Events dropped: a full queue, or every attempt failed.
+    pub(crate) dropped: u64,
+    /// Failed attempts (retried or dropped).
+    pub(crate) failed_attempts: u64,
 }
 
 /// The remote sequencer's (the cluster backplane's) counters for the
@@ -169,6 +181,11 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         "outbound_queue_bytes",
         "Bytes waiting in outbound queues",
     );
+    let by_protocol = gauge_family(
+        &mut r,
+        "protocol_connections",
+        "Open WebSocket connections, by protocol (native, pusher)",
+    );
     let homed = gauge_family(&mut r, "rooms_homed", "Rooms homed on the shard");
     let inbox = gauge_family(&mut r, "inbox_items", "Items waiting in a shard inbox");
     for s in shards {
@@ -179,6 +196,13 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         connects
             .get_or_create(&shard_label(i))
             .inc_by(s.counters.connects);
+        let native = s.connections.saturating_sub(s.pusher_connections);
+        by_protocol
+            .get_or_create(&with(i, "protocol", "native"))
+            .set(to_i64(native));
+        by_protocol
+            .get_or_create(&with(i, "protocol", "pusher"))
+            .set(to_i64(s.pusher_connections));
         for (code, n) in &s.counters.disconnects {
             disconnects.get_or_create(&with(i, "code", code)).inc_by(*n);
         }
@@ -289,6 +313,25 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
                 .inc_by(*n);
         }
     }
+    if let Some(hooks) = &process.webhooks {
+        let events = counter_family(
+            &mut r,
+            "pusher_webhook_events",
+            "Pusher webhook events, by outcome (sent: a 2xx answer; dropped: a full queue or every attempt failed)",
+        );
+        for (outcome, n) in [("sent", hooks.sent), ("dropped", hooks.dropped)] {
+            events
+                .get_or_create(&vec![("outcome".into(), outcome.into())])
+                .inc_by(n);
+        }
+        let failed = Counter::<u64>::default();
+        failed.inc_by(hooks.failed_attempts);
+        r.register(
+            "pusher_webhook_failed_attempts",
+            "Pusher webhook requests that failed (each retried with backoff, or its events dropped)",
+            failed,
+        );
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -297,7 +340,11 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
 }
 
 /// RSS (bytes) and CPU seconds of this process, from /proc (Linux).
-pub(crate) fn process_figures(rooms: u64, remote: Option<&RemoteCounters>) -> ProcessFigures {
+pub(crate) fn process_figures(
+    rooms: u64,
+    remote: Option<&RemoteCounters>,
+    webhooks: Option<WebhookFigures>,
+) -> ProcessFigures {
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -323,5 +370,6 @@ pub(crate) fn process_figures(rooms: u64, remote: Option<&RemoteCounters>) -> Pr
         rss_bytes,
         cpu_seconds,
         cluster: remote.map(RemoteFigures::of),
+        webhooks,
     }
 }

@@ -66,7 +66,7 @@ impl Shard {
                     if seq > 0 {
                         member.push_room(&room, seq, &frame, local.overflow, stamp_us);
                     } else {
-                        member.send(frame.clone());
+                        member.send_event(&room, &frame);
                     }
                     delivered += 1;
                 }
@@ -107,19 +107,22 @@ impl Shard {
                 counted,
             } => {
                 let mut delivered = 0;
+                let mut give = |c: &Conn| {
+                    if c.to_user(&frame) {
+                        delivered += 1;
+                    }
+                };
                 match audience {
                     Audience::User(user) => {
-                        if let Some(list) = self.local_users.borrow().get(&user) {
-                            for c in list {
-                                c.send(frame.clone());
-                                delivered += 1;
-                            }
+                        // Closing a connection changes no table here.
+                        let list = self.local_users.borrow().get(&user).cloned();
+                        for c in list.iter().flatten() {
+                            give(c);
                         }
                     }
                     Audience::All => {
                         for c in self.conns.borrow().values() {
-                            c.send(frame.clone());
-                            delivered += 1;
+                            give(c);
                         }
                     }
                 }

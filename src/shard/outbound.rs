@@ -42,10 +42,15 @@ struct PendingGap {
 /// ([`crate::metrics::now_us`]; 0 when not a timed room message).
 pub(crate) type Queued = (Bytes, u64);
 
+/// How a queue writes a `gap` for `room`, messages `from..=to`, in its
+/// connection's protocol.
+pub(crate) type GapEncoder = fn(&str, u64, u64) -> Bytes;
+
 /// A bounded queue of encoded frames.
 #[derive(Debug)]
 pub struct OutQueue {
     frames: VecDeque<Queued>,
+    gap: GapEncoder,
     bytes: usize,
     max_frames: usize,
     max_bytes: usize,
@@ -59,6 +64,7 @@ impl OutQueue {
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         OutQueue {
             frames: VecDeque::new(),
+            gap: encode::gap,
             bytes: 0,
             max_frames,
             max_bytes,
@@ -66,6 +72,12 @@ impl OutQueue {
             closing: false,
             dropped: 0,
         }
+    }
+
+    /// Write `gap` frames with `encoder` (another protocol's) instead of
+    /// the native `gap`.
+    pub(crate) fn set_gap_encoder(&mut self, encoder: GapEncoder) {
+        self.gap = encoder;
     }
 
     /// Frames queued.
@@ -134,7 +146,7 @@ impl OutQueue {
         let wake = self.frames.is_empty();
         let gap_at = self.gaps.iter().position(|g| g.room == *room);
         if let Some(i) = gap_at {
-            let gap = encode::gap(room, self.gaps[i].from, self.gaps[i].to);
+            let gap = (self.gap)(room, self.gaps[i].from, self.gaps[i].to);
             if self.fits(2, gap.len() + frame.len()) {
                 self.gaps.swap_remove(i);
                 self.enqueue(gap, 0);
@@ -169,7 +181,7 @@ impl OutQueue {
         let mut i = 0;
         while i < self.gaps.len() && !self.closing {
             let g = &self.gaps[i];
-            let frame = encode::gap(&g.room, g.from, g.to);
+            let frame = (self.gap)(&g.room, g.from, g.to);
             if !self.fits(1, frame.len()) {
                 break;
             }

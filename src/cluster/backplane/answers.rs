@@ -71,13 +71,15 @@ pub(super) struct Details {
     pub(super) history: u64,
     /// The room's epoch (empty if it has none yet).
     pub(super) epoch: String,
+    /// Distinct users.
+    pub(super) users: usize,
     pub(super) members: Vec<ListedMember>,
 }
 
 impl Details {
     pub(super) fn read(items: &[Value]) -> Details {
         let mut members = Vec::new();
-        let mut rest = items.iter().skip(9);
+        let mut rest = items.iter().skip(10);
         while let (Some(field), Some(value)) = (rest.next(), rest.next()) {
             let (Some(field), Some(value)) = (text(field), text(value)) else {
                 continue;
@@ -85,10 +87,8 @@ impl Details {
             let Some((node, conn)) = field.rsplit_once('/') else {
                 continue;
             };
-            let (user, name) = match value.split_once('\t') {
-                Some((u, n)) => (u.to_string(), Some(n.to_string())),
-                None => (value.to_string(), None),
-            };
+            let (user, name, _) = crate::cluster::wire::parse_member(value);
+            let (user, name) = (user.to_string(), name.map(String::from));
             members.push(ListedMember {
                 conn: conn.parse().unwrap_or(0),
                 node: node.to_string(),
@@ -109,6 +109,7 @@ impl Details {
             explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(7).and_then(int).unwrap_or(0).max(0) as u64,
             epoch: items.get(8).and_then(text).unwrap_or("").to_string(),
+            users: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
             members,
         }
     }
@@ -158,6 +159,7 @@ impl Details {
         RoomDetails {
             room: room.clone(),
             members: self.total,
+            users: self.users,
             seq: self.seq,
             epoch: self.epoch,
             private: self.private,

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::{Backplane, Prepared, Then};
 use crate::backend::RemoteCounters;
 use crate::cluster::{RoomFacts, scripts};
-use crate::delivery::{Admitted, Delivery, JoinAck};
+use crate::delivery::{Admitted, Delivery, JoinAck, RoomFrame};
 use crate::index::RoomMeta;
 use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::encode;
@@ -136,6 +136,7 @@ impl Backplane {
                     }
                     let stamp_us = crate::metrics::now_us();
                     let shards = state.shards.shards();
+                    let frame = RoomFrame::native(frame);
                     self.out.fan_out(shards, room, seq, &frame, skip, stamp_us);
                 }
                 Step::Gap { from, to } => {
@@ -143,7 +144,7 @@ impl Backplane {
                     if let Some(counters) = self.counters() {
                         RemoteCounters::bump(&counters.gaps);
                     }
-                    let frame = encode::gap(room, from, to);
+                    let frame = RoomFrame::native(encode::gap(room, from, to));
                     self.presence(room, &frame, None);
                 }
                 Step::Admit {
@@ -196,6 +197,7 @@ impl Backplane {
                 overflow: facts.overflow,
                 explicit: facts.explicit,
                 members: AtomicU32::new(0),
+                users: AtomicU32::new(0),
                 seq: AtomicU64::new(0),
             });
             // The index lists the rooms with members here; its room cap does
@@ -227,7 +229,7 @@ impl Backplane {
 
     /// An event frame (`joined`/`left`, `gap`) for the room's members here
     /// but `skip`.
-    pub(super) fn presence(&mut self, room: &Arc<str>, frame: &Bytes, skip: Option<u64>) {
+    pub(super) fn presence(&mut self, room: &Arc<str>, frame: &RoomFrame, skip: Option<u64>) {
         if let Some(state) = self.rooms.get(room) {
             self.out
                 .fan_out(state.shards.shards(), room, 0, frame, skip, 0);

@@ -16,14 +16,17 @@ use crate::auth::{Authenticator, Grant};
 use crate::config::AuthMode;
 use crate::error::{ErrorCode, Refusal};
 use crate::metrics::FRAME_INVALID;
-use crate::op::{Audience, Join, Op, Origin, Publish, Reply};
+use crate::op::{Audience, Join, Op, Origin, Publish, Reply, UserFrame};
 use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
 use crate::shard::Shard;
 
-/// Handle one text message.
+/// Handle one text message, in the connection's protocol.
 pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+    if let super::Protocol::Pusher(_) = conn.protocol {
+        return super::pusher::handle_text(shard, conn, payload).await;
+    }
     // Validated by the reader already; simdutf8 re-checks at memory speed
     // (no unsafe to skip it).
     let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
@@ -45,7 +48,7 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
 }
 
 /// The `Bytes` of `part`, a sub-slice of `text`, which is `payload`.
-fn slice_of(payload: &Bytes, text: &str, part: &str) -> Bytes {
+pub(super) fn slice_of(payload: &Bytes, text: &str, part: &str) -> Bytes {
     let start = part.as_ptr() as usize - text.as_ptr() as usize;
     payload.slice(start..start + part.len())
 }
@@ -98,13 +101,15 @@ async fn dispatch(
             *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
             let join = Join {
                 origin: Origin { conn: conn.id, id },
-                user: conn.user.clone(),
+                user: conn.user(),
                 name: conn.name.clone(),
                 since,
                 epoch: epoch.map(Arc::from),
                 create,
                 may_create: conn.perms().allows(Perm::Create),
                 may_join_private: conn.may_join_private(&room),
+                info: None,
+                list_users: false,
                 room,
             };
             shard.route(Op::Join(join)).await;
@@ -140,9 +145,10 @@ async fn dispatch(
             conn.take_token()?;
             let publish = Publish {
                 room,
-                from: conn.user.clone(),
+                from: conn.user(),
                 data: slice_of(payload, text, data),
-                exclude_self,
+                event: None,
+                exclude: exclude_self.then_some(conn.id),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
             };
             shard.route(Op::Publish(publish)).await;
@@ -150,10 +156,10 @@ async fn dispatch(
         ClientFrame::Send { id, to, data } => {
             conn.perms().require(Perm::Send)?;
             conn.take_token()?;
-            let frame = encode::direct(&conn.user, encode::now_ms(), data.as_bytes());
+            let frame = encode::direct(&conn.user(), encode::now_ms(), data.as_bytes());
             let op = Op::ToUsers {
                 audience: Audience::User(Arc::from(to)),
-                frame,
+                frame: UserFrame::Frame(frame),
                 counted: None,
             };
             shard.route(op).await;
@@ -164,10 +170,10 @@ async fn dispatch(
         ClientFrame::Broadcast { id, data } => {
             conn.perms().require(Perm::Broadcast)?;
             conn.take_token()?;
-            let frame = encode::broadcast(&conn.user, encode::now_ms(), data.as_bytes());
+            let frame = encode::broadcast(&conn.user(), encode::now_ms(), data.as_bytes());
             let op = Op::ToUsers {
                 audience: Audience::All,
-                frame,
+                frame: UserFrame::Frame(frame),
                 counted: None,
             };
             shard.route(op).await;
@@ -182,7 +188,7 @@ async fn dispatch(
             shard.route(Op::Members { origin, room }).await;
         }
         ClientFrame::Refresh { id, token } => {
-            let grant = check_refresh(&shard.shared.auth, &conn.user, token)?;
+            let grant = check_refresh(&shard.shared.auth, &conn.user(), token)?;
             let exp = grant.exp;
             conn.refresh(grant);
             if let Some(id) = id {
