@@ -30,12 +30,17 @@ pub(crate) enum Kind {
     Encrypted,
     /// `presence-`: private, with members listed by user.
     Presence,
+    /// `#server-to-user-<id>`: the events for signed-in user `id`
+    /// (`sendToUser`); only that user's connections may subscribe.
+    ServerToUser,
 }
 
 impl Kind {
     /// The kind of channel `name`.
     pub(crate) fn of(name: &str) -> Kind {
-        if name.starts_with("private-encrypted-") {
+        if name.starts_with(SERVER_TO_USER) {
+            Kind::ServerToUser
+        } else if name.starts_with("private-encrypted-") {
             Kind::Encrypted
         } else if name.starts_with("private-") {
             Kind::Private
@@ -48,13 +53,20 @@ impl Kind {
 
     /// Whether subscribing needs a signature.
     pub(crate) fn needs_auth(self) -> bool {
-        self != Kind::Public
+        matches!(self, Kind::Private | Kind::Encrypted | Kind::Presence)
     }
 }
 
+/// The prefix of a signed-in user's own channel.
+pub(crate) const SERVER_TO_USER: &str = "#server-to-user-";
+
 /// Whether `name` is a valid channel name: 1-164 bytes of
-/// `[A-Za-z0-9_\-=@,.;]`.
+/// `[A-Za-z0-9_\-=@,.;]`, or a user's own channel
+/// (`#server-to-user-<user id>`).
 pub(crate) fn is_valid_channel(name: &str) -> bool {
+    if let Some(user) = name.strip_prefix(SERVER_TO_USER) {
+        return is_valid_user_id(user);
+    }
     !name.is_empty()
         && name.len() <= MAX_CHANNEL_BYTES
         && name.bytes().all(|b| {
@@ -118,6 +130,9 @@ mod tests {
         assert!(!is_valid_channel(&"a".repeat(165)));
         assert!(!is_valid_channel("a b"));
         assert!(!is_valid_channel("a#b"));
+        assert!(is_valid_channel("#server-to-user-42"));
+        assert_eq!(Kind::of("#server-to-user-42"), Kind::ServerToUser);
+        assert!(!is_valid_channel("#server-to-user-"));
         assert!(!is_valid_channel(""));
         assert!(is_valid_event("client-typing"));
         assert!(!is_valid_event("a\nb"));

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
+use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::metrics::CounterSnapshot;
 pub(crate) use crate::metrics::ShardCounters;
@@ -170,10 +171,22 @@ impl Shard {
 
     /// `conn` is now user `user` (a Pusher sign-in): frames for `user`
     /// reach it from now on, and no longer those for its old id.
-    pub(crate) async fn rename_user(&self, conn: &Rc<Conn>, user: Arc<str>) {
+    /// The new id counts against `limits.max_connections_per_user`.
+    pub(crate) async fn rename_user(&self, conn: &Rc<Conn>, user: Arc<str>) -> Result<(), Refusal> {
         let old = conn.user();
         if old == user {
-            return;
+            return Ok(());
+        }
+        let cap = self.shared.config.limits.max_connections_per_user;
+        if !self.shared.users.try_connect(&user, cap) {
+            return Err(Refusal::new(
+                ErrorCode::TooManyConnections,
+                format!("this user holds its maximum of {cap} connections"),
+            ));
+        }
+        if conn.renamed.replace(true) {
+            // Renamed before: the last id it was counted under goes.
+            self.shared.users.disconnect(&old);
         }
         let last = self.detach_user(conn, &old);
         conn.set_user(user.clone());
@@ -189,6 +202,7 @@ impl Shard {
             let watch = crate::op::Op::WatchUser { user, watch: true };
             self.route(watch).await;
         }
+        Ok(())
     }
 
     /// Remove a closed connection from the shard's tables (its rooms were

@@ -12,4 +12,5 @@ mod invariants;
 mod process;
 mod props;
 mod protocol;
+mod pusher_js;
 mod rfc6455;

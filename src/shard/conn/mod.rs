@@ -82,6 +82,9 @@ pub(crate) struct Conn {
     pub(crate) name: Option<Arc<str>>,
     /// The protocol it speaks.
     pub(crate) protocol: Protocol,
+    /// Its user id changed since it connected (and counts in the user
+    /// index under the new one too, see [`Shard::rename_user`]).
+    pub(crate) renamed: Cell<bool>,
     /// Rights, rooms and expiry of the connection's token; a `refresh`
     /// replaces them (never borrowed across an `.await`).
     perms: Cell<Perms>,
@@ -115,6 +118,7 @@ impl Conn {
             user: RefCell::new(identity.user),
             name: identity.name,
             protocol: identity.protocol,
+            renamed: Cell::new(false),
             perms: Cell::new(identity.perms),
             private_rooms: RefCell::new(identity.rooms),
             expires_at: Cell::new(identity.expires_at),
@@ -525,6 +529,11 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
         .dropped_closed
         .set(shard.counters.dropped_closed.get() + dropped);
     let last_of_user = shard.unregister(conn);
+    if conn.renamed.get() {
+        // Its permit gives back the id it connected with; this one is
+        // given back here.
+        shard.shared.users.disconnect(&conn.user());
+    }
     if shard.shared.is_draining() {
         return; // the whole broker is going; rooms go with it
     }

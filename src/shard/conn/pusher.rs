@@ -289,7 +289,16 @@ async fn subscribe(
 ) -> Result<(), SubscribeRefusal> {
     let kind = Kind::of(asked.channel);
     let presence = kind == Kind::Presence;
-    if kind.needs_auth() {
+    if kind == Kind::ServerToUser {
+        // Only the signed-in user's own channel, no signature needed.
+        let own = names::room_of(&p.app.id, &asked.channel[names::SERVER_TO_USER.len()..]);
+        if *conn.user() != *own {
+            return Err((
+                403,
+                "sign in as this user to subscribe to its channel".into(),
+            ));
+        }
+    } else if kind.needs_auth() {
         let Some(auth) = asked.auth else {
             return Err((401, format!("{} needs an auth signature", asked.channel)));
         };
@@ -407,8 +416,10 @@ async fn signin(
         ));
     }
     let user: Arc<str> = Arc::from(names::room_of(&p.app.id, &id));
-    shard.rename_user(conn, user).await;
-    Ok(())
+    shard
+        .rename_user(conn, user)
+        .await
+        .map_err(|r| refused(r.message))
 }
 
 /// A `client-*` event: checked, then published to the channel's other
@@ -430,7 +441,9 @@ async fn client_event(
     }
     match Kind::of(channel) {
         Kind::Private | Kind::Presence => {}
-        Kind::Public => return Err(refused("client events need a private or presence channel")),
+        Kind::Public | Kind::ServerToUser => {
+            return Err(refused("client events need a private or presence channel"));
+        }
         Kind::Encrypted => {
             return Err(refused(
                 "client events are not supported on encrypted channels",
