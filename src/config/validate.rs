@@ -184,12 +184,6 @@ impl Config {
                 "must be true when pusher.enabled is true (a Pusher subscribe makes its channel)",
             ));
         }
-        if p.max_event_bytes > self.limits.max_message_bytes {
-            return Err(invalid(
-                "pusher.max_event_bytes",
-                "must be at most limits.max_message_bytes (a client event travels in one message)",
-            ));
-        }
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for app in &p.apps {

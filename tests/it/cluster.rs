@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::harness::*;
 
 /// A `redis-server` of this test's own; killed on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
 }
@@ -21,7 +21,7 @@ struct Redis {
 impl Redis {
     /// Start one. The tests that call this are ignored where `build.rs`
     /// found no `redis-server` on `PATH`, and run (and fail here) under CI.
-    fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -76,7 +76,7 @@ impl Drop for Redis {
     }
 }
 
-fn node(redis: &Redis, name: &str) -> TestBroker {
+pub(crate) fn node(redis: &Redis, name: &str) -> TestBroker {
     let url = redis.url();
     let name = name.to_string();
     TestBroker::new().with(move |c| {

@@ -12,5 +12,6 @@ mod invariants;
 mod process;
 mod props;
 mod protocol;
+mod pusher;
 mod pusher_js;
 mod rfc6455;

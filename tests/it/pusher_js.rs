@@ -157,3 +157,23 @@ async fn pusher_js_laravel_echo_and_the_pusher_sdk_work_unchanged() {
         .await
         .expect("node tests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(has_node, has_redis)),
+    ignore = "node or redis-server not found on PATH (the two-node pusher-js tests need both)"
+)]
+async fn pusher_js_across_two_nodes_of_a_cluster() {
+    let redis = crate::cluster::Redis::start();
+    let webhook_port = free_port();
+    let a = crate::cluster::node(&redis, "node-a")
+        .with(|c| pusher_on(c, Some(webhook_port)))
+        .start();
+    let b = crate::cluster::node(&redis, "node-b")
+        .with(|c| pusher_on(c, Some(webhook_port)))
+        .start();
+    let hosts = [a.addr, b.addr];
+    tokio::task::spawn_blocking(move || node_tests("cluster.test.mjs", &hosts, webhook_port))
+        .await
+        .expect("node tests");
+}
