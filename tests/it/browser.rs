@@ -10,7 +10,7 @@ use crate::harness::*;
 
 /// Chromium's path: `$SHARDCAST_CHROMIUM`, or `chromium` or
 /// `chromium-browser` on `PATH` (what `build.rs` looked for).
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     if let Some(path) = std::env::var_os("SHARDCAST_CHROMIUM").filter(|p| !p.is_empty()) {
         return path.to_string_lossy().into_owned();
     }

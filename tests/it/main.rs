@@ -13,5 +13,6 @@ mod process;
 mod props;
 mod protocol;
 mod pusher;
+mod pusher_browser;
 mod pusher_js;
 mod rfc6455;

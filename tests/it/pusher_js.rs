@@ -103,7 +103,7 @@ fn run(program: &str, args: &[&str], env: &[(&str, String)], timeout: Duration) 
 }
 
 /// The npm packages, installed from the lock file if they are missing.
-fn ensure_packages() {
+pub(crate) fn ensure_packages() {
     if js_dir().join("node_modules/pusher-js").is_dir() {
         return;
     }
