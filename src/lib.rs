@@ -59,6 +59,56 @@ pub mod internals {
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
 
+    /// The Pusher endpoint's pure parts (the `pusher_events` fuzz target).
+    pub mod pusher {
+        use bytes::Bytes;
+
+        /// Decode a client event: its kind and channel (if it names one),
+        /// or the `pusher:error` code and message it gets.
+        pub fn decode(text: &str) -> Result<(String, Option<String>), (u16, String)> {
+            use crate::pusher::wire::ClientEvent;
+            match crate::pusher::wire::decode(text) {
+                Ok(ClientEvent::Ping) => Ok(("ping".into(), None)),
+                Ok(ClientEvent::Pong) => Ok(("pong".into(), None)),
+                Ok(ClientEvent::Subscribe { channel, .. }) => {
+                    Ok(("subscribe".into(), Some(channel.into_owned())))
+                }
+                Ok(ClientEvent::Unsubscribe { channel }) => {
+                    Ok(("unsubscribe".into(), Some(channel.into_owned())))
+                }
+                Ok(ClientEvent::Signin { .. }) => Ok(("signin".into(), None)),
+                Ok(ClientEvent::Client { event, channel, .. }) => {
+                    Ok((event.into_owned(), Some(channel.into_owned())))
+                }
+                Err(e) => Err((e.code, e.message)),
+            }
+        }
+
+        /// Whether `name` is a valid channel name.
+        pub fn is_valid_channel(name: &str) -> bool {
+            crate::pusher::names::is_valid_channel(name)
+        }
+
+        /// The Pusher form of a native server frame of `channel`.
+        pub fn from_native(channel: &str, frame: &[u8]) -> Option<Bytes> {
+            crate::pusher::wire::from_native(channel, &Bytes::copy_from_slice(frame))
+        }
+
+        /// Check an HTTP API request's signature (key `key`, secret
+        /// `secret`, the server's clock `now_s`).
+        pub fn check_request(
+            key: &str,
+            secret: &[u8],
+            (method, path): (&str, &str),
+            params: &[(String, String)],
+            body: &[u8],
+            now_s: u64,
+        ) -> Result<(), String> {
+            crate::pusher::sign::check_request(key, secret, method, path, params, body, now_s)
+                .map_err(|e| e.to_string())
+        }
+    }
+
     use std::sync::Arc;
 
     use bytes::Bytes;
