@@ -243,7 +243,8 @@ fn pusher_apps_are_checked_and_their_secrets_redacted() {
     let shown = c.to_toml();
     assert!(!shown.contains("s3cret-value"), "{shown}");
     assert!(shown.contains(r#"secret = "<redacted>""#), "{shown}");
-    let problems: [(&str, fn(&mut Config)); 9] = [
+    type Breaks = fn(&mut Config);
+    let problems: [(&str, Breaks); 9] = [
         ("pusher.apps", |c| c.pusher.apps.clear()),
         ("pusher.apps.id", |c| {
             c.pusher.apps.push(pusher_app("1", "key-2"))
