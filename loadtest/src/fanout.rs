@@ -4,7 +4,9 @@
 //! in order. With `--protocol pusher` the same run speaks the Pusher
 //! protocol ([`crate::pusher`]).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, Window, nanos_since};
 use crate::progress::{self, Counters};
 use crate::pusher::{HttpPublisher, PublishVia, Pusher, PusherArgs};
+use crate::workers;
 use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
 
 /// Largest payload the generator sends.
@@ -76,6 +79,51 @@ pub(crate) enum Phase {
     Measure,
     Drain,
     Stop,
+}
+
+/// The run's phase as one task sees it: read without a lock on every
+/// wake-up, and a change waited for with one registration that lasts until
+/// the change comes (registering afresh on every wake-up costs a lock on
+/// the watch channel, shared by every task).
+pub(crate) struct PhaseWatch {
+    now: Phase,
+    next: Pin<Box<dyn Future<Output = (Phase, watch::Receiver<Phase>)> + Send>>,
+}
+
+impl PhaseWatch {
+    pub(crate) fn new(rx: watch::Receiver<Phase>) -> Self {
+        let now = *rx.borrow();
+        PhaseWatch {
+            now,
+            next: Box::pin(next_phase(rx)),
+        }
+    }
+
+    /// The phase as of the last change seen.
+    pub(crate) fn get(&self) -> Phase {
+        self.now
+    }
+
+    /// Wait for the next change. Cancel-safe: dropping this future keeps
+    /// the registration, so no change is missed.
+    pub(crate) async fn changed(&mut self) {
+        let (now, rx) = (&mut self.next).await;
+        self.now = now;
+        self.next = Box::pin(next_phase(rx));
+    }
+}
+
+/// The phase after the next change (`Stop` once the sender is gone).
+async fn next_phase(mut rx: watch::Receiver<Phase>) -> (Phase, watch::Receiver<Phase>) {
+    let now = match rx.changed().await {
+        Ok(()) => *rx.borrow_and_update(),
+        Err(_) => {
+            // No more changes: stay in Stop instead of waking again at once.
+            let () = std::future::pending().await;
+            Phase::Stop
+        }
+    };
+    (now, rx)
 }
 
 /// What one member saw.
@@ -192,7 +240,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             let gate = gate.clone();
             let pusher = pusher.clone();
             let node = node.clone();
-            setups.push(tokio::spawn(async move {
+            setups.push(workers::spawn(n, async move {
                 let _permit = gate.acquire_owned().await;
                 match pusher {
                     None => open_member(&target, source, n as u32, &room).await,
@@ -211,39 +259,48 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("member {i}: {e}"))?;
-        members.push((i / args.members, conn, seq));
+        members.push((i, conn, seq));
     }
     println!("  {} members joined", members.len());
     let mut publishers = Vec::new();
     for r in 0..args.rooms {
         for p in 0..args.publishers {
+            let k = r * args.publishers + p;
             let target = target.for_user(&format!("{prefix}-p{r}-{p}"));
-            let source = sources[(r * args.publishers + p) % sources.len()];
+            let source = sources[k % sources.len()];
             let room = format!("{prefix}-room-{r}");
-            let seed = (1 << 24) + (r * args.publishers + p) as u32;
-            let conn = match &pusher {
-                None => open_member(&target, source, seed, &room)
-                    .await
-                    .map(|(c, _)| PublisherConn::Native(c)),
-                Some(ps) if ps.via() == PublishVia::Client => ps
-                    .open_member(&target, source, seed, &ps.channel(&room))
-                    .await
-                    .map(PublisherConn::PusherClient),
-                Some(ps) => ps.open_http(&target).await.map(PublisherConn::PusherHttp),
-            }
-            .map_err(|e| format!("publisher {r}/{p}: {e}"))?;
-            publishers.push((r, p, conn));
+            let seed = (1 << 24) + k as u32;
+            let pusher = pusher.clone();
+            // On the worker that will run its loop.
+            let open = workers::spawn(k, async move {
+                match pusher {
+                    None => open_member(&target, source, seed, &room)
+                        .await
+                        .map(|(c, _)| PublisherConn::Native(c)),
+                    Some(ps) if ps.via() == PublishVia::Client => ps
+                        .open_member(&target, source, seed, &ps.channel(&room))
+                        .await
+                        .map(PublisherConn::PusherClient),
+                    Some(ps) => ps.open_http(&target).await.map(PublisherConn::PusherHttp),
+                }
+            });
+            let conn = open
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("publisher {r}/{p}: {e}"))?;
+            publishers.push((k, r, p, conn));
         }
     }
     let counters = Arc::new(Counters::default());
     let member_tasks: Vec<_> = members
         .into_iter()
-        .map(|(room, conn, seq)| {
+        .map(|(n, conn, seq)| {
             let phase = phase_rx.clone();
             let finals = final_seqs.clone();
             let counters = counters.clone();
+            let room = n / args.members;
             let native = pusher.is_none();
-            tokio::spawn(async move {
+            workers::spawn(n, async move {
                 let mut conn = conn;
                 if native {
                     member_loop(&mut conn, seq, room, finals, phase, origin, &counters).await
@@ -257,13 +314,13 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let filler = "x".repeat(args.payload);
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
-        .map(|(room, k, conn)| {
+        .map(|(k, room, index, conn)| {
             let phase = phase_rx.clone();
             let room_name = format!("{prefix}-room-{room}");
             let filler = filler.clone();
             let counters = counters.clone();
             let pusher = pusher.clone();
-            tokio::spawn(async move {
+            workers::spawn(k, async move {
                 let stats = match (conn, &pusher) {
                     (PublisherConn::Native(mut c), _) => {
                         publisher_loop(&mut c, &room_name, &filler, rate, phase, origin, &counters)
@@ -272,14 +329,14 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
                     (PublisherConn::PusherClient(mut c), Some(p)) => {
                         let channel = p.channel(&room_name);
                         crate::pusher::publish_client_events(
-                            &mut c, &channel, k, &filler, rate, phase, origin, &counters,
+                            &mut c, &channel, index, &filler, rate, phase, origin, &counters,
                         )
                         .await
                     }
                     (PublisherConn::PusherHttp(mut h), Some(p)) => {
                         let channel = p.channel(&room_name);
                         crate::pusher::publish_http(
-                            &mut h, p, &channel, k, &filler, rate, phase, origin, &counters,
+                            &mut h, p, &channel, index, &filler, rate, phase, origin, &counters,
                         )
                         .await
                     }
@@ -477,7 +534,22 @@ pub(crate) trait RoomReader {
     /// seq, or its event count).
     fn complete(&self, s: &MemberStats, last: u64) -> bool;
     /// One text frame from the server; `measuring` during the window.
-    fn on_text(&mut self, s: &mut MemberStats, text: &[u8], measuring: bool, origin: Instant);
+    fn on_text(&mut self, s: &mut MemberStats, text: &[u8], measuring: bool, clock: &mut Arrival);
+}
+
+/// When the frames of one read arrived: the clock is read once for them
+/// all, on the first one that needs it.
+pub(crate) struct Arrival {
+    origin: Instant,
+    at: Option<u64>,
+}
+
+impl Arrival {
+    /// Nanoseconds since the run's origin, read once per batch.
+    pub(crate) fn now(&mut self) -> u64 {
+        let origin = self.origin;
+        *self.at.get_or_insert_with(|| nanos_since(origin))
+    }
 }
 
 impl MemberStats {
@@ -495,13 +567,14 @@ impl MemberStats {
         }
     }
 
-    /// One message delivered, sent at `sent` (ns since `origin`) if known.
-    pub(crate) fn delivered(&mut self, measuring: bool, sent: Option<u64>, origin: Instant) {
+    /// One message delivered, sent at `sent` (ns since the origin) if
+    /// known.
+    pub(crate) fn delivered(&mut self, measuring: bool, sent: Option<u64>, clock: &mut Arrival) {
         self.delivered_total += 1;
         if measuring {
             self.delivered_window += 1;
             if let Some(sent) = sent {
-                let now = nanos_since(origin);
+                let now = clock.now();
                 let _ = self
                     .latency_us
                     .record((now.saturating_sub(sent) / 1000).max(1));
@@ -521,7 +594,7 @@ impl RoomReader for SeqReader {
         self.expected > last
     }
 
-    fn on_text(&mut self, s: &mut MemberStats, t: &[u8], measuring: bool, origin: Instant) {
+    fn on_text(&mut self, s: &mut MemberStats, t: &[u8], measuring: bool, clock: &mut Arrival) {
         if is_type(t, b"message") {
             let Some(seq) = json_u64(t, b"\"seq\":") else {
                 return;
@@ -535,7 +608,7 @@ impl RoomReader for SeqReader {
                 s.out_of_order += 1;
                 return;
             }
-            s.delivered(measuring, json_u64(t, b"\"t\":"), origin);
+            s.delivered(measuring, json_u64(t, b"\"t\":"), clock);
         } else if is_type(t, b"gap") {
             let (Some(from), Some(to)) = (json_u64(t, b"\"from\":"), json_u64(t, b"\"to\":"))
             else {
@@ -572,14 +645,15 @@ pub(crate) async fn member_loop(
 pub(crate) async fn read_room(
     conn: &mut WsConn,
     (room, finals): (usize, Arc<Vec<AtomicU64>>),
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     origin: Instant,
     counters: &Counters,
     mut reader: impl RoomReader,
 ) -> MemberStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = MemberStats::new();
     loop {
-        let now_phase = *phase.borrow();
+        let now_phase = phase.get();
         if now_phase == Phase::Stop {
             break;
         }
@@ -589,13 +663,15 @@ pub(crate) async fn read_room(
         }
         let measuring = now_phase == Phase::Measure;
         let before = s.delivered_total;
+        // Frames of one read arrived together: one clock read for them all.
+        let mut clock = Arrival { origin, at: None };
         let result = tokio::select! {
             r = conn.read_frames(|f| {
                 if let Frame::Text(t) = f {
-                    reader.on_text(&mut s, t, measuring, origin);
+                    reader.on_text(&mut s, t, measuring, &mut clock);
                 }
             }) => r,
-            _ = phase.changed() => Ok(()),
+            () = phase.changed() => Ok(()),
         };
         counters.delivered(s.delivered_total - before);
         if let Err(e) = result.and(conn.flush().await) {
@@ -612,10 +688,11 @@ pub(crate) async fn publisher_loop(
     room: &str,
     filler: &str,
     rate: Rate,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     origin: Instant,
     counters: &Counters,
 ) -> PublisherStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = PublisherStats::default();
     let mut next_id: u64 = 100;
     let mut in_flight: usize = 0;
@@ -636,7 +713,7 @@ pub(crate) async fn publisher_loop(
     let drain_deadline = std::cell::Cell::new(None::<tokio::time::Instant>);
     let mut frame = String::with_capacity(filler.len() + 128);
     loop {
-        let current = *phase.borrow();
+        let current = phase.get();
         if current >= Phase::Drain {
             let deadline = *drain_deadline
                 .get()
@@ -705,7 +782,7 @@ pub(crate) async fn publisher_loop(
                 }
             }) => r,
             _ = tokio::time::sleep_until(wake_at) => Ok(()),
-            _ = phase.changed() => Ok(()),
+            () = phase.changed() => Ok(()),
         };
         if let Err(e) = result {
             s.closed = Some(e.to_string());

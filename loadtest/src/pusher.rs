@@ -25,7 +25,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::common::{DRAIN_WAIT, nanos_since};
-use crate::fanout::{MemberStats, Phase, PublisherStats, Rate, RoomReader, read_room};
+use crate::fanout::{
+    Arrival, MemberStats, Phase, PhaseWatch, PublisherStats, Rate, RoomReader, read_room,
+};
 use crate::progress::Counters;
 use crate::wsclient::{ClientError, Frame, Target, WsConn, json_u64};
 
@@ -302,7 +304,7 @@ impl RoomReader for CounterReader {
         s.delivered_total >= last
     }
 
-    fn on_text(&mut self, s: &mut MemberStats, t: &[u8], measuring: bool, origin: Instant) {
+    fn on_text(&mut self, s: &mut MemberStats, t: &[u8], measuring: bool, clock: &mut Arrival) {
         if is_event(t, b"lt") || is_event(t, b"client-lt") {
             let Some((k, n, sent)) = lt_fields(t) else {
                 return;
@@ -320,7 +322,7 @@ impl RoomReader for CounterReader {
                 s.out_of_order += 1;
                 return;
             }
-            s.delivered(measuring, sent, origin);
+            s.delivered(measuring, sent, clock);
         } else if is_event(t, b"pusher:gap") {
             s.gaps += 1;
         }
@@ -382,15 +384,16 @@ pub(crate) async fn publish_client_events(
     k: usize,
     filler: &str,
     rate: Rate,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     origin: Instant,
     counters: &Counters,
 ) -> PublisherStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = PublisherStats::default();
     let start = tokio::time::Instant::now();
     let (mut frame, mut data) = (String::new(), String::new());
     loop {
-        let current = *phase.borrow();
+        let current = phase.get();
         if current >= Phase::Drain {
             break;
         }
@@ -429,7 +432,7 @@ pub(crate) async fn publish_client_events(
                 }
             }) => r,
             _ = tokio::time::sleep_until(wake_at) => Ok(()),
-            _ = phase.changed() => Ok(()),
+            () = phase.changed() => Ok(()),
         };
         if let Err(e) = result {
             s.closed = Some(e.to_string());
@@ -450,17 +453,18 @@ pub(crate) async fn publish_http(
     k: usize,
     filler: &str,
     rate: Rate,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     origin: Instant,
     counters: &Counters,
 ) -> PublisherStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = PublisherStats::default();
     let start = tokio::time::Instant::now();
     let mut in_flight = 0usize;
     let mut data = String::new();
     let mut drain_deadline = None;
     loop {
-        let current = *phase.borrow();
+        let current = phase.get();
         if current >= Phase::Drain {
             let deadline =
                 *drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_WAIT);
@@ -501,7 +505,7 @@ pub(crate) async fn publish_http(
         let result = tokio::select! {
             r = http.read_answers(), if in_flight > 0 => r,
             _ = tokio::time::sleep_until(wake_at) => Ok((0, 0)),
-            _ = phase.changed() => Ok((0, 0)),
+            () = phase.changed() => Ok((0, 0)),
         };
         match result {
             Ok((answers, failed)) => {
