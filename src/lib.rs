@@ -59,9 +59,38 @@ pub mod internals {
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
 
-    /// The Pusher endpoint's pure parts (the `pusher_events` fuzz target).
+    /// The Pusher endpoint's pure parts (the `pusher_events` fuzz target,
+    /// the no-allocation fan-out test, the `fanout` benches).
     pub mod pusher {
         use bytes::Bytes;
+
+        use crate::delivery::RoomFrame;
+
+        /// A room message as a sequencer hands it to member shards: its
+        /// native frame, and its Pusher form made on first demand.
+        #[derive(Clone)]
+        pub struct SharedFrame(RoomFrame);
+
+        impl SharedFrame {
+            /// Message `seq` of `room`, published as `event`.
+            pub fn message(room: &str, seq: u64, data: &[u8], event: &str) -> Self {
+                let frame =
+                    crate::protocol::encode::message_event(room, seq, "u1", 1, data, Some(event));
+                SharedFrame(RoomFrame::native(frame))
+            }
+
+            /// The native frame.
+            pub fn native(&self) -> Option<&Bytes> {
+                self.0.native_frame()
+            }
+
+            /// The Pusher form, as a Pusher member of `room` takes it (made
+            /// once, by the first caller).
+            pub fn pusher(&self, room: &str) -> Option<&Bytes> {
+                self.0
+                    .pusher_form(|f| crate::shard::conn::pusher::room_form(room, f))
+            }
+        }
 
         /// Decode a client event: its kind and channel (if it names one),
         /// or the `pusher:error` code and message it gets.
