@@ -4,8 +4,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import PusherJs from 'pusher-js';
+import Echo from 'laravel-echo';
 import {
-  server, client, member, subscribed, collect, until, quiet, get, webhookReceiver, connected,
+  env, server, client, member, subscribed, collect, until, quiet, get, webhookReceiver, connected,
 } from './common.mjs';
 
 const T = { timeout: 30000 };
@@ -111,4 +113,43 @@ test('webhooks fire once per cluster', T, async () => {
   assert.deepEqual(hooks.named('member_added', 'presence-hooks').map((e) => e.user_id).sort(), ['h1', 'h2']);
   assert.deepEqual(hooks.named('member_removed', 'presence-hooks').map((e) => e.user_id).sort(), ['h1', 'h2']);
   assert.equal(hooks.invalid, 0);
+});
+
+test('laravel-echo presence across nodes: here, joining, leaving', T, async () => {
+  const echo = (node, id) => new Echo({
+    broadcaster: 'pusher',
+    key: env.key,
+    cluster: 'mt1',
+    wsHost: env.hosts[node].host,
+    wsPort: env.hosts[node].port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    disableStats: true,
+    Pusher: PusherJs,
+    authorizer: (channel) => ({
+      authorize: (socketId, callback) => callback(null, onA.authorizeChannel(socketId, channel.name, member(id))),
+    }),
+  });
+  const onNodeA = echo(0, 'ea');
+  const onNodeB = echo(1, 'eb');
+  try {
+    let here = null;
+    const joining = [];
+    const leaving = [];
+    onNodeA.join('room.9')
+      .here((users) => { here = users; })
+      .joining((user) => joining.push(user))
+      .leaving((user) => leaving.push(user));
+    await until(() => here !== null, 'here() on node A');
+    let hereB = null;
+    onNodeB.join('room.9').here((users) => { hereB = users; });
+    await until(() => hereB !== null && joining.length === 1, 'node B to join');
+    assert.deepEqual(hereB.map((u) => u.name).sort(), ['user ea', 'user eb']);
+    assert.deepEqual(joining[0], { name: 'user eb' });
+    onNodeB.disconnect();
+    await until(() => leaving.length === 1, 'leaving() across nodes');
+  } finally {
+    onNodeA.disconnect();
+    onNodeB.disconnect();
+  }
 });
