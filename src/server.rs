@@ -147,6 +147,7 @@ async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> R
     match (req.method(), path) {
         (&Method::GET, "/metrics") => metrics(shard).await,
         (&Method::GET, "/") => status_page(),
+        (&Method::GET, "/client.js") => client_js(&req),
         (&Method::GET, "/healthz") => respond(StatusCode::OK, JSON, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if shard.shared.is_draining() {
@@ -172,10 +173,58 @@ fn status_page() -> Response<Body> {
     response.headers_mut().insert(
         hyper::header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'",
         ),
     );
     response
+}
+
+/// The JavaScript client SDK (`clients/js`), as the ES module its build
+/// committed in `clients/js/dist/`, so serving it needs no Node at build
+/// time. A test fails when that file is stale against the TypeScript
+/// sources (clients/js/README.md, "How the broker serves it").
+const CLIENT_JS: &str = include_str!("../clients/js/dist/shardcast-client.js");
+
+/// How long browsers may reuse `/client.js` without asking again. The
+/// `ETag` (the sources' hash) makes the revalidation after that cheap.
+const CLIENT_JS_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// `GET /client.js`: the browser module of the client SDK.
+fn client_js<B>(req: &Request<B>) -> Response<Body> {
+    let etag = client_js_etag();
+    let fresh = req
+        .headers()
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let mut response = if fresh {
+        respond(
+            StatusCode::NOT_MODIFIED,
+            "text/javascript; charset=utf-8",
+            "",
+        )
+    } else {
+        respond(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static(CLIENT_JS_CACHE_CONTROL),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(hyper::header::ETAG, value);
+    }
+    response
+}
+
+/// `"<source-hash>"`, read from the bundle's first line
+/// (`// shardcast-client X (source-hash H). ...`).
+fn client_js_etag() -> String {
+    let hash = CLIENT_JS
+        .split_once("(source-hash ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map_or("unknown", |(hash, _)| hash);
+    format!("\"{hash}\"")
 }
 
 /// `GET /metrics`: every shard's counters, summed by Prometheus labels.

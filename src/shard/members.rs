@@ -115,9 +115,10 @@ impl Shard {
                 match audience {
                     Audience::User(user) => {
                         // Closing a connection changes no table here.
-                        let list = self.local_users.borrow().get(&user).cloned();
-                        for c in list.iter().flatten() {
-                            give(c);
+                        if let Some(list) = self.local_users.borrow().get(&user) {
+                            for c in list {
+                                give(c);
+                            }
                         }
                     }
                     Audience::All => {

@@ -9,6 +9,7 @@ mod config;
 mod faults;
 mod harness;
 mod invariants;
+mod js_sdk;
 mod process;
 mod props;
 mod protocol;
