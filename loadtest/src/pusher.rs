@@ -191,6 +191,8 @@ impl Pusher {
         stream.set_nodelay(true)?;
         Ok(HttpPublisher {
             stream,
+            addr: node.addr,
+            opened: Instant::now(),
             host: node.host.clone(),
             buf: Vec::with_capacity(16 * 1024),
             out: Vec::with_capacity(16 * 1024),
@@ -220,15 +222,39 @@ impl Pusher {
     }
 }
 
+/// How long a publisher keeps one HTTP connection: a server may close
+/// connections after a while (shardcast: `limits.handshake_timeout_ms`,
+/// 10 s by default, for any connection that is not upgraded), and requests
+/// in flight then would be lost. After this long the publisher stops
+/// sending, waits for its answers, and connects again.
+const HTTP_CONNECTION_AGE: Duration = Duration::from_secs(4);
+
 /// One publisher's keep-alive connection to the HTTP API.
 pub(crate) struct HttpPublisher {
     stream: TcpStream,
+    addr: std::net::SocketAddr,
+    opened: Instant,
     host: String,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
 
 impl HttpPublisher {
+    /// Whether the connection is old enough to be replaced.
+    fn aged(&self) -> bool {
+        self.opened.elapsed() >= HTTP_CONNECTION_AGE
+    }
+
+    /// A fresh connection (nothing in flight on the old one).
+    async fn reconnect(&mut self) -> Result<(), ClientError> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        self.stream = stream;
+        self.opened = Instant::now();
+        self.buf.clear();
+        Ok(())
+    }
+
     /// Read what the server answered: (answers, failed answers) of the
     /// requests in flight. Cancel-safe: it only awaits a read.
     async fn read_answers(&mut self) -> Result<(usize, usize), ClientError> {
@@ -264,18 +290,15 @@ impl HttpPublisher {
 /// `t`). `data` may be a JSON object (client events) or a JSON string
 /// holding one (HTTP API events).
 fn lt_fields(text: &[u8]) -> Option<(u64, u64, Option<u64>)> {
-    let get = |key: &[u8]| {
-        let mut plain = Vec::with_capacity(key.len() + 3);
-        plain.push(b'"');
-        plain.extend_from_slice(key);
-        plain.extend_from_slice(b"\":");
-        let mut escaped = Vec::with_capacity(key.len() + 5);
-        escaped.extend_from_slice(b"\\\"");
-        escaped.extend_from_slice(key);
-        escaped.extend_from_slice(b"\\\":");
-        json_u64(text, &plain).or_else(|| json_u64(text, &escaped))
+    // One scan decides the encoding; the fields follow `data` in it.
+    let data = memchr::memmem::find(text, b"\"data\":")? + 7;
+    let body = &text[data..];
+    let (k, n, t): (&[u8], &[u8], &[u8]) = if body.first() == Some(&b'"') {
+        (br#"\"k\":"#, br#"\"n\":"#, br#"\"t\":"#)
+    } else {
+        (br#""k":"#, br#""n":"#, br#""t":"#)
     };
-    Some((get(b"k")?, get(b"n")?, get(b"t")))
+    Some((json_u64(body, k)?, json_u64(body, n)?, json_u64(body, t)))
 }
 
 /// Whether a Pusher frame's `event` is `name` (the server writes `event`
@@ -471,6 +494,14 @@ pub(crate) async fn publish_http(
             if in_flight == 0 || tokio::time::Instant::now() >= deadline {
                 break;
             }
+        } else if http.aged() {
+            // Replace the connection once its answers are in.
+            if in_flight == 0 {
+                if let Err(e) = http.reconnect().await {
+                    s.closed = Some(e.to_string());
+                    break;
+                }
+            }
         } else {
             let n = due(rate, start, s.published_total, in_flight);
             for _ in 0..n {
@@ -497,6 +528,7 @@ pub(crate) async fn publish_http(
             http.out.clear();
         }
         let wake_at = match rate {
+            _ if in_flight == 0 && http.aged() => tokio::time::Instant::now(),
             Rate::PerSec(r) if current < Phase::Drain => {
                 start + Duration::from_secs_f64(s.published_total as f64 / r)
             }
