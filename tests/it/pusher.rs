@@ -182,14 +182,14 @@ async fn a_slow_pusher_consumer_is_closed_with_4100() {
         .with(|c| {
             pusher_on(c, None);
             c.limits.outbound_queue_messages = 4;
-            c.limits.slow_close_grace_ms = 200;
             c.pusher.max_event_bytes = 60 * 1024;
         })
         .start();
     let (mut slow, _) = connect(&broker).await;
     subscribe(&mut slow, "firehose").await;
     // It stops reading; events pile up behind it, more than the socket
-    // buffers hold.
+    // buffers hold. (The close comes after what the buffers held; the
+    // default slow_close_grace_ms leaves the time to read it all.)
     let data = "x".repeat(56 * 1024);
     let body = json!({"name":"e","channel":"firehose","data":data}).to_string();
     for _ in 0..400 {
@@ -331,25 +331,241 @@ pub(crate) async fn signed_post(
     path: &str,
     body: &str,
 ) -> (u16, Value) {
+    signed(addr, "POST", path, &[], body).await
+}
+
+/// A request to the Pusher API, signed for the test app: `params` are
+/// extra query parameters (signed too); the answer's status and JSON body.
+pub(crate) async fn signed(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, text) = signed_text(addr, method, path, params, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// [`signed`], with the body as text (refusals are plain text).
+async fn signed_text(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use hmac::{Hmac, Mac};
     use md5::Digest;
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_secs();
+        .as_secs()
+        .to_string();
     let md5 = hex::encode(md5::Md5::digest(body.as_bytes()));
-    let query = format!("auth_key={APP_KEY}&auth_timestamp={ts}&auth_version=1.0&body_md5={md5}");
+    let mut all: Vec<(&str, &str)> = vec![
+        ("auth_key", APP_KEY),
+        ("auth_timestamp", &ts),
+        ("auth_version", "1.0"),
+    ];
+    if !body.is_empty() {
+        all.push(("body_md5", &md5));
+    }
+    all.extend_from_slice(params);
+    all.sort();
+    let query: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let query = query.join("&");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(crate::pusher_js::APP_SECRET.as_bytes())
         .expect("hmac");
-    mac.update(format!("POST\n{path}\n{query}").as_bytes());
+    mac.update(format!("{method}\n{path}\n{query}").as_bytes());
     let signature = hex::encode(mac.finalize().into_bytes());
     let target = format!("{path}?{query}&auth_signature={signature}");
-    http(
+    let headers: &[(&str, &str)] = if body.is_empty() {
+        &[]
+    } else {
+        &[("Content-Type", "application/json")]
+    };
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(RECV_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("http timeout")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pusher_api_refuses_with_the_documented_status_and_says_why() {
+    let broker = TestBroker::new().with(|c| pusher_on(c, None)).start();
+    let addr = broker.addr;
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/apps/nope/events",
+            vec![],
+            r#"{"name":"e","channel":"a","data":"{}"}"#.into(),
+            404,
+            "unknown app",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            "{".into(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a","channels":["b"],"data":"{}"}"#.into(),
+            400,
+            "either",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channels":[],"data":"{}"}"#.into(),
+            400,
+            "1 to 100",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a b","data":"{}"}"#.into(),
+            400,
+            "invalid channel",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"","channel":"a","data":"{}"}"#.into(),
+            400,
+            "event name",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a","data":"{}","socket_id":"x"}"#.into(),
+            400,
+            "socket_id",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a","data":"{}","extra":1}"#.into(),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/apps/app1/batch_events",
+            vec![],
+            format!(
+                r#"{{"batch":[{}]}}"#,
+                vec![r#"{"name":"e","channel":"a","data":"{}"}"#; 11].join(",")
+            ),
+            400,
+            "at most 10",
+        ),
+        (
+            "GET",
+            "/apps/app1/channels",
+            vec![("info", "user_count")],
+            String::new(),
+            400,
+            "presence-",
+        ),
+        (
+            "GET",
+            "/apps/app1/channels/public/users",
+            vec![],
+            String::new(),
+            400,
+            "presence channels only",
+        ),
+        (
+            "GET",
+            "/apps/app1/channels/a%20b",
+            vec![],
+            String::new(),
+            400,
+            "invalid channel",
+        ),
+        (
+            "POST",
+            "/apps/app1/nowhere",
+            vec![],
+            "{}".into(),
+            404,
+            "no Pusher API endpoint",
+        ),
+    ];
+    for (method, path, params, body, status, needle) in cases {
+        let (got, text) = signed_text(addr, method, path, &params, &body).await;
+        assert_eq!(got, status, "{method} {path} {body}: {text}");
+        assert!(
+            text.contains(needle),
+            "{method} {path}: {text:?} lacks {needle:?}"
+        );
+    }
+    // Unsigned, stale, or with the wrong key: 401, saying which.
+    let (status, text) = signed_text(addr, "GET", "/apps/app1/channels", &[], "").await;
+    assert_eq!((status, text.contains("channels")), (200, true), "{text}");
+    for (query, needle) in [
+        ("", "missing query parameter auth_key"),
+        (
+            "auth_key=app-key&auth_timestamp=1&auth_version=1.0&auth_signature=00",
+            "auth_timestamp",
+        ),
+        (
+            "auth_key=other&auth_timestamp=1&auth_version=1.0&auth_signature=00",
+            "auth_key",
+        ),
+        (
+            "auth_key=app-key&auth_timestamp=1&auth_version=2.0&auth_signature=00",
+            "auth_version",
+        ),
+    ] {
+        let (status, _) = http(
+            addr,
+            "GET",
+            &format!("/apps/app1/channels?{query}"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 401, "{query}");
+        let (_, raw) = http_get(addr, &format!("/apps/app1/channels?{query} HTTP/1.1")).await;
+        assert!(raw.contains(needle), "{query}: {raw}");
+    }
+    // A well-signed terminate of a user nobody signed in as: {}.
+    let (status, body) = signed(
         addr,
         "POST",
-        &target,
-        &[("Content-Type", "application/json")],
-        Some(body),
+        "/apps/app1/users/nobody/terminate_connections",
+        &[],
+        "{}",
     )
-    .await
+    .await;
+    assert_eq!((status, body), (200, json!({})));
 }
