@@ -496,11 +496,11 @@ pub(crate) async fn publish_http(
             }
         } else if http.aged() {
             // Replace the connection once its answers are in.
-            if in_flight == 0 {
-                if let Err(e) = http.reconnect().await {
-                    s.closed = Some(e.to_string());
-                    break;
-                }
+            if in_flight == 0
+                && let Err(e) = http.reconnect().await
+            {
+                s.closed = Some(e.to_string());
+                break;
             }
         } else {
             let n = due(rate, start, s.published_total, in_flight);

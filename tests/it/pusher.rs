@@ -411,7 +411,16 @@ async fn signed_text(
 async fn the_pusher_api_refuses_with_the_documented_status_and_says_why() {
     let broker = TestBroker::new().with(|c| pusher_on(c, None)).start();
     let addr = broker.addr;
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    /// (method, path, extra query, body, status, what the refusal says)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/apps/nope/events",
