@@ -491,7 +491,7 @@ async fn the_pusher_api_refuses_with_the_documented_status_and_says_why() {
             vec![],
             format!(
                 r#"{{"batch":[{}]}}"#,
-                vec![r#"{"name":"e","channel":"a","data":"{}"}"#; 11].join(",")
+                [r#"{"name":"e","channel":"a","data":"{}"}"#; 11].join(",")
             ),
             400,
             "at most 10",
