@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Shard;
-use super::outbound::{OutQueue, Pushed};
+use super::outbound::{GapStyle, OutQueue, Pushed};
 use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
@@ -111,7 +111,7 @@ impl Conn {
             .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
         let mut queue = OutQueue::new(l.outbound_queue_messages, l.outbound_queue_bytes);
         if let Protocol::Pusher(_) = identity.protocol {
-            queue.set_gap_encoder(pusher::gap_frame);
+            queue.set_gap_style(GapStyle::Pusher);
         }
         Rc::new(Conn {
             id: identity.id,
