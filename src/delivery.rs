@@ -20,6 +20,7 @@ use crate::inbox::Weighed;
 use crate::observe::{Observed, RoomChange};
 use crate::op::{Audience, Origin, Reply, UserFrame};
 use crate::placement::{ShardSet, shard_of};
+use crate::room::namespaces::Rules;
 
 /// A member of a room, as `members` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -35,33 +36,38 @@ pub(crate) struct MemberInfo {
     pub(crate) name: Option<Arc<str>>,
 }
 
-/// A frame for a room's members: the native encoding its sequencer made,
-/// and each other protocol's encoding, made on first demand by whichever
-/// member shard needs it first and shared by every other (so a message
-/// costs one serialization per protocol, not one per recipient or per
-/// shard). Cloning is a refcount.
+/// A frame for a room's members, shared by every recipient on every shard:
+/// the native encoding its sequencer made, and the other forms each made at
+/// most once, on first demand, by whichever member shard needs it first —
+/// its permessage-deflate form (for members that negotiated compression)
+/// and its Pusher form (for Pusher members). A room message costs one
+/// serialization per protocol and one compression, never one per recipient
+/// or per shard; members that need no other form never pay for one.
+/// Cloning is a refcount.
 #[derive(Debug, Clone)]
-pub(crate) struct RoomFrame(Arc<FrameForms>);
+pub struct RoomFrame(Arc<SharedFrame>);
 
 #[derive(Debug)]
-struct FrameForms {
-    /// The native frame; `None` when native members get nothing (a
-    /// presence change with `room.presence_events` off).
-    native: Option<Bytes>,
+struct SharedFrame {
+    /// The native frame; empty when native members get nothing (a presence
+    /// change with `room.presence_events` off).
+    plain: Bytes,
     /// What a presence event is about, for protocols that say it in their
     /// own words.
     change: Option<PresenceChange>,
+    deflated: OnceLock<Option<Bytes>>,
     /// The Pusher form (`None` inside: nothing for Pusher members).
     pusher: OnceLock<Option<Bytes>>,
 }
 
 impl RoomFrame {
-    /// A frame every protocol derives from its native form (a message, a
-    /// `gap`).
-    pub(crate) fn native(frame: Bytes) -> Self {
-        RoomFrame(Arc::new(FrameForms {
-            native: Some(frame),
+    /// `plain`, an encoded text frame every protocol derives its form from
+    /// (a message, a `gap`).
+    pub fn new(plain: Bytes) -> Self {
+        RoomFrame(Arc::new(SharedFrame {
+            plain,
             change: None,
+            deflated: OnceLock::new(),
             pusher: OnceLock::new(),
         }))
     }
@@ -69,16 +75,42 @@ impl RoomFrame {
     /// A presence event: `native` for native members (if they get one),
     /// and the change itself for the others.
     pub(crate) fn presence(native: Option<Bytes>, change: PresenceChange) -> Self {
-        RoomFrame(Arc::new(FrameForms {
-            native,
+        RoomFrame(Arc::new(SharedFrame {
+            plain: native.unwrap_or_default(),
             change: Some(change),
+            deflated: OnceLock::new(),
             pusher: OnceLock::new(),
         }))
     }
 
+    /// The frame as encoded (empty when native members get nothing).
+    pub fn plain(&self) -> &Bytes {
+        &self.0.plain
+    }
+
     /// The native frame, if native members get one.
     pub(crate) fn native_frame(&self) -> Option<&Bytes> {
-        self.0.native.as_ref()
+        (!self.0.plain.is_empty()).then_some(&self.0.plain)
+    }
+
+    /// The compressed frame (window [`crate::ws::deflate::SHARED_WINDOW_BITS`]),
+    /// or `None` when the payload is below `min_bytes` or does not shrink.
+    /// The first call on any thread compresses; the others share it.
+    pub fn deflated(&self, min_bytes: usize) -> Option<&Bytes> {
+        self.0
+            .deflated
+            .get_or_init(|| {
+                let payload = crate::ws::encode::text_payload(&self.0.plain);
+                if payload.len() < min_bytes {
+                    return None;
+                }
+                crate::ws::deflate::compressed_frame(
+                    true,
+                    &payload,
+                    crate::ws::deflate::SHARED_WINDOW_BITS,
+                )
+            })
+            .as_ref()
     }
 
     /// The presence change this frame is about, if it is one.
@@ -96,7 +128,7 @@ impl RoomFrame {
 
     /// Bytes it keeps alive (for inbox accounting).
     pub(crate) fn len(&self) -> usize {
-        self.0.native.as_ref().map_or(0, Bytes::len)
+        self.0.plain.len()
     }
 }
 
@@ -223,6 +255,10 @@ pub(crate) struct RoomDetails {
     /// The shard that sequences it (single node only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) home_shard: Option<usize>,
+    /// The prefix of its namespace (`null` outside every namespace).
+    pub(crate) namespace: Option<Arc<str>>,
+    /// Its options in effect.
+    pub(crate) options: Rules,
     /// Members, at most `limits.max_presence_list`.
     pub(crate) member_list: Vec<MemberInfo>,
 }
@@ -305,8 +341,15 @@ pub(crate) enum Delivery {
     Kick {
         /// The connection.
         conn: u64,
-        /// Whether it existed.
-        done: oneshot::Sender<bool>,
+        /// `Some(())` if it existed.
+        done: oneshot::Sender<Option<()>>,
+    },
+    /// Details of connection `conn` (`GET /api/connections/{conn}`).
+    ConnDetails {
+        /// The connection.
+        conn: u64,
+        /// Its details, or `None` if there is no such connection here.
+        done: oneshot::Sender<Option<crate::shard::conn::ConnDetails>>,
     },
     /// Report the shard's figures (`GET /api/stats`, `/metrics`).
     Stats {
@@ -336,6 +379,7 @@ impl Weighed for Delivery {
             | Delivery::JoinRefused { .. }
             | Delivery::Left { .. }
             | Delivery::Kick { .. }
+            | Delivery::ConnDetails { .. }
             | Delivery::Stats { .. }
             | Delivery::Sealed => 0,
         }
@@ -495,7 +539,7 @@ mod tests {
         let mut set = ShardSet::default();
         set.insert(0);
         set.insert(3);
-        let frame = RoomFrame::native(Bytes::from_static(b"x"));
+        let frame = RoomFrame::new(Bytes::from_static(b"x"));
         out.fan_out(set, &Arc::from("r"), 1, &frame, None, 0);
         let shards: Vec<usize> = out.drain().map(|(s, _)| s).collect();
         assert_eq!(shards, vec![0, 3]);

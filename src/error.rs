@@ -41,11 +41,16 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// HTTP only: the request body is not `application/json` (415).
     UnsupportedMediaType,
+    /// HTTP only: the request head is larger than
+    /// `limits.max_http_head_bytes` (431).
+    HeadTooLarge,
+    /// A publish's `data` does not match its room's JSON Schema (HTTP 422).
+    InvalidData,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -63,6 +68,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::HeadTooLarge,
+        ErrorCode::InvalidData,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -90,6 +97,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::HeadTooLarge => "head_too_large",
+            ErrorCode::InvalidData => "invalid_data",
         }
     }
 
@@ -102,6 +111,8 @@ impl ErrorCode {
             ErrorCode::RoomNotFound | ErrorCode::NotMember | ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::HeadTooLarge => 431,
+            ErrorCode::InvalidData => 422,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
@@ -190,6 +201,40 @@ impl Refusal {
         )
     }
 
+    /// `forbidden`: a `create` whose options would loosen those of the
+    /// room's namespace (`what` says which).
+    pub fn loosens_namespace(room: &str, prefix: &str, what: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, whose options a create may only \
+                 tighten: {what}"
+            ),
+        )
+    }
+
+    /// `forbidden`: a connection without `admin` publishing into a room of
+    /// a namespace with `client_publish = false`.
+    pub fn client_publish_off(room: &str, prefix: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, where only the HTTP API and `admin` \
+                 connections publish"
+            ),
+        )
+    }
+
+    /// `invalid_data`: a publish's `data` does not match the JSON Schema of
+    /// the room's namespace; `at` is the JSON pointer of the first failing
+    /// value (`(root)` for `data` itself), `rule` what it fails.
+    pub fn invalid_data(prefix: &str, at: &str, rule: &str) -> Self {
+        Refusal::new(
+            ErrorCode::InvalidData,
+            format!("`data` does not match the schema of namespace {prefix}: {at}: {rule}"),
+        )
+    }
+
     /// `forbidden`: listing the members of a private room from outside it.
     pub fn private_members(room: &str) -> Self {
         Refusal::new(
@@ -219,6 +264,17 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Internal,
             "the server is shutting down; the operation did not run",
+        )
+    }
+
+    /// `head_too_large`: an HTTP request head over the limit.
+    pub fn head_too_large(limit: usize) -> Self {
+        Refusal::new(
+            ErrorCode::HeadTooLarge,
+            format!(
+                "the request line and headers are larger than limits.max_http_head_bytes \
+                 ({limit} bytes)"
+            ),
         )
     }
 

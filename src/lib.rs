@@ -28,6 +28,7 @@ mod backend;
 mod cluster;
 pub mod config;
 mod delivery;
+mod edge;
 mod epoch;
 pub mod error;
 mod inbox;
@@ -42,12 +43,15 @@ pub mod protocol;
 mod pusher;
 mod ratelimit;
 mod room;
+mod schema;
 mod server;
 mod shard;
 mod shared;
 pub mod ws;
 
 pub use cluster::ClusterError;
+pub use edge::tls::TlsError;
+pub use schema::SchemaError;
 pub use server::SYSTEM_USER;
 
 /// Internals the benchmarks, fuzz targets and a few tests measure. Not part
@@ -55,6 +59,7 @@ pub use server::SYSTEM_USER;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::cluster::subscriber;
+    pub use crate::delivery::RoomFrame;
     pub use crate::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
@@ -76,7 +81,7 @@ pub mod internals {
             pub fn message(room: &str, seq: u64, data: &[u8], event: &str) -> Self {
                 let frame =
                     crate::protocol::encode::message_event(room, seq, "u1", 1, data, Some(event));
-                SharedFrame(RoomFrame::native(frame))
+                SharedFrame(RoomFrame::new(frame))
             }
 
             /// The native frame.
@@ -143,15 +148,57 @@ pub mod internals {
     use bytes::Bytes;
     use futures_util::FutureExt;
 
-    use crate::delivery::{Delivery, RoomFrame};
+    use crate::delivery::Delivery;
     use crate::inbox::ShardLink;
+
+    /// A publish and the namespace rules of a configuration: the
+    /// `publish_rules/*` benches (what [`crate::shard::Shard::route`] checks
+    /// before any back end).
+    pub struct PublishRules {
+        namespaces: crate::room::namespaces::Namespaces,
+        schemas: crate::schema::Schemas,
+        publish: crate::op::Publish,
+    }
+
+    impl PublishRules {
+        /// The rules of `config`'s namespaces (schemas read and compiled),
+        /// and a connection's publish of `data` into `room`.
+        pub fn new(
+            config: &crate::Config,
+            room: &str,
+            data: Bytes,
+        ) -> Result<Self, crate::SchemaError> {
+            let namespaces = crate::room::namespaces::Namespaces::new(config);
+            let schemas = crate::schema::Schemas::load(&namespaces)?;
+            let origin = crate::op::Origin { conn: 1, id: None };
+            let publish = crate::op::Publish {
+                room: Arc::from(room),
+                from: Arc::from("u"),
+                data,
+                event: None,
+                exclude: None,
+                privileged: false,
+                reply: crate::op::Reply::Conn(origin),
+            };
+            Ok(PublishRules {
+                namespaces,
+                schemas,
+                publish,
+            })
+        }
+
+        /// Check the publish as the route does.
+        pub fn admit(&self) -> Result<(), crate::Refusal> {
+            crate::schema::admit_publish(&self.namespaces, &self.schemas, &self.publish)
+        }
+    }
 
     /// A shard's delivery inbox and room frames to put through it: the
     /// `inbox/send_drain` bench.
     pub struct DeliveryInbox {
         link: Arc<ShardLink>,
         room: Arc<str>,
-        frame: Bytes,
+        frame: RoomFrame,
         seq: u64,
         out: Vec<Delivery>,
     }
@@ -162,7 +209,7 @@ pub mod internals {
             DeliveryInbox {
                 link: ShardLink::new(),
                 room: Arc::from(room),
-                frame,
+                frame: RoomFrame::new(frame),
                 seq: 0,
                 out: Vec::new(),
             }
@@ -176,7 +223,7 @@ pub mod internals {
                 let delivery = Delivery::Room {
                     room: self.room.clone(),
                     seq: self.seq,
-                    frame: RoomFrame::native(self.frame.clone()),
+                    frame: self.frame.clone(),
                     exclude: None,
                     stamp_us: 1,
                 };
@@ -224,9 +271,17 @@ pub enum StartError {
     /// [`Config::load`] resolves).
     #[error("{0}")]
     Config(ConfigError),
-    /// Cluster mode could not start (Redis unreachable, bad URL).
+    /// Cluster mode could not start (Redis unreachable, bad URL, another
+    /// node with other namespaces).
     #[error("{0}")]
     Cluster(#[from] cluster::ClusterError),
+    /// The TLS certificate or key cannot be used (unreadable, mismatched,
+    /// expired).
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A namespace's `schema_file` could not be read or compiled.
+    #[error("{0}")]
+    Schema(#[from] SchemaError),
 }
 
 /// A running broker.
@@ -243,6 +298,8 @@ impl Broker {
         config.validate().map_err(StartError::Config)?;
         let addr = config.listen_addr().map_err(StartError::Config)?;
         let auth = auth::Authenticator::from_config(&config.auth)?;
+        let edge = edge::Edge::new(&config)?;
+        let schemas = schema::Schemas::load(&room::namespaces::Namespaces::new(&config))?;
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -263,12 +320,15 @@ impl Broker {
         } else {
             (observe::Observer::none(), None)
         };
-        let shared = Shared::new(config, auth, backend, watchers);
+        let shared = Shared::new(config, auth, edge, backend, (schemas, watchers));
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),
             None => None,
         };
+        if let Some(tls) = shared.edge.tls.clone() {
+            spawn_tls_watcher(shared.clone(), tls).map_err(StartError::Thread)?;
+        }
         let mut shards = Vec::with_capacity(shard_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             shards.push(shard::spawn(index, shared.clone(), listener).map_err(StartError::Thread)?);
@@ -284,6 +344,21 @@ impl Broker {
     /// The address the broker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Load the TLS certificate and key files again (what SIGHUP does).
+    /// On error the pair in use stays, and the error says why. Without TLS
+    /// there is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.shared.edge.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the listeners speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.edge.tls.is_some()
     }
 
     /// Connections open now.
@@ -326,4 +401,18 @@ impl Broker {
         }
         clean
     }
+}
+
+/// Reload the TLS pair when its files change (checked every
+/// [`limits::TLS_RELOAD_POLL_MS`]), until the broker drains.
+fn spawn_tls_watcher(shared: Arc<Shared>, tls: Arc<edge::tls::TlsCerts>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || {
+            while !shared.is_draining() {
+                std::thread::sleep(Duration::from_millis(limits::TLS_RELOAD_POLL_MS));
+                tls.reload_if_changed();
+            }
+        })
+        .map(|_| ())
 }

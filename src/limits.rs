@@ -20,6 +20,10 @@ pub const MAX_FRAME_ID: u64 = (1 << 53) - 1;
 /// Longest history ring a room may ask for with `create { history }`.
 pub const MAX_ROOM_HISTORY: usize = 10_000;
 
+/// Most `[[room.namespaces]]` entries: the namespace of a room is found
+/// by trying each prefix, longest first, on every join, create and publish.
+pub const MAX_NAMESPACES: usize = 256;
+
 /// Capacity of each shard's request inbox (publishes, joins, ... forwarded to
 /// the room's home shard). A full inbox makes the sending connection wait:
 /// this is where backpressure reaches the publisher's read loop.
@@ -63,9 +67,28 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 /// by their home shards before leaving its rooms anyway.
 pub const PENDING_JOIN_WAIT_MS: u64 = 5_000;
 
+/// How long a new connection waits, before its `welcome`, for its node to
+/// hear frames sent to its user from other nodes (cluster mode: the
+/// subscription to the user's channel confirmed). Past it, it is welcomed
+/// anyway; a single node never waits.
+pub const USER_WATCH_WAIT_MS: u64 = 2_000;
+
 /// How often a home shard looks for empty auto-created rooms whose
 /// `room.empty_ttl_ms` has passed.
 pub const ROOM_SWEEP_INTERVAL_MS: u64 = 1_000;
+
+/// Smallest `limits.max_http_head_bytes` (hyper's smallest read buffer).
+pub const MIN_HTTP_HEAD_BYTES: usize = 8 * 1024;
+
+/// Largest `limits.max_http_head_bytes`: each connection in its HTTP phase
+/// may buffer this much.
+pub const MAX_HTTP_HEAD_BYTES: usize = 1024 * 1024;
+
+/// Longest `limits.lingering_close_ms`.
+pub const MAX_LINGERING_CLOSE_MS: u64 = 60_000;
+
+/// How often the TLS certificate and key files are checked for changes.
+pub const TLS_RELOAD_POLL_MS: u64 = 1_000;
 
 const _: () = assert!(MAX_SHARDS <= 64, "shard sets are u64 bit masks");
 const _: () = assert!(SHARD_PUMP_BATCH <= SHARD_REQUEST_INBOX);

@@ -12,6 +12,7 @@
 //! protocol asked (answers are typed, see [`crate::delivery::Ack`]; the
 //! asking connection encodes them).
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -72,8 +73,8 @@ pub(crate) struct Join {
     /// The connection may join the room if it is private.
     pub(crate) may_join_private: bool,
     /// Raw JSON the member carries for others to see (a Pusher presence
-    /// member's `user_info`).
-    pub(crate) info: Option<Arc<str>>,
+    /// member's `user_info`; a thin pointer: an op stays small).
+    pub(crate) info: Option<Arc<String>>,
     /// Answer with the room's users (each once, with its `info`), not only
     /// its counts: a Pusher presence subscription.
     pub(crate) list_users: bool,
@@ -89,12 +90,17 @@ pub(crate) struct Publish {
     /// Raw JSON of `data` (a slice of the client's frame or request).
     pub(crate) data: Bytes,
     /// The event name it is published as (the Pusher endpoint's events;
-    /// `None` for native publishes).
-    pub(crate) event: Option<Arc<str>>,
+    /// `None` for native publishes). A thin pointer, like `exclude` a
+    /// niche-packed id: an op stays small in the inboxes.
+    pub(crate) event: Option<Arc<String>>,
     /// A connection the fan-out skips: the publisher itself
     /// (`exclude_self`, client events), or any connection the HTTP API
-    /// names (`socket_id`).
-    pub(crate) exclude: Option<u64>,
+    /// names (`socket_id`). Connection ids are never 0.
+    pub(crate) exclude: Option<NonZeroU64>,
+    /// The publisher may publish where clients may not (a namespace with
+    /// `client_publish = false`): the HTTP API, or a connection with the
+    /// `admin` right.
+    pub(crate) privileged: bool,
     /// The seq the message got, or why not. A connection must be a member
     /// of the room; the API need not be.
     pub(crate) reply: Reply<u64>,
@@ -202,6 +208,10 @@ pub(crate) enum Op {
         user: Arc<str>,
         /// Has connections on the shard.
         watch: bool,
+        /// Told (or dropped) once frames for the user from other nodes
+        /// reach this node: the connection's `welcome` waits for it, so a
+        /// client that got its welcome gets what is sent to it next.
+        heard: Option<oneshot::Sender<()>>,
     },
 }
 
@@ -228,5 +238,14 @@ impl Weighed for Op {
             Op::ToUsers { frame, .. } => frame.len(),
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_op_stays_small_in_the_inboxes() {
+        // Inboxes are arrays of slots sized by the largest variant.
+        assert!(std::mem::size_of::<super::Op>() < 128);
     }
 }

@@ -10,11 +10,14 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::edge::Edge;
 use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, RoomIndex, UserIndex};
 use crate::observe::Observer;
 use crate::pusher::Pusher;
+use crate::room::namespaces::Namespaces;
+use crate::schema::Schemas;
 
 /// Shared broker state (one per process).
 pub(crate) struct Shared {
@@ -30,8 +33,14 @@ pub(crate) struct Shared {
     pub(crate) caps: ConnCaps,
     /// Inboxes, by shard index.
     pub(crate) links: Vec<Arc<ShardLink>>,
+    /// TLS, PROXY protocol, trusted proxies, origins.
+    pub(crate) edge: Edge,
     /// Who sequences rooms (see [`crate::backend`]).
     pub(crate) backend: Backend,
+    /// The room namespaces of the configuration.
+    pub(crate) namespaces: Namespaces,
+    /// Their message schemas, compiled, and `invalid_data` counts.
+    pub(crate) schemas: Schemas,
     /// Where back ends report room changes (the Pusher webhooks).
     pub(crate) observer: Observer,
     /// The Pusher endpoint's apps, when `[pusher]` is enabled.
@@ -50,8 +59,9 @@ impl Shared {
     pub(crate) fn new(
         config: Config,
         auth: Authenticator,
+        edge: Edge,
         backend: Backend,
-        (observer, pusher): (Observer, Option<Arc<Pusher>>),
+        (schemas, (observer, pusher)): (Schemas, (Observer, Option<Arc<Pusher>>)),
     ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
@@ -70,6 +80,9 @@ impl Shared {
                 Backend::Remote(_) => conn_id_base(&config.server.node_id, shards),
             },
             backend,
+            edge,
+            namespaces: Namespaces::new(&config),
+            schemas,
             observer,
             pusher,
             draining: AtomicBool::new(false),
@@ -101,6 +114,21 @@ impl Shared {
         self.shutdown.subscribe()
     }
 
+    /// Admit a TLS handshake from `ip` (see [`ConnCaps::try_handshake`]).
+    pub(crate) fn try_handshake(self: &Arc<Self>, ip: IpAddr) -> Result<HandshakeSlot, Refusal> {
+        if self.is_draining() {
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                "the server is shutting down",
+            ));
+        }
+        self.caps.try_handshake(ip)?;
+        Ok(HandshakeSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
     /// Admit a connection of `user` from `ip` on `shard`, or say why not.
     /// The returned permit gives the slots back when dropped.
     pub(crate) fn admit(
@@ -130,6 +158,18 @@ impl Shared {
             ip,
             user: user.clone(),
         })
+    }
+}
+
+/// A TLS handshake's place in the caps; released on drop.
+pub(crate) struct HandshakeSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.shared.caps.end_handshake(self.ip);
     }
 }
 

@@ -43,6 +43,11 @@ pub(crate) struct FanoutArgs {
     /// Bytes of filler in each message's data.
     #[arg(long, default_value_t = 64)]
     pub(crate) payload: usize,
+    /// What the filler is: `x` (one repeated letter) or `words` (text of
+    /// common words and numbers, about as compressible as chat text: what
+    /// to use when measuring permessage-deflate).
+    #[arg(long, default_value = "x")]
+    pub(crate) payload_text: PayloadText,
     /// `max` (closed loop) or publishes per second per publisher (open loop).
     #[arg(long, default_value = "max")]
     pub(crate) rate: String,
@@ -70,6 +75,46 @@ enum PublisherConn {
     PusherClient(WsConn),
     /// Pusher: HTTP API calls.
     PusherHttp(HttpPublisher),
+}
+
+/// The filler of published messages.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadText {
+    /// One letter repeated.
+    X,
+    /// Common words and numbers (a fixed pseudo-random sequence).
+    Words,
+}
+
+/// `len` bytes of filler: JSON-string-safe (no quotes, no backslashes).
+pub(crate) fn filler(text: PayloadText, len: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "room", "message", "hello", "and", "user", "online", "today", "meeting", "build",
+        "deploy", "status", "thanks", "team", "please", "review", "server", "update", "new",
+        "channel", "fixed", "issue", "time", "check", "ok", "ready", "join", "later", "from",
+        "with", "about", "release",
+    ];
+    let mut out = String::with_capacity(len + 16);
+    match text {
+        PayloadText::X => out.extend(std::iter::repeat_n('x', len)),
+        PayloadText::Words => {
+            // xorshift64: the same text on every run.
+            let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+            while out.len() < len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if state.is_multiple_of(5) {
+                    out.push_str(&(state % 100_000).to_string());
+                } else {
+                    out.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+                }
+                out.push(' ');
+            }
+            out.truncate(len);
+        }
+    }
+    out
 }
 
 /// Phases of a run, broadcast to every task.
@@ -136,6 +181,10 @@ pub(crate) struct MemberStats {
     pub(crate) gap_messages: u64,
     pub(crate) closed: Option<String>,
     pub(crate) latency_us: Histogram<u64>,
+    /// Bytes read from the server while measuring (after TLS).
+    pub(crate) bytes_window: u64,
+    /// The server accepted permessage-deflate.
+    pub(crate) compressed: bool,
 }
 
 /// What one publisher did.
@@ -311,7 +360,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             })
         })
         .collect();
-    let filler = "x".repeat(args.payload);
+    let filler = filler(args.payload_text, args.payload);
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
         .map(|(k, room, index, conn)| {
@@ -392,8 +441,11 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let mut latency = latency_histogram();
     let (mut delivered_total, mut delivered_window) = (0u64, 0u64);
     let (mut missing, mut out_of_order, mut gaps, mut gap_messages) = (0u64, 0u64, 0u64, 0u64);
+    let (mut bytes_window, mut compressed_members) = (0u64, 0usize);
     for t in member_tasks {
         let s = t.await.map_err(|e| e.to_string())?;
+        bytes_window += s.bytes_window;
+        compressed_members += usize::from(s.compressed);
         delivered_total += s.delivered_total;
         delivered_window += s.delivered_window;
         missing += s.missing;
@@ -453,11 +505,17 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     for c in closed.iter().take(5) {
         println!("    closed: {c}");
     }
+    let bytes_per_delivery = bytes_window as f64 / delivered_window.max(1) as f64;
+    println!(
+        "  bytes read         {bytes_per_delivery:.1} per delivery ({compressed_members} of {} members compressed)",
+        args.rooms * args.members
+    );
     figures.print();
 
     let parameters = json!({
         "rooms": args.rooms, "members": args.members, "publishers": args.publishers,
-        "payload": args.payload, "rate": args.rate, "window": args.window,
+        "payload": args.payload, "payload_text": format!("{:?}", args.payload_text).to_lowercase(),
+        "rate": args.rate, "window": args.window,
         "duration": args.common.duration, "warmup": args.common.warmup,
         "member_urls": args.member_urls,
         "members_only_on_others": args.members_only_on_others,
@@ -466,6 +524,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             PublishVia::Client => "client",
             PublishVia::Http => "http",
         }),
+        "tls": args.common.url.starts_with("wss://"),
+        "compression": args.common.compression,
     });
     let mut result = common::environment(&args.common, "fanout", parameters);
     result["results"] = json!({
@@ -478,6 +538,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         "deliveries_per_server_cpu_sec": per_cpu,
         "expected_deliveries": expected,
         "delivery_ratio": ratio,
+        "bytes_read_per_delivery": bytes_per_delivery,
+        "members_compressed": compressed_members,
         "latency_ms": common::latency_json(&latency),
         "checks": {
             "missing": missing, "out_of_order": out_of_order, "gaps": gaps,
@@ -553,8 +615,9 @@ impl Arrival {
 }
 
 impl MemberStats {
-    /// Nothing seen yet.
-    pub(crate) fn new() -> Self {
+    /// Nothing seen yet, on a connection that negotiated compression or
+    /// not.
+    pub(crate) fn new(compressed: bool) -> Self {
         MemberStats {
             delivered_total: 0,
             delivered_window: 0,
@@ -564,6 +627,8 @@ impl MemberStats {
             gap_messages: 0,
             closed: None,
             latency_us: latency_histogram(),
+            bytes_window: 0,
+            compressed,
         }
     }
 
@@ -651,7 +716,7 @@ pub(crate) async fn read_room(
     mut reader: impl RoomReader,
 ) -> MemberStats {
     let mut phase = PhaseWatch::new(phase);
-    let mut s = MemberStats::new();
+    let mut s = MemberStats::new(conn.deflated());
     loop {
         let now_phase = phase.get();
         if now_phase == Phase::Stop {
@@ -663,6 +728,7 @@ pub(crate) async fn read_room(
         }
         let measuring = now_phase == Phase::Measure;
         let before = s.delivered_total;
+        let bytes_before = conn.bytes_received();
         // Frames of one read arrived together: one clock read for them all.
         let mut clock = Arrival { origin, at: None };
         let result = tokio::select! {
@@ -674,6 +740,9 @@ pub(crate) async fn read_room(
             () = phase.changed() => Ok(()),
         };
         counters.delivered(s.delivered_total - before);
+        if measuring {
+            s.bytes_window += conn.bytes_received() - bytes_before;
+        }
         if let Err(e) = result.and(conn.flush().await) {
             s.closed = Some(e.to_string());
             break;

@@ -44,6 +44,8 @@ pub(crate) enum Status {
     Exists,
     /// Only members may list a private room's members.
     PrivateMembers,
+    /// A live node has another namespace configuration.
+    OtherNamespaces,
     /// A status this build does not know (a script of another version).
     Unknown(i64),
 }
@@ -60,6 +62,7 @@ impl Status {
             -5 => Status::Full,
             -6 => Status::Exists,
             -7 => Status::PrivateMembers,
+            -8 => Status::OtherNamespaces,
             other => Status::Unknown(other),
         }
     }
@@ -93,6 +96,8 @@ pub(crate) fn user_channel(user: &str) -> String {
 pub(crate) const ALL_CHANNEL: &str = "sc:all";
 /// Heartbeat deadlines of the nodes.
 pub(crate) const NODES_KEY: &str = "sc:nodes";
+/// Each node's namespace fingerprint.
+pub(crate) const NAMESPACES_KEY: &str = "sc:ns";
 /// Rooms where `node` has members.
 pub(crate) fn node_rooms_key(node: &str) -> String {
     format!("sc:n:{node}")
@@ -106,23 +111,27 @@ pub(crate) fn member_field(node: &str, conn: u64) -> String {
 /// ARGV: field, member value, create, may_create, auto_create,
 /// may_join_private, default max, default overflow, default history,
 /// since (-1: none), history_on_join, node, conn, room, the client's epoch
-/// (empty: none), a fresh epoch for a room this join makes, the user, most
-/// users to list (0: none).
+/// (empty: none), a fresh epoch for a room this join makes, private
+/// (0/1), the user, most users to list (0: none). Auto-create and the
+/// defaults are those of the room's namespace ([`crate::room::namespaces`]).
 ///
-/// A `since` with an epoch other than the room's is answered like a join
-/// without `since`, with recovered 0 (v1.1). A room without an epoch (made
-/// by an older build) gets the fresh one.
+/// A room of a private namespace (`private` 1) is private whatever its
+/// hash says, and a join that would make one it may not enter is refused
+/// without making it. A `since` with an epoch other than the room's is
+/// answered like a join without `since`, with recovered 0 (v1.1). A room
+/// without an epoch (made by an older build) gets the fresh one.
 ///
-/// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
-/// (-1 none, 0, 1), rejoin (0/1), history length, epoch, users, first of
-/// its user (0/1), listed users n, n times (user, member value), message...}`,
-/// or `{status}`. The `J` event says `users` and `first` too.
+/// Answer: `{0, seq, count, private (0/1), max, overflow, explicit,
+/// recovered (-1 none, 0, 1), rejoin (0/1), history length, epoch, users,
+/// first of its user (0/1), listed users n, n times (user, member value),
+/// message...}`, or `{status}`. The `J` event says `users` and `first` too.
 pub(crate) const JOIN: &str = r#"
 local meta, pres, hist, chan, users, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
   if ARGV[4] ~= '1' then return {-3} end
-  redis.call('HSET', meta, 'seq', 0, 'private', 0, 'max', ARGV[7], 'ovf', ARGV[8],
+  if ARGV[17] == '1' and ARGV[6] ~= '1' then return {-4} end
+  redis.call('HSET', meta, 'seq', 0, 'private', ARGV[17], 'max', ARGV[7], 'ovf', ARGV[8],
     'explicit', 0, 'hist', ARGV[9], 'epoch', ARGV[16])
 end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist', 'epoch')
@@ -132,22 +141,23 @@ if not epoch then
   epoch = ARGV[16]
   redis.call('HSET', meta, 'epoch', epoch)
 end
-if m[2] == '1' and ARGV[6] ~= '1' then return {-4} end
+local private = m[2] == '1' or ARGV[17] == '1'
+if private and ARGV[6] ~= '1' then return {-4} end
 local rejoin = redis.call('HEXISTS', pres, ARGV[1]) == 1
 local first = 0
 if not rejoin then
   if redis.call('HLEN', pres) >= (tonumber(m[3]) or 0) then return {-5, tonumber(m[3]) or 0} end
   redis.call('HSET', pres, ARGV[1], ARGV[2])
   redis.call('SADD', noderooms, ARGV[14])
-  if redis.call('HINCRBY', users, ARGV[17], 1) == 1 then first = 1 end
+  if redis.call('HINCRBY', users, ARGV[18], 1) == 1 then first = 1 end
 end
 redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
 local ucount = redis.call('HLEN', users)
-local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0, tonumber(m[6]) or 0,
-  epoch, ucount, first}
-local want = tonumber(ARGV[18]) or 0
+local out = {0, seq, count, private and 1 or 0, m[3], m[4], m[5], -1, rejoin and 1 or 0,
+  tonumber(m[6]) or 0, epoch, ucount, first}
+local want = tonumber(ARGV[19]) or 0
 local listed = {}
 if want > 0 then
   local seen = {}
@@ -277,20 +287,22 @@ return {0, had}
 
 /// KEYS: meta, presence, history, channel (unused), users.
 /// ARGV: asking member's field (empty: the API, no private check), most
-/// members to list.
+/// members to list, private namespace (0/1: the room is private whatever
+/// its hash says).
 ///
-/// Answer: `{0, total, seq, private, max, overflow, explicit, history
-/// length, epoch (empty: none yet), users, field, value, field, value...}`
-/// or `{status}`.
+/// Answer: `{0, total, seq, private (0/1), max, overflow, explicit, history
+/// length, epoch (empty: none yet), history option, users, field, value,
+/// field, value...}` or `{status}`.
 pub(crate) const DETAILS: &str = r#"
 local meta, pres, hist, users = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'epoch')
-if m[2] == '1' and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'epoch', 'hist')
+local private = m[2] == '1' or ARGV[3] == '1'
+if private and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
   return {-7}
 end
-local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, m[2], m[3], m[4], m[5],
-  redis.call('XLEN', hist), m[6] or '', redis.call('HLEN', users)}
+local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, private and 1 or 0, m[3], m[4],
+  m[5], redis.call('XLEN', hist), m[6] or '', tonumber(m[7]) or 0, redis.call('HLEN', users)}
 local limit = tonumber(ARGV[2])
 local cursor = '0'
 local listed = 0
@@ -308,19 +320,22 @@ until cursor == '0' or listed >= limit
 return out
 "#;
 
-/// KEYS: nodes, this node's rooms.
-/// ARGV: node, ttl ms, empty-room ttl ms.
+/// KEYS: nodes, this node's rooms, namespace fingerprints.
+/// ARGV: node, ttl ms, empty-room ttl ms, this node's namespace
+/// fingerprint.
 ///
-/// Renews this node's heartbeat, then removes every node whose heartbeat
-/// ran out: its members leave presence (with `left` events) and the room
-/// counts. Answer: `{0, nodes removed, then (kind, room, user) for each
-/// change it made: kind `R` (the user's last connection left) or `V` (the
-/// room has no member left; user empty)}`, so the node that swept reports
-/// them, once for the cluster.
+/// Renews this node's heartbeat (and its fingerprint, which a Redis that
+/// restarted lost), then removes every node whose heartbeat ran out: its
+/// members leave presence (with `left` events) and the room counts, and
+/// its fingerprint goes. Answer: `{0, nodes removed, then (kind, room,
+/// user) for each change it made: kind `R` (the user's last connection
+/// left) or `V` (the room has no member left; user empty)}`, so the node
+/// that swept reports them, once for the cluster.
 pub(crate) const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 local changes = {}
 for _, node in ipairs(dead) do
@@ -366,10 +381,33 @@ for _, node in ipairs(dead) do
   end
   redis.call('DEL', set)
   redis.call('ZREM', KEYS[1], node)
+  redis.call('HDEL', KEYS[3], node)
 end
 local out = {0, #dead}
 for _, x in ipairs(changes) do out[#out + 1] = x end
 return out
+"#;
+
+/// KEYS: nodes, namespace fingerprints.
+/// ARGV: node, this node's namespace fingerprint, ttl ms.
+///
+/// A node joining the cluster: refused if a live node (its heartbeat not
+/// run out) has another fingerprint; otherwise its fingerprint and
+/// heartbeat are written in the same step, so two nodes starting at once
+/// with different namespaces cannot both pass. Answer: `{0}`, or `{-8,
+/// other node, its fingerprint}`.
+pub(crate) const NAMESPACES: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  if other ~= ARGV[1] then
+    local theirs = redis.call('HGET', KEYS[2], other)
+    if theirs and theirs ~= ARGV[2] then return {-8, other, theirs} end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+return {0}
 "#;
 
 /// KEYS: meta, presence, node rooms, users.
@@ -443,6 +481,6 @@ return out
 "#;
 
 /// Every script, for loading them after each connect.
-pub(crate) const ALL: [&str; 9] = [
-    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE, ROOMS,
+pub(crate) const ALL: [&str; 10] = [
+    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE, NAMESPACES, ROOMS,
 ];

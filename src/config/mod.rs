@@ -281,6 +281,57 @@ pub struct ServerConfig {
     /// reader, fragment assembly, UTF-8 checks, close handling, limits).
     /// For the Autobahn test suite; not for production.
     pub echo_path: String,
+    /// PEM certificate chain (leaf first). With `tls_key_file`, every
+    /// listener speaks TLS (`wss://`, `https://`); both are reloaded on
+    /// SIGHUP and when the files change.
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<String>,
+    /// Browser origins allowed to open a WebSocket: exact
+    /// (`https://app.example.com`) or `https://*.example.com`. Empty: no
+    /// check. Requests without `Origin` (non-browser clients) pass.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_origins: Vec<String>,
+    /// Read a HAProxy PROXY protocol header from peers in
+    /// `trusted_proxies` (AWS NLB, HAProxy).
+    pub proxy_protocol: ProxyProtocol,
+    /// CIDRs (or addresses) of proxies whose PROXY header and forwarded
+    /// header are believed.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Which header names the client behind a trusted HTTP proxy.
+    pub forwarded_header: ForwardedHeader,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it.
+    pub compression: bool,
+    /// Messages shorter than this are sent uncompressed.
+    pub compression_min_bytes: usize,
+}
+
+/// `server.proxy_protocol`: which PROXY protocol versions are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// No PROXY header is read (one arriving is an HTTP error).
+    #[default]
+    Off,
+    /// The text form.
+    V1,
+    /// The binary form (AWS NLB).
+    V2,
+    /// Either.
+    Any,
+}
+
+/// `server.forwarded_header`: where a trusted HTTP proxy names the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (nginx, HAProxy, ALB).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 impl Default for ServerConfig {
@@ -292,6 +343,14 @@ impl Default for ServerConfig {
             drain_timeout_ms: 10_000,
             node_id: String::new(),
             echo_path: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            allowed_origins: Vec::new(),
+            proxy_protocol: ProxyProtocol::Off,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            compression: false,
+            compression_min_bytes: 256,
         }
     }
 }
@@ -335,6 +394,13 @@ pub struct LimitsConfig {
     pub heartbeat_timeout_ms: u64,
     /// Most entries in a `members` reply.
     pub max_presence_list: usize,
+    /// Largest HTTP request head (request line and headers), bytes; larger
+    /// gets 431. Room for the largest token the claim limits allow.
+    pub max_http_head_bytes: usize,
+    /// After an HTTP refusal that leaves a request body unread (413), how
+    /// long the server keeps reading and discarding it before closing, so
+    /// that clients that send the whole body first still read the answer.
+    pub lingering_close_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -357,6 +423,8 @@ impl Default for LimitsConfig {
             heartbeat_interval_ms: 25_000,
             heartbeat_timeout_ms: 60_000,
             max_presence_list: 1000,
+            max_http_head_bytes: 64 * 1024,
+            lingering_close_ms: 5_000,
         }
     }
 }
@@ -380,6 +448,54 @@ pub struct RoomConfig {
     pub auto_create: bool,
     /// How long an empty auto-created room (and its history) is kept.
     pub empty_ttl_ms: u64,
+    /// Kinds of rooms by name prefix (`[[room.namespaces]]`): the rooms
+    /// whose name starts with a prefix take its options (the longest
+    /// matching prefix wins). Rooms outside every namespace take the
+    /// defaults above.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// `[[room.namespaces]]`: the options of every room whose name starts with
+/// `prefix`. A key left out takes the `[room]` default (`overflow`:
+/// `limits.slow_consumer_policy`); `private` defaults to false and
+/// `client_publish` to true. A `create` may tighten these options for its
+/// room, never loosen them.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Rooms whose name starts with this (1-128 bytes of
+    /// `[A-Za-z0-9_.:@-]`).
+    pub prefix: String,
+    /// Every room here is private, however it is made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
+    /// Member cap (a `create` may ask for less).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<u32>,
+    /// History length, in messages (a `create` may ask for less).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<usize>,
+    /// Messages of history in a `join` ack without `since`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_on_join: Option<usize>,
+    /// Overflow policy (a `create` may not choose another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<OverflowPolicy>,
+    /// Send `joined` / `left` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_events: Option<bool>,
+    /// `join` may create a missing room here (with the `create` right).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_create: Option<bool>,
+    /// Connections may publish here; false: only the HTTP API and
+    /// connections with the `admin` right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_publish: Option<bool>,
+    /// A JSON Schema file (draft 2020-12) the `data` of every publish here
+    /// must match; empty: none. A relative path is taken from the working
+    /// directory of the process.
+    pub schema_file: String,
 }
 
 impl Default for RoomConfig {
@@ -392,6 +508,7 @@ impl Default for RoomConfig {
             presence_events: true,
             auto_create: true,
             empty_ttl_ms: 60_000,
+            namespaces: Vec::new(),
         }
     }
 }

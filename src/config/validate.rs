@@ -1,8 +1,12 @@
 //! Validating a [`Config`]: every value's range, the relations between
 //! values, and no placeholder that `shardcast config` printed for a secret.
 
-use super::{Config, ConfigError, REDACTED};
-use crate::limits::{MAX_ROOM_HISTORY, MAX_SHARDS};
+use super::{Config, ConfigError, ProxyProtocol, REDACTED};
+use crate::edge::{Origins, TrustedProxies};
+use crate::limits::{
+    MAX_HTTP_HEAD_BYTES, MAX_LINGERING_CLOSE_MS, MAX_NAMESPACES, MAX_ROOM_HISTORY, MAX_SHARDS,
+    MIN_HTTP_HEAD_BYTES,
+};
 
 impl Config {
     /// Check every value's range and the relations between values.
@@ -52,6 +56,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_edge()?;
         let l = &self.limits;
         let positive: [(&'static str, u64); 9] = [
             ("limits.max_connections", l.max_connections),
@@ -118,6 +123,7 @@ impl Config {
                 format!("must be at most {MAX_ROOM_HISTORY}"),
             ));
         }
+        self.validate_namespaces()?;
         let c = &self.cluster;
         if c.enabled() {
             if !c.redis_url.starts_with("redis://") {
@@ -248,6 +254,100 @@ impl Config {
                         app.id
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[server]`'s edge keys: TLS files, origins, proxies, compression,
+    /// and the HTTP limits.
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
+        let s = &self.server;
+        let set = |f: &Option<String>| f.as_deref().is_some_and(|p| !p.is_empty());
+        match (set(&s.tls_cert_file), set(&s.tls_key_file)) {
+            (true, false) => {
+                return Err(invalid(
+                    "server.tls_key_file",
+                    "must be set when server.tls_cert_file is".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "server.tls_cert_file",
+                    "must be set when server.tls_key_file is".into(),
+                ));
+            }
+            _ => {}
+        }
+        Origins::parse(&s.allowed_origins).map_err(|e| invalid("server.allowed_origins", e))?;
+        let trusted = TrustedProxies::parse(&s.trusted_proxies)
+            .map_err(|e| invalid("server.trusted_proxies", e))?;
+        if s.proxy_protocol != ProxyProtocol::Off && trusted.is_empty() {
+            return Err(invalid(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies: a PROXY header is believed only from those peers"
+                    .into(),
+            ));
+        }
+        let l = &self.limits;
+        if !(MIN_HTTP_HEAD_BYTES..=MAX_HTTP_HEAD_BYTES).contains(&l.max_http_head_bytes) {
+            return Err(invalid(
+                "limits.max_http_head_bytes",
+                format!(
+                    "must be {MIN_HTTP_HEAD_BYTES}..={MAX_HTTP_HEAD_BYTES}, not {}",
+                    l.max_http_head_bytes
+                ),
+            ));
+        }
+        if l.lingering_close_ms > MAX_LINGERING_CLOSE_MS {
+            return Err(invalid(
+                "limits.lingering_close_ms",
+                format!("must be at most {MAX_LINGERING_CLOSE_MS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each `[[room.namespaces]]` entry: a valid, distinct prefix and
+    /// options in the ranges of the `[room]` keys they stand for.
+    fn validate_namespaces(&self) -> Result<(), ConfigError> {
+        let namespaces = &self.room.namespaces;
+        if namespaces.len() > MAX_NAMESPACES {
+            return Err(ConfigError::Invalid {
+                key: "room.namespaces",
+                problem: format!(
+                    "may hold at most {MAX_NAMESPACES} namespaces, not {}",
+                    namespaces.len()
+                ),
+            });
+        }
+        for (i, ns) in namespaces.iter().enumerate() {
+            let entry = |problem: String| ConfigError::Invalid {
+                key: "room.namespaces",
+                problem: format!("entry {} (prefix {:?}): {problem}", i + 1, ns.prefix),
+            };
+            if !crate::protocol::names::is_valid_name(&ns.prefix) {
+                return Err(entry(
+                    "`prefix` must be 1-128 bytes of [A-Za-z0-9_.:@-]".into(),
+                ));
+            }
+            if namespaces[..i]
+                .iter()
+                .any(|other| other.prefix == ns.prefix)
+            {
+                return Err(entry("the prefix appears twice".into()));
+            }
+            if ns.max_members == Some(0) {
+                return Err(entry("`max_members` must be > 0".into()));
+            }
+            for (key, value) in [
+                ("history", ns.history),
+                ("history_on_join", ns.history_on_join),
+            ] {
+                if value.is_some_and(|v| v > MAX_ROOM_HISTORY) {
+                    return Err(entry(format!("`{key}` must be at most {MAX_ROOM_HISTORY}")));
+                }
             }
         }
         Ok(())

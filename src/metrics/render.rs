@@ -88,6 +88,9 @@ pub(crate) struct ProcessFigures {
     pub(crate) cpu_seconds: Option<f64>,
     /// Cluster mode: the remote sequencer's counters.
     pub(crate) cluster: Option<RemoteFigures>,
+    /// `invalid_data` refusals by namespace prefix, for every namespace
+    /// with a schema.
+    pub(crate) invalid_data: Vec<(std::sync::Arc<str>, u64)>,
     /// The Pusher endpoint's webhooks, when some app has one.
     pub(crate) webhooks: Option<WebhookFigures>,
 }
@@ -166,6 +169,11 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         "slow_consumer_closes",
         "Connections closed with 4000",
     );
+    let proxy_refused = counter_family(
+        &mut r,
+        "proxy_header_refusals",
+        "Connections closed at a PROXY protocol header (untrusted, malformed, wrong version)",
+    );
     let queue_frames = gauge_family(
         &mut r,
         "outbound_queue_frames",
@@ -230,6 +238,9 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
             .inc_by(s.dropped_total);
         slow.get_or_create(&shard_label(i))
             .inc_by(s.slow_consumer_closes_total);
+        proxy_refused
+            .get_or_create(&shard_label(i))
+            .inc_by(s.counters.proxy_refused);
         queue_frames
             .get_or_create(&shard_label(i))
             .set(to_i64(s.queued_frames));
@@ -332,6 +343,18 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
             failed,
         );
     }
+    if !process.invalid_data.is_empty() {
+        let refused = counter_family(
+            &mut r,
+            "invalid_data",
+            "Publishes refused with `invalid_data` (data not matching the schema), by namespace",
+        );
+        for (prefix, n) in &process.invalid_data {
+            refused
+                .get_or_create(&vec![("namespace".into(), prefix.to_string())])
+                .inc_by(*n);
+        }
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -343,6 +366,7 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
 pub(crate) fn process_figures(
     rooms: u64,
     remote: Option<&RemoteCounters>,
+    invalid_data: Vec<(std::sync::Arc<str>, u64)>,
     webhooks: Option<WebhookFigures>,
 ) -> ProcessFigures {
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
@@ -370,6 +394,7 @@ pub(crate) fn process_figures(
         rss_bytes,
         cpu_seconds,
         cluster: remote.map(RemoteFigures::of),
+        invalid_data,
         webhooks,
     }
 }

@@ -345,9 +345,9 @@ async fn publish(
     event: &EventBody<'_>,
     channels: &[String],
 ) -> Result<Value, ApiError> {
-    let exclude = event.check(pusher)?;
+    let exclude = event.check(pusher)?.and_then(std::num::NonZeroU64::new);
     let data = Bytes::copy_from_slice(event.data.get().as_bytes());
-    let name: Arc<str> = Arc::from(event.name.as_str());
+    let name = Arc::new(event.name.clone());
     for channel in channels {
         let result = ask(shard, |tx| {
             Op::Publish(Publish {
@@ -356,6 +356,7 @@ async fn publish(
                 data: data.clone(),
                 event: Some(name.clone()),
                 exclude,
+                privileged: true,
                 reply: Reply::Api(tx),
             })
         })

@@ -7,7 +7,7 @@
 //! with backoff; 4200: reconnect now). Only a request that is not a
 //! WebSocket upgrade gets a plain HTTP 400.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +18,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::Pusher;
 use super::wire::{self, codes};
 use crate::auth::RoomPatterns;
+use crate::edge::stream::{HttpIo, Stream};
 use crate::error::{ErrorCode, Refusal};
 use crate::perms::Perms;
 use crate::shard::Shard;
@@ -45,7 +45,7 @@ struct Refused(u16, String);
 pub(crate) fn upgrade(
     shard: &Rc<Shard>,
     pusher: &Arc<Pusher>,
-    peer: SocketAddr,
+    client: IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Refusal> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -71,7 +71,10 @@ pub(crate) fn upgrade(
             format!("invalid WebSocket upgrade: {e}"),
         )
     })?;
-    let admitted = admit(shard, pusher, peer, &key, version.as_deref());
+    // A browser page from an origin the edge does not allow is refused
+    // before the upgrade, like on the native endpoint.
+    crate::server::check_origin(shard, &req)?;
+    let admitted = admit(shard, pusher, client, &key, version.as_deref());
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
         let ws = match upgrade.await {
@@ -81,20 +84,23 @@ pub(crate) fn upgrade(
                 return;
             }
         };
-        let Ok(parts) = ws
-            .into_inner()
-            .into_inner()
-            .downcast::<TokioIo<TcpStream>>()
-        else {
-            return tracing::error!("upgraded connection is not a TCP stream");
+        let Ok(parts) = ws.into_inner().into_inner().downcast::<TokioIo<HttpIo>>() else {
+            return tracing::error!("upgraded connection is not the edge's stream");
         };
-        let stream = parts.io.into_inner();
+        let (stream, unread) = parts.io.into_inner().into_parts();
+        // hyper read its buffer from the front of the prefix; what it left
+        // of the prefix comes after.
+        let prefix = if unread.is_empty() {
+            parts.read_buf
+        } else {
+            [parts.read_buf, unread].concat().into()
+        };
         match admitted {
             Ok((identity, permit)) => {
-                conn::serve(shard, identity, stream, parts.read_buf, permit).await;
+                conn::serve(shard, identity, stream, prefix, permit).await;
             }
             Err(Refused(code, why)) => {
-                tracing::info!(%peer, code, reason = %why, "pusher connection refused");
+                tracing::info!(%client, code, reason = %why, "pusher connection refused");
                 refuse(stream, code, &why).await;
             }
         }
@@ -107,7 +113,7 @@ pub(crate) fn upgrade(
 fn admit(
     shard: &Rc<Shard>,
     pusher: &Pusher,
-    peer: SocketAddr,
+    client: IpAddr,
     key: &str,
     version: Option<&str>,
 ) -> Result<(Identity, crate::shared::Permit), Refused> {
@@ -147,7 +153,7 @@ fn admit(
     let user: Arc<str> = Arc::from(format!("~pusher-{id}"));
     let permit = shard
         .shared
-        .admit(shard.index, peer.ip(), &user)
+        .admit(shard.index, client, &user)
         .map_err(|r| {
             let code = if shard.shared.is_draining() {
                 codes::RECONNECT
@@ -158,6 +164,7 @@ fn admit(
         })?;
     let state = PusherConn::new(app.clone(), id, &pusher.config);
     let identity = Identity {
+        addr: client,
         id,
         user,
         name: None,
@@ -165,6 +172,8 @@ fn admit(
         rooms: RoomPatterns::default(),
         expires_at: None,
         echo: false,
+        // Not negotiated: Pusher connections are written uncompressed.
+        deflate: None,
         protocol: Protocol::Pusher(Box::new(state)),
     };
     Ok((identity, permit))
@@ -172,7 +181,7 @@ fn admit(
 
 /// Say why over the upgraded socket (`pusher:error`, then a close frame
 /// with the same code), and wait a little for the client's close.
-async fn refuse(mut stream: TcpStream, code: u16, why: &str) {
+async fn refuse(mut stream: Stream, code: u16, why: &str) {
     let mut out = wire::error(Some(code), why).to_vec();
     out.extend_from_slice(&crate::ws::encode::close_frame(code, why));
     let wait = Duration::from_millis(REFUSAL_CLOSE_WAIT_MS);

@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::config::{Config, OverflowPolicy, RoomConfig};
+use crate::config::{Config, RoomConfig};
 use crate::delivery::{
     Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, PresenceChange, RoomDetails,
     RoomFrame, UserEntry,
@@ -42,6 +42,7 @@ use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode::{self, PresenceKind};
 use crate::room::history::HistoryRing;
+use crate::room::namespaces::{Namespaces, NsId, RoomSettings};
 use crate::ws::encode::text_payload;
 
 /// The clocks an op is applied with.
@@ -76,6 +77,8 @@ struct Member {
 /// A room homed here.
 struct Room {
     meta: Arc<RoomMeta>,
+    /// Its namespace (whose rules it follows).
+    ns: NsId,
     /// This incarnation of the room.
     epoch: Epoch,
     seq: u64,
@@ -83,6 +86,9 @@ struct Room {
     members: HashMap<u64, Member>,
     /// Member connections per user (each user once).
     users: HashMap<Arc<str>, u32>,
+    /// A member asked for the room's users (a Pusher presence member):
+    /// changes of its users are told even with native presence events off.
+    user_presence: bool,
     /// Members per shard: where fan-out goes.
     shards: ShardCounts,
     /// When the room last became empty (auto-created rooms only).
@@ -105,7 +111,7 @@ struct Message<'a> {
 struct Settings {
     home: usize,
     room: RoomConfig,
-    overflow: OverflowPolicy,
+    namespaces: Namespaces,
     max_presence_list: usize,
 }
 
@@ -126,7 +132,7 @@ impl RoomTable {
             settings: Settings {
                 home,
                 room: config.room.clone(),
-                overflow: config.limits.slow_consumer_policy,
+                namespaces: Namespaces::new(config),
                 max_presence_list: config.limits.max_presence_list,
             },
             rooms: HashMap::new(),
@@ -182,7 +188,7 @@ impl RoomTable {
                 options,
                 reply,
             } => {
-                let result = self.create(index, &room, &options, true, now);
+                let result = self.create(index, &room, &options, now);
                 out.settle(reply, result, |()| Ack::Room(room));
             }
             Op::Delete { room, reply } => {
@@ -202,39 +208,58 @@ impl RoomTable {
         }
     }
 
-    /// Create `room`. `explicit` rooms live until deleted; others expire
-    /// `room.empty_ttl_ms` after their last member leaves.
+    /// `create`: make `room` with `options`, as far as its namespace
+    /// allows (a create may only tighten the namespace's options). It lives
+    /// until deleted.
     fn create(
         &mut self,
         index: &RoomIndex,
         room: &Arc<str>,
         options: &RoomOptions,
-        explicit: bool,
         now: Now,
     ) -> Result<(), Refusal> {
         if self.rooms.contains_key(room) {
             return Err(Refusal::room_exists(room));
         }
+        let namespaces = &self.settings.namespaces;
+        let ns = namespaces.find(room);
+        let settings = namespaces.created_settings(ns, room, options)?;
+        self.make(index, room, ns, settings, true, now)
+    }
+
+    /// Make `room` in namespace `ns` with `settings`. `explicit` rooms live
+    /// until deleted; others expire `room.empty_ttl_ms` after their last
+    /// member leaves.
+    fn make(
+        &mut self,
+        index: &RoomIndex,
+        room: &Arc<str>,
+        ns: NsId,
+        settings: RoomSettings,
+        explicit: bool,
+        now: Now,
+    ) -> Result<(), Refusal> {
         let s = &self.settings;
         let meta = Arc::new(RoomMeta {
             home: s.home,
-            private: options.private,
-            max_members: options.max_members.unwrap_or(s.room.default_max_members),
-            overflow: options.overflow.unwrap_or(s.overflow),
+            private: settings.private,
+            max_members: settings.max_members,
+            overflow: settings.overflow,
             explicit,
             members: AtomicU32::new(0),
             users: AtomicU32::new(0),
             seq: AtomicU64::new(0),
         });
         index.insert(room.clone(), meta.clone())?;
-        let history_len = options.history.unwrap_or(s.room.history);
         let mut home = Room {
             meta,
+            ns,
             epoch: Epoch::new(),
             seq: 0,
-            history: HistoryRing::new(history_len, s.room.history_max_bytes),
+            history: HistoryRing::new(settings.history, s.room.history_max_bytes),
             members: HashMap::new(),
             users: HashMap::new(),
+            user_presence: false,
             shards: ShardCounts::default(),
             empty_since: None,
             expiry_scheduled: false,
@@ -257,13 +282,20 @@ impl RoomTable {
     ) -> Result<(), Refusal> {
         let room = &join.room;
         if !self.rooms.contains_key(room) {
-            if !join.create || !self.settings.room.auto_create {
+            let namespaces = &self.settings.namespaces;
+            let ns = namespaces.find(room);
+            if !join.create || !namespaces.rules(ns).auto_create {
                 return Err(Refusal::room_not_found(room));
             }
             if !join.may_create {
                 return Err(Refusal::may_not_create(room));
             }
-            self.create(index, room, &RoomOptions::default(), false, now)?;
+            let settings = namespaces.joined_settings(ns);
+            // A private room the joiner could not enter is not made.
+            if settings.private && !join.may_join_private {
+                return Err(Refusal::private_room(room));
+            }
+            self.make(index, room, ns, settings, false, now)?;
         }
         let s = &self.settings;
         let Some(home) = self.rooms.get_mut(room) else {
@@ -284,7 +316,7 @@ impl RoomTable {
             let member = Member {
                 user: join.user.clone(),
                 name: join.name.clone(),
-                info: join.info.clone(),
+                info: join.info.as_deref().map(|i| Arc::from(i.as_str())),
             };
             home.members.insert(conn, member);
             let of_user = home.users.entry(join.user.clone()).or_insert(0);
@@ -308,7 +340,8 @@ impl RoomTable {
         let ack = join.origin.id.map(|id| {
             let resume =
                 crate::epoch::resume(join.since, join.epoch.as_deref(), home.epoch.as_str());
-            let (history, recovered) = history_for(home, resume, s.room.history_on_join);
+            let on_join = s.namespaces.rules(home.ns).history_on_join;
+            let (history, recovered) = history_for(home, resume, on_join);
             JoinAck {
                 id,
                 seq: home.seq,
@@ -334,20 +367,15 @@ impl RoomTable {
         };
         out.for_conn(conn, joined);
         // The joiner is not told about itself: alone, nobody is told.
-        if !rejoin && count > 1 && (s.room.presence_events || first_of_user) {
+        home.user_presence |= join.list_users;
+        let native_events = s.namespaces.rules(home.ns).presence_events;
+        if !rejoin && count > 1 && (native_events || (first_of_user && home.user_presence)) {
             let member = Member {
                 user: join.user.clone(),
                 name: join.name.clone(),
-                info: join.info.clone(),
+                info: join.info.as_deref().map(|i| Arc::from(i.as_str())),
             };
-            let frame = presence_frame(
-                s.room.presence_events,
-                room,
-                member,
-                count,
-                first_of_user,
-                true,
-            );
+            let frame = presence_frame(native_events, room, member, count, first_of_user, true);
             out.fan_out(home.shards.shards(), room, 0, &frame, Some(conn), 0);
         }
         Ok(())
@@ -395,8 +423,8 @@ impl RoomTable {
             id: origin.id,
         };
         out.for_conn(origin.conn, left);
-        let native_events = self.settings.room.presence_events;
-        if count > 0 && (native_events || last_of_user) {
+        let native_events = self.settings.namespaces.rules(home.ns).presence_events;
+        if count > 0 && (native_events || (last_of_user && home.user_presence)) {
             let frame = presence_frame(native_events, room, member, count, last_of_user, false);
             out.fan_out(home.shards.shards(), room, 0, &frame, Some(origin.conn), 0);
         }
@@ -415,6 +443,7 @@ impl RoomTable {
             event,
             exclude,
             reply,
+            ..
         } = publish;
         // A connection must be a member; the API publishes into any room.
         // The origin forwards a publish also while its join is in flight, so
@@ -430,8 +459,8 @@ impl RoomTable {
                 let message = Message {
                     from: &from,
                     data: &data,
-                    event: event.as_deref(),
-                    exclude,
+                    event: event.as_deref().map(String::as_str),
+                    exclude: exclude.map(std::num::NonZeroU64::get),
                 };
                 self.sequence(&room, message, now, out)
             }
@@ -474,7 +503,7 @@ impl RoomTable {
             home.shards.shards(),
             room,
             seq,
-            &RoomFrame::native(frame),
+            &RoomFrame::new(frame),
             message.exclude,
             now.stamp_us,
         );
@@ -505,6 +534,13 @@ impl RoomTable {
         let Some(home) = self.rooms.get(room) else {
             return Err(Refusal::room_not_found(room));
         };
+        let namespaces = &self.settings.namespaces;
+        let settings = RoomSettings {
+            private: home.meta.private,
+            max_members: home.meta.max_members,
+            history: home.history.max_len(),
+            overflow: home.meta.overflow,
+        };
         Ok(RoomDetails {
             room: room.clone(),
             members: home.members.len(),
@@ -517,6 +553,8 @@ impl RoomTable {
             explicit: home.meta.explicit,
             history: home.history.len() as u64,
             home_shard: Some(self.settings.home),
+            namespace: namespaces.prefix(home.ns).cloned(),
+            options: namespaces.effective(home.ns, settings),
             member_list: member_infos(home, self.settings.max_presence_list),
         })
     }
@@ -688,3 +726,7 @@ fn member_infos(home: &Room, max: usize) -> Vec<MemberInfo> {
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "table_namespace_tests.rs"]
+mod namespace_tests;

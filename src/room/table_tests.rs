@@ -59,7 +59,7 @@ fn join_as(conn: u64, room: &str, user: &str, list_users: bool) -> Op {
         create: true,
         may_create: true,
         may_join_private: true,
-        info: Some(Arc::from(format!(r#"{{"u":"{user}"}}"#))),
+        info: Some(Arc::new(format!(r#"{{"u":"{user}"}}"#))),
         list_users,
     })
 }
@@ -81,7 +81,10 @@ fn publish(
         from: Arc::from("u"),
         data: Bytes::from_static(b"1"),
         event: None,
-        exclude: conn.filter(|_| exclude_self),
+        exclude: conn
+            .filter(|_| exclude_self)
+            .and_then(std::num::NonZeroU64::new),
+        privileged: false,
         reply,
     });
     (op, rx)
@@ -155,7 +158,7 @@ fn a_private_room_needs_a_grant() {
     let (index, t0) = (RoomIndex::new(100), Instant::now());
     let mut table = RoomTable::new(0, &config(|_| {}));
     let options = RoomOptions {
-        private: true,
+        private: Some(true),
         ..RoomOptions::default()
     };
     let (tx, rx) = oneshot::channel();
@@ -448,8 +451,9 @@ fn a_publish_with_an_event_name_carries_it_and_skips_the_named_connection() {
         room: Arc::from("r"),
         from: Arc::from("system"),
         data: Bytes::from_static(br#""hi""#),
-        event: Some(Arc::from("news-flash")),
-        exclude: Some(2),
+        event: Some(Arc::new("news-flash".to_string())),
+        exclude: std::num::NonZeroU64::new(2),
+        privileged: true,
         reply: Reply::Api(tx),
     });
     let out = apply(&mut table, &index, op, t0);

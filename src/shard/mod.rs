@@ -195,11 +195,16 @@ impl Shard {
             let watch = crate::op::Op::WatchUser {
                 user: old,
                 watch: false,
+                heard: None,
             };
             self.route(watch).await;
         }
         if first {
-            let watch = crate::op::Op::WatchUser { user, watch: true };
+            let watch = crate::op::Op::WatchUser {
+                user,
+                watch: true,
+                heard: None,
+            };
             self.route(watch).await;
         }
         Ok(())

@@ -158,6 +158,9 @@ struct Backplane {
     rooms: HashMap<Arc<str>, RoomState>,
     /// Users with connections here: shards holding them.
     users: HashMap<Arc<str>, u32>,
+    /// Connections waiting for their user's channel to be heard, by
+    /// channel (at most one per connection being set up).
+    heard_waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
     ready: VecDeque<Prepared>,
     in_flight: Vec<Then>,
     repair_ids: RepairIds,
@@ -165,6 +168,8 @@ struct Backplane {
     out: Outbox,
     cmd_backoff: u64,
     pubsub_backoff: u64,
+    /// This node's namespace fingerprint ([`crate::schema::fingerprint`]).
+    fingerprint: String,
 }
 
 impl Backplane {
@@ -178,7 +183,9 @@ impl Backplane {
     ) -> Self {
         let node: Arc<str> = Arc::from(shared.config.server.node_id.as_str());
         let out = Outbox::new(shared.shards());
+        let fingerprint = crate::schema::fingerprint(&shared.namespaces, &shared.schemas);
         Backplane {
+            fingerprint,
             shared,
             client,
             cfg,
@@ -196,6 +203,7 @@ impl Backplane {
             drain: None,
             rooms: HashMap::new(),
             users: HashMap::new(),
+            heard_waiters: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: Vec::new(),
             repair_ids: RepairIds::default(),

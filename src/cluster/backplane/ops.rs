@@ -20,6 +20,7 @@ use crate::error::Refusal;
 use crate::observe::RoomChange;
 use crate::op::{Audience, Join, Op, Origin, Publish, UserFrame};
 use crate::protocol::encode;
+use crate::room::namespaces::RoomSettings;
 use crate::ws::encode::{data_frame, text_payload};
 
 impl Backplane {
@@ -55,6 +56,7 @@ impl Backplane {
                 event,
                 exclude,
                 reply,
+                ..
             }) => {
                 // A connection must be a member (its presence field); the
                 // API (no field) publishes into any room.
@@ -62,7 +64,7 @@ impl Backplane {
                 let field = conn.map_or_else(String::new, |c| scripts::member_field(&node, c));
                 // The publisher is on this node; a connection the API names
                 // may be on any (connection ids differ between nodes).
-                let skip = match exclude {
+                let skip = match exclude.map(std::num::NonZeroU64::get) {
                     Some(skip) if Some(skip) == conn => Skip::Here(skip),
                     Some(skip) => Skip::Anywhere(skip),
                     None => Skip::None,
@@ -70,7 +72,7 @@ impl Backplane {
                 let message = wire::Outgoing {
                     from: &from,
                     data: &data,
-                    event: event.as_deref(),
+                    event: event.as_deref().map(String::as_str),
                 };
                 let cmd = self.publish_cmd(&room, &field, message, skip);
                 let then = Then::Publish {
@@ -84,10 +86,20 @@ impl Backplane {
                 options,
                 reply,
             } => {
-                let cfg = &self.shared.config;
-                let facts =
-                    RoomFacts::from_options(&options, &cfg.room, cfg.limits.slow_consumer_policy);
-                let cmd = self.create_cmd(&room, &facts);
+                // A create may only tighten its namespace's options.
+                let namespaces = &self.shared.namespaces;
+                let ns = namespaces.find(&room);
+                let settings = match namespaces.created_settings(ns, &room, &options) {
+                    Ok(settings) => settings,
+                    Err(refusal) => return self.settle_refused(reply, refusal),
+                };
+                let cmd = self.create_cmd(
+                    &room,
+                    &RoomFacts {
+                        room: settings,
+                        explicit: true,
+                    },
+                );
                 let then = Then::Create {
                     room: room.clone(),
                     reply,
@@ -149,14 +161,15 @@ impl Backplane {
                     then: Then::Nothing,
                 });
             }
-            Op::WatchUser { user, watch } => {
+            Op::WatchUser { user, watch, heard } => {
                 let channel = scripts::user_channel(&user);
                 if watch {
                     let count = self.users.entry(user).or_insert(0);
                     *count += 1;
                     if *count == 1 {
-                        self.change_subscription(true, vec![channel]);
+                        self.change_subscription(true, vec![channel.clone()]);
                     }
+                    self.when_heard(channel, heard);
                 } else if let Some(count) = self.users.get_mut(&user) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
@@ -183,28 +196,31 @@ impl Backplane {
             list_users,
         } = join;
         let node = self.node.clone();
-        let cfg = &self.shared.config;
-        let value = wire::member_value(&user, name.as_deref(), info.as_deref());
+        // The room's namespace decides whether a join may make it, and how.
+        let namespaces = &self.shared.namespaces;
+        let rules = namespaces.rules(namespaces.find(&room));
+        let value = wire::member_value(&user, name.as_deref(), info.as_deref().map(String::as_str));
         let mut cmd = room_script(&self.shas.join, &room, Some(&node));
         cmd.arg(scripts::member_field(&node, origin.conn))
             .arg(&value)
             .arg(u8::from(create))
             .arg(u8::from(may_create))
-            .arg(u8::from(cfg.room.auto_create))
+            .arg(u8::from(rules.auto_create))
             .arg(u8::from(may_join_private))
-            .arg(cfg.room.default_max_members)
-            .arg(cfg.limits.slow_consumer_policy.as_str())
-            .arg(cfg.room.history)
+            .arg(rules.max_members)
+            .arg(rules.overflow.as_str())
+            .arg(rules.history)
             .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
-            .arg(cfg.room.history_on_join)
+            .arg(rules.history_on_join)
             .arg(&*node)
             .arg(origin.conn)
             .arg(&*room)
             .arg(epoch.as_deref().unwrap_or(""))
             .arg(Epoch::new().as_str())
+            .arg(u8::from(rules.private))
             .arg(&*user)
             .arg(if list_users {
-                cfg.limits.max_presence_list
+                self.shared.config.limits.max_presence_list
             } else {
                 0
             });
@@ -248,18 +264,21 @@ impl Backplane {
 
     pub(super) fn create_cmd(&self, room: &str, facts: &RoomFacts) -> Cmd {
         let mut cmd = evalsha(&self.shas.create, &[&scripts::meta_key(room)]);
-        cmd.arg(u8::from(facts.private))
-            .arg(facts.max_members)
-            .arg(facts.overflow.as_str())
-            .arg(facts.history)
+        cmd.arg(u8::from(facts.room.private))
+            .arg(facts.room.max_members)
+            .arg(facts.room.overflow.as_str())
+            .arg(facts.room.history)
             .arg(Epoch::new().as_str());
         cmd
     }
 
     pub(super) fn details_cmd(&self, room: &str, field: &str) -> Cmd {
+        let namespaces = &self.shared.namespaces;
+        let private = namespaces.rules(namespaces.find(room)).private;
         let mut cmd = room_script(&self.shas.details, room, None);
         cmd.arg(field)
-            .arg(self.shared.config.limits.max_presence_list);
+            .arg(self.shared.config.limits.max_presence_list)
+            .arg(u8::from(private));
         cmd
     }
 
@@ -458,7 +477,9 @@ impl Backplane {
             },
             Then::Details { room, reply } => {
                 let result = match status {
-                    Status::Ok => Ok(Details::read(&items).into_room_details(&room)),
+                    Status::Ok => {
+                        Ok(Details::read(&items).into_room_details(&room, &self.shared.namespaces))
+                    }
                     _ => Err(refusal_of(status, &room, &items)),
                 };
                 let _ = reply.send(result);
@@ -535,7 +556,7 @@ impl Backplane {
             .and_then(int)
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32;
-        let facts = RoomFacts {
+        let settings = RoomSettings {
             private: items.get(3).and_then(int) == Some(1),
             max_members: items
                 .get(4)
@@ -546,8 +567,11 @@ impl Backplane {
                 Some("drop") => OverflowPolicy::Drop,
                 _ => OverflowPolicy::Disconnect,
             },
-            explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
+        };
+        let facts = RoomFacts {
+            room: settings,
+            explicit: items.get(6).and_then(int) == Some(1),
         };
         let recovered = match items.get(7).and_then(int) {
             Some(1) => Some(true),
@@ -605,6 +629,7 @@ impl Backplane {
             return;
         };
         state.joining = state.joining.saturating_sub(1);
+        state.user_presence |= list_users;
         state.members.insert(origin.conn, value);
         state.facts = Some(facts);
         let mut steps = Vec::new();

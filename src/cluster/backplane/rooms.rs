@@ -54,6 +54,10 @@ pub(super) struct RoomState {
     pub(super) order: RoomOrder<Admission>,
     /// The room's settings, once a join was answered.
     pub(super) facts: Option<RoomFacts>,
+    /// A member here asked for the room's users (a Pusher presence
+    /// member): changes of its users are told even with native presence
+    /// events off.
+    pub(super) user_presence: bool,
 }
 
 impl RoomState {
@@ -68,6 +72,7 @@ impl RoomState {
             held: Vec::new(),
             order: RoomOrder::new(limits),
             facts: None,
+            user_presence: false,
         }
     }
 
@@ -136,7 +141,7 @@ impl Backplane {
                     }
                     let stamp_us = crate::metrics::now_us();
                     let shards = state.shards.shards();
-                    let frame = RoomFrame::native(frame);
+                    let frame = RoomFrame::new(frame);
                     self.out.fan_out(shards, room, seq, &frame, skip, stamp_us);
                 }
                 Step::Gap { from, to } => {
@@ -144,7 +149,7 @@ impl Backplane {
                     if let Some(counters) = self.counters() {
                         RemoteCounters::bump(&counters.gaps);
                     }
-                    let frame = RoomFrame::native(encode::gap(room, from, to));
+                    let frame = RoomFrame::new(encode::gap(room, from, to));
                     self.presence(room, &frame, None);
                 }
                 Step::Admit {
@@ -192,9 +197,9 @@ impl Backplane {
         let meta = state.meta.get_or_insert_with(|| {
             let meta = Arc::new(RoomMeta {
                 home: 0,
-                private: facts.private,
-                max_members: facts.max_members,
-                overflow: facts.overflow,
+                private: facts.room.private,
+                max_members: facts.room.max_members,
+                overflow: facts.room.overflow,
                 explicit: facts.explicit,
                 members: AtomicU32::new(0),
                 users: AtomicU32::new(0),
@@ -215,7 +220,7 @@ impl Backplane {
             })
             .collect();
         let admitted = Admitted {
-            overflow: facts.overflow,
+            overflow: facts.room.overflow,
             ack: admission.ack,
             catchup,
         };

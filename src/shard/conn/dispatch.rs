@@ -2,6 +2,10 @@
 //! checked for rights, becomes an [`Op`] for [`Shard::route`] (or is
 //! answered here, for frames that need no back end).
 //!
+//! Decoding and checks are synchronous; only handing the op on may wait
+//! (a full inbox), and that wait is boxed, so an idle connection's reader
+//! does not carry its state.
+//!
 //! **Invariant:** checks run in PROTOCOL.md's order — shape (decoding),
 //! rights (here), then state (the back end) — and every refusal reaches the
 //! client as one `error` frame carrying the frame's `id`.
@@ -22,28 +26,65 @@ use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
 use crate::shard::Shard;
 
-/// Handle one text message, in the connection's protocol.
-pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+/// Handle one text message in the connection's protocol: the Pusher
+/// front door, or the native one (decode and checks here, then the op on
+/// its way).
+pub(super) async fn handle(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
     if let super::Protocol::Pusher(_) = conn.protocol {
         return super::pusher::handle_text(shard, conn, payload).await;
     }
+    if let Some(routed) = handle_text(shard, conn, payload) {
+        route(shard, conn, routed).await;
+    }
+}
+
+/// What a frame asks of the back end, and what the client is told once
+/// the op is on its way.
+pub(super) struct Routed {
+    op: Op,
+    then: Option<Bytes>,
+}
+
+impl Routed {
+    fn op(op: Op) -> Self {
+        Routed { op, then: None }
+    }
+}
+
+/// Handle one text message: answered here, or an op to route.
+pub(super) fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) -> Option<Routed> {
     // Validated by the reader already; simdutf8 re-checks at memory speed
     // (no unsafe to skip it).
     let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
         // The reader validated UTF-8 already; this cannot happen.
-        return;
+        return None;
     };
     let frame = match decode_client_frame(text) {
         Ok(frame) => frame,
         Err(e) => {
             conn.counters.frame_in(FRAME_INVALID);
-            return conn.refuse(e.id, &e.refusal);
+            conn.refuse(e.id, &e.refusal);
+            return None;
         }
     };
     conn.counters.frame_in(frame.kind_index());
     let id = frame.id();
-    if let Err(refusal) = dispatch(shard, conn, &payload, text, frame).await {
-        conn.refuse(id, &refusal);
+    match dispatch(shard, conn, &payload, text, frame) {
+        Ok(routed) => routed,
+        Err(refusal) => {
+            conn.refuse(id, &refusal);
+            None
+        }
+    }
+}
+
+/// Hand a frame's op on: at once when the way has room, else waiting for
+/// it (backpressure reaches this reader). Then tell the client what the
+/// frame's ack says, if anything.
+pub(super) async fn route(shard: &Shard, conn: &Conn, routed: Routed) {
+    shard.route_boxed(routed.op).await;
+    if let Some(frame) = routed.then {
+        conn.send(frame);
     }
 }
 
@@ -62,16 +103,19 @@ fn membership_refusal(shard: &Shard, room: &str) -> Refusal {
     }
 }
 
-async fn dispatch(
+fn dispatch(
     shard: &Shard,
     conn: &Rc<Conn>,
     payload: &Bytes,
     text: &str,
     frame: ClientFrame<'_>,
-) -> Result<(), Refusal> {
+) -> Result<Option<Routed>, Refusal> {
     let limits = &shard.shared.config.limits;
-    match frame {
-        ClientFrame::Ping { id } => conn.send(encode::pong(id)),
+    let op = match frame {
+        ClientFrame::Ping { id } => {
+            conn.send(encode::pong(id));
+            return Ok(None);
+        }
         ClientFrame::Join {
             id,
             room,
@@ -99,7 +143,7 @@ async fn dispatch(
                 }
             };
             *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
-            let join = Join {
+            Op::Join(Join {
                 origin: Origin { conn: conn.id, id },
                 user: conn.user(),
                 name: conn.name.clone(),
@@ -111,8 +155,7 @@ async fn dispatch(
                 info: None,
                 list_users: false,
                 room,
-            };
-            shard.route(Op::Join(join)).await;
+            })
         }
         ClientFrame::Leave { id, room } => {
             // Routed also while the join is in flight: the back end decides,
@@ -121,16 +164,15 @@ async fn dispatch(
                 return Err(membership_refusal(shard, room));
             };
             let origin = Origin { conn: conn.id, id };
-            shard.route(Op::Leave { origin, room }).await;
+            Op::Leave { origin, room }
         }
         ClientFrame::Create { id, room, options } => {
             conn.perms().require(Perm::Create)?;
-            let op = Op::Create {
+            Op::Create {
                 room: Arc::from(room),
                 options,
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
-            };
-            shard.route(op).await;
+            }
         }
         ClientFrame::Publish {
             id,
@@ -143,15 +185,19 @@ async fn dispatch(
             // it knows whether the room exists (on any node).
             let room = conn.known_room(room).unwrap_or_else(|| Arc::from(room));
             conn.take_token()?;
-            let publish = Publish {
+            Op::Publish(Publish {
                 room,
                 from: conn.user(),
                 data: slice_of(payload, text, data),
                 event: None,
-                exclude: exclude_self.then_some(conn.id),
+                exclude: if exclude_self {
+                    std::num::NonZeroU64::new(conn.id)
+                } else {
+                    None
+                },
+                privileged: conn.perms().allows(Perm::Admin),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
-            };
-            shard.route(Op::Publish(publish)).await;
+            })
         }
         ClientFrame::Send { id, to, data } => {
             conn.perms().require(Perm::Send)?;
@@ -162,10 +208,8 @@ async fn dispatch(
                 frame: UserFrame::Frame(frame),
                 counted: None,
             };
-            shard.route(op).await;
-            if let Some(id) = id {
-                conn.send(encode::ack_send(id, to));
-            }
+            let then = id.map(|id| encode::ack_send(id, to));
+            return Ok(Some(Routed { op, then }));
         }
         ClientFrame::Broadcast { id, data } => {
             conn.perms().require(Perm::Broadcast)?;
@@ -176,16 +220,14 @@ async fn dispatch(
                 frame: UserFrame::Frame(frame),
                 counted: None,
             };
-            shard.route(op).await;
-            if let Some(id) = id {
-                conn.send(encode::ack(id));
-            }
+            let then = id.map(encode::ack);
+            return Ok(Some(Routed { op, then }));
         }
         ClientFrame::Members { id, room } => {
             conn.perms().require(Perm::Presence)?;
             let origin = Origin { conn: conn.id, id };
             let room = Arc::from(room);
-            shard.route(Op::Members { origin, room }).await;
+            Op::Members { origin, room }
         }
         ClientFrame::Refresh { id, token } => {
             let grant = check_refresh(&shard.shared.auth, &conn.user(), token)?;
@@ -194,9 +236,10 @@ async fn dispatch(
             if let Some(id) = id {
                 conn.send(encode::ack_refresh(id, exp));
             }
+            return Ok(None);
         }
-    }
-    Ok(())
+    };
+    Ok(Some(Routed::op(op)))
 }
 
 /// Check a `refresh` token of `user`'s connection like a connect token;

@@ -15,12 +15,12 @@ pub(crate) mod pusher;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Shard;
@@ -29,13 +29,15 @@ use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, JoinAck, RoomFrame};
+use crate::edge::stream::Stream;
 use crate::error::{Refusal, close};
-use crate::limits::PENDING_JOIN_WAIT_MS;
+use crate::limits::{PENDING_JOIN_WAIT_MS, USER_WATCH_WAIT_MS};
 use crate::op::{Op, Origin, UserFrame};
 use crate::perms::{Perm, Perms};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::ratelimit::TokenBucket;
 use crate::shared::Permit;
+use crate::ws::deflate::{Deflate, compressed_frame};
 use crate::ws::encode::close_frame;
 use io::ReadEnd;
 
@@ -48,6 +50,9 @@ const CLOSE_HANDSHAKE_MS: u64 = 2_000;
 pub(crate) struct Identity {
     /// Connection id.
     pub(crate) id: u64,
+    /// The client's address (resolved through PROXY protocol and trusted
+    /// proxies).
+    pub(crate) addr: IpAddr,
     /// User id.
     pub(crate) user: Arc<str>,
     /// Display name.
@@ -62,6 +67,29 @@ pub(crate) struct Identity {
     pub(crate) echo: bool,
     /// The protocol it speaks.
     pub(crate) protocol: Protocol,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
+}
+
+/// What the API shows of one connection (`GET /api/connections/{conn}`).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ConnDetails {
+    /// Connection id.
+    conn: u64,
+    /// User id.
+    user: Arc<str>,
+    /// Display name.
+    name: Option<Arc<str>>,
+    /// The client's address (through PROXY protocol and trusted proxies).
+    addr: String,
+    /// Whether it came over TLS.
+    tls: bool,
+    /// Whether permessage-deflate was negotiated.
+    compression: bool,
+    /// Rooms it is in.
+    rooms: Vec<Arc<str>>,
+    /// Frames waiting in its outbound queue.
+    queued_frames: usize,
 }
 
 /// The protocol a connection speaks.
@@ -85,6 +113,14 @@ pub(crate) struct Conn {
     /// Its user id changed since it connected (and counts in the user
     /// index under the new one too, see [`Shard::rename_user`]).
     pub(crate) renamed: Cell<bool>,
+    /// The client's address.
+    addr: IpAddr,
+    /// Came over TLS.
+    tls: bool,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Deflate>,
+    /// Messages shorter than this go uncompressed.
+    deflate_min_bytes: usize,
     /// Rights, rooms and expiry of the connection's token; a `refresh`
     /// replaces them (never borrowed across an `.await`).
     perms: Cell<Perms>,
@@ -105,7 +141,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(identity: Identity, shard: &Shard) -> Rc<Conn> {
+    fn new(identity: Identity, tls: bool, shard: &Shard) -> Rc<Conn> {
         let l = &shard.shared.config.limits;
         let bucket = (l.publish_rate_per_sec > 0)
             .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
@@ -119,6 +155,10 @@ impl Conn {
             name: identity.name,
             protocol: identity.protocol,
             renamed: Cell::new(false),
+            addr: identity.addr,
+            tls,
+            deflate: identity.deflate,
+            deflate_min_bytes: shard.shared.config.server.compression_min_bytes,
             perms: Cell::new(identity.perms),
             private_rooms: RefCell::new(identity.rooms),
             expires_at: Cell::new(identity.expires_at),
@@ -159,6 +199,20 @@ impl Conn {
         }
     }
 
+    /// What the API shows of this connection.
+    pub(crate) fn details(&self) -> ConnDetails {
+        ConnDetails {
+            conn: self.id,
+            user: self.user(),
+            name: self.name.clone(),
+            addr: self.addr.to_string(),
+            tls: self.tls,
+            compression: self.deflate.is_some(),
+            rooms: self.rooms.borrow().iter().cloned().collect(),
+            queued_frames: self.queue.borrow().len(),
+        }
+    }
+
     /// Whether the connection is being torn down (no more deliveries).
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.get()
@@ -171,13 +225,50 @@ impl Conn {
         self.after_push(pushed);
     }
 
-    /// The form of a room frame this connection's protocol reads, if it
-    /// has one (made once per message for all connections of a protocol).
-    fn form_of<'f>(&self, room: &str, frame: &'f RoomFrame) -> Option<&'f Bytes> {
+    /// The form of room frame `frame` of `room` this connection gets, if
+    /// its protocol has one: for the native protocol the shared compressed
+    /// frame if it negotiated permessage-deflate with a window that reads it
+    /// (and the message is long enough), else the plain one; for Pusher the
+    /// frame's Pusher form. Each form is made once per message, shared by
+    /// every connection that takes it.
+    pub(crate) fn room_bytes<'f>(
+        &self,
+        room: &str,
+        frame: &'f RoomFrame,
+        min_bytes: usize,
+    ) -> Option<&'f Bytes> {
+        match &self.protocol {
+            Protocol::Native => {
+                let plain = frame.native_frame()?;
+                match self.deflate {
+                    Some(d) if d.reads_shared() => Some(frame.deflated(min_bytes).unwrap_or(plain)),
+                    _ => Some(plain),
+                }
+            }
+            Protocol::Pusher(_) => frame.pusher_form(|f| pusher::room_form(room, f)),
+        }
+    }
+
+    /// The form of a room event (`joined`/`left`, `gap`) this connection's
+    /// protocol reads, if it has one (events go uncompressed).
+    fn event_bytes<'f>(&self, room: &str, frame: &'f RoomFrame) -> Option<&'f Bytes> {
         match &self.protocol {
             Protocol::Native => frame.native_frame(),
             Protocol::Pusher(_) => frame.pusher_form(|f| pusher::room_form(room, f)),
         }
+    }
+
+    /// A data frame of this connection's own (the echo endpoint):
+    /// compressed when it negotiated that and `payload` is long enough.
+    pub(crate) fn own_data_frame(&self, text: bool, payload: &[u8]) -> Bytes {
+        if let Some(d) = self.deflate {
+            if payload.len() >= self.deflate_min_bytes {
+                if let Some(frame) = compressed_frame(text, payload, d.server_window_bits) {
+                    return frame;
+                }
+            }
+        }
+        crate::ws::encode::data_frame(text, payload)
     }
 
     /// Queue message `seq` of `room` under the room's overflow policy.
@@ -185,17 +276,14 @@ impl Conn {
         &self,
         room: &Arc<str>,
         seq: u64,
-        frame: &RoomFrame,
+        frame: &Bytes,
         policy: OverflowPolicy,
         stamp_us: u64,
     ) {
-        let Some(bytes) = self.form_of(room, frame) else {
-            return;
-        };
         let pushed = self
             .queue
             .borrow_mut()
-            .push_room(room, seq, bytes, policy, stamp_us);
+            .push_room(room, seq, frame, policy, stamp_us);
         self.after_push(pushed);
     }
 
@@ -219,7 +307,7 @@ impl Conn {
     /// Queue a room event (`joined`/`left`, `gap`) in this connection's
     /// protocol, if it has a form there.
     pub(crate) fn send_event(&self, room: &str, frame: &RoomFrame) {
-        if let Some(bytes) = self.form_of(room, frame) {
+        if let Some(bytes) = self.event_bytes(room, frame) {
             self.send(bytes.clone());
         }
     }
@@ -441,18 +529,23 @@ impl Conn {
 pub(crate) async fn serve(
     shard: Rc<Shard>,
     identity: Identity,
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
     permit: Permit,
 ) {
-    let conn = Conn::new(identity, &shard);
+    let conn = Conn::new(identity, stream.is_tls(), &shard);
     let limits = &shard.shared.config.limits;
     if shard.register(&conn) {
+        let (heard, heard_rx) = tokio::sync::oneshot::channel();
         let watch = Op::WatchUser {
             user: conn.user(),
             watch: true,
+            heard: Some(heard),
         };
-        shard.route(watch).await;
+        shard.route_boxed(watch).await;
+        // Dropped at once where nothing relays users between nodes.
+        let wait = Duration::from_millis(USER_WATCH_WAIT_MS);
+        let _ = tokio::time::timeout(wait, heard_rx).await;
     }
     shard
         .counters
@@ -469,9 +562,9 @@ pub(crate) async fn serve(
         )),
         Protocol::Native => {}
     }
-    let (read, write) = stream.into_split();
+    let (mut read, write) = stream.into_split();
     let mut writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
-    let end = io::read_loop(&shard, &conn, &read, prefix).await;
+    let end = io::read_loop(&shard, &conn, &mut read, prefix).await;
     let close_code = match end {
         ReadEnd::Eof => None,
         ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
@@ -498,7 +591,7 @@ pub(crate) async fn serve(
         if tokio::time::timeout_at(deadline, &mut writer).await.is_ok()
             && matches!(end, ReadEnd::ServerClose)
         {
-            let _ = tokio::time::timeout_at(deadline, io::wait_for_peer_close(&read)).await;
+            let _ = tokio::time::timeout_at(deadline, read.discard_until_eof()).await;
         }
     }
     writer.abort();
@@ -541,14 +634,15 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
         let watch = Op::WatchUser {
             user: conn.user(),
             watch: false,
+            heard: None,
         };
-        shard.route(watch).await;
+        shard.route_boxed(watch).await;
     }
     for room in rooms {
         let origin = Origin {
             conn: conn.id,
             id: None,
         };
-        shard.route(Op::Leave { origin, room }).await;
+        shard.route_boxed(Op::Leave { origin, room }).await;
     }
 }

@@ -270,7 +270,7 @@ struct Subscription<'a> {
 type SubscribeRefusal = (u16, String);
 
 /// A presence member: its user id and compact `user_info`.
-type Member = (Arc<str>, Option<Arc<str>>);
+type Member = (Arc<str>, Option<Arc<String>>);
 
 /// A presence member, as `channel_data` gives it.
 #[derive(serde::Deserialize)]
@@ -380,7 +380,7 @@ fn member_of(channel_data: &str) -> Result<Member, SubscribeRefusal> {
         ));
     }
     // Compact JSON (no raw tabs or newlines), kept as the member's info.
-    let info = data.user_info.map(|v| Arc::from(v.to_string().as_str()));
+    let info = data.user_info.map(|v| Arc::new(v.to_string()));
     Ok((Arc::from(user.as_str()), info))
 }
 
@@ -486,8 +486,10 @@ async fn client_event(
         room,
         from: user.unwrap_or_else(|| conn.user()),
         data,
-        event: Some(Arc::from(event)),
-        exclude: Some(conn.id),
+        event: Some(Arc::new(event.to_string())),
+        exclude: std::num::NonZeroU64::new(conn.id),
+        // A namespace with `client_publish = false` refuses client events.
+        privileged: false,
         reply: Reply::Conn(Origin {
             conn: conn.id,
             id: None,
@@ -544,7 +546,10 @@ mod tests {
         let (user, info) =
             member_of(r#"{"user_id": 42, "user_info": {"name": "A\tB"}}"#).expect("member");
         assert_eq!(&*user, "42");
-        assert_eq!(info.as_deref(), Some(r#"{"name":"A\tB"}"#));
+        assert_eq!(
+            info.as_deref().map(String::as_str),
+            Some(r#"{"name":"A\tB"}"#)
+        );
         assert!(member_of(r#"{"user_id": ""}"#).is_err());
         assert!(member_of(r#"{"user_id": true}"#).is_err());
         assert!(member_of("nope").is_err());
