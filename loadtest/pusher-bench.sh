@@ -138,6 +138,17 @@ the window by the broker's CPU time in it (user + system, from /proc), so
 it does not depend on how busy the rest of the machine was; deliveries/s
 and latency do. The target of issue 12 was the Pusher endpoint within 80 %
 of native.
+
+**pusher-http in the fanout shape** publishes through *one* keep-alive
+HTTP connection, whose requests a server answers one after the other: each
+publish waits for a turn of the shard's event loop, which in this shape
+also writes to 1000 members. On one shard that bounds one connection to
+about 100 publishes per second, so the run falls behind its 100/s schedule
+(latency grows, deliveries lag, and CPU per delivery rises because each
+turn writes fewer frames per member). It measures one HTTP connection, not
+the endpoint: the rooms shape, with 100 publishing connections, keeps up.
+A backend that publishes a lot sends several requests at once, over
+several connections.
 """
 with open(out, "w") as f:
     f.write(doc)
