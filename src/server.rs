@@ -232,6 +232,17 @@ async fn route(shard: &Rc<Shard>, conn: SocketAddr, req: Request<Incoming>) -> R
     if path.starts_with("/api/") {
         return crate::api::handle(shard, client, req).await;
     }
+    if let Some(pusher) = shard.shared.pusher.clone() {
+        if path.starts_with("/app/") {
+            return match crate::pusher::upgrade::upgrade(shard, &pusher, client, req) {
+                Ok(response) => response,
+                Err(refusal) => refusal_response(&refusal),
+            };
+        }
+        if path.starts_with("/apps/") {
+            return crate::pusher::api::handle(shard, &pusher, req).await;
+        }
+    }
     let echo_path = &shard.shared.config.server.echo_path;
     let echo = !echo_path.is_empty() && path == echo_path;
     if path == shard.shared.config.server.ws_path || echo {
@@ -345,6 +356,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
                 shard.shared.rooms.len(),
                 shard.shared.backend.remote_counters(),
                 crate::schema::invalid_data_counts(&shard.shared.namespaces, &shard.shared.schemas),
+                crate::pusher::webhook::figures(&shard.shared),
             ),
         ),
         Err(refusal) => return refusal_response(&refusal),
@@ -458,7 +470,7 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
 }
 
 /// A browser upgrade whose `Origin` is not in `server.allowed_origins`.
-fn check_origin<B>(shard: &Shard, req: &Request<B>) -> Result<(), Refusal> {
+pub(crate) fn check_origin<B>(shard: &Shard, req: &Request<B>) -> Result<(), Refusal> {
     let Some(origin) = req.headers().get(hyper::header::ORIGIN) else {
         return Ok(()); // not a browser: nothing to check
     };
@@ -524,6 +536,7 @@ fn upgrade(
         expires_at: grant.expires_at,
         echo,
         deflate,
+        protocol: conn::Protocol::Native,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {

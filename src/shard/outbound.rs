@@ -42,6 +42,30 @@ struct PendingGap {
 /// ([`crate::metrics::now_us`]; 0 when not a timed room message).
 pub(crate) type Queued = (Bytes, u64);
 
+/// The protocol a queue writes its `gap` frames in. One byte, in what was
+/// padding: the queue is no larger than before it had one (a fan-out
+/// touches a thousand of them per message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GapStyle {
+    /// The native `gap` frame.
+    Native,
+    /// A `pusher:gap` event on the channel.
+    Pusher,
+}
+
+impl GapStyle {
+    /// Out of line: a gap is rare, and the fan-out's push stays as small as
+    /// it was.
+    #[cold]
+    #[inline(never)]
+    fn encode(self, room: &str, from: u64, to: u64) -> Bytes {
+        match self {
+            GapStyle::Native => encode::gap(room, from, to),
+            GapStyle::Pusher => crate::shard::conn::pusher::gap_frame(room, from, to),
+        }
+    }
+}
+
 /// A bounded queue of encoded frames.
 #[derive(Debug)]
 pub struct OutQueue {
@@ -51,6 +75,7 @@ pub struct OutQueue {
     max_bytes: usize,
     gaps: Vec<PendingGap>,
     closing: bool,
+    gap_style: GapStyle,
     dropped: u64,
 }
 
@@ -59,6 +84,7 @@ impl OutQueue {
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         OutQueue {
             frames: VecDeque::new(),
+            gap_style: GapStyle::Native,
             bytes: 0,
             max_frames,
             max_bytes,
@@ -66,6 +92,12 @@ impl OutQueue {
             closing: false,
             dropped: 0,
         }
+    }
+
+    /// Write `gap` frames in `style` (another protocol's) instead of the
+    /// native `gap`.
+    pub(crate) fn set_gap_style(&mut self, style: GapStyle) {
+        self.gap_style = style;
     }
 
     /// Frames queued.
@@ -134,7 +166,9 @@ impl OutQueue {
         let wake = self.frames.is_empty();
         let gap_at = self.gaps.iter().position(|g| g.room == *room);
         if let Some(i) = gap_at {
-            let gap = encode::gap(room, self.gaps[i].from, self.gaps[i].to);
+            let gap = self
+                .gap_style
+                .encode(room, self.gaps[i].from, self.gaps[i].to);
             if self.fits(2, gap.len() + frame.len()) {
                 self.gaps.swap_remove(i);
                 self.enqueue(gap, 0);
@@ -169,7 +203,7 @@ impl OutQueue {
         let mut i = 0;
         while i < self.gaps.len() && !self.closing {
             let g = &self.gaps[i];
-            let frame = encode::gap(&g.room, g.from, g.to);
+            let frame = self.gap_style.encode(&g.room, g.from, g.to);
             if !self.fits(1, frame.len()) {
                 break;
             }
@@ -229,6 +263,13 @@ mod tests {
         let mut inflight = VecDeque::new();
         q.take_all(&mut inflight);
         inflight.into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn a_queue_is_no_larger_for_its_gap_style() {
+        // A fan-out touches a thousand queues per message: the protocol's
+        // byte sits in what was padding.
+        assert!(std::mem::size_of::<OutQueue>() <= 96);
     }
 
     #[test]

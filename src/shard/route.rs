@@ -65,6 +65,28 @@ impl Shard {
             }
             return;
         }
+        if let Op::Rooms {
+            prefix,
+            limit,
+            reply,
+        } = op
+        {
+            match &self.shared.backend {
+                // The index holds every room of a single node.
+                Backend::Local => {
+                    let _ = reply.send(Ok(self.shared.rooms.counts(&prefix, limit)));
+                }
+                Backend::Remote(remote) => {
+                    let op = Op::Rooms {
+                        prefix,
+                        limit,
+                        reply,
+                    };
+                    remote.submit(op).await;
+                }
+            }
+            return;
+        }
         match &self.shared.backend {
             Backend::Local => {
                 // A single node relays no user between nodes (WatchUser).

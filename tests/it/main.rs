@@ -17,5 +17,8 @@ mod namespaces;
 mod process;
 mod props;
 mod protocol;
+mod pusher;
+mod pusher_browser;
+mod pusher_js;
 mod rfc6455;
 mod tls;

@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::subscriber::{Bounds, Endpoint, SubReceiver, Subscriber};
 use crate::backend::RemoteCounters;
 use crate::config::ClusterConfig;
-use crate::delivery::{Outbox, RoomDetails};
+use crate::delivery::{Outbox, RoomCounts, RoomDetails};
 use crate::error::Refusal;
 use crate::op::{Op, Origin, Reply};
 use crate::room::order::RepairIds;
@@ -74,6 +74,8 @@ enum Then {
         room: Arc<str>,
         /// The member's presence value in Redis.
         value: String,
+        /// The join asked for the room's users.
+        list_users: bool,
     },
     Leave {
         origin: Origin,
@@ -99,6 +101,11 @@ enum Then {
         room: Arc<str>,
         reply: oneshot::Sender<Result<RoomDetails, Refusal>>,
     },
+    Rooms {
+        reply: oneshot::Sender<Result<Vec<RoomCounts>, Refusal>>,
+    },
+    /// A heartbeat: the sweep's changes are reported.
+    Swept,
     /// A hole of `room` filled from its stream (`id` names the repair).
     Repair {
         room: Arc<str>,
@@ -355,6 +362,9 @@ impl Backplane {
     /// Send what the loop decided to the shards, in order (waiting while a
     /// shard's inbox is full).
     async fn flush(&mut self) {
+        for observed in self.out.take_observed() {
+            self.shared.observer.report(observed);
+        }
         for (shard, delivery) in self.out.drain() {
             if let Some(link) = self.shared.links.get(shard) {
                 // A gone shard means shutdown.
