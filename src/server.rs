@@ -540,32 +540,43 @@ fn upgrade(
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let upgraded = ws.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<HttpIo>>() {
-            Ok(parts) => {
-                let (stream, unread) = parts.io.into_inner().into_parts();
-                // hyper read its buffer from the front of the prefix; what
-                // it left of the prefix comes after.
-                let prefix = if unread.is_empty() {
-                    // An empty `unread` still holds the whole head buffer
-                    // (4 KiB): let it go now, not when the connection ends.
-                    drop(unread);
-                    parts.read_buf
-                } else {
-                    [parts.read_buf, unread].concat().into()
-                };
-                conn::serve(shard, identity, stream, prefix, permit).await;
-            }
-            Err(_) => tracing::error!("upgraded connection is not the edge's stream"),
+        if let Some((stream, prefix)) = upgraded(upgrade).await {
+            // A task of its own: this one, which held the upgrade, ends
+            // here and gives its memory back.
+            tokio::task::spawn_local(conn::serve(shard, identity, stream, prefix, permit));
         }
     });
     let (parts, _) = response.into_parts();
     Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+}
+
+/// Wait for an accepted upgrade to complete: the edge's stream, and the
+/// bytes the client sent after its upgrade request (already read by
+/// hyper), or `None` if the upgrade did not complete.
+pub(crate) async fn upgraded(
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+) -> Option<(Stream, Bytes)> {
+    let ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return None;
+        }
+    };
+    let Ok(parts) = ws.into_inner().into_inner().downcast::<TokioIo<HttpIo>>() else {
+        tracing::error!("upgraded connection is not the edge's stream");
+        return None;
+    };
+    let (stream, unread) = parts.io.into_inner().into_parts();
+    // hyper read its buffer from the front of the prefix; what it left of
+    // the prefix comes after.
+    let prefix = if unread.is_empty() {
+        // An empty `unread` still holds the whole head buffer (4 KiB): let
+        // it go now, not when the connection ends.
+        drop(unread);
+        parts.read_buf
+    } else {
+        [parts.read_buf, unread].concat().into()
+    };
+    Some((stream, prefix))
 }

@@ -8,18 +8,28 @@
 //! and fails if any push allocates.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use shardcast::config::OverflowPolicy;
 use shardcast::internals::{OutQueue, Pushed};
 use shardcast::protocol::encode;
 
-/// Counts allocations while `COUNTING` is set.
+/// Counts the allocations of a thread while its `COUNTING` is set (per
+/// thread: the test harness allocates on its own threads while it reports
+/// other tests).
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread counts (false while the thread is being torn down).
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is passed to the system allocator unchanged; the
@@ -27,7 +37,7 @@ static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -40,7 +50,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -80,13 +90,13 @@ fn pushing_one_frame_to_a_thousand_members_allocates_nothing() {
     let frame: Bytes = encode::message(&room, 9, "alice", 0, br#"{"text":"hi"}"#);
     let _shared = frame.clone(); // the refcounted form every member shares
     ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.set(true);
     let mut queued = 0;
     for q in &mut queues {
         let pushed = q.push_room(&room, 9, &frame, OverflowPolicy::Disconnect, 1);
         queued += usize::from(matches!(pushed, Pushed::Queued { .. }));
     }
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.set(false);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(queued, MEMBERS);
     assert_eq!(
@@ -98,9 +108,9 @@ fn pushing_one_frame_to_a_thousand_members_allocates_nothing() {
     // ring (once per connection, not per message).
     let mut cold = OutQueue::new(64, 1 << 20);
     ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.set(true);
     let _ = cold.push_room(&room, 10, &frame, OverflowPolicy::Disconnect, 1);
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.set(false);
     assert!(
         ALLOCATIONS.load(Ordering::Relaxed) > 0,
         "the counter counts"
@@ -136,14 +146,14 @@ fn compressed_members_share_one_compressed_frame_without_allocating() {
     let first = frame.deflated(256).expect("compresses").clone();
     assert!(first.len() < frame.plain().len() / 4, "it is compressed");
     ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.set(true);
     let mut queued = 0;
     for q in &mut queues {
         let bytes = frame.deflated(256).unwrap_or(frame.plain());
         let pushed = q.push_room(&room, 9, bytes, OverflowPolicy::Disconnect, 1);
         queued += usize::from(matches!(pushed, Pushed::Queued { .. }));
     }
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.set(false);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(queued, MEMBERS);
     assert_eq!(
@@ -180,9 +190,9 @@ fn pusher_members_share_one_encoding_of_a_message() {
     let frame = SharedFrame::message(&room, 9, br#""{\"text\":\"hi\"}""#, "flash");
     // The first Pusher member makes the Pusher form: allocations allowed.
     ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.set(true);
     let first = frame.pusher(&room).expect("a Pusher form").clone();
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.set(false);
     assert!(
         ALLOCATIONS.load(Ordering::Relaxed) > 0,
         "the counter counts"
@@ -190,7 +200,7 @@ fn pusher_members_share_one_encoding_of_a_message() {
     // Every other member, on this shard or another, takes the same bytes.
     let other_shard = frame.clone();
     ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.set(true);
     let mut queued = 0;
     for (i, q) in queues.iter_mut().enumerate() {
         let shared = if i % 2 == 0 { &frame } else { &other_shard };
@@ -198,7 +208,7 @@ fn pusher_members_share_one_encoding_of_a_message() {
         let pushed = q.push_room(&room, 9, bytes, OverflowPolicy::Disconnect, 1);
         queued += usize::from(matches!(pushed, Pushed::Queued { .. }));
     }
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.set(false);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(queued, MEMBERS);
     assert_eq!(

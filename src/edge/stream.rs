@@ -125,12 +125,9 @@ impl ReadHalf {
     /// in `buf` whenever this future is dropped.
     pub(crate) async fn read_burst(&mut self, buf: &mut BytesMut) -> bool {
         match self {
-            ReadHalf::Plain(read) => {
-                if read.readable().await.is_err() {
-                    return false;
-                }
-                plain_burst(read, buf)
-            }
+            // Readiness polled in place: a `readable()` future would add
+            // its 168 bytes to every idle connection's reader.
+            ReadHalf::Plain(read) => std::future::poll_fn(|cx| plain_poll(read, cx, buf)).await,
             ReadHalf::Tls(read) => std::future::poll_fn(|cx| tls_burst(read, cx, buf)).await,
         }
     }
@@ -155,6 +152,26 @@ impl ReadHalf {
             if !matches!(n, Ok(n) if n > 0) {
                 return;
             }
+        }
+    }
+}
+
+/// One poll of a plain read burst: pending until the socket has bytes (or
+/// EOF, or an error), then [`plain_burst`]. A readiness that turns out
+/// spurious (nothing to read) is cleared by the burst, and the socket is
+/// polled again, so this is pending exactly when nothing was read.
+fn plain_poll(read: &OwnedReadHalf, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<bool> {
+    let stream: &TcpStream = read.as_ref();
+    loop {
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(false),
+            Poll::Ready(Ok(())) => {}
+        }
+        let before = buf.len();
+        let more = plain_burst(read, buf);
+        if !more || buf.len() > before {
+            return Poll::Ready(more);
         }
     }
 }

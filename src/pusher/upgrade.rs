@@ -16,13 +16,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Pusher;
 use super::wire::{self, codes};
 use crate::auth::RoomPatterns;
-use crate::edge::stream::{HttpIo, Stream};
+use crate::edge::stream::Stream;
 use crate::error::{ErrorCode, Refusal};
 use crate::perms::Perms;
 use crate::shard::Shard;
@@ -77,27 +76,14 @@ pub(crate) fn upgrade(
     let admitted = admit(shard, pusher, client, &key, version.as_deref());
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::debug!(error = %e, "pusher upgrade did not complete");
-                return;
-            }
-        };
-        let Ok(parts) = ws.into_inner().into_inner().downcast::<TokioIo<HttpIo>>() else {
-            return tracing::error!("upgraded connection is not the edge's stream");
-        };
-        let (stream, unread) = parts.io.into_inner().into_parts();
-        // hyper read its buffer from the front of the prefix; what it left
-        // of the prefix comes after.
-        let prefix = if unread.is_empty() {
-            parts.read_buf
-        } else {
-            [parts.read_buf, unread].concat().into()
+        let Some((stream, prefix)) = crate::server::upgraded(upgrade).await else {
+            return;
         };
         match admitted {
+            // A task of its own: this one, which held the upgrade, ends
+            // here and gives its memory back.
             Ok((identity, permit)) => {
-                conn::serve(shard, identity, stream, prefix, permit).await;
+                tokio::task::spawn_local(conn::serve(shard, identity, stream, prefix, permit));
             }
             Err(Refused(code, why)) => {
                 tracing::info!(%client, code, reason = %why, "pusher connection refused");

@@ -20,6 +20,7 @@ mod home;
 mod members;
 pub(crate) mod outbound;
 mod route;
+pub(crate) use route::Waiting;
 pub(crate) mod signal;
 
 use std::cell::{Cell, RefCell};

@@ -24,6 +24,11 @@ use crate::schema::admit_publish;
 
 use super::Shard;
 
+/// Work a connection's reader must wait for before it reads on (an op
+/// waiting for room on its way), boxed so that the reader's future, which
+/// every idle connection keeps, does not carry its state.
+pub(crate) type Waiting<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 impl Shard {
     /// Hand `op` from a front door on this shard to whoever runs it,
     /// waiting while the way there is full (backpressure reaches the
@@ -126,11 +131,20 @@ impl Shard {
     /// connection's reader and teardown), so the wait's state is not
     /// carried while idle.
     pub(crate) async fn route_boxed(&self, op: Op) {
-        let Some(op) = self.admit(op) else {
-            return;
-        };
-        if let Err(op) = self.try_route(op) {
-            Box::pin(self.route_admitted(op)).await;
+        if let Some(wait) = self.route_or_wait(op) {
+            wait.await;
+        }
+    }
+
+    /// [`Shard::route`] without waiting when the way has room (`None`:
+    /// the op is on its way); else the wait, boxed, for the caller to
+    /// await. The caller's future then carries one pointer, not the wait's
+    /// state.
+    pub(crate) fn route_or_wait(&self, op: Op) -> Option<Waiting<'_>> {
+        let op = self.admit(op)?;
+        match self.try_route(op) {
+            Ok(()) => None,
+            Err(op) => Some(Box::pin(self.route_admitted(op))),
         }
     }
 

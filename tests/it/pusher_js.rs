@@ -104,6 +104,10 @@ fn run(program: &str, args: &[&str], env: &[(&str, String)], timeout: Duration) 
 
 /// The npm packages, installed from the lock file if they are missing.
 pub(crate) fn ensure_packages() {
+    // One test at a time: `npm ci` starts by deleting node_modules, under
+    // the feet of a test that found them there.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if js_dir().join("node_modules/pusher-js").is_dir() {
         return;
     }

@@ -25,16 +25,35 @@ use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
 use crate::shard::Shard;
+use crate::shard::Waiting;
 
 /// Handle one text message in the connection's protocol: the Pusher
 /// front door, or the native one (decode and checks here, then the op on
-/// its way).
-pub(super) async fn handle(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+/// its way). Returns what the reader must await before its next frame,
+/// boxed, or `None` when the frame is done with (the common case: no
+/// allocation, and the reader's future stays small).
+pub(super) fn handle<'a>(
+    shard: &'a Shard,
+    conn: &'a Rc<Conn>,
+    payload: Bytes,
+) -> Option<Waiting<'a>> {
     if let super::Protocol::Pusher(_) = conn.protocol {
-        return super::pusher::handle_text(shard, conn, payload).await;
+        return Some(Box::pin(super::pusher::handle_text(shard, conn, payload)));
     }
-    if let Some(routed) = handle_text(shard, conn, payload) {
-        route(shard, conn, routed).await;
+    let Routed { op, then } = handle_text(shard, conn, payload)?;
+    match shard.route_or_wait(op) {
+        None => {
+            if let Some(frame) = then {
+                conn.send(frame);
+            }
+            None
+        }
+        Some(wait) => Some(Box::pin(async move {
+            wait.await;
+            if let Some(frame) = then {
+                conn.send(frame);
+            }
+        })),
     }
 }
 
@@ -75,16 +94,6 @@ pub(super) fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) -> Opt
             conn.refuse(id, &refusal);
             None
         }
-    }
-}
-
-/// Hand a frame's op on: at once when the way has room, else waiting for
-/// it (backpressure reaches this reader). Then tell the client what the
-/// frame's ack says, if anything.
-pub(super) async fn route(shard: &Shard, conn: &Conn, routed: Routed) {
-    shard.route_boxed(routed.op).await;
-    if let Some(frame) = routed.then {
-        conn.send(frame);
     }
 }
 

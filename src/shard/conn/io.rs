@@ -2,8 +2,8 @@
 //! expiry) and the writer (queued frames out in vectored batches).
 //!
 //! **Invariant:** the reader holds no buffer while the connection is idle,
-//! and the writer keeps at most [`WRITER_KEEP_CAPACITY`] slots after a
-//! burst; the reader is the only task that handles the client's frames, so
+//! the writer holds no slots once the queue is empty and at most
+//! [`WRITER_KEEP_CAPACITY`] while more waits; the reader is the only task that handles the client's frames, so
 //! they take effect in the order the client sent them.
 
 use std::collections::VecDeque;
@@ -40,25 +40,31 @@ pub(super) enum ReadEnd {
     ServerClose,
 }
 
+/// The read buffer of a new connection: the bytes its client sent right
+/// after the upgrade request. `prefix` may point into hyper's whole read
+/// buffer: what is needed is copied, and it is let go.
+pub(super) fn first_read_buffer(prefix: Bytes) -> BytesMut {
+    if prefix.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&prefix[..])
+    }
+}
+
+/// Read the client's frames and handle them in order, keep the heartbeat
+/// and the token's expiry, until the connection ends. `buf` holds what was
+/// read and not handled yet (borrowed, so that this future, which every
+/// idle connection keeps, does not hold a second copy of it).
 pub(super) async fn read_loop(
     shard: &Shard,
     conn: &Rc<Conn>,
     read: &mut ReadHalf,
-    prefix: Bytes,
+    buf: &mut BytesMut,
 ) -> ReadEnd {
     let limits = &shard.shared.config.limits;
     let interval = Duration::from_millis(limits.heartbeat_interval_ms);
-    let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
     let mut reader =
         MessageReader::new(limits.max_message_bytes).with_deflate(conn.deflate.is_some());
-    // Bytes the client sent right after its upgrade request. `prefix` may
-    // point into hyper's whole read buffer: copy what is needed and let it go.
-    let mut buf = if prefix.is_empty() {
-        BytesMut::new()
-    } else {
-        BytesMut::from(&prefix[..])
-    };
-    drop(prefix);
     let mut next_ping = Instant::now() + interval;
     let mut awaiting_pong: Option<Instant> = None;
     let heartbeat = tokio::time::sleep_until(next_ping);
@@ -76,14 +82,18 @@ pub(super) async fn read_loop(
             if conn.queue.borrow().is_closing() {
                 return ReadEnd::ServerClose;
             }
-            match reader.next(&mut buf) {
+            match reader.next(buf) {
                 Ok(Some(Message::Text(payload))) if conn.echo => {
                     conn.send(conn.own_data_frame(true, &payload));
                 }
                 Ok(Some(Message::Binary(payload))) if conn.echo => {
                     conn.send(conn.own_data_frame(false, &payload));
                 }
-                Ok(Some(Message::Text(payload))) => dispatch::handle(shard, conn, payload).await,
+                Ok(Some(Message::Text(payload))) => {
+                    if let Some(wait) = dispatch::handle(shard, conn, payload) {
+                        wait.await;
+                    }
+                }
                 Ok(Some(Message::Binary(_))) => {
                     conn.counters.frame_in(FRAME_BINARY);
                     conn.refuse(
@@ -119,8 +129,9 @@ pub(super) async fn read_loop(
             }
         }
         if buf.is_empty() && buf.capacity() > 0 {
-            buf = BytesMut::new(); // idle connections hold no read buffer
+            *buf = BytesMut::new(); // idle connections hold no read buffer
         }
+        let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
         let deadline = awaiting_pong.map_or(next_ping, |since| since + timeout);
         if heartbeat.deadline() != deadline {
             heartbeat.as_mut().reset(deadline);
@@ -128,7 +139,7 @@ pub(super) async fn read_loop(
         tokio::select! {
             biased;
             _ = conn.reader_wake.wait() => {}
-            more = read.read_burst(&mut buf) => peer_done = !more,
+            more = read.read_burst(buf) => peer_done = !more,
             _ = async {
                 match expiry.as_mut() {
                     Some(timer) => timer.await,
@@ -198,7 +209,11 @@ pub(super) async fn write_loop(conn: Rc<Conn>, mut write: WriteHalf) {
             }
         }
         inflight.clear();
-        if inflight.capacity() > WRITER_KEEP_CAPACITY {
+        if conn.queue.borrow().is_empty() {
+            // Nothing waits: the connection goes idle holding no slots (a
+            // push into the empty queue allocates its few slots again).
+            inflight = VecDeque::new();
+        } else if inflight.capacity() > WRITER_KEEP_CAPACITY {
             inflight.shrink_to(WRITER_KEEP_CAPACITY);
         }
         if closing {

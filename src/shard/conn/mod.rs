@@ -29,7 +29,7 @@ use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, JoinAck, RoomFrame};
-use crate::edge::stream::Stream;
+use crate::edge::stream::{ReadHalf, Stream};
 use crate::error::{Refusal, close};
 use crate::limits::{PENDING_JOIN_WAIT_MS, USER_WATCH_WAIT_MS};
 use crate::op::{Op, Origin, UserFrame};
@@ -457,6 +457,8 @@ impl Conn {
             }
         }
         if joining.is_empty() {
+            // Joins are rare: an idle connection keeps no table for them.
+            *joining = HashMap::new();
             self.reader_wake.notify();
         }
     }
@@ -525,32 +527,60 @@ impl Conn {
     }
 }
 
-/// Serve an upgraded connection until it closes.
-pub(crate) async fn serve(
+/// Serve an upgraded connection until it closes: spawn the future this
+/// returns as the connection's task.
+///
+/// The connection's state is built here, outside the future, and the
+/// rare long steps (user registration, the closing handshake, teardown)
+/// wait in boxes: the future every idle connection keeps is the size of
+/// its read loop, not of its largest step.
+pub(crate) fn serve(
     shard: Rc<Shard>,
     identity: Identity,
     stream: Stream,
     prefix: Bytes,
     permit: Permit,
-) {
+) -> impl std::future::Future<Output = ()> {
     let conn = Conn::new(identity, stream.is_tls(), &shard);
-    let limits = &shard.shared.config.limits;
-    if shard.register(&conn) {
-        let (heard, heard_rx) = tokio::sync::oneshot::channel();
-        let watch = Op::WatchUser {
-            user: conn.user(),
-            watch: true,
-            heard: Some(heard),
-        };
-        shard.route_boxed(watch).await;
-        // Dropped at once where nothing relays users between nodes.
-        let wait = Duration::from_millis(USER_WATCH_WAIT_MS);
-        let _ = tokio::time::timeout(wait, heard_rx).await;
+    let mut buf = io::first_read_buffer(prefix);
+    async move {
+        if shard.register(&conn) {
+            Box::pin(watch_user(&shard, &conn)).await;
+        }
+        shard
+            .counters
+            .connects
+            .set(shard.counters.connects.get() + 1);
+        greet(&shard, &conn);
+        let (mut read, write) = stream.into_split();
+        let writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
+        let end = io::read_loop(&shard, &conn, &mut read, &mut buf).await;
+        drop(buf);
+        Box::pin(finish(&shard, &conn, end, read, writer)).await;
+        drop(permit);
     }
-    shard
-        .counters
-        .connects
-        .set(shard.counters.connects.get() + 1);
+}
+
+/// Tell the nodes that relay users that this connection's user is here,
+/// and wait (bounded) until this node hears it, so that a frame sent to
+/// the user right after the welcome reaches it.
+async fn watch_user(shard: &Shard, conn: &Conn) {
+    let (heard, heard_rx) = tokio::sync::oneshot::channel();
+    let watch = Op::WatchUser {
+        user: conn.user(),
+        watch: true,
+        heard: Some(heard),
+    };
+    shard.route_boxed(watch).await;
+    // Dropped at once where nothing relays users between nodes.
+    let wait = Duration::from_millis(USER_WATCH_WAIT_MS);
+    let _ = tokio::time::timeout(wait, heard_rx).await;
+}
+
+/// The connection's first frame: `welcome`, or Pusher's
+/// `connection_established` (echo connections get none).
+fn greet(shard: &Shard, conn: &Conn) {
+    let limits = &shard.shared.config.limits;
     match &conn.protocol {
         Protocol::Pusher(p) => conn.send(p.established(&shard.shared.config.pusher)),
         Protocol::Native if !conn.echo => conn.send(encode::welcome(
@@ -562,9 +592,18 @@ pub(crate) async fn serve(
         )),
         Protocol::Native => {}
     }
-    let (mut read, write) = stream.into_split();
-    let mut writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
-    let end = io::read_loop(&shard, &conn, &mut read, prefix).await;
+}
+
+/// After the read loop: count the disconnect, let the close frame out and
+/// the peer answer it (within a grace), stop the writer, and tear down.
+async fn finish(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    end: ReadEnd,
+    mut read: ReadHalf,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
+    let limits = &shard.shared.config.limits;
     let close_code = match end {
         ReadEnd::Eof => None,
         ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
@@ -595,8 +634,7 @@ pub(crate) async fn serve(
         }
     }
     writer.abort();
-    teardown(&shard, &conn).await;
-    drop(permit);
+    teardown(shard, conn).await;
 }
 
 /// Leave every room and drop the connection from the shard's tables.
