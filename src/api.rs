@@ -31,6 +31,7 @@ use crate::op::{Audience, Op, Publish, Reply};
 use crate::placement::shard_of;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
+use crate::protocol::json::check_depth;
 use crate::protocol::names::is_valid_name;
 use crate::server::{JSON, SYSTEM_USER, refusal_response, respond};
 use crate::shard::Shard;
@@ -93,7 +94,7 @@ async fn route(
             let body: NotifyBody = read_json(shard, req).await?;
             valid_name("user", &body.user)?;
             let user: Arc<str> = Arc::from(body.user.as_str());
-            let delivered = notify(shard, Audience::User(user), body.data.get()).await?;
+            let delivered = notify(shard, Audience::User(user), &body.data).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -101,7 +102,7 @@ async fn route(
         }
         (&Method::POST, ["broadcast"]) => {
             let body: BroadcastBody = read_json(shard, req).await?;
-            let delivered = notify(shard, Audience::All, body.data.get()).await?;
+            let delivered = notify(shard, Audience::All, &body.data).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -211,6 +212,13 @@ fn valid_name(field: &str, value: &str) -> Result<(), Refusal> {
             format!("`{field}` must be 1-128 bytes of [A-Za-z0-9_.:@-]"),
         ))
     }
+}
+
+/// `data` of a body nests no deeper than `limits.max_json_depth` (serde
+/// keeps it as raw text without a recursion limit).
+fn shallow_enough(shard: &Shard, data: &RawValue) -> Result<(), Refusal> {
+    let max = shard.shared.config.limits.max_json_depth;
+    check_depth(data.get().as_bytes(), max).map_err(|_| Refusal::json_too_deep("data", max))
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
@@ -352,6 +360,7 @@ async fn delete_room(shard: &Shard, room: &str) -> Result<Response<Body>, Refusa
 
 async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Refusal> {
     valid_name("room", &body.room)?;
+    shallow_enough(shard, &body.data)?;
     let publish = |tx| {
         Op::Publish(Publish {
             room: Arc::from(body.room.as_str()),
@@ -370,7 +379,9 @@ async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Ref
 
 /// Send a `notification` to `audience` on every node; returns how many
 /// connections of this node got it.
-async fn notify(shard: &Shard, audience: Audience, data: &str) -> Result<usize, Refusal> {
+async fn notify(shard: &Shard, audience: Audience, data: &RawValue) -> Result<usize, Refusal> {
+    shallow_enough(shard, data)?;
+    let data = data.get();
     let frame = encode::notification(encode::now_ms(), data.as_bytes());
     let (counted, mut counts) = mpsc::channel(MAX_SHARDS);
     let op = Op::ToUsers {

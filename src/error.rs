@@ -214,6 +214,17 @@ impl Refusal {
         )
     }
 
+    /// `bad_request`: a JSON value (`field`) nests deeper than
+    /// `limits.max_json_depth`.
+    pub fn json_too_deep(field: &str, max: usize) -> Self {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "`{field}` nests arrays and objects more than {max} deep (limits.max_json_depth)"
+            ),
+        )
+    }
+
     /// `internal`: the broker is draining and runs no new operation.
     pub fn shutting_down() -> Self {
         Refusal::new(

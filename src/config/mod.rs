@@ -260,6 +260,10 @@ pub struct LimitsConfig {
     pub heartbeat_timeout_ms: u64,
     /// Most entries in a `members` reply.
     pub max_presence_list: usize,
+    /// Deepest nesting of arrays and objects in client JSON values
+    /// (`data` of frames and API bodies): parsers that recurse choke on
+    /// deeper values stored in history.
+    pub max_json_depth: usize,
 }
 
 impl Default for LimitsConfig {
@@ -282,6 +286,7 @@ impl Default for LimitsConfig {
             heartbeat_interval_ms: 25_000,
             heartbeat_timeout_ms: 60_000,
             max_presence_list: 1000,
+            max_json_depth: 32,
         }
     }
 }

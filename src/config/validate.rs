@@ -53,7 +53,7 @@ impl Config {
             ));
         }
         let l = &self.limits;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
             ("limits.max_connections", l.max_connections),
             ("limits.max_message_bytes", l.max_message_bytes as u64),
             (
@@ -69,6 +69,7 @@ impl Config {
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
             ("limits.heartbeat_interval_ms", l.heartbeat_interval_ms),
             ("limits.heartbeat_timeout_ms", l.heartbeat_timeout_ms),
+            ("limits.max_json_depth", l.max_json_depth as u64),
         ];
         for (key, value) in positive {
             if value == 0 {

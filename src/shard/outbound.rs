@@ -1,10 +1,24 @@
 //! The outbound queue of one connection, and its overflow policy.
 //!
 //! Pure: no I/O, no clock. The connection's writer takes batches from it;
-//! fan-out pushes into it. **Invariant:** the queue never holds more than
-//! `max_frames` frames or `max_bytes` bytes, except one frame of any size
-//! when it is empty (a `join` ack with a long history), and the close frame
-//! that ends a connection.
+//! fan-out pushes into it.
+//!
+//! Two kinds of frames share it. **Traffic** (room messages, presence,
+//! direct messages, notifications, the server's heartbeat ping) comes from
+//! others: when it does not fit, the room's overflow policy decides (4000
+//! or drop): that is what makes a slow consumer. **Replies** answer the
+//! connection's own frames (`ack`, `error`, `pong`, WebSocket pongs, join
+//! acks and their catch-up): they are always queued, and the reader stops
+//! reading the client while replies fill the queue's bounds
+//! ([`OutQueue::replies_full`]), so a client that sends a burst and reads
+//! gets every answer instead of a 4000.
+//!
+//! **Invariant:** traffic never takes more than `max_frames` frames or
+//! `max_bytes` bytes, except one frame of any size when no traffic is
+//! queued; replies take at most the same bounds plus the replies to the
+//! connection's operations still in flight when the reader stopped (at most
+//! the shard inboxes' capacity); and the close frame that ends a
+//! connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,6 +61,9 @@ pub(crate) type Queued = (Bytes, u64);
 pub struct OutQueue {
     frames: VecDeque<Queued>,
     bytes: usize,
+    /// Of `frames` and `bytes`, the replies.
+    reply_frames: usize,
+    reply_bytes: usize,
     max_frames: usize,
     max_bytes: usize,
     gaps: Vec<PendingGap>,
@@ -60,6 +77,8 @@ impl OutQueue {
         OutQueue {
             frames: VecDeque::new(),
             bytes: 0,
+            reply_frames: 0,
+            reply_bytes: 0,
             max_frames,
             max_bytes,
             gaps: Vec::new(),
@@ -93,9 +112,19 @@ impl OutQueue {
         self.closing
     }
 
+    /// Whether `extra_frames` of traffic totalling `extra_bytes` fit beside
+    /// the traffic queued (replies do not count).
     fn fits(&self, extra_frames: usize, extra_bytes: usize) -> bool {
-        self.frames.len() + extra_frames <= self.max_frames
-            && (self.frames.is_empty() || self.bytes + extra_bytes <= self.max_bytes)
+        let frames = self.frames.len() - self.reply_frames;
+        let bytes = self.bytes - self.reply_bytes;
+        frames + extra_frames <= self.max_frames
+            && (frames == 0 || bytes + extra_bytes <= self.max_bytes)
+    }
+
+    /// Whether replies fill the queue's bounds: the reader stops reading
+    /// the client until the writer has taken them.
+    pub fn replies_full(&self) -> bool {
+        self.reply_frames >= self.max_frames || self.reply_bytes >= self.max_bytes
     }
 
     fn enqueue(&mut self, frame: Bytes, stamp_us: u64) {
@@ -103,8 +132,22 @@ impl OutQueue {
         self.frames.push_back((frame, stamp_us));
     }
 
-    /// Push a frame that is not a room message (ack, error, direct, ...).
-    /// Such a frame that does not fit means the client is too slow.
+    /// Push a reply to the connection's own frame (`ack`, `error`, `pong`,
+    /// ...): always queued while the connection is open.
+    pub fn push_reply(&mut self, frame: Bytes) -> Pushed {
+        if self.closing {
+            return Pushed::Closed;
+        }
+        let wake = self.frames.is_empty();
+        self.reply_frames += 1;
+        self.reply_bytes += frame.len();
+        self.enqueue(frame, 0);
+        Pushed::Queued { wake }
+    }
+
+    /// Push traffic that is not a room message (presence, `direct`,
+    /// `room_closed`, ...). Such a frame that does not fit means the client
+    /// is too slow.
     pub fn push_control(&mut self, frame: Bytes) -> Pushed {
         if self.closing {
             return Pushed::Closed;
@@ -194,6 +237,8 @@ impl OutQueue {
         debug_assert!(inflight.is_empty());
         std::mem::swap(&mut self.frames, inflight);
         self.bytes = 0;
+        self.reply_frames = 0;
+        self.reply_bytes = 0;
         debug_assert!(self.frames.is_empty());
     }
 
@@ -207,6 +252,8 @@ impl OutQueue {
         if discard {
             self.frames.clear();
             self.bytes = 0;
+            self.reply_frames = 0;
+            self.reply_bytes = 0;
         }
         self.gaps.clear();
         self.enqueue(frame, 0);
@@ -297,6 +344,37 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[1], m);
         assert!(text_payload(&out[0]).starts_with(b"{\"type\":\"gap\""));
+    }
+
+    #[test]
+    fn replies_never_overflow_and_never_crowd_out_traffic() {
+        let room: Arc<str> = Arc::from("r");
+        let mut q = OutQueue::new(2, 100);
+        for _ in 0..5 {
+            assert!(matches!(q.push_reply(frame(30)), Pushed::Queued { .. }));
+        }
+        assert!(q.replies_full(), "5 replies over a bound of 2 frames");
+        // Traffic still has its own room: two frames, then the policy.
+        let m = frame(10);
+        assert!(matches!(
+            q.push_room(&room, 1, &m, OverflowPolicy::Disconnect, 0),
+            Pushed::Queued { .. }
+        ));
+        assert!(matches!(q.push_control(frame(10)), Pushed::Queued { .. }));
+        assert_eq!(
+            q.push_room(&room, 2, &m, OverflowPolicy::Disconnect, 0),
+            Pushed::Overflow
+        );
+        assert_eq!((q.len(), q.bytes()), (7, 170));
+        // The writer takes everything: the reader may read again.
+        assert_eq!(take(&mut q).len(), 7);
+        assert!(!q.replies_full());
+        // Replies fill the bound in bytes too.
+        assert!(matches!(q.push_reply(frame(100)), Pushed::Queued { .. }));
+        assert!(q.replies_full());
+        assert!(q.close(frame(2), true));
+        assert!(!q.replies_full());
+        assert_eq!(q.push_reply(frame(1)), Pushed::Closed);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Integration tests: the real broker on port 0, real WebSocket clients.
 
+mod abuse;
 mod api;
 mod auth;
 mod browser;

@@ -20,6 +20,7 @@ use crate::op::{Audience, Join, Op, Origin, Publish, Reply};
 use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
+use crate::protocol::json::check_depth;
 use crate::shard::Shard;
 
 /// Handle one text message.
@@ -39,6 +40,12 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
     };
     conn.counters.frame_in(frame.kind_index());
     let id = frame.id();
+    let max_depth = shard.shared.config.limits.max_json_depth;
+    if let Some(data) = frame.data() {
+        if check_depth(data.as_bytes(), max_depth).is_err() {
+            return conn.refuse(id, &Refusal::json_too_deep("data", max_depth));
+        }
+    }
     if let Err(refusal) = dispatch(shard, conn, &payload, text, frame).await {
         conn.refuse(id, &refusal);
     }
@@ -68,7 +75,7 @@ async fn dispatch(
 ) -> Result<(), Refusal> {
     let limits = &shard.shared.config.limits;
     match frame {
-        ClientFrame::Ping { id } => conn.send(encode::pong(id)),
+        ClientFrame::Ping { id } => conn.reply(encode::pong(id)),
         ClientFrame::Join {
             id,
             room,
@@ -158,7 +165,7 @@ async fn dispatch(
             };
             shard.route(op).await;
             if let Some(id) = id {
-                conn.send(encode::ack_send(id, to));
+                conn.reply(encode::ack_send(id, to));
             }
         }
         ClientFrame::Broadcast { id, data } => {
@@ -172,7 +179,7 @@ async fn dispatch(
             };
             shard.route(op).await;
             if let Some(id) = id {
-                conn.send(encode::ack(id));
+                conn.reply(encode::ack(id));
             }
         }
         ClientFrame::Members { id, room } => {
@@ -186,7 +193,7 @@ async fn dispatch(
             let exp = grant.exp;
             conn.refresh(grant);
             if let Some(id) = id {
-                conn.send(encode::ack_refresh(id, exp));
+                conn.reply(encode::ack_refresh(id, exp));
             }
         }
     }

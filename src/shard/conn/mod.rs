@@ -75,6 +75,9 @@ pub(crate) struct Conn {
     queue: RefCell<OutQueue>,
     writer_wake: LocalSignal,
     reader_wake: LocalSignal,
+    /// The reader stopped reading until replies are taken (the writer
+    /// wakes it when it takes them).
+    reader_paused: Cell<bool>,
     /// Rooms joined (as acknowledged by the back end).
     rooms: RefCell<HashSet<Arc<str>>>,
     /// Joins sent to the back end and not answered yet, by room.
@@ -104,6 +107,7 @@ impl Conn {
             )),
             writer_wake: LocalSignal::default(),
             reader_wake: LocalSignal::default(),
+            reader_paused: Cell::new(false),
             rooms: RefCell::default(),
             joining: RefCell::default(),
             dead: Cell::new(false),
@@ -118,11 +122,24 @@ impl Conn {
         self.dead.get()
     }
 
-    /// Queue a frame that is not a room message; a full queue closes the
-    /// connection with 4000.
+    /// Queue traffic that is not a room message (presence, `direct`, ...);
+    /// a full queue closes the connection with 4000.
     pub(crate) fn send(&self, frame: Bytes) {
         let pushed = self.queue.borrow_mut().push_control(frame);
         self.after_push(pushed);
+    }
+
+    /// Queue a reply to one of the connection's own frames. Never a slow
+    /// consumer: the reader stops reading while replies fill the queue.
+    pub(crate) fn reply(&self, frame: Bytes) {
+        let pushed = self.queue.borrow_mut().push_reply(frame);
+        self.after_push(pushed);
+    }
+
+    /// Whether the reader must stop reading until the writer has taken the
+    /// queued replies.
+    fn replies_full(&self) -> bool {
+        self.queue.borrow().replies_full()
     }
 
     /// Queue message `seq` of `room` under the room's overflow policy.
@@ -194,7 +211,7 @@ impl Conn {
                 encode::ack_members(id, &list.room, entries, list.total)
             }
         };
-        self.send(frame);
+        self.reply(frame);
     }
 
     /// The back end admitted this connection to `room`: it is a member from
@@ -218,10 +235,10 @@ impl Conn {
                 history,
                 ack.recovered,
             );
-            self.send(frame);
+            self.reply(frame);
         }
         for frame in catchup {
-            self.send(frame);
+            self.reply(frame);
         }
         newly && !self.is_dead()
     }
@@ -240,7 +257,7 @@ impl Conn {
             self.forget_room(room);
         }
         if let Some(id) = id {
-            self.send(encode::ack_room(id, room));
+            self.reply(encode::ack_room(id, room));
         }
         was
     }
@@ -291,7 +308,7 @@ impl Conn {
     /// Send an `error` frame (counted by code).
     fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
         self.counters.error_out(refusal.code);
-        self.send(encode::error(id, refusal.code, &refusal.message));
+        self.reply(encode::error(id, refusal.code, &refusal.message));
     }
 
     /// The connection's rights now.
@@ -348,7 +365,7 @@ pub(crate) async fn serve(
         .connects
         .set(shard.counters.connects.get() + 1);
     if !conn.echo {
-        conn.send(encode::welcome(
+        conn.reply(encode::welcome(
             conn.id,
             &conn.user,
             shard.index,
