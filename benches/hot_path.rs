@@ -248,6 +248,7 @@ fn room_meta(home: usize) -> Arc<RoomMeta> {
         explicit: false,
         members: AtomicU32::new(1),
         seq: AtomicU64::new(0),
+        creator: None,
     })
 }
 

@@ -326,6 +326,7 @@ async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, 
     ask(shard, |tx| Op::Create {
         room,
         options,
+        creator: None,
         reply: Reply::Api(tx),
     })
     .await?;

@@ -90,6 +90,10 @@ pub(crate) struct RemoteCounters {
     pub(crate) gaps: AtomicU64,
     /// Holes in a room's messages filled from its history.
     pub(crate) repairs: AtomicU64,
+    /// Bytes of catch-up messages it keeps (a gauge).
+    pub(crate) catchup_bytes: AtomicU64,
+    /// Catch-up messages it forgot for `limits.max_history_bytes_total`.
+    pub(crate) catchup_trimmed: AtomicU64,
 }
 
 impl RemoteCounters {

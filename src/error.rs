@@ -41,11 +41,16 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// HTTP only: the request body is not `application/json` (415).
     UnsupportedMediaType,
+    /// The user or connection made its maximum of rooms that still exist
+    /// (`limits.max_rooms_created_per_user`, `..._per_connection`).
+    TooManyRoomsCreated,
+    /// The process is over `limits.memory_budget_bytes`: no new room now.
+    OverMemoryBudget,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -63,6 +68,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::TooManyRoomsCreated,
+        ErrorCode::OverMemoryBudget,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -90,6 +97,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyRoomsCreated => "too_many_rooms_created",
+            ErrorCode::OverMemoryBudget => "over_memory_budget",
         }
     }
 
@@ -103,9 +112,11 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RoomExists => 409,
-            ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
+            ErrorCode::TooManyConnections
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManyRoomsCreated => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
-            ErrorCode::ServerFull | ErrorCode::Unavailable => 503,
+            ErrorCode::ServerFull | ErrorCode::Unavailable | ErrorCode::OverMemoryBudget => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -222,6 +233,37 @@ impl Refusal {
             format!(
                 "`{field}` nests arrays and objects more than {max} deep (limits.max_json_depth)"
             ),
+        )
+    }
+
+    /// `too_many_rooms_created`: `who` (a user or a connection) made `max`
+    /// rooms that still exist.
+    pub fn too_many_rooms_created(who: &str, max: u32) -> Self {
+        Refusal::new(
+            ErrorCode::TooManyRoomsCreated,
+            format!(
+                "this {who} made {max} rooms that still exist, its maximum \
+                 (limits.max_rooms_created_per_{who}); delete one or let it expire"
+            ),
+        )
+    }
+
+    /// `over_memory_budget`: the process is over its memory budget, so no
+    /// room is made now.
+    pub fn over_memory_budget() -> Self {
+        Refusal::new(
+            ErrorCode::OverMemoryBudget,
+            "the server is over its memory budget (limits.memory_budget_bytes) and makes no new \
+             room now; try again later",
+        )
+    }
+
+    /// `server_full`: the process is over its memory budget, so it takes no
+    /// new connection now.
+    pub fn memory_full() -> Self {
+        Refusal::new(
+            ErrorCode::ServerFull,
+            "the server is over its memory budget (limits.memory_budget_bytes); try again later",
         )
     }
 

@@ -33,6 +33,7 @@ pub mod error;
 mod inbox;
 mod index;
 pub mod limits;
+mod memory;
 mod metrics;
 mod op;
 pub mod perms;
@@ -53,7 +54,7 @@ pub use server::SYSTEM_USER;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::cluster::subscriber;
-    pub use crate::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
+    pub use crate::index::{ConnCaps, CreationCaps, Creator, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
 

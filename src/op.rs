@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::delivery::RoomDetails;
 use crate::error::Refusal;
 use crate::inbox::Weighed;
+pub(crate) use crate::index::Creator;
 use crate::protocol::decode::RoomOptions;
 
 /// Who asked: the connection a reply goes to.
@@ -73,6 +74,17 @@ pub(crate) struct Join {
     pub(crate) may_join_private: bool,
 }
 
+impl Join {
+    /// The joining connection, as the creator of the room if the join
+    /// makes it.
+    pub(crate) fn creator(&self) -> Creator {
+        Creator {
+            user: self.user.clone(),
+            conn: self.origin.conn,
+        }
+    }
+}
+
 /// A publish into a room, by a member connection or by the HTTP API.
 #[derive(Debug)]
 pub(crate) struct Publish {
@@ -116,6 +128,8 @@ pub(crate) enum Op {
         room: Arc<str>,
         /// Its options.
         options: RoomOptions,
+        /// The connection that asks, for its quotas (`None`: the API).
+        creator: Option<Creator>,
         /// `Ok`, or `room_exists` / `too_many_rooms`.
         reply: Reply<()>,
     },

@@ -46,6 +46,7 @@ fn meta() -> Arc<RoomMeta> {
         explicit: true,
         members: AtomicU32::new(0),
         seq: AtomicU64::new(0),
+        creator: None,
     })
 }
 

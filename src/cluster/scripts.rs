@@ -17,6 +17,15 @@
 //!
 //! Node keys: `sc:nodes` (sorted set: node id by heartbeat deadline, ms of
 //! Redis' clock) and `sc:n:<node>` (set of rooms where the node has members).
+//!
+//! Quota keys (the cluster-wide count of rooms a user, or a connection, made
+//! that still exist): `sc:uq:<user>` and `sc:cq:<node>/<conn>`, sorted sets
+//! of room names scored by when the room expires (ms of Redis' clock), or
+//! `+inf` while it has members or was made by `create`. A room's meta holds
+//! its creator (`cu`, `cc`); the scripts that empty, refill or delete a room
+//! move its score, and a count first drops the rooms whose time passed, so
+//! a room stops counting when it expires without any node being told. Each
+//! key expires with its last room.
 //! Channels `sc:u:<user>` (direct messages and notifications to a user) and
 //! `sc:all` (broadcasts).
 //!
@@ -43,6 +52,11 @@ pub(crate) enum Status {
     Exists,
     /// Only members may list a private room's members.
     PrivateMembers,
+    /// The creator (user or connection) made its maximum of rooms that
+    /// still exist: `{-8, max, "user" | "connection"}`.
+    Quota,
+    /// The node is over its memory budget and makes no room.
+    OverMemory,
     /// A status this build does not know (a script of another version).
     Unknown(i64),
 }
@@ -59,6 +73,8 @@ impl Status {
             -5 => Status::Full,
             -6 => Status::Exists,
             -7 => Status::PrivateMembers,
+            -8 => Status::Quota,
+            -9 => Status::OverMemory,
             other => Status::Unknown(other),
         }
     }
@@ -96,27 +112,116 @@ pub(crate) fn node_rooms_key(node: &str) -> String {
 pub(crate) fn member_field(node: &str, conn: u64) -> String {
     format!("{node}/{conn}")
 }
+/// Rooms a user made that still exist.
+pub(crate) fn user_quota_key(user: &str) -> String {
+    format!("sc:uq:{user}")
+}
+/// Rooms a connection (its presence field) made that still exist.
+pub(crate) fn conn_quota_key(field: &str) -> String {
+    format!("sc:cq:{field}")
+}
 
-/// KEYS: meta, presence, history, channel, node rooms.
+/// Lua shared by the scripts that make, empty, refill or delete rooms: the
+/// quota sorted sets (see the module documentation).
+macro_rules! quota_lua {
+    () => {
+        r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The key lives as long as its longest-lived room.
+local function quota_ttl(key)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #top == 0 then return end
+  if top[2] == 'inf' then redis.call('PERSIST', key)
+  else redis.call('PEXPIREAT', key, math.floor(tonumber(top[2]))) end
+end
+-- Rooms `key` counts that still exist.
+local function quota_count(key)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms())
+  return redis.call('ZCARD', key)
+end
+-- `room` counts in `key` until `deadline` ('+inf': while it lives on).
+local function quota_mark(key, room, deadline)
+  redis.call('ZADD', key, deadline, room)
+  quota_ttl(key)
+end
+-- The quota keys of the room whose meta is `meta`.
+local function quota_keys(meta)
+  local c = redis.call('HMGET', meta, 'cu', 'cc')
+  local keys = {}
+  if c[1] and c[1] ~= '' then keys[#keys + 1] = 'sc:uq:' .. c[1] end
+  if c[2] and c[2] ~= '' then keys[#keys + 1] = 'sc:cq:' .. c[2] end
+  return keys
+end
+-- The room of `meta` is empty and goes in `ttl` ms unless someone joins.
+local function quota_emptied(meta, room, ttl)
+  local deadline = now_ms() + tonumber(ttl)
+  for _, key in ipairs(quota_keys(meta)) do
+    if redis.call('ZSCORE', key, room) then quota_mark(key, room, deadline) end
+  end
+end
+-- The room of `meta` has members again.
+local function quota_refilled(meta, room)
+  for _, key in ipairs(quota_keys(meta)) do
+    if redis.call('ZSCORE', key, room) then quota_mark(key, room, '+inf') end
+  end
+end
+-- Making a room for user `user` (key `ukey`, cap `ucap`) on connection
+-- field `field` (key `ckey`, cap `ccap`); 0 caps are off, an empty user is
+-- the API. Returns the refusal, or nil.
+local function quota_refusal(user, ukey, ucap, field, ckey, ccap)
+  if user == '' then return nil end
+  if tonumber(ucap) > 0 and quota_count(ukey) >= tonumber(ucap) then
+    return {-8, tonumber(ucap), 'user'}
+  end
+  if tonumber(ccap) > 0 and quota_count(ckey) >= tonumber(ccap) then
+    return {-8, tonumber(ccap), 'connection'}
+  end
+  return nil
+end
+-- Count a room just made.
+local function quota_made(meta, room, user, ukey, field, ckey)
+  if user == '' then return end
+  redis.call('HSET', meta, 'cu', user, 'cc', field)
+  quota_mark(ukey, room, '+inf')
+  quota_mark(ckey, room, '+inf')
+end
+"#
+    };
+}
+
+/// KEYS: meta, presence, history, channel, node rooms, the joiner's user
+/// quota key, its connection quota key.
 /// ARGV: field, member value, create, may_create, auto_create,
 /// may_join_private, default max, default overflow, default history,
 /// since (-1: none), history_on_join, node, conn, room, the client's epoch
-/// (empty: none), a fresh epoch for a room this join makes.
+/// (empty: none), a fresh epoch for a room this join makes, per-user cap,
+/// per-connection cap, user, over the memory budget (0/1).
 ///
 /// A `since` with an epoch other than the room's is answered like a join
 /// without `since`, with recovered 0 (v1.1). A room without an epoch (made
-/// by an older build) gets the fresh one.
+/// by an older build) gets the fresh one. A join that makes the room counts
+/// it against the joiner's quotas; one that refills an empty room keeps it
+/// counting.
 ///
 /// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
 /// (-1 none, 0, 1), rejoin (0/1), history length, epoch, message...}`, or
 /// `{status}`.
-pub(crate) const JOIN: &str = r#"
+pub(crate) const JOIN: &str = concat!(
+    quota_lua!(),
+    r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
   if ARGV[4] ~= '1' then return {-3} end
+  if ARGV[20] == '1' then return {-9} end
+  local refused = quota_refusal(ARGV[19], KEYS[6], ARGV[17], ARGV[1], KEYS[7], ARGV[18])
+  if refused then return refused end
   redis.call('HSET', meta, 'seq', 0, 'private', 0, 'max', ARGV[7], 'ovf', ARGV[8],
     'explicit', 0, 'hist', ARGV[9], 'epoch', ARGV[16])
+  quota_made(meta, ARGV[14], ARGV[19], KEYS[6], ARGV[1], KEYS[7])
 end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist', 'epoch')
 local seq = tonumber(m[1]) or 0
@@ -135,6 +240,7 @@ end
 redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
+if not rejoin and count == 1 then quota_refilled(meta, ARGV[14]) end
 local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0, tonumber(m[6]) or 0,
   epoch}
 local since = tonumber(ARGV[10])
@@ -165,13 +271,16 @@ if not rejoin then
   redis.call('PUBLISH', chan, 'J ' .. ARGV[12] .. ' ' .. ARGV[13] .. ' ' .. count .. ' ' .. ARGV[2])
 end
 return out
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel, node rooms.
 /// ARGV: field, node, conn, node keeps members (0/1), room, empty ttl ms.
 ///
 /// Answer: `{0, count}` or `{status}`.
-pub(crate) const LEAVE: &str = r#"
+pub(crate) const LEAVE: &str = concat!(
+    quota_lua!(),
+    r#"
 local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local v = redis.call('HGET', pres, ARGV[1])
 if not v then
@@ -185,9 +294,11 @@ redis.call('PUBLISH', chan, 'L ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. count ..
 if count == 0 and redis.call('HGET', meta, 'explicit') == '0' then
   redis.call('PEXPIRE', meta, ARGV[6])
   redis.call('PEXPIRE', hist, ARGV[6])
+  quota_emptied(meta, ARGV[5], ARGV[6])
 end
 return {0, count}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel.
 /// ARGV: field (empty: the system, no membership check), JSON before the
@@ -217,26 +328,43 @@ redis.call('PUBLISH', chan, 'M ' .. seq .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. '
 return {0, seq}
 "#;
 
-/// KEYS: meta.
-/// ARGV: private (0/1), max members, overflow, history length, epoch.
+/// KEYS: meta, the creator's user quota key, its connection quota key.
+/// ARGV: private (0/1), max members, overflow, history length, epoch,
+/// room, creator user (empty: the API, not counted), creator field,
+/// per-user cap, per-connection cap, over the memory budget (0/1).
 ///
 /// Answer: `{0}` or `{status}`.
-pub(crate) const CREATE: &str = r#"
+pub(crate) const CREATE: &str = concat!(
+    quota_lua!(),
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-6} end
+if ARGV[11] == '1' then return {-9} end
+local refused = quota_refusal(ARGV[7], KEYS[2], ARGV[9], ARGV[8], KEYS[3], ARGV[10])
+if refused then return refused end
 redis.call('HSET', KEYS[1], 'seq', 0, 'private', ARGV[1], 'max', ARGV[2], 'ovf', ARGV[3],
   'explicit', 1, 'hist', ARGV[4], 'epoch', ARGV[5])
+quota_made(KEYS[1], ARGV[6], ARGV[7], KEYS[2], ARGV[8], KEYS[3])
 return {0}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel.
+/// ARGV: room.
 ///
 /// Answer: `{0}` or `{status}`.
-pub(crate) const DELETE: &str = r#"
+pub(crate) const DELETE: &str = concat!(
+    quota_lua!(),
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+for _, key in ipairs(quota_keys(KEYS[1])) do
+  redis.call('ZREM', key, ARGV[1])
+  quota_ttl(key)
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('PUBLISH', KEYS[4], 'X')
 return {0}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history (and the channel, unused).
 /// ARGV: asking member's field (empty: the API, no private check), most
@@ -277,7 +405,9 @@ return out
 /// Renews this node's heartbeat, then removes every node whose heartbeat
 /// ran out: its members leave presence (with `left` events) and the room
 /// counts. Answer: `{0, nodes removed}`.
-pub(crate) const HEARTBEAT: &str = r#"
+pub(crate) const HEARTBEAT: &str = concat!(
+    quota_lua!(),
+    r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -302,13 +432,15 @@ for _, node in ipairs(dead) do
     if redis.call('HLEN', pres) == 0 and redis.call('HGET', meta, 'explicit') == '0' then
       redis.call('PEXPIRE', meta, ARGV[3])
       redis.call('PEXPIRE', hist, ARGV[3])
+      quota_emptied(meta, room, ARGV[3])
     end
   end
   redis.call('DEL', set)
   redis.call('ZREM', KEYS[1], node)
 end
 return {0, #dead}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, node rooms.
 /// ARGV: room, last seq this node delivered, private, max, overflow,

@@ -240,6 +240,21 @@ pub struct LimitsConfig {
     pub max_rooms_per_connection: usize,
     /// Rooms in the whole process.
     pub max_rooms: u64,
+    /// Rooms one user id may have made (by `create`, or by a `join` that
+    /// made the room) that still exist; 0 = off. The API is not counted.
+    /// In cluster mode the count is the whole cluster's.
+    pub max_rooms_created_per_user: u32,
+    /// The same per connection; 0 = off.
+    pub max_rooms_created_per_connection: u32,
+    /// Bytes of room history the process keeps, all rooms together (each
+    /// home shard keeps its share; in cluster mode, the catch-up messages
+    /// a node keeps). Beyond it the oldest messages of the largest rooms
+    /// go first.
+    pub max_history_bytes_total: u64,
+    /// Resident memory above which new connections get 503 and new rooms
+    /// `over_memory_budget`. 0 at load: 80% of the smaller of the cgroup's
+    /// memory limit and the machine's memory.
+    pub memory_budget_bytes: u64,
     /// Outbound queue bound per connection, in frames.
     pub outbound_queue_messages: usize,
     /// Outbound queue bound per connection, in bytes.
@@ -276,6 +291,10 @@ impl Default for LimitsConfig {
             max_message_bytes: 64 * 1024,
             max_rooms_per_connection: 128,
             max_rooms: 1_000_000,
+            max_rooms_created_per_user: 1_000,
+            max_rooms_created_per_connection: 100,
+            max_history_bytes_total: 256 * 1024 * 1024,
+            memory_budget_bytes: 0,
             outbound_queue_messages: 4096,
             outbound_queue_bytes: 1024 * 1024,
             slow_consumer_policy: OverflowPolicy::Disconnect,

@@ -53,7 +53,7 @@ impl Config {
             ));
         }
         let l = &self.limits;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 12] = [
             ("limits.max_connections", l.max_connections),
             ("limits.max_message_bytes", l.max_message_bytes as u64),
             (
@@ -70,6 +70,8 @@ impl Config {
             ("limits.heartbeat_interval_ms", l.heartbeat_interval_ms),
             ("limits.heartbeat_timeout_ms", l.heartbeat_timeout_ms),
             ("limits.max_json_depth", l.max_json_depth as u64),
+            ("limits.max_history_bytes_total", l.max_history_bytes_total),
+            ("limits.memory_budget_bytes", l.memory_budget_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -142,6 +142,18 @@ impl<A> RoomOrder<A> {
         self.delivered
     }
 
+    /// Bytes of the recent messages kept to catch up late joiners.
+    pub(crate) fn recent_bytes(&self) -> usize {
+        self.recent.bytes()
+    }
+
+    /// Forget the oldest recent message (the node is over its history
+    /// budget); the bytes freed, if there was one. A member admitted later
+    /// gets a `gap` for it.
+    pub(crate) fn forget_oldest_recent(&mut self) -> Option<usize> {
+        self.recent.pop_oldest()
+    }
+
     /// Whether no join waits for its message.
     pub(crate) fn nothing_pending(&self) -> bool {
         self.pending.is_empty()

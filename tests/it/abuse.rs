@@ -238,3 +238,231 @@ async fn a_burst_from_a_client_that_does_not_read_waits_in_the_socket() {
         (json!("pong"), json!(COUNT))
     );
 }
+
+/// Sum of the samples of `metric` (any labels) in a `/metrics` text.
+fn metric_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The 300-room attack of issue 15 (one connection, default rights, made
+/// 300 rooms and published 17 messages of 64 KiB into each: RSS 22 -> 344
+/// MB, kept after it left). Now a connection makes at most
+/// `limits.max_rooms_created_per_connection` (default 100) rooms, so the
+/// attack takes three connections; and all rooms' history together is
+/// bounded by `limits.max_history_bytes_total` (here 32 MiB; default 256
+/// MiB), the oldest messages of the largest rooms going first. Bound
+/// asserted: the broker's RSS grows less than the history budget plus
+/// 48 MiB, and the rooms' history (`shardcast_history_bytes`) stays within
+/// the budget (measured: +52-54 MiB of RSS, 30.1 MiB of history, 4,224
+/// messages trimmed; without the budget the rooms keep 300 MiB). Meanwhile
+/// another client's room works as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_rooms_of_history_stay_within_the_history_budget() {
+    use crate::process::ChildBroker;
+    const BUDGET_MIB: u64 = 32;
+    let budget = (BUDGET_MIB << 20).to_string();
+    let broker = ChildBroker::spawn(&[("SHARDCAST_LIMITS__MAX_HISTORY_BYTES_TOTAL", &budget)]);
+    // A bystander with a room of its own.
+    let mut alice = broker.user("alice").await;
+    alice.join("alice-room").await;
+    let mut bob = broker.user("bob").await;
+    bob.join("alice-room").await;
+    let before = broker.rss_kib();
+    let payload = "x".repeat(64 * 1024 - 256);
+    let mut attackers = Vec::new();
+    let mut made = 0;
+    for c in 0..3 {
+        let mut attacker = broker.user(&format!("mallory{c}")).await;
+        for r in 0..101 {
+            let room = format!("m{c}-{r}");
+            let reply = attacker
+                .request(json!({"type": "join", "room": room}))
+                .await;
+            if r == 100 {
+                // The connection's 101st room.
+                assert_eq!(reply["code"], "too_many_rooms_created", "{reply}");
+                assert_says(&reply, "limits.max_rooms_created_per_connection");
+                continue;
+            }
+            assert_eq!(reply["type"], "ack", "{reply}");
+            made += 1;
+            for _ in 0..17 {
+                let publish = json!({"type": "publish", "room": room, "data": payload,
+                    "exclude_self": true});
+                attacker.send(publish).await;
+            }
+            // Stay in step with the broker.
+            attacker.request(json!({"type": "ping"})).await;
+        }
+        attackers.push(attacker);
+    }
+    assert_eq!(made, 300);
+    let (_, metrics) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+    let history = metric_sum(&metrics, "shardcast_history_bytes");
+    let trimmed = metric_sum(&metrics, "shardcast_history_trimmed_messages_total");
+    assert!(history <= (BUDGET_MIB << 20) as f64, "history {history}");
+    assert!(trimmed > 0.0, "{metrics}");
+    let after = broker.rss_kib();
+    let growth_mib = after.saturating_sub(before) / 1024;
+    eprintln!(
+        "300 rooms x 17 x 64 KiB (334 MB published): RSS {before} -> {after} KiB (+{growth_mib} MiB), \
+         history {:.1} MiB, {trimmed} messages trimmed",
+        history / 1048576.0
+    );
+    assert!(
+        growth_mib < BUDGET_MIB + 48,
+        "RSS grew {growth_mib} MiB with a {BUDGET_MIB} MiB history budget"
+    );
+    // The bystanders never noticed.
+    alice
+        .ok(json!({"type": "publish", "room": "alice-room", "data": "still here"}))
+        .await;
+    let msg = bob.recv_type("message").await;
+    assert_eq!(msg["data"], "still here");
+    let mut carol = broker.user("carol").await;
+    carol.join("carol-room").await;
+    // The attackers leave; their rooms expire later and free their quota.
+    drop(attackers);
+}
+
+/// Over `limits.memory_budget_bytes` the broker degrades instead of growing
+/// until the kernel kills it: new connections get 503 `server_full` with
+/// `Retry-After`, new rooms `over_memory_budget` (WebSocket and API), while
+/// existing rooms keep working; `/metrics` says so. Once memory is freed
+/// (the rooms deleted), it takes connections again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_memory_budget_new_connections_and_rooms_are_refused() {
+    use crate::process::ChildBroker;
+    const BUDGET_MIB: u64 = 64;
+    let budget = (BUDGET_MIB << 20).to_string();
+    let broker = ChildBroker::spawn(&[("SHARDCAST_LIMITS__MEMORY_BUDGET_BYTES", &budget)]);
+    let mut alice = broker.user("alice").await;
+    alice.join("alice-room").await;
+    let mut bob = broker.user("bob").await;
+    bob.join("alice-room").await;
+    let before = broker.rss_kib();
+    assert!(
+        before < (BUDGET_MIB << 10),
+        "starts under the budget: {before} KiB"
+    );
+    // Fill rooms with history until the process stays over its budget:
+    // three refusals in a row, 600 ms apart (the readings come every 250 ms,
+    // and the shards give freed pages back while over, so a reading only
+    // stays over once the memory is really held).
+    let mut mallory = broker.user("mallory").await;
+    let payload = "x".repeat(64 * 1024 - 256);
+    let (mut rooms, mut refused) = (0, 0);
+    while refused < 3 {
+        assert!(
+            rooms < 100,
+            "never over the budget: {} KiB",
+            broker.rss_kib()
+        );
+        let room = format!("hoard-{rooms}");
+        let made = mallory
+            .request(json!({"type": "create", "room": room}))
+            .await;
+        if made["code"] == "over_memory_budget" {
+            refused += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            continue;
+        }
+        assert_eq!(made["type"], "ack", "{made}");
+        refused = 0;
+        mallory.join(&room).await;
+        for _ in 0..16 {
+            let publish =
+                json!({"type": "publish", "room": room, "data": payload, "exclude_self": true});
+            mallory.send(publish).await;
+        }
+        mallory.request(json!({"type": "ping"})).await;
+        rooms += 1;
+    }
+    let (status, text) = http_get(
+        broker.addr,
+        "/ws?user=late HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    let body = http_body(&text);
+    assert_eq!(body["error"]["code"], "server_full", "{text}");
+    assert_says(&body["error"], "memory budget");
+    let refused = mallory
+        .err(
+            json!({"type": "join", "room": "one-more"}),
+            "over_memory_budget",
+        )
+        .await;
+    assert_says(&refused, "limits.memory_budget_bytes");
+    mallory
+        .err(
+            json!({"type": "create", "room": "one-more"}),
+            "over_memory_budget",
+        )
+        .await;
+    let (status, reply) = http(
+        broker.addr,
+        "POST",
+        "/api/rooms",
+        &[JSON],
+        Some(r#"{"room":"api-room"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["code"].clone()),
+        (503, json!("over_memory_budget")),
+        "{reply}"
+    );
+    // What exists keeps working.
+    alice
+        .ok(json!({"type": "publish", "room": "alice-room", "data": "still here"}))
+        .await;
+    assert_eq!(bob.recv_type("message").await["data"], "still here");
+    let (_, metrics) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+    assert_eq!(metric_sum(&metrics, "shardcast_memory_over_budget"), 1.0);
+    assert_eq!(
+        metric_sum(&metrics, "shardcast_memory_budget_bytes"),
+        (BUDGET_MIB << 20) as f64
+    );
+    for (what, at_least) in [("connection", 1.0), ("room", 3.0)] {
+        let line = format!("shardcast_memory_budget_refusals_total{{what=\"{what}\"}}");
+        assert!(metric_sum(&metrics, &line) >= at_least, "{line}: {metrics}");
+    }
+    // Memory freed: connections are taken again.
+    for r in 0..rooms {
+        let (status, _) = http(
+            broker.addr,
+            "DELETE",
+            &format!("/api/rooms/hoard-{r}"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (_, metrics) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+        if metric_sum(&metrics, "shardcast_memory_over_budget") == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still over the budget at {} KiB after deleting the rooms",
+            broker.rss_kib()
+        );
+    }
+    broker.user("late").await;
+}

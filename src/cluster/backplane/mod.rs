@@ -149,6 +149,9 @@ struct Backplane {
     /// Where a drain is, once it started.
     drain: Option<Drain>,
     rooms: HashMap<Arc<str>, RoomState>,
+    /// Bytes of the rooms' catch-up messages (bounded by
+    /// `limits.max_history_bytes_total`).
+    recent_bytes: usize,
     /// Users with connections here: shards holding them.
     users: HashMap<Arc<str>, u32>,
     ready: VecDeque<Prepared>,
@@ -188,6 +191,7 @@ impl Backplane {
             sub_failed: None,
             drain: None,
             rooms: HashMap::new(),
+            recent_bytes: 0,
             users: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: Vec::new(),
@@ -264,6 +268,9 @@ impl Backplane {
                 _ = heartbeat.tick() => {
                     self.heartbeat(self.cfg.node_ttl_ms as i64);
                     self.check_subscriber().await;
+                    if self.shared.memory.over() {
+                        crate::memory::give_back_freed_memory();
+                    }
                 }
             }
         }
@@ -347,6 +354,12 @@ impl Backplane {
     /// Send what the loop decided to the shards, in order (waiting while a
     /// shard's inbox is full).
     async fn flush(&mut self) {
+        if let Some(counters) = self.shared.backend.remote_counters() {
+            let bytes = self.recent_bytes as u64;
+            counters
+                .catchup_bytes
+                .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         for (shard, delivery) in self.out.drain() {
             if let Some(link) = self.shared.links.get(shard) {
                 // A gone shard means shutdown.
@@ -368,6 +381,9 @@ impl Backplane {
     fn count_refusal(&self, refusal: &Refusal) {
         if let Some(counters) = self.counters() {
             counters.refused(refusal.code);
+        }
+        if refusal.code == crate::error::ErrorCode::OverMemoryBudget {
+            self.shared.memory.refused_room();
         }
     }
 }

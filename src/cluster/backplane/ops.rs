@@ -17,7 +17,7 @@ use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, Delivery, JoinAck, MemberList};
 use crate::epoch::Epoch;
 use crate::error::Refusal;
-use crate::op::{Audience, Join, Op, Origin, Publish};
+use crate::op::{Audience, Creator, Join, Op, Origin, Publish};
 use crate::protocol::encode;
 use crate::ws::encode::{data_frame, text_payload};
 
@@ -69,12 +69,13 @@ impl Backplane {
             Op::Create {
                 room,
                 options,
+                creator,
                 reply,
             } => {
                 let cfg = &self.shared.config;
                 let facts =
                     RoomFacts::from_options(&options, &cfg.room, cfg.limits.slow_consumer_policy);
-                let cmd = self.create_cmd(&room, &facts);
+                let cmd = self.create_cmd(&room, &facts, creator.as_ref());
                 let then = Then::Create {
                     room: room.clone(),
                     reply,
@@ -82,7 +83,8 @@ impl Backplane {
                 self.enqueue_in_order(&room, Prepared { cmd, then });
             }
             Op::Delete { room, reply } => {
-                let cmd = room_script(&self.shas.delete, &room, None);
+                let mut cmd = room_script(&self.shas.delete, &room, None);
+                cmd.arg(&*room);
                 let then = Then::Delete {
                     room: room.clone(),
                     reply,
@@ -155,8 +157,25 @@ impl Backplane {
         let node = self.node.clone();
         let cfg = &self.shared.config;
         let value = wire::member_value(&user, name.as_deref());
-        let mut cmd = room_script(&self.shas.join, &room, Some(&node));
-        cmd.arg(scripts::member_field(&node, origin.conn))
+        let field = scripts::member_field(&node, origin.conn);
+        let (meta, presence) = (scripts::meta_key(&room), scripts::presence_key(&room));
+        let (history, channel) = (scripts::history_key(&room), scripts::room_channel(&room));
+        let node_rooms = scripts::node_rooms_key(&node);
+        let (user_quota, conn_quota) = (
+            scripts::user_quota_key(&user),
+            scripts::conn_quota_key(&field),
+        );
+        let keys = [
+            &meta,
+            &presence,
+            &history,
+            &channel,
+            &node_rooms,
+            &user_quota,
+            &conn_quota,
+        ];
+        let mut cmd = evalsha(&self.shas.join, &keys.map(String::as_str));
+        cmd.arg(&field)
             .arg(&value)
             .arg(u8::from(create))
             .arg(u8::from(may_create))
@@ -171,7 +190,11 @@ impl Backplane {
             .arg(origin.conn)
             .arg(&*room)
             .arg(epoch.as_deref().unwrap_or(""))
-            .arg(Epoch::new().as_str());
+            .arg(Epoch::new().as_str())
+            .arg(cfg.limits.max_rooms_created_per_user)
+            .arg(cfg.limits.max_rooms_created_per_connection)
+            .arg(&*user)
+            .arg(u8::from(self.shared.memory.over()));
         self.room_state(&room).joining += 1;
         let then = Then::Join {
             origin,
@@ -199,13 +222,35 @@ impl Backplane {
         cmd
     }
 
-    pub(super) fn create_cmd(&self, room: &str, facts: &RoomFacts) -> Cmd {
-        let mut cmd = evalsha(&self.shas.create, &[&scripts::meta_key(room)]);
+    /// CREATE of `room` by `creator` (`None`: the API, not counted).
+    pub(super) fn create_cmd(
+        &self,
+        room: &str,
+        facts: &RoomFacts,
+        creator: Option<&Creator>,
+    ) -> Cmd {
+        let (user, field) = match creator {
+            Some(c) => (&*c.user, scripts::member_field(&self.node, c.conn)),
+            None => ("", String::new()),
+        };
+        let keys = [
+            scripts::meta_key(room),
+            scripts::user_quota_key(user),
+            scripts::conn_quota_key(&field),
+        ];
+        let limits = &self.shared.config.limits;
+        let mut cmd = evalsha(&self.shas.create, &keys.each_ref().map(String::as_str));
         cmd.arg(u8::from(facts.private))
             .arg(facts.max_members)
             .arg(facts.overflow.as_str())
             .arg(facts.history)
-            .arg(Epoch::new().as_str());
+            .arg(Epoch::new().as_str())
+            .arg(room)
+            .arg(user)
+            .arg(&field)
+            .arg(limits.max_rooms_created_per_user)
+            .arg(limits.max_rooms_created_per_connection)
+            .arg(u8::from(self.shared.memory.over()));
         cmd
     }
 

@@ -18,8 +18,10 @@ use crate::backend::RemoteCounters;
 use crate::cluster::{RoomFacts, scripts};
 use crate::delivery::{Admitted, Delivery, JoinAck};
 use crate::index::RoomMeta;
+use crate::limits::HISTORY_TRIM_TO_EIGHTHS;
 use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::encode;
+use crate::room::history::trim_largest_first;
 use crate::room::order::{CatchUp, OrderLimits, RoomOrder, Step};
 
 /// Subscription state of a room channel.
@@ -107,10 +109,13 @@ impl Backplane {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = state.order.recent_bytes();
         let ids = self.cmd.is_some().then_some(&mut self.repair_ids);
         let mut steps = Vec::new();
         state.order.message(seq, frame, skip, ids, &mut steps);
+        self.recent_bytes = self.recent_bytes - before + state.order.recent_bytes();
         self.carry_out(room, steps);
+        self.within_history_budget();
     }
 
     /// The stream's answer to repair `id` of `room` (empty if it failed).
@@ -118,9 +123,43 @@ impl Backplane {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = state.order.recent_bytes();
         let mut steps = Vec::new();
         state.order.repaired(id, found, &mut steps);
+        self.recent_bytes = self.recent_bytes - before + state.order.recent_bytes();
         self.carry_out(room, steps);
+        self.within_history_budget();
+    }
+
+    /// Over `limits.max_history_bytes_total` (the catch-up messages of all
+    /// rooms): forget the oldest ones of the largest rooms first, down to
+    /// [`HISTORY_TRIM_TO_EIGHTHS`]/8 of the budget.
+    fn within_history_budget(&mut self) {
+        let budget = usize::try_from(self.shared.config.limits.max_history_bytes_total)
+            .unwrap_or(usize::MAX);
+        if self.recent_bytes <= budget {
+            return;
+        }
+        let target = budget / 8 * HISTORY_TRIM_TO_EIGHTHS;
+        let rooms = &mut self.rooms;
+        let listed: Vec<(usize, Arc<str>)> = rooms
+            .iter()
+            .filter(|(_, state)| state.order.recent_bytes() > 0)
+            .map(|(room, state)| (state.order.recent_bytes(), room.clone()))
+            .collect();
+        let (total, dropped) =
+            trim_largest_first(listed.into_iter(), self.recent_bytes, target, |room| {
+                let order = &mut rooms.get_mut(room)?.order;
+                order
+                    .forget_oldest_recent()
+                    .map(|freed| (freed, order.recent_bytes()))
+            });
+        self.recent_bytes = total;
+        if let Some(counters) = self.shared.backend.remote_counters() {
+            counters
+                .catchup_trimmed
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
     }
 
     /// Do what the room's order decided, in order.
@@ -197,10 +236,12 @@ impl Backplane {
                 explicit: facts.explicit,
                 members: AtomicU32::new(0),
                 seq: AtomicU64::new(0),
+                // Counted against its creator's quotas in Redis.
+                creator: None,
             });
-            // The index lists the rooms with members here; its room cap does
-            // not apply to a room Redis admitted already.
-            let _ = self.shared.rooms.insert(room.clone(), meta.clone());
+            // The index lists the rooms with members here; its caps do not
+            // apply to a room Redis admitted already.
+            self.shared.rooms.list(room.clone(), meta.clone());
             meta
         });
         meta.members
@@ -274,6 +315,7 @@ impl Backplane {
             return;
         };
         let mut steps = Vec::new();
+        self.recent_bytes -= state.order.recent_bytes();
         state.order.closed(&mut steps);
         self.carry_out(room, steps);
         let Some(state) = self.rooms.get_mut(room) else {
@@ -303,6 +345,7 @@ impl Backplane {
             return;
         }
         if let Some(state) = self.rooms.remove(room) {
+            self.recent_bytes -= state.order.recent_bytes();
             if state.meta.is_some() {
                 self.shared.rooms.remove(room);
             }

@@ -16,7 +16,7 @@ use crate::auth::{Authenticator, Grant};
 use crate::config::AuthMode;
 use crate::error::{ErrorCode, Refusal};
 use crate::metrics::FRAME_INVALID;
-use crate::op::{Audience, Join, Op, Origin, Publish, Reply};
+use crate::op::{Audience, Creator, Join, Op, Origin, Publish, Reply};
 use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
@@ -130,6 +130,10 @@ async fn dispatch(
             let op = Op::Create {
                 room: Arc::from(room),
                 options,
+                creator: Some(Creator {
+                    user: conn.user.clone(),
+                    conn: conn.id,
+                }),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
             };
             shard.route(op).await;
