@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# WebSocket conformance: the Autobahn|Testsuite fuzzing client (cases 1-10)
-# against the broker's echo endpoint, which runs through the same connection
-# layer as /ws. 0 FAILED is the bar. Uses ../shared/tools/autobahn.
+# WebSocket conformance: the Autobahn|Testsuite fuzzing client against the
+# broker's echo endpoint, which runs through the same connection layer as
+# /ws. Cases 1-10 with compression off, then 1-13 (12 and 13 are
+# permessage-deflate) with server.compression on. 0 FAILED is the bar.
+# Uses ../shared/tools/autobahn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,17 +17,32 @@ if [[ ! -x "$TOOLS/run.sh" && ! -f "$TOOLS/run.sh" ]]; then
   exit 0
 fi
 
-PORT="${AUTOBAHN_PORT:-19101}"
 cargo build --release -p shardcast
-SHARDCAST_SERVER__ECHO_PATH=/echo \
-SHARDCAST_LIMITS__MAX_MESSAGE_BYTES=16777216 \
-SHARDCAST_LIMITS__OUTBOUND_QUEUE_BYTES=67108864 \
-  ./target/release/shardcast serve --listen "127.0.0.1:$PORT" --shards 2 >/tmp/shardcast-autobahn.log 2>&1 &
-BROKER=$!
-trap 'kill "$BROKER" 2>/dev/null || true; wait "$BROKER" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
-OUT="${AUTOBAHN_OUT:-/tmp/shardcast-autobahn-report}" TIMEOUT=900 \
-  bash "$TOOLS/run.sh" "ws://127.0.0.1:$PORT/echo"
+
+# run PORT COMPRESSION DEFLATE: one broker, one wstest run against it.
+run() {
+  local port="$1" compression="$2" deflate="$3"
+  SHARDCAST_SERVER__ECHO_PATH=/echo \
+  SHARDCAST_SERVER__COMPRESSION="$compression" \
+  SHARDCAST_LIMITS__MAX_MESSAGE_BYTES=16777216 \
+  SHARDCAST_LIMITS__OUTBOUND_QUEUE_BYTES=67108864 \
+    ./target/release/shardcast serve --listen "127.0.0.1:$port" --shards 2 \
+    >"/tmp/shardcast-autobahn-$port.log" 2>&1 &
+  local broker=$!
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  local status=0
+  OUT="${AUTOBAHN_OUT:-/tmp/shardcast-autobahn-report}-$port" TIMEOUT=1800 DEFLATE="$deflate" \
+    bash "$TOOLS/run.sh" "ws://127.0.0.1:$port/echo" || status=$?
+  kill "$broker" 2>/dev/null || true
+  wait "$broker" 2>/dev/null || true
+  return "$status"
+}
+
+PORT="${AUTOBAHN_PORT:-19101}"
+echo "== Autobahn 1-10, compression off"
+run "$PORT" false 0
+echo "== Autobahn 1-13, server.compression = true (permessage-deflate)"
+run "$((PORT + 1))" true 1

@@ -14,6 +14,11 @@
 #   RESULTS_DIR  where results, logs and the raw report go
 #                (default /tmp/shardcast-suite)
 #   DOCS_DIR     where BENCHMARKS.md and bench/ go (default docs/)
+#   YARDSTICK    the yardstick tool (null broker + wsbench; default
+#                ../shared/tools/yardstick beside the repository). When it is
+#                there, its scenarios run against the null broker and this
+#                broker, and BENCHMARKS.md shows the ratio: how close to this
+#                machine's limit shardcast runs. Set YARDSTICK= to skip.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,14 +33,17 @@ RUN_LIMIT_SECS=90
 BROKER_START_LIMIT_SECS=10
 BROKER_STOP_LIMIT_SECS=15
 REPORT_LIMIT_SECS=60
-# Longest whole suite (the build included).
-SUITE_LIMIT_SECS=600
+# Longest yardstick run (its build and five scenarios on two servers).
+YARDSTICK_LIMIT_SECS=900
+# Longest whole suite (the builds and the yardstick included).
+SUITE_LIMIT_SECS=1500
 # Ports tried after $PORT when it is taken.
 PORT_ATTEMPTS=50
 # Client source addresses: spreads sockets over several loopback addresses
 # so 10,000-connection runs don't run short of ephemeral ports.
 SOURCES=127.0.0.1-127.0.0.8
 
+YARDSTICK=${YARDSTICK-$ROOT/../shared/tools/yardstick}
 BROKER=$ROOT/target/release/shardcast
 LOADTEST=$ROOT/target/release/shardcast-loadtest
 BROKER_PID=""
@@ -153,6 +161,24 @@ run idle-10000 idle --connections 10000 --duration 10
 # under the broker's slow_close_grace_ms (5 s) so the 4000 closes are read.
 run slow-consumer slow-consumer --warmup 1 --duration 3
 
+# The yardstick: the same shapes against a minimal "null" broker and this
+# one, measured back to back by an independent generator.
+YARDSTICK_TABLE=""
+if [[ -n $YARDSTICK && -f $YARDSTICK/yardstick.sh ]]; then
+    log "== yardstick ($YARDSTICK)"
+    if timeout --kill-after=10 "$YARDSTICK_LIMIT_SECS" bash "$YARDSTICK/yardstick.sh" "$BROKER" \
+        fanout-max,fanout-200,rooms,rooms-light,idle "$RESULTS_DIR/yardstick" \
+        >"$RESULTS_DIR/yardstick.log" 2>&1; then
+        YARDSTICK_TABLE=$(grep '^|' "$RESULTS_DIR/yardstick.log" || true)
+        echo "$YARDSTICK_TABLE"
+    else
+        log "yardstick failed (see $RESULTS_DIR/yardstick.log)"
+        FAILED+=("yardstick")
+    fi
+else
+    log "no yardstick at ${YARDSTICK:-(unset)}: BENCHMARKS.md will have no null-broker ratios"
+fi
+
 shopt -s nullglob
 results=("$RESULTS_DIR"/*.json)
 if ((${#results[@]} == 0)); then
@@ -196,6 +222,20 @@ model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
     if ((${#FAILED[@]} > 0)); then
         echo
         echo "Runs that failed or were skipped: ${FAILED[*]}."
+    fi
+    if [[ -n $YARDSTICK_TABLE ]]; then
+        echo
+        echo "## Distance to the machine's limit (yardstick)"
+        echo
+        echo "The yardstick (\`$(basename "$(dirname "$YARDSTICK")")/$(basename "$YARDSTICK")\`) runs the same"
+        echo "shapes against a minimal single-threaded \"null\" broker, which does only"
+        echo "what the wire requires (no auth, history, caps or bounded queues), and"
+        echo "against this broker, back to back, with its own generator. The ratio is"
+        echo "shardcast's deliveries per server CPU-second over the null broker's: the"
+        echo "share of this machine's limit shardcast reaches (1.00 = as cheap as the"
+        echo "floor). RSS is the server's growth per idle connection."
+        echo
+        echo "$YARDSTICK_TABLE"
     fi
     echo
     sed -e '1{/^# /d}' \

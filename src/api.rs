@@ -8,7 +8,7 @@
 //! [`Op`]s on the one route ([`Shard::route`]), so they are ordered with
 //! everything else that happens to the room, whichever back end runs it.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
 use crate::protocol::json::check_depth;
 use crate::protocol::names::is_valid_name;
-use crate::server::{JSON, SYSTEM_USER, refusal_response, respond};
+use crate::server::{JSON, SYSTEM_USER, check_local_host, refusal_response, respond};
 use crate::shard::Shard;
 
 type Body = Full<Bytes>;
@@ -47,15 +47,15 @@ const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serve one `/api/*` request.
 pub(crate) async fn handle(
     shard: &Rc<Shard>,
-    peer: SocketAddr,
+    client: IpAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    match route(shard, peer, req).await {
+    match route(shard, client, req).await {
         Ok(response) => response,
         Err(refusal) => {
-            tracing::info!(%peer, %method, %path, code = %refusal.code, reason = %refusal.message, "api request refused");
+            tracing::info!(%client, %method, %path, code = %refusal.code, reason = %refusal.message, "api request refused");
             refusal_response(&refusal)
         }
     }
@@ -67,10 +67,10 @@ fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
 
 async fn route(
     shard: &Rc<Shard>,
-    peer: SocketAddr,
+    client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Refusal> {
-    authorize(shard, peer, &req)?;
+    authorize(shard, client, &req)?;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path
@@ -109,6 +109,7 @@ async fn route(
             ))
         }
         (&Method::DELETE, ["connections", conn]) => kick(shard, conn).await,
+        (&Method::GET, ["connections", conn]) => connection_details(shard, conn).await,
         (&Method::GET, ["stats"]) => stats(shard).await,
         _ => Err(refusal(
             ErrorCode::NotFound,
@@ -117,12 +118,16 @@ async fn route(
     }
 }
 
-/// API keys compared in constant time; without keys, loopback only.
-fn authorize<B>(shard: &Shard, peer: SocketAddr, req: &Request<B>) -> Result<(), Refusal> {
+/// API keys compared in constant time; without keys, loopback clients
+/// asking for a loopback `Host` only. `client` is the resolved address
+/// (PROXY protocol, trusted proxies), so a request relayed by a proxy on
+/// this machine is not a loopback client.
+fn authorize<B>(shard: &Shard, client: IpAddr, req: &Request<B>) -> Result<(), Refusal> {
     let keys = &shard.shared.config.api.keys;
     if keys.is_empty() {
+        check_local_host(shard, req)?;
         // `::ffff:127.0.0.1` (IPv4 on a dual-stack listener) is loopback too.
-        if peer.ip().to_canonical().is_loopback() {
+        if client.to_canonical().is_loopback() {
             return Ok(());
         }
         return Err(refusal(
@@ -183,6 +188,24 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         ));
     }
     let max = shard.shared.config.api.max_body_bytes;
+    let too_large = || {
+        refusal(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than api.max_body_bytes ({max} bytes)"),
+        )
+    };
+    // A declared length over the limit is refused before the body is
+    // polled, so a client that sent `Expect: 100-continue` gets the 413
+    // instead of `100 Continue` (hyper sends that at the first poll). The
+    // body left unread is drained by the lingering close.
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
     let body = Limited::new(req.into_body(), max)
         .collect()
         .await
@@ -190,10 +213,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                refusal(
-                    ErrorCode::PayloadTooLarge,
-                    format!("the body is larger than api.max_body_bytes ({max} bytes)"),
-                )
+                too_large()
             } else {
                 refusal(ErrorCode::BadRequest, format!("cannot read the body: {e}"))
             }
@@ -405,28 +425,50 @@ async fn notify(shard: &Shard, audience: Audience, data: &RawValue) -> Result<us
         .map_err(|_| gone())
 }
 
-async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
-    let Ok(id) = conn.parse::<u64>() else {
-        return Err(refusal(
-            ErrorCode::BadRequest,
-            "the connection id must be a number",
-        ));
-    };
+/// Ask the shard of connection `conn` (a decimal id) a question `make`
+/// builds around a reply channel; `None` from it means no such connection.
+async fn ask_conn_shard<T>(
+    shard: &Shard,
+    conn: &str,
+    make: impl FnOnce(u64, oneshot::Sender<Option<T>>) -> Delivery,
+) -> Result<(u64, T), Refusal> {
+    let id = conn
+        .parse::<u64>()
+        .map_err(|_| refusal(ErrorCode::BadRequest, "the connection id must be a number"))?;
     let (tx, rx) = oneshot::channel();
     shard
-        .deliver(
-            shard_of(id, shard.shared.shards()),
-            Delivery::Kick { conn: id, done: tx },
-        )
+        .deliver(shard_of(id, shard.shared.shards()), make(id, tx))
         .await;
     match tokio::time::timeout(SHARD_REPLY_TIMEOUT, rx).await {
-        Ok(Ok(true)) => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "conn": id, "disconnected": true }),
-        )),
-        Ok(Ok(false)) => Err(refusal(ErrorCode::NotFound, format!("no connection {id}"))),
+        Ok(Ok(Some(answer))) => Ok((id, answer)),
+        Ok(Ok(None)) => Err(refusal(ErrorCode::NotFound, format!("no connection {id}"))),
         _ => Err(gone()),
     }
+}
+
+/// `GET /api/connections/{conn}`: who a connection of this node is, and
+/// from where.
+async fn connection_details(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
+    let (_, details) = ask_conn_shard(shard, conn, |conn, done| Delivery::ConnDetails {
+        conn,
+        done,
+    })
+    .await?;
+    let body = serde_json::to_value(details).map_err(|e| {
+        refusal(
+            ErrorCode::Internal,
+            format!("cannot encode the connection: {e}"),
+        )
+    })?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn kick(shard: &Shard, conn: &str) -> Result<Response<Body>, Refusal> {
+    let (id, ()) = ask_conn_shard(shard, conn, |conn, done| Delivery::Kick { conn, done }).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "conn": id, "disconnected": true }),
+    ))
 }
 
 /// Every shard's figures, in shard order.

@@ -77,6 +77,17 @@ impl Remote {
         // The sequencer runs until the process exits.
         let _ = self.ops.send(op).await;
     }
+
+    /// Hand `op` to the sequencer without waiting; hand it back if its
+    /// queue is full.
+    pub(crate) fn try_submit(&self, op: Op) -> Result<(), Op> {
+        match self.ops.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(op)) => Err(op),
+            // The sequencer ends only with the process.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
 }
 
 /// Counters of a remote sequencer.

@@ -8,7 +8,7 @@
 //! shards, the cluster backplane) speak only these, so a shard cannot tell
 //! which back end runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -19,6 +19,54 @@ use crate::error::Refusal;
 use crate::inbox::Weighed;
 use crate::op::{Audience, Origin, Reply};
 use crate::placement::{ShardSet, shard_of};
+
+/// A room frame shared by every recipient on every shard, and its
+/// permessage-deflate form, made at most once, by the first recipient that
+/// negotiated compression (a room message is compressed once, not once per
+/// member; members that did not negotiate it never pay for it).
+#[derive(Debug, Clone)]
+pub struct RoomFrame(Arc<SharedFrame>);
+
+#[derive(Debug)]
+struct SharedFrame {
+    plain: Bytes,
+    deflated: OnceLock<Option<Bytes>>,
+}
+
+impl RoomFrame {
+    /// `plain`, an encoded text frame.
+    pub fn new(plain: Bytes) -> Self {
+        RoomFrame(Arc::new(SharedFrame {
+            plain,
+            deflated: OnceLock::new(),
+        }))
+    }
+
+    /// The frame as encoded.
+    pub fn plain(&self) -> &Bytes {
+        &self.0.plain
+    }
+
+    /// The compressed frame (window [`crate::ws::deflate::SHARED_WINDOW_BITS`]),
+    /// or `None` when the payload is below `min_bytes` or does not shrink.
+    /// The first call on any thread compresses; the others share it.
+    pub fn deflated(&self, min_bytes: usize) -> Option<&Bytes> {
+        self.0
+            .deflated
+            .get_or_init(|| {
+                let payload = crate::ws::encode::text_payload(&self.0.plain);
+                if payload.len() < min_bytes {
+                    return None;
+                }
+                crate::ws::deflate::compressed_frame(
+                    true,
+                    &payload,
+                    crate::ws::deflate::SHARED_WINDOW_BITS,
+                )
+            })
+            .as_ref()
+    }
+}
 
 /// A member of a room, as `members` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -132,7 +180,7 @@ pub(crate) enum Delivery {
         /// The message's seq, or 0 for an event.
         seq: u64,
         /// The encoded frame, shared by every recipient.
-        frame: Bytes,
+        frame: RoomFrame,
         /// A connection to skip (`exclude_self`, or the subject of an event).
         exclude: Option<u64>,
         /// When it was sequenced ([`crate::metrics::now_us`]; 0 for
@@ -197,8 +245,15 @@ pub(crate) enum Delivery {
     Kick {
         /// The connection.
         conn: u64,
-        /// Whether it existed.
-        done: oneshot::Sender<bool>,
+        /// `Some(())` if it existed.
+        done: oneshot::Sender<Option<()>>,
+    },
+    /// Details of connection `conn` (`GET /api/connections/{conn}`).
+    ConnDetails {
+        /// The connection.
+        conn: u64,
+        /// Its details, or `None` if there is no such connection here.
+        done: oneshot::Sender<Option<crate::shard::conn::ConnDetails>>,
     },
     /// Report the shard's figures (`GET /api/stats`, `/metrics`).
     Stats {
@@ -214,9 +269,8 @@ pub(crate) enum Delivery {
 impl Weighed for Delivery {
     fn weight(&self) -> usize {
         match self {
-            Delivery::Room { frame, .. }
-            | Delivery::ToUsers { frame, .. }
-            | Delivery::RoomClosed { frame, .. } => frame.len(),
+            Delivery::Room { frame, .. } => frame.plain().len(),
+            Delivery::ToUsers { frame, .. } | Delivery::RoomClosed { frame, .. } => frame.len(),
             Delivery::Joined { admitted, .. } => {
                 let history = admitted
                     .ack
@@ -228,6 +282,7 @@ impl Weighed for Delivery {
             | Delivery::JoinRefused { .. }
             | Delivery::Left { .. }
             | Delivery::Kick { .. }
+            | Delivery::ConnDetails { .. }
             | Delivery::Stats { .. }
             | Delivery::Sealed => 0,
         }
@@ -277,6 +332,7 @@ impl Outbox {
         exclude: Option<u64>,
         stamp_us: u64,
     ) {
+        let frame = RoomFrame::new(frame.clone());
         for shard in shards.iter() {
             let delivery = Delivery::Room {
                 room: room.clone(),

@@ -46,11 +46,14 @@ pub enum ErrorCode {
     TooManyRoomsCreated,
     /// The process is over `limits.memory_budget_bytes`: no new room now.
     OverMemoryBudget,
+    /// HTTP only: the request head is larger than
+    /// `limits.max_http_head_bytes` (431).
+    HeadTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::TooManyRoomsCreated,
         ErrorCode::OverMemoryBudget,
+        ErrorCode::HeadTooLarge,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -99,6 +103,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::TooManyRoomsCreated => "too_many_rooms_created",
             ErrorCode::OverMemoryBudget => "over_memory_budget",
+            ErrorCode::HeadTooLarge => "head_too_large",
         }
     }
 
@@ -111,6 +116,7 @@ impl ErrorCode {
             ErrorCode::RoomNotFound | ErrorCode::NotMember | ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::HeadTooLarge => 431,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections
             | ErrorCode::RateLimited
@@ -272,6 +278,17 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Internal,
             "the server is shutting down; the operation did not run",
+        )
+    }
+
+    /// `head_too_large`: an HTTP request head over the limit.
+    pub fn head_too_large(limit: usize) -> Self {
+        Refusal::new(
+            ErrorCode::HeadTooLarge,
+            format!(
+                "the request line and headers are larger than limits.max_http_head_bytes \
+                 ({limit} bytes)"
+            ),
         )
     }
 

@@ -93,6 +93,15 @@ impl<T: Weighed> Inbox<T> {
         }
     }
 
+    /// Put `item` in without waiting; hand it back if the inbox is full.
+    /// A gone receiver (shutdown) drops it.
+    pub(crate) fn try_send(&self, item: T) -> Result<(), T> {
+        match self.try_put(item) {
+            Ok(None) | Err(ShardGone) => Ok(()),
+            Ok(Some(back)) => Err(back),
+        }
+    }
+
     /// Put `item` in if it fits; hand it back if not.
     fn try_put(&self, item: T) -> Result<Option<T>, ShardGone> {
         let weight = item.weight();

@@ -334,6 +334,9 @@ pub struct ConnCaps {
     max_per_shard: u64,
     per_ip: HashMap<IpAddr, u32>,
     max_per_ip: u32,
+    /// TLS handshakes in flight (not yet upgraded connections).
+    handshakes: AtomicU64,
+    per_ip_handshakes: HashMap<IpAddr, u32>,
 }
 
 impl ConnCaps {
@@ -346,6 +349,69 @@ impl ConnCaps {
             max_per_shard,
             per_ip: new_map(),
             max_per_ip,
+            handshakes: AtomicU64::new(0),
+            per_ip_handshakes: new_map(),
+        }
+    }
+
+    /// TLS handshakes in flight now.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Count a TLS handshake from `ip`, or refuse it: open connections plus
+    /// handshakes in flight stay within the global cap, and within the
+    /// per-IP cap for `ip`. Refused before rustls allocates anything for
+    /// it. (The two counters are read apart, so concurrent accepts may
+    /// pass the sum by at most one per shard; the connection caps
+    /// themselves are enforced exactly by [`ConnCaps::try_acquire`].)
+    pub fn try_handshake(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let open = self.total.load(Ordering::Acquire);
+        let max = self.max_total;
+        if self
+            .handshakes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                (h.saturating_add(open) < max).then_some(h + 1)
+            })
+            .is_err()
+        {
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                format!("the server holds its maximum of {max} connections and TLS handshakes"),
+            ));
+        }
+        if self.max_per_ip > 0 {
+            let cap = self.max_per_ip;
+            let open = self.per_ip.pin().get(&ip).copied().unwrap_or(0);
+            let map = self.per_ip_handshakes.pin();
+            let result = map.compute(ip, |entry| match entry {
+                Some((_, n)) if n.saturating_add(open) >= cap => Operation::Abort(()),
+                Some((_, n)) => Operation::Insert(n + 1),
+                None if open >= cap => Operation::Abort(()),
+                None => Operation::Insert(1),
+            });
+            if matches!(result, Compute::Aborted(())) {
+                self.handshakes.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::new(
+                    ErrorCode::TooManyConnections,
+                    format!("{ip} holds its maximum of {cap} connections and TLS handshakes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo one [`ConnCaps::try_handshake`].
+    pub fn end_handshake(&self, ip: IpAddr) {
+        self.handshakes.fetch_sub(1, Ordering::AcqRel);
+        if self.max_per_ip > 0 {
+            self.per_ip_handshakes
+                .pin()
+                .compute(ip, |entry| match entry {
+                    Some((_, n)) if *n > 1 => Operation::Insert(n - 1),
+                    Some(_) => Operation::Remove,
+                    None => Operation::Abort(()),
+                });
         }
     }
 
@@ -481,6 +547,30 @@ mod tests {
         caps.release(0, a);
         assert!(caps.try_acquire(0, a).is_ok());
         assert_eq!(caps.total(), 3);
+    }
+
+    #[test]
+    fn handshakes_count_with_open_connections() {
+        let caps = ConnCaps::new(1, 3, 0, 2);
+        let a = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        assert!(caps.try_acquire(0, a).is_ok());
+        assert!(caps.try_handshake(a).is_ok());
+        // a: one open + one handshake = its cap of 2.
+        assert_eq!(
+            caps.try_handshake(a).expect_err("ip").code,
+            ErrorCode::TooManyConnections
+        );
+        assert!(caps.try_handshake(b).is_ok());
+        // 1 open + 2 handshakes = the global cap of 3.
+        assert_eq!(
+            caps.try_handshake(b).expect_err("global").code,
+            ErrorCode::ServerFull
+        );
+        caps.end_handshake(a);
+        caps.end_handshake(b);
+        assert_eq!(caps.handshakes(), 0);
+        assert!(caps.try_handshake(a).is_ok());
     }
 
     #[test]

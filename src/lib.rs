@@ -28,6 +28,7 @@ mod backend;
 mod cluster;
 pub mod config;
 mod delivery;
+mod edge;
 mod epoch;
 pub mod error;
 mod inbox;
@@ -47,6 +48,7 @@ mod shared;
 pub mod ws;
 
 pub use cluster::ClusterError;
+pub use edge::tls::TlsError;
 pub use server::SYSTEM_USER;
 
 /// Internals the benchmarks, fuzz targets and a few tests measure. Not part
@@ -54,6 +56,7 @@ pub use server::SYSTEM_USER;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::cluster::subscriber;
+    pub use crate::delivery::RoomFrame;
     pub use crate::index::{ConnCaps, CreationCaps, Creator, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
@@ -71,7 +74,7 @@ pub mod internals {
     pub struct DeliveryInbox {
         link: Arc<ShardLink>,
         room: Arc<str>,
-        frame: Bytes,
+        frame: RoomFrame,
         seq: u64,
         out: Vec<Delivery>,
     }
@@ -82,7 +85,7 @@ pub mod internals {
             DeliveryInbox {
                 link: ShardLink::new(),
                 room: Arc::from(room),
-                frame,
+                frame: RoomFrame::new(frame),
                 seq: 0,
                 out: Vec::new(),
             }
@@ -147,6 +150,10 @@ pub enum StartError {
     /// Cluster mode could not start (Redis unreachable, bad URL).
     #[error("{0}")]
     Cluster(#[from] cluster::ClusterError),
+    /// The TLS certificate or key cannot be used (unreadable, mismatched,
+    /// expired).
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running broker.
@@ -163,6 +170,7 @@ impl Broker {
         config.validate().map_err(StartError::Config)?;
         let addr = config.listen_addr().map_err(StartError::Config)?;
         let auth = auth::Authenticator::from_config(&config.auth)?;
+        let edge = edge::Edge::new(&config)?;
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -176,12 +184,15 @@ impl Broker {
         } else {
             (backend::Backend::Local, None)
         };
-        let shared = Shared::new(config, auth, backend);
+        let shared = Shared::new(config, auth, edge, backend);
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),
             None => None,
         };
+        if let Some(tls) = shared.edge.tls.clone() {
+            spawn_tls_watcher(shared.clone(), tls).map_err(StartError::Thread)?;
+        }
         let mut shards = Vec::with_capacity(shard_count);
         for (index, listener) in listeners.into_iter().enumerate() {
             shards.push(shard::spawn(index, shared.clone(), listener).map_err(StartError::Thread)?);
@@ -197,6 +208,21 @@ impl Broker {
     /// The address the broker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Load the TLS certificate and key files again (what SIGHUP does).
+    /// On error the pair in use stays, and the error says why. Without TLS
+    /// there is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.shared.edge.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the listeners speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.edge.tls.is_some()
     }
 
     /// Connections open now.
@@ -239,4 +265,18 @@ impl Broker {
         }
         clean
     }
+}
+
+/// Reload the TLS pair when its files change (checked every
+/// [`limits::TLS_RELOAD_POLL_MS`]), until the broker drains.
+fn spawn_tls_watcher(shared: Arc<Shared>, tls: Arc<edge::tls::TlsCerts>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || {
+            while !shared.is_draining() {
+                std::thread::sleep(Duration::from_millis(limits::TLS_RELOAD_POLL_MS));
+                tls.reload_if_changed();
+            }
+        })
+        .map(|_| ())
 }

@@ -77,6 +77,19 @@ pub const MEMORY_SAMPLE_INTERVAL_MS: u64 = 250;
 /// (in 1/8ths), so one trimming pass serves many publishes.
 pub const HISTORY_TRIM_TO_EIGHTHS: usize = 7;
 
+/// Smallest `limits.max_http_head_bytes` (hyper's smallest read buffer).
+pub const MIN_HTTP_HEAD_BYTES: usize = 8 * 1024;
+
+/// Largest `limits.max_http_head_bytes`: each connection in its HTTP phase
+/// may buffer this much.
+pub const MAX_HTTP_HEAD_BYTES: usize = 1024 * 1024;
+
+/// Longest `limits.lingering_close_ms`.
+pub const MAX_LINGERING_CLOSE_MS: u64 = 60_000;
+
+/// How often the TLS certificate and key files are checked for changes.
+pub const TLS_RELOAD_POLL_MS: u64 = 1_000;
+
 const _: () = assert!(MAX_SHARDS <= 64, "shard sets are u64 bit masks");
 const _: () = assert!(HISTORY_TRIM_TO_EIGHTHS > 0 && HISTORY_TRIM_TO_EIGHTHS < 8);
 const _: () = assert!(SHARD_PUMP_BATCH <= SHARD_REQUEST_INBOX);

@@ -240,7 +240,20 @@ fn serve(config: Config) -> ExitCode {
         }
         None => tracing::info!(%addr, shards, %node, mode = %"single-node", "shardcast listening"),
     }
-    signals.wait();
+    signals.wait(|| {
+        if broker.is_tls() {
+            match broker.reload_tls() {
+                Ok(()) => tracing::info!(reason = "SIGHUP", "TLS certificate reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    reason = "SIGHUP",
+                    "TLS certificate not reloaded; the one in use stays"
+                ),
+            }
+        } else {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+        }
+    });
     tracing::info!("draining");
     if broker.shutdown() {
         tracing::info!("drained; bye");
@@ -250,11 +263,12 @@ fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT, registered on a small runtime of their own.
+/// SIGTERM, SIGINT and SIGHUP, registered on a small runtime of their own.
 struct Signals {
     runtime: tokio::runtime::Runtime,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -263,21 +277,30 @@ impl Signals {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (term, int) = runtime.block_on(async {
+        let (term, int, hup) = runtime.block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::terminate())?,
                 signal(SignalKind::interrupt())?,
+                signal(SignalKind::hangup())?,
             ))
         })?;
-        Ok(Signals { runtime, term, int })
+        Ok(Signals {
+            runtime,
+            term,
+            int,
+            hup,
+        })
     }
 
-    /// Block until SIGTERM or SIGINT.
-    fn wait(mut self) {
+    /// Block until SIGTERM or SIGINT; run `on_hup` at each SIGHUP.
+    fn wait(mut self, on_hup: impl Fn()) {
         self.runtime.block_on(async {
-            tokio::select! {
-                _ = self.term.recv() => {}
-                _ = self.int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = self.term.recv() => return,
+                    _ = self.int.recv() => return,
+                    _ = self.hup.recv() => on_hup(),
+                }
             }
         });
     }

@@ -5,7 +5,7 @@
 //! body `{"error":{"code","message"}}` (PROTOCOL.md section 1).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +18,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
+use crate::edge::stream::{HttpIo, Stream, linger_close};
+use crate::edge::{HeadError, is_loopback_host, read_first_head};
 use crate::error::{ErrorCode, Refusal};
-use crate::limits::RETRY_AFTER_SECS;
+use crate::limits::{READ_CHUNK_BYTES, RETRY_AFTER_SECS};
 use crate::protocol::names::{is_valid_display_name, is_valid_name};
 use crate::shard::Shard;
 use crate::shard::conn::{self, Identity};
@@ -37,10 +41,6 @@ pub const SYSTEM_USER: &str = "system";
 /// Pause after a failed accept (out of file descriptors, ...), so the
 /// accept loop does not spin.
 const ACCEPT_BACKOFF_MS: u64 = 50;
-
-/// Largest HTTP request head hyper buffers (upgrade requests with a token
-/// fit easily; larger heads are refused by hyper).
-const MAX_HTTP_HEAD_BYTES: usize = 16 * 1024;
 
 /// Pending-connection backlog of each shard's listener.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -85,7 +85,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::task::spawn_local(serve_http(shard.clone(), stream, peer));
+                tokio::task::spawn_local(serve_socket(shard.clone(), stream, peer));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off, don't spin.
@@ -96,46 +96,167 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// Serve HTTP on one socket until it upgrades, closes or times out.
-async fn serve_http(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    let handshake = Duration::from_millis(shard.shared.config.limits.handshake_timeout_ms);
+/// Take a fresh TCP connection through the edge (PROXY header, TLS, first
+/// request head; see [`crate::edge`]), then serve HTTP on it. All of it
+/// within `limits.handshake_timeout_ms`.
+async fn serve_socket(shard: Rc<Shard>, mut tcp: TcpStream, peer: SocketAddr) {
+    let limits = &shard.shared.config.limits;
+    let deadline = Instant::now() + Duration::from_millis(limits.handshake_timeout_ms);
+    let linger = Duration::from_millis(limits.lingering_close_ms);
+    let edge = &shard.shared.edge;
+    let addr = match edge.proxied_addr(&mut tcp, peer, deadline).await {
+        Ok(addr) => addr,
+        Err(e) => {
+            shard.counters.proxy_header_refused();
+            tracing::info!(%peer, error = %e, "connection closed at its PROXY protocol header");
+            return;
+        }
+    };
+    let mut _slot = None;
+    let mut stream = match &edge.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            // Counted against the caps before rustls allocates for it.
+            match shard.shared.try_handshake(addr.ip()) {
+                Ok(slot) => _slot = Some(slot),
+                Err(refusal) => {
+                    shard.counters.refused(refusal.code);
+                    tracing::info!(%addr, code = %refusal.code, reason = %refusal.message, "TLS connection refused before its handshake");
+                    return;
+                }
+            }
+            match tokio::time::timeout_at(deadline, tls.acceptor().accept(tcp)).await {
+                Ok(Ok(session)) => Stream::Tls(Box::new(session)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let head = match read_first_head(&mut stream, limits.max_http_head_bytes, deadline).await {
+        Ok(head) => head,
+        Err(HeadError::Closed) => return,
+        Err(HeadError::TooLarge) => {
+            let refusal = Refusal::head_too_large(limits.max_http_head_bytes);
+            shard.counters.refused(refusal.code);
+            tracing::info!(%addr, code = %refusal.code, reason = %refusal.message, "request refused");
+            let answer = raw_refusal(&refusal);
+            let written = tokio::time::timeout_at(deadline, stream.write_all(&answer)).await;
+            if matches!(written, Ok(Ok(()))) {
+                linger_close(stream, linger).await;
+            }
+            return;
+        }
+    };
+    serve_http(
+        shard,
+        HttpIo::new(stream, head, linger),
+        addr,
+        deadline + linger,
+    )
+    .await;
+}
+
+/// Serve HTTP on one connection until it upgrades, closes or `deadline`
+/// passes (slowloris: a client gets `handshake_timeout_ms` in all to
+/// upgrade, plus the lingering close after a refusal).
+async fn serve_http(shard: Rc<Shard>, io: HttpIo, addr: SocketAddr, deadline: Instant) {
+    let limits = &shard.shared.config.limits;
+    let handshake = Duration::from_millis(limits.handshake_timeout_ms);
+    let head_limit = limits.max_http_head_bytes;
     let service = {
         let shard = shard.clone();
         service_fn(move |req| {
             let shard = shard.clone();
-            async move { Ok::<_, Infallible>(route(&shard, peer, req).await) }
+            async move { Ok::<_, Infallible>(route(&shard, addr, req).await) }
         })
     };
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake)
-        .max_buf_size(MAX_HTTP_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
+        .max_buf_size(head_limit + READ_CHUNK_BYTES)
+        .max_header_size(head_limit)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    // Slowloris: a client gets `handshake_timeout_ms` in all to upgrade.
-    let _ = tokio::time::timeout(handshake, connection).await;
+    let _ = tokio::time::timeout_at(deadline, connection).await;
 }
 
-async fn route(shard: &Rc<Shard>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// A refusal as a complete HTTP/1.1 response that closes the connection,
+/// for answers the edge writes before hyper runs.
+fn raw_refusal(refusal: &Refusal) -> Vec<u8> {
+    let body = refusal_body(refusal);
+    let status =
+        StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {JSON}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// When no API key is configured, the API, metrics and status page answer
+/// requests for this machine's names only: a page that rebinds its own DNS
+/// name to 127.0.0.1 sends its own `Host`, and is refused.
+pub(crate) fn check_local_host<B>(shard: &Shard, req: &Request<B>) -> Result<(), Refusal> {
+    if !shard.shared.config.api.keys.is_empty() {
+        return Ok(());
+    }
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    match host {
+        Some(host) if is_loopback_host(&host) => Ok(()),
+        host => Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "no API key is configured, so {} answers requests for localhost, 127.0.0.1 \
+                 or [::1] only, not Host {:?}",
+                req.uri().path(),
+                host.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+async fn route(shard: &Rc<Shard>, conn: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let client = shard.shared.edge.client(conn.ip(), req.headers());
     let path = req.uri().path();
     if path.starts_with("/api/") {
-        return crate::api::handle(shard, peer, req).await;
+        return crate::api::handle(shard, client, req).await;
     }
     let echo_path = &shard.shared.config.server.echo_path;
     let echo = !echo_path.is_empty() && path == echo_path;
     if path == shard.shared.config.server.ws_path || echo {
-        return match upgrade(shard, peer, req, echo) {
+        return match upgrade(shard, client, req, echo) {
             Ok(response) => response,
             Err(refusal) => {
                 shard.counters.refused(refusal.code);
-                tracing::info!(%peer, code = %refusal.code, reason = %refusal.message, "connection refused");
+                tracing::info!(%client, %conn, code = %refusal.code, reason = %refusal.message, "connection refused");
                 refusal_response(&refusal)
             }
         };
     }
     match (req.method(), path) {
-        (&Method::GET, "/metrics") => metrics(shard).await,
-        (&Method::GET, "/") => status_page(),
+        (&Method::GET, "/metrics" | "/") => {
+            if let Err(refusal) = check_local_host(shard, &req) {
+                tracing::info!(%client, code = %refusal.code, reason = %refusal.message, "request refused");
+                return refusal_response(&refusal);
+            }
+            if path == "/" {
+                status_page()
+            } else {
+                metrics(shard).await
+            }
+        }
+        (&Method::GET, "/client.js") => client_js(&req),
         (&Method::GET, "/healthz") => respond(StatusCode::OK, JSON, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
             if shard.shared.is_draining() {
@@ -161,10 +282,58 @@ fn status_page() -> Response<Body> {
     response.headers_mut().insert(
         hyper::header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'",
         ),
     );
     response
+}
+
+/// The JavaScript client SDK (`clients/js`), as the ES module its build
+/// committed in `clients/js/dist/`, so serving it needs no Node at build
+/// time. A test fails when that file is stale against the TypeScript
+/// sources (clients/js/README.md, "How the broker serves it").
+const CLIENT_JS: &str = include_str!("../clients/js/dist/shardcast-client.js");
+
+/// How long browsers may reuse `/client.js` without asking again. The
+/// `ETag` (the sources' hash) makes the revalidation after that cheap.
+const CLIENT_JS_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// `GET /client.js`: the browser module of the client SDK.
+fn client_js<B>(req: &Request<B>) -> Response<Body> {
+    let etag = client_js_etag();
+    let fresh = req
+        .headers()
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let mut response = if fresh {
+        respond(
+            StatusCode::NOT_MODIFIED,
+            "text/javascript; charset=utf-8",
+            "",
+        )
+    } else {
+        respond(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static(CLIENT_JS_CACHE_CONTROL),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(hyper::header::ETAG, value);
+    }
+    response
+}
+
+/// `"<source-hash>"`, read from the bundle's first line
+/// (`// shardcast-client X (source-hash H). ...`).
+fn client_js_etag() -> String {
+    let hash = CLIENT_JS
+        .split_once("(source-hash ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map_or("unknown", |(hash, _)| hash);
+    format!("\"{hash}\"")
 }
 
 /// `GET /metrics`: every shard's counters, summed by Prometheus labels.
@@ -205,14 +374,19 @@ pub(crate) fn respond(
     response
 }
 
+/// The JSON body of a refusal.
+fn refusal_body(refusal: &Refusal) -> String {
+    serde_json::json!({
+        "error": { "code": refusal.code.as_str(), "message": refusal.message }
+    })
+    .to_string()
+}
+
 /// The HTTP response for a refusal.
 pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": { "code": refusal.code.as_str(), "message": refusal.message }
-    });
     let status =
         StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = respond(status, JSON, body.to_string());
+    let mut response = respond(status, JSON, refusal_body(refusal));
     if matches!(
         refusal.code,
         ErrorCode::ServerFull | ErrorCode::OverMemoryBudget
@@ -286,9 +460,24 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
     Ok(params)
 }
 
+/// A browser upgrade whose `Origin` is not in `server.allowed_origins`.
+fn check_origin<B>(shard: &Shard, req: &Request<B>) -> Result<(), Refusal> {
+    let Some(origin) = req.headers().get(hyper::header::ORIGIN) else {
+        return Ok(()); // not a browser: nothing to check
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    if shard.shared.edge.origin_allowed(&origin) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        ErrorCode::Forbidden,
+        format!("origin {origin:?} is not in server.allowed_origins"),
+    ))
+}
+
 fn upgrade(
     shard: &Rc<Shard>,
-    peer: SocketAddr,
+    client: IpAddr,
     mut req: Request<Incoming>,
     echo: bool,
 ) -> Result<Response<Body>, Refusal> {
@@ -296,10 +485,27 @@ fn upgrade(
         return Err(bad_request("not a WebSocket upgrade request"));
     }
     let params = parse_query(req.uri().query())?;
-    // Refusals in PROTOCOL.md's order: a bad upgrade (400), credentials
-    // (401/403), then caps (429/503).
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
+    // Refusals in PROTOCOL.md's order: a bad upgrade (400), the origin and
+    // credentials (401/403), then caps (429/503).
+    let (mut response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| bad_request(format!("invalid WebSocket upgrade: {e}")))?;
+    check_origin(shard, &req)?;
+    let deflate = if shard.shared.config.server.compression {
+        let offers = req
+            .headers()
+            .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        crate::ws::deflate::negotiate(offers).and_then(|(deflate, answer)| {
+            let value = HeaderValue::from_str(&answer).ok()?;
+            response
+                .headers_mut()
+                .insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, value);
+            Some(deflate)
+        })
+    } else {
+        None
+    };
     let token = bearer_token(&req).or(params.token.as_deref());
     let grant = shard.shared.auth.authenticate(token)?;
     let id = shard.next_conn_id();
@@ -310,8 +516,9 @@ fn upgrade(
             None => (Arc::from(format!("anon-{id}")), params.name),
         },
     };
-    let permit = shard.shared.admit(shard.index, peer.ip(), &user)?;
+    let permit = shard.shared.admit(shard.index, client, &user)?;
     let identity = Identity {
+        addr: client,
         id,
         user,
         name: name.map(Arc::from),
@@ -319,6 +526,7 @@ fn upgrade(
         rooms: grant.rooms,
         expires_at: grant.expires_at,
         echo,
+        deflate,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
@@ -330,18 +538,19 @@ fn upgrade(
             }
         };
         let upgraded = ws.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<HttpIo>>() {
             Ok(parts) => {
-                conn::serve(
-                    shard,
-                    identity,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    permit,
-                )
-                .await;
+                let (stream, unread) = parts.io.into_inner().into_parts();
+                // hyper read its buffer from the front of the prefix; what
+                // it left of the prefix comes after.
+                let prefix = if unread.is_empty() {
+                    parts.read_buf
+                } else {
+                    [parts.read_buf, unread].concat().into()
+                };
+                conn::serve(shard, identity, stream, prefix, permit).await;
             }
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+            Err(_) => tracing::error!("upgraded connection is not the edge's stream"),
         }
     });
     let (parts, _) = response.into_parts();

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::edge::Edge;
 use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, CreationCaps, RoomIndex, UserIndex};
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) caps: ConnCaps,
     /// Inboxes, by shard index.
     pub(crate) links: Vec<Arc<ShardLink>>,
+    /// TLS, PROXY protocol, trusted proxies, origins.
+    pub(crate) edge: Edge,
     /// Who sequences rooms (see [`crate::backend`]).
     pub(crate) backend: Backend,
     /// Where this node's connection ids start: 0 with the local back end;
@@ -44,7 +47,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// State for `config` (validated, `shards` resolved).
-    pub(crate) fn new(config: Config, auth: Authenticator, backend: Backend) -> Arc<Self> {
+    pub(crate) fn new(
+        config: Config,
+        auth: Authenticator,
+        edge: Edge,
+        backend: Backend,
+    ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
         let memory = Arc::new(MemoryGuard::new(l.memory_budget_bytes));
@@ -68,6 +76,7 @@ impl Shared {
                 Backend::Remote(_) => conn_id_base(&config.server.node_id, shards),
             },
             backend,
+            edge,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,
@@ -95,6 +104,21 @@ impl Shared {
     /// A receiver that turns true when draining starts.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Admit a TLS handshake from `ip` (see [`ConnCaps::try_handshake`]).
+    pub(crate) fn try_handshake(self: &Arc<Self>, ip: IpAddr) -> Result<HandshakeSlot, Refusal> {
+        if self.is_draining() {
+            return Err(Refusal::new(
+                ErrorCode::ServerFull,
+                "the server is shutting down",
+            ));
+        }
+        self.caps.try_handshake(ip)?;
+        Ok(HandshakeSlot {
+            shared: self.clone(),
+            ip,
+        })
     }
 
     /// Admit a connection of `user` from `ip` on `shard`, or say why not.
@@ -130,6 +154,18 @@ impl Shared {
             ip,
             user: user.clone(),
         })
+    }
+}
+
+/// A TLS handshake's place in the caps; released on drop.
+pub(crate) struct HandshakeSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.shared.caps.end_handshake(self.ip);
     }
 }
 

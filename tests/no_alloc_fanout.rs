@@ -53,8 +53,12 @@ static GLOBAL: Counting = Counting;
 
 const MEMBERS: usize = 1_000;
 
+/// The tests of this binary share the counter: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn pushing_one_frame_to_a_thousand_members_allocates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let room: Arc<str> = Arc::from("lobby");
     let mut queues: Vec<OutQueue> = (0..MEMBERS).map(|_| OutQueue::new(64, 1 << 20)).collect();
     let mut drained = std::collections::VecDeque::with_capacity(64);
@@ -101,4 +105,53 @@ fn pushing_one_frame_to_a_thousand_members_allocates_nothing() {
         ALLOCATIONS.load(Ordering::Relaxed) > 0,
         "the counter counts"
     );
+}
+
+/// The same with members that negotiated permessage-deflate: the room frame
+/// is compressed once (by the first of them), and pushing its compressed
+/// form to every other member allocates nothing.
+#[test]
+fn compressed_members_share_one_compressed_frame_without_allocating() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use shardcast::internals::RoomFrame;
+    let room: Arc<str> = Arc::from("lobby");
+    let mut queues: Vec<OutQueue> = (0..MEMBERS).map(|_| OutQueue::new(64, 1 << 20)).collect();
+    let mut drained = std::collections::VecDeque::with_capacity(64);
+    let payload = format!(r#"{{"text":"{}"}}"#, "hello compressed room ".repeat(100));
+    for seq in 1..=8 {
+        let frame = RoomFrame::new(encode::message(&room, seq, "alice", 0, payload.as_bytes()));
+        let deflated = frame.deflated(256).expect("compresses").clone();
+        for q in &mut queues {
+            let pushed = q.push_room(&room, seq, &deflated, OverflowPolicy::Disconnect, 1);
+            assert!(matches!(pushed, Pushed::Queued { .. }));
+        }
+    }
+    for q in &mut queues {
+        q.take_all(&mut drained);
+        drained.clear();
+    }
+
+    let frame = RoomFrame::new(encode::message(&room, 9, "alice", 0, payload.as_bytes()));
+    // The first compressed member compresses (allocations allowed, once).
+    let first = frame.deflated(256).expect("compresses").clone();
+    assert!(first.len() < frame.plain().len() / 4, "it is compressed");
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut queued = 0;
+    for q in &mut queues {
+        let bytes = frame.deflated(256).unwrap_or(frame.plain());
+        let pushed = q.push_room(&room, 9, bytes, OverflowPolicy::Disconnect, 1);
+        queued += usize::from(matches!(pushed, Pushed::Queued { .. }));
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(queued, MEMBERS);
+    assert_eq!(
+        allocations, 0,
+        "pushing one compressed frame to {MEMBERS} members allocated {allocations} times"
+    );
+    // Every member got the very same buffer: compressed once.
+    let mut inflight = std::collections::VecDeque::new();
+    queues[MEMBERS - 1].take_all(&mut inflight);
+    assert_eq!(inflight[0].0.as_ptr(), first.as_ptr());
 }

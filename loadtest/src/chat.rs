@@ -20,8 +20,9 @@ use tokio::sync::{Semaphore, watch};
 use crate::common::{
     self, Common, DRAIN_WAIT, MAX_CONNECTIONS, SETUP_TIMEOUT, Window, nanos_since,
 };
-use crate::fanout::{self, MAX_PAYLOAD, Phase};
+use crate::fanout::{self, MAX_PAYLOAD, Phase, PhaseWatch};
 use crate::progress::{self, Counters};
+use crate::workers;
 use crate::wsclient::{ClientError, Frame, WsConn, is_type, json_str, json_u64};
 
 /// Highest total action rate.
@@ -167,7 +168,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(Value, bool), String> {
         let source = sources[i % sources.len()];
         let room = room_name(&prefix, i / args.room_size);
         let gate = gate.clone();
-        setups.push(tokio::spawn(async move {
+        setups.push(workers::spawn(i, async move {
             let _permit = gate.acquire_owned().await;
             let open = fanout::open_member(&target, source, i as u32, &room);
             tokio::time::timeout(SETUP_TIMEOUT, open)
@@ -210,7 +211,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(Value, bool), String> {
             let room = i / args.room_size;
             // Users take turns: user i acts first at i / rate.
             let first = start + Duration::from_secs_f64(i as f64 / args.rate);
-            tokio::spawn(user_loop(conn, i, room, seq, first, shared, phase))
+            workers::spawn(i, user_loop(conn, i, room, seq, first, shared, phase))
         })
         .collect();
 
@@ -369,8 +370,9 @@ async fn user_loop(
     joined_at: u64,
     first: tokio::time::Instant,
     shared: Arc<Shared>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
 ) -> UserStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = UserStats {
         actions: [0; 4],
         actions_window: 0,
@@ -401,7 +403,7 @@ async fn user_loop(
     let (mut quiet, mut caught_up) = (false, false);
     let mut frame = String::with_capacity(shared.filler.len() + 160);
     loop {
-        let current = *phase.borrow();
+        let current = phase.get();
         if current == Phase::Stop {
             break;
         }
@@ -555,7 +557,7 @@ async fn user_loop(
                 }
             }) => r,
             _ = tokio::time::sleep_until(wake_at) => Ok(()),
-            _ = phase.changed() => Ok(()),
+            () = phase.changed() => Ok(()),
         };
         shared.counters.delivered(s.delivered_total - before);
         if let Err(e) = result {

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::chat::next_random;
 use crate::common::{self, Common, MAX_CONNECTIONS, SETUP_TIMEOUT};
 use crate::fanout;
+use crate::workers;
 use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_str, json_u64};
 
 /// Highest total hop rate.
@@ -94,7 +95,7 @@ pub(crate) async fn run(args: ChurnArgs) -> Result<(Value, bool), String> {
                 period,
                 stop_at,
             };
-            tokio::spawn(client_loop(plan, measuring.clone()))
+            workers::spawn(i, client_loop(plan, measuring.clone()))
         })
         .collect();
     tokio::time::sleep_until(origin + warmup).await;

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use crate::common::{self, Common, MAX_CONNECTIONS, Window};
 use crate::fanout;
 use crate::progress::{self, Counters};
+use crate::workers;
 use crate::wsclient::{ClientError, Frame, WsConn, is_type};
 
 /// Longest handshake before it counts as a `timeout` failure.
@@ -78,7 +79,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(Value, bool), String> {
         let counters = counters.clone();
         let due = start + Duration::from_secs_f64(i as f64 / args.rate);
         let (done_tx, done_rx) = oneshot::channel::<Attempt>();
-        tokio::spawn(async move {
+        workers::spawn(i, async move {
             tokio::time::sleep_until(due).await;
             let permit = gate.acquire_owned().await;
             let began = Instant::now();

@@ -3,7 +3,9 @@
 //! from the intended send time). Every member checks it gets every seq once,
 //! in order.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, Window, nanos_since};
 use crate::progress::{self, Counters};
+use crate::workers;
 use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
 
 /// Largest payload the generator sends.
@@ -62,6 +65,51 @@ pub(crate) enum Phase {
     Measure,
     Drain,
     Stop,
+}
+
+/// The run's phase as one task sees it: read without a lock on every
+/// wake-up, and a change waited for with one registration that lasts until
+/// the change comes (registering afresh on every wake-up costs a lock on
+/// the watch channel, shared by every task).
+pub(crate) struct PhaseWatch {
+    now: Phase,
+    next: Pin<Box<dyn Future<Output = (Phase, watch::Receiver<Phase>)> + Send>>,
+}
+
+impl PhaseWatch {
+    pub(crate) fn new(rx: watch::Receiver<Phase>) -> Self {
+        let now = *rx.borrow();
+        PhaseWatch {
+            now,
+            next: Box::pin(next_phase(rx)),
+        }
+    }
+
+    /// The phase as of the last change seen.
+    pub(crate) fn get(&self) -> Phase {
+        self.now
+    }
+
+    /// Wait for the next change. Cancel-safe: dropping this future keeps
+    /// the registration, so no change is missed.
+    pub(crate) async fn changed(&mut self) {
+        let (now, rx) = (&mut self.next).await;
+        self.now = now;
+        self.next = Box::pin(next_phase(rx));
+    }
+}
+
+/// The phase after the next change (`Stop` once the sender is gone).
+async fn next_phase(mut rx: watch::Receiver<Phase>) -> (Phase, watch::Receiver<Phase>) {
+    let now = match rx.changed().await {
+        Ok(()) => *rx.borrow_and_update(),
+        Err(_) => {
+            // No more changes: stay in Stop instead of waking again at once.
+            let () = std::future::pending().await;
+            Phase::Stop
+        }
+    };
+    (now, rx)
 }
 
 /// What one member saw.
@@ -166,7 +214,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             let source = sources[n % sources.len()];
             let room = format!("{prefix}-room-{r}");
             let gate = gate.clone();
-            setups.push(tokio::spawn(async move {
+            setups.push(workers::spawn(n, async move {
                 let _permit = gate.acquire_owned().await;
                 open_member(&target, source, n as u32, &room).await
             }));
@@ -178,34 +226,36 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("member {i}: {e}"))?;
-        members.push((i / args.members, conn, seq));
+        members.push((i, conn, seq));
     }
     println!("  {} members joined", members.len());
     let mut publishers = Vec::new();
     for r in 0..args.rooms {
         for p in 0..args.publishers {
+            let k = r * args.publishers + p;
             let target = target.for_user(&format!("{prefix}-p{r}-{p}"));
-            let source = sources[(r * args.publishers + p) % sources.len()];
+            let source = sources[k % sources.len()];
             let room = format!("{prefix}-room-{r}");
-            let (conn, _) = open_member(
-                &target,
-                source,
-                (1 << 24) + (r * args.publishers + p) as u32,
-                &room,
-            )
-            .await
-            .map_err(|e| format!("publisher {r}/{p}: {e}"))?;
-            publishers.push((r, conn));
+            // On the worker that will run its loop.
+            let open = workers::spawn(k, async move {
+                open_member(&target, source, (1 << 24) + k as u32, &room).await
+            });
+            let (conn, _) = open
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("publisher {r}/{p}: {e}"))?;
+            publishers.push((k, r, conn));
         }
     }
     let counters = Arc::new(Counters::default());
     let member_tasks: Vec<_> = members
         .into_iter()
-        .map(|(room, conn, seq)| {
+        .map(|(n, conn, seq)| {
             let phase = phase_rx.clone();
             let finals = final_seqs.clone();
             let counters = counters.clone();
-            tokio::spawn(async move {
+            let room = n / args.members;
+            workers::spawn(n, async move {
                 let mut conn = conn;
                 member_loop(&mut conn, seq, room, finals, phase, origin, &counters).await
             })
@@ -214,12 +264,12 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let filler = "x".repeat(args.payload);
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
-        .map(|(room, mut conn)| {
+        .map(|(k, room, mut conn)| {
             let phase = phase_rx.clone();
             let room_name = format!("{prefix}-room-{room}");
             let filler = filler.clone();
             let counters = counters.clone();
-            tokio::spawn(async move {
+            workers::spawn(k, async move {
                 let stats = publisher_loop(
                     &mut conn, &room_name, &filler, rate, phase, origin, &counters,
                 )
@@ -402,10 +452,11 @@ pub(crate) async fn member_loop(
     joined_at: u64,
     room: usize,
     finals: Arc<Vec<AtomicU64>>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     origin: Instant,
     counters: &Counters,
 ) -> MemberStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = MemberStats {
         delivered_total: 0,
         delivered_window: 0,
@@ -418,7 +469,7 @@ pub(crate) async fn member_loop(
     };
     let mut expected = joined_at + 1;
     loop {
-        let now_phase = *phase.borrow();
+        let now_phase = phase.get();
         if now_phase == Phase::Stop {
             break;
         }
@@ -428,6 +479,8 @@ pub(crate) async fn member_loop(
         }
         let measuring = now_phase == Phase::Measure;
         let before = s.delivered_total;
+        // Frames of one read arrived together: one clock read for them all.
+        let mut arrived: Option<u64> = None;
         let result = tokio::select! {
             r = conn.read_frames(|f| {
                 let Frame::Text(t) = f else { return };
@@ -446,7 +499,7 @@ pub(crate) async fn member_loop(
                     if measuring {
                         s.delivered_window += 1;
                         if let Some(sent) = json_u64(t, b"\"t\":") {
-                            let now = nanos_since(origin);
+                            let now = *arrived.get_or_insert_with(|| nanos_since(origin));
                             let _ = s.latency_us.record((now.saturating_sub(sent) / 1000).max(1));
                         }
                     }
@@ -460,7 +513,7 @@ pub(crate) async fn member_loop(
                     expected = expected.max(to + 1);
                 }
             }) => r,
-            _ = phase.changed() => Ok(()),
+            () = phase.changed() => Ok(()),
         };
         counters.delivered(s.delivered_total - before);
         if let Err(e) = result.and(conn.flush().await) {
@@ -477,10 +530,11 @@ pub(crate) async fn publisher_loop(
     room: &str,
     filler: &str,
     rate: Rate,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     origin: Instant,
     counters: &Counters,
 ) -> PublisherStats {
+    let mut phase = PhaseWatch::new(phase);
     let mut s = PublisherStats {
         published_total: 0,
         published_window: 0,
@@ -507,7 +561,7 @@ pub(crate) async fn publisher_loop(
     let drain_deadline = std::cell::Cell::new(None::<tokio::time::Instant>);
     let mut frame = String::with_capacity(filler.len() + 128);
     loop {
-        let current = *phase.borrow();
+        let current = phase.get();
         if current >= Phase::Drain {
             let deadline = *drain_deadline
                 .get()
@@ -576,7 +630,7 @@ pub(crate) async fn publisher_loop(
                 }
             }) => r,
             _ = tokio::time::sleep_until(wake_at) => Ok(()),
-            _ = phase.changed() => Ok(()),
+            () = phase.changed() => Ok(()),
         };
         if let Err(e) = result {
             s.closed = Some(e.to_string());

@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::common::{self, Common, MAX_CONNECTIONS};
 use crate::procstat;
+use crate::workers;
 use crate::wsclient::{Frame, WsConn, is_type, json_u64};
 
 /// `idle` options.
@@ -51,7 +52,7 @@ pub(crate) async fn run(args: IdleArgs) -> Result<Value, String> {
         let gate = gate.clone();
         let mut stop = stop_rx.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-        tokio::spawn(async move {
+        workers::spawn(i, async move {
             let permit = gate.acquire_owned().await;
             let joined = async {
                 let mut conn = WsConn::connect(&target, Some(source), i as u32)

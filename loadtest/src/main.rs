@@ -14,6 +14,7 @@ mod procstat;
 mod progress;
 mod report;
 mod slow;
+mod workers;
 mod wsclient;
 
 use std::process::ExitCode;
@@ -24,7 +25,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Worker threads of the generator (default: cores).
+    /// Worker threads of the generator, each owning its connections
+    /// (default: cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -68,12 +70,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = cli.threads {
-        builder.worker_threads(n.max(1));
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Err(e) = workers::start(threads) {
+        eprintln!("shardcast-loadtest: {e}");
+        return ExitCode::from(2);
     }
-    let runtime = match builder.build() {
+    // The run's own tasks (phases, timers, progress); connections run on
+    // the workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shardcast-loadtest: cannot start runtime: {e}");

@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, SETUP_TIMEOUT, Window};
 use crate::fanout::{self, MAX_PAYLOAD, Phase, Rate};
 use crate::progress::{self, Counters};
+use crate::workers;
 use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
 
 /// Longest time spent reading the slow members' sockets at the end.
@@ -188,11 +189,13 @@ pub(crate) async fn run(args: SlowArgs) -> Result<(Value, bool), String> {
     let counters = Arc::new(Counters::default());
     let fast_tasks: Vec<_> = fast
         .into_iter()
-        .map(|(mut conn, seq)| {
+        .enumerate()
+        .map(|(i, (mut conn, seq))| {
             let phase = phase_rx.clone();
             let finals = finals.clone();
             let counters = counters.clone();
-            tokio::spawn(async move {
+            // The worker that opened it (`join_group`'s seed).
+            workers::spawn(i, async move {
                 let s =
                     fanout::member_loop(&mut conn, seq, 0, finals, phase, origin, &counters).await;
                 (s, conn)
@@ -262,7 +265,10 @@ pub(crate) async fn run(args: SlowArgs) -> Result<(Value, bool), String> {
     let deadline = tokio::time::Instant::now() + SLOW_DRAIN_WAIT;
     let slow_tasks: Vec<_> = slow
         .into_iter()
-        .map(|(conn, seq)| tokio::spawn(drain_slow(conn, seq, final_seq, deadline)))
+        .enumerate()
+        .map(|(i, (conn, seq))| {
+            workers::spawn((1 << 24) + i, drain_slow(conn, seq, final_seq, deadline))
+        })
         .collect();
     let mut slow_stats = Vec::with_capacity(slow_tasks.len());
     for t in slow_tasks {
@@ -403,7 +409,7 @@ async fn join_group(g: Group<'_>) -> Result<Vec<(WsConn, u64)>, String> {
         let gate = g.gate.clone();
         let seed = if g.tag == "f" { i } else { (1 << 24) + i };
         let sock = g.sock;
-        setups.push(tokio::spawn(async move {
+        setups.push(workers::spawn(seed, async move {
             let _permit = gate.acquire_owned().await;
             let open = async {
                 let conn =

@@ -242,12 +242,45 @@ impl WsConn {
     }
 
     /// Call `on_frame` for every frame the server sent, reading once from the
-    /// socket if no complete frame is buffered. Pongs for pings are queued
-    /// for [`WsConn::flush`]. Cancel-safe: it only awaits a read.
+    /// socket if no complete frame is buffered (and then handling what that
+    /// read brought). Pongs for pings are queued for [`WsConn::flush`].
+    /// Cancel-safe: it only awaits a read.
     pub(crate) async fn read_frames(
         &mut self,
         mut on_frame: impl FnMut(Frame<'_>),
     ) -> Result<(), ClientError> {
+        if self.handle_buffered(&mut on_frame)? {
+            return Ok(());
+        }
+        // Make room, then read.
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let want = match parse_header(&self.buf[..self.end])? {
+                Some((h, len)) => h + len,
+                None => self.buf.len() * 2,
+            };
+            self.buf.resize(want.max(self.buf.len() * 2), 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            return Err(ClientError::Closed(None));
+        }
+        self.end += n;
+        // One wake-up, one pass: what the read brought is handled now.
+        self.handle_buffered(&mut on_frame)?;
+        Ok(())
+    }
+
+    /// Hand every complete buffered frame to `on_frame`; whether there was
+    /// any.
+    fn handle_buffered(
+        &mut self,
+        on_frame: &mut impl FnMut(Frame<'_>),
+    ) -> Result<bool, ClientError> {
         let mut got_any = false;
         loop {
             let avail = &self.buf[self.start..self.end];
@@ -276,28 +309,7 @@ impl WsConn {
             self.start += header + len;
             got_any = true;
         }
-        if got_any {
-            return Ok(());
-        }
-        // Make room, then read.
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            let want = match parse_header(&self.buf[..self.end])? {
-                Some((h, len)) => h + len,
-                None => self.buf.len() * 2,
-            };
-            self.buf.resize(want.max(self.buf.len() * 2), 0);
-        }
-        let n = self.stream.read(&mut self.buf[self.end..]).await?;
-        if n == 0 {
-            return Err(ClientError::Closed(None));
-        }
-        self.end += n;
-        Ok(())
+        Ok(got_any)
     }
 }
 
@@ -373,7 +385,7 @@ fn encode_masked(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The unsigned integer after `pattern` (such as `"seq":`) in a JSON text,

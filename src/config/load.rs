@@ -110,8 +110,12 @@ impl Config {
 }
 
 /// Keys whose environment values are always plain strings.
-const RAW_STRING_KEYS: [(&str, &str); 11] = [
+const RAW_STRING_KEYS: [(&str, &str); 15] = [
     ("server", "listen"),
+    ("server", "tls_cert_file"),
+    ("server", "tls_key_file"),
+    ("server", "allowed_origins"),
+    ("server", "trusted_proxies"),
     ("server", "ws_path"),
     ("server", "node_id"),
     ("server", "echo_path"),

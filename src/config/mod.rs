@@ -206,6 +206,57 @@ pub struct ServerConfig {
     /// reader, fragment assembly, UTF-8 checks, close handling, limits).
     /// For the Autobahn test suite; not for production.
     pub echo_path: String,
+    /// PEM certificate chain (leaf first). With `tls_key_file`, every
+    /// listener speaks TLS (`wss://`, `https://`); both are reloaded on
+    /// SIGHUP and when the files change.
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<String>,
+    /// Browser origins allowed to open a WebSocket: exact
+    /// (`https://app.example.com`) or `https://*.example.com`. Empty: no
+    /// check. Requests without `Origin` (non-browser clients) pass.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_origins: Vec<String>,
+    /// Read a HAProxy PROXY protocol header from peers in
+    /// `trusted_proxies` (AWS NLB, HAProxy).
+    pub proxy_protocol: ProxyProtocol,
+    /// CIDRs (or addresses) of proxies whose PROXY header and forwarded
+    /// header are believed.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Which header names the client behind a trusted HTTP proxy.
+    pub forwarded_header: ForwardedHeader,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it.
+    pub compression: bool,
+    /// Messages shorter than this are sent uncompressed.
+    pub compression_min_bytes: usize,
+}
+
+/// `server.proxy_protocol`: which PROXY protocol versions are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// No PROXY header is read (one arriving is an HTTP error).
+    #[default]
+    Off,
+    /// The text form.
+    V1,
+    /// The binary form (AWS NLB).
+    V2,
+    /// Either.
+    Any,
+}
+
+/// `server.forwarded_header`: where a trusted HTTP proxy names the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (nginx, HAProxy, ALB).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 impl Default for ServerConfig {
@@ -217,6 +268,14 @@ impl Default for ServerConfig {
             drain_timeout_ms: 10_000,
             node_id: String::new(),
             echo_path: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            allowed_origins: Vec::new(),
+            proxy_protocol: ProxyProtocol::Off,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            compression: false,
+            compression_min_bytes: 256,
         }
     }
 }
@@ -279,6 +338,13 @@ pub struct LimitsConfig {
     /// (`data` of frames and API bodies): parsers that recurse choke on
     /// deeper values stored in history.
     pub max_json_depth: usize,
+    /// Largest HTTP request head (request line and headers), bytes; larger
+    /// gets 431. Room for the largest token the claim limits allow.
+    pub max_http_head_bytes: usize,
+    /// After an HTTP refusal that leaves a request body unread (413), how
+    /// long the server keeps reading and discarding it before closing, so
+    /// that clients that send the whole body first still read the answer.
+    pub lingering_close_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -306,6 +372,8 @@ impl Default for LimitsConfig {
             heartbeat_timeout_ms: 60_000,
             max_presence_list: 1000,
             max_json_depth: 32,
+            max_http_head_bytes: 64 * 1024,
+            lingering_close_ms: 5_000,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Validating a [`Config`]: every value's range, the relations between
 //! values, and no placeholder that `shardcast config` printed for a secret.
 
-use super::{Config, ConfigError, REDACTED};
-use crate::limits::{MAX_ROOM_HISTORY, MAX_SHARDS};
+use super::{Config, ConfigError, ProxyProtocol, REDACTED};
+use crate::edge::{Origins, TrustedProxies};
+use crate::limits::{
+    MAX_HTTP_HEAD_BYTES, MAX_LINGERING_CLOSE_MS, MAX_ROOM_HISTORY, MAX_SHARDS, MIN_HTTP_HEAD_BYTES,
+};
 
 impl Config {
     /// Check every value's range and the relations between values.
@@ -52,6 +55,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_edge()?;
         let l = &self.limits;
         let positive: [(&'static str, u64); 12] = [
             ("limits.max_connections", l.max_connections),
@@ -147,6 +151,56 @@ impl Config {
             if c.node_ttl_ms < 1_000 {
                 return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
             }
+        }
+        Ok(())
+    }
+
+    /// `[server]`'s edge keys: TLS files, origins, proxies, compression,
+    /// and the HTTP limits.
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
+        let s = &self.server;
+        let set = |f: &Option<String>| f.as_deref().is_some_and(|p| !p.is_empty());
+        match (set(&s.tls_cert_file), set(&s.tls_key_file)) {
+            (true, false) => {
+                return Err(invalid(
+                    "server.tls_key_file",
+                    "must be set when server.tls_cert_file is".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "server.tls_cert_file",
+                    "must be set when server.tls_key_file is".into(),
+                ));
+            }
+            _ => {}
+        }
+        Origins::parse(&s.allowed_origins).map_err(|e| invalid("server.allowed_origins", e))?;
+        let trusted = TrustedProxies::parse(&s.trusted_proxies)
+            .map_err(|e| invalid("server.trusted_proxies", e))?;
+        if s.proxy_protocol != ProxyProtocol::Off && trusted.is_empty() {
+            return Err(invalid(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies: a PROXY header is believed only from those peers"
+                    .into(),
+            ));
+        }
+        let l = &self.limits;
+        if !(MIN_HTTP_HEAD_BYTES..=MAX_HTTP_HEAD_BYTES).contains(&l.max_http_head_bytes) {
+            return Err(invalid(
+                "limits.max_http_head_bytes",
+                format!(
+                    "must be {MIN_HTTP_HEAD_BYTES}..={MAX_HTTP_HEAD_BYTES}, not {}",
+                    l.max_http_head_bytes
+                ),
+            ));
+        }
+        if l.lingering_close_ms > MAX_LINGERING_CLOSE_MS {
+            return Err(invalid(
+                "limits.lingering_close_ms",
+                format!("must be at most {MAX_LINGERING_CLOSE_MS}"),
+            ));
         }
         Ok(())
     }

@@ -149,6 +149,8 @@ pub(crate) struct ShardCounters {
     pub(crate) deliveries: Cell<u64>,
     /// Connections opened.
     pub(crate) connects: Cell<u64>,
+    /// Connections closed at their PROXY protocol header.
+    proxy_refused: Cell<u64>,
     /// From a room message's sequencing at its home to the end of the
     /// write that handed it to a member's socket.
     pub(crate) publish_to_write: LatencyHistogram,
@@ -192,6 +194,11 @@ impl ShardCounters {
         bump(&self.disconnects[slot], 1);
     }
 
+    /// A connection was closed at its PROXY protocol header.
+    pub(crate) fn proxy_header_refused(&self) {
+        bump(&self.proxy_refused, 1);
+    }
+
     /// `n` room frames were queued for members.
     pub(crate) fn delivered(&self, n: u64) {
         bump(&self.deliveries, n);
@@ -213,6 +220,7 @@ impl ShardCounters {
             .chain(["other".to_string(), "none".to_string()]);
         CounterSnapshot {
             connects: self.connects.get(),
+            proxy_refused: self.proxy_refused.get(),
             deliveries: self.deliveries.get(),
             publish_to_write: self.publish_to_write.snapshot(),
             frames_in: named(
@@ -231,6 +239,8 @@ impl ShardCounters {
 pub(crate) struct CounterSnapshot {
     /// Connections opened.
     pub(crate) connects: u64,
+    /// Connections closed at their PROXY protocol header.
+    pub(crate) proxy_refused: u64,
     /// Room frames queued for members.
     pub(crate) deliveries: u64,
     /// Publish-to-write latency.

@@ -163,6 +163,11 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         "slow_consumer_closes",
         "Connections closed with 4000",
     );
+    let proxy_refused = counter_family(
+        &mut r,
+        "proxy_header_refusals",
+        "Connections closed at a PROXY protocol header (untrusted, malformed, wrong version)",
+    );
     let queue_frames = gauge_family(
         &mut r,
         "outbound_queue_frames",
@@ -225,6 +230,9 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
             .inc_by(s.dropped_total);
         slow.get_or_create(&shard_label(i))
             .inc_by(s.slow_consumer_closes_total);
+        proxy_refused
+            .get_or_create(&shard_label(i))
+            .inc_by(s.counters.proxy_refused);
         queue_frames
             .get_or_create(&shard_label(i))
             .set(to_i64(s.queued_frames));

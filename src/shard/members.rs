@@ -59,14 +59,16 @@ impl Shard {
                     return;
                 };
                 let mut delivered = 0;
+                let min = self.shared.config.server.compression_min_bytes;
                 for member in &local.members {
                     if Some(member.id) == exclude {
                         continue;
                     }
                     if seq > 0 {
-                        member.push_room(&room, seq, &frame, local.overflow, stamp_us);
+                        let bytes = member.room_bytes(&frame, min);
+                        member.push_room(&room, seq, bytes, local.overflow, stamp_us);
                     } else {
-                        member.send(frame.clone());
+                        member.send(frame.plain().clone());
                     }
                     delivered += 1;
                 }
@@ -140,7 +142,10 @@ impl Shard {
                 if let Some(c) = &found {
                     c.close_with(close::POLICY, "disconnected by the server's API", false);
                 }
-                let _ = done.send(found.is_some());
+                let _ = done.send(found.map(|_| ()));
+            }
+            Delivery::ConnDetails { conn, done } => {
+                let _ = done.send(self.conn(conn).map(|c| c.details()));
             }
             Delivery::Stats { done } => {
                 let _ = done.try_send(self.stats());

@@ -60,6 +60,35 @@ impl Shard {
         }
     }
 
+    /// [`Shard::route`] without waiting: a room op goes into its home's
+    /// inbox (or the remote sequencer's queue) if there is room. Hands the
+    /// op back when the way is full, and for frames for users (which may
+    /// go to several shards): the caller then awaits [`Shard::route`].
+    pub(crate) fn try_route(&self, op: Op) -> Result<(), Op> {
+        if matches!(op, Op::ToUsers { .. }) {
+            return Err(op);
+        }
+        match &self.shared.backend {
+            Backend::Local => match op.room() {
+                Some(room) => {
+                    let home = home_of(room, self.shared.shards());
+                    self.shared.links[home].requests.try_send(op)
+                }
+                None => Ok(()),
+            },
+            Backend::Remote(remote) => remote.try_submit(op),
+        }
+    }
+
+    /// [`Shard::try_route`], and when the way is full, [`Shard::route`] in
+    /// a box: for callers that keep a future per connection (a connection's
+    /// reader and teardown), so the wait's state is not carried while idle.
+    pub(crate) async fn route_boxed(&self, op: Op) {
+        if let Err(op) = self.try_route(op) {
+            Box::pin(self.route(op)).await;
+        }
+    }
+
     /// Deliver to `shard`: directly if it is this one, else through its
     /// inbox.
     pub(crate) async fn deliver(&self, shard: usize, delivery: Delivery) {

@@ -63,6 +63,8 @@ pub enum Message {
 /// One decoded frame.
 struct Frame {
     fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    compressed: bool,
     opcode: u8,
     payload: Bytes,
 }
@@ -70,6 +72,8 @@ struct Frame {
 /// A message being reassembled from fragments.
 struct Partial {
     text: bool,
+    /// Compressed (permessage-deflate): inflated and checked when whole.
+    compressed: bool,
     data: BytesMut,
     /// Bytes at the front of `data` known to be valid UTF-8 (text only), so
     /// that invalid UTF-8 fails as soon as it arrives.
@@ -81,6 +85,7 @@ struct Partial {
 /// partial frame in place.
 pub struct MessageReader {
     max_message_bytes: usize,
+    deflate: bool,
     partial: Option<Partial>,
 }
 
@@ -89,15 +94,24 @@ impl MessageReader {
     pub fn new(max_message_bytes: usize) -> Self {
         MessageReader {
             max_message_bytes,
+            deflate: false,
             partial: None,
         }
+    }
+
+    /// Accept compressed messages (permessage-deflate was negotiated):
+    /// RSV1 on a message's first frame; the whole message is inflated,
+    /// at most `max_message_bytes` of it.
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// The next message or control frame from `buf`, `Ok(None)` when `buf`
     /// holds no complete one yet.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, WsError> {
         loop {
-            let Some(frame) = decode_frame(buf, self.max_message_bytes)? else {
+            let Some(frame) = decode_frame(buf, self.max_message_bytes, self.deflate)? else {
                 return Ok(None);
             };
             if let Some(message) = self.assemble(frame)? {
@@ -119,10 +133,11 @@ impl MessageReader {
                 }
                 let text = frame.opcode == opcode::TEXT;
                 if frame.fin {
-                    return whole_message(text, frame.payload).map(Some);
+                    return self.finish(text, frame.compressed, frame.payload).map(Some);
                 }
                 let mut partial = Partial {
                     text,
+                    compressed: frame.compressed,
                     data: BytesMut::with_capacity(frame.payload.len()),
                     utf8_checked: 0,
                 };
@@ -148,10 +163,20 @@ impl MessageReader {
                 let Some(partial) = self.partial.take() else {
                     return Err(WsError::Protocol("continuation frame without a message"));
                 };
-                whole_message(partial.text, partial.data.freeze()).map(Some)
+                self.finish(partial.text, partial.compressed, partial.data.freeze())
+                    .map(Some)
             }
             _ => Err(WsError::Protocol("reserved opcode")),
         }
+    }
+
+    /// A whole message's payload, inflated if it was compressed.
+    fn finish(&self, text: bool, compressed: bool, payload: Bytes) -> Result<Message, WsError> {
+        if !compressed {
+            return whole_message(text, payload);
+        }
+        let inflated = super::deflate::inflate(&payload, self.max_message_bytes)?;
+        whole_message(text, Bytes::from(inflated))
     }
 }
 
@@ -168,7 +193,7 @@ fn whole_message(text: bool, payload: Bytes) -> Result<Message, WsError> {
 /// Validate the new bytes of a text fragment; an incomplete code point at
 /// the end is fine, anything else invalid closes at once.
 fn check_partial_utf8(partial: &mut Partial) -> Result<(), WsError> {
-    if !partial.text {
+    if !partial.text || partial.compressed {
         return Ok(());
     }
     let unchecked = &partial.data[partial.utf8_checked..];
@@ -205,16 +230,24 @@ pub fn is_valid_close_code(code: u16) -> bool {
 
 /// Decode one frame from the front of `buf`, or `Ok(None)` if it is not all
 /// there yet. Limits are checked on the header, before the payload arrives.
-fn decode_frame(buf: &mut BytesMut, max_message_bytes: usize) -> Result<Option<Frame>, WsError> {
+fn decode_frame(
+    buf: &mut BytesMut,
+    max_message_bytes: usize,
+    deflate: bool,
+) -> Result<Option<Frame>, WsError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let (b0, b1) = (buf[0], buf[1]);
     let fin = b0 & 0x80 != 0;
-    if b0 & 0x70 != 0 {
+    let op = b0 & 0x0F;
+    let compressed = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (compressed && !deflate) {
         return Err(WsError::Protocol("reserved bits set without an extension"));
     }
-    let op = b0 & 0x0F;
+    if compressed && !matches!(op, opcode::TEXT | opcode::BINARY) {
+        return Err(WsError::Protocol("RSV1 on a control or continuation frame"));
+    }
     let control = op & 0x08 != 0;
     if !matches!(
         op,
@@ -281,6 +314,7 @@ fn decode_frame(buf: &mut BytesMut, max_message_bytes: usize) -> Result<Option<F
     fastwebsockets::unmask(&mut payload, mask);
     Ok(Some(Frame {
         fin,
+        compressed,
         opcode: op,
         payload: payload.freeze(),
     }))

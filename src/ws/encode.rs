@@ -67,6 +67,14 @@ impl FrameBuf {
     }
 }
 
+/// A frame from `buf`, whose first [`MAX_SERVER_FRAME_HEADER`] bytes are
+/// room for the header and the rest the payload; `first` is the header's
+/// first byte (FIN, RSV and opcode).
+pub(crate) fn finish_frame(buf: Vec<u8>, first: u8) -> Bytes {
+    debug_assert!(buf.len() >= MAX_SERVER_FRAME_HEADER);
+    FrameBuf { buf }.finish(first)
+}
+
 /// A text (or binary) frame carrying `payload` as it is (the echo endpoint).
 pub fn data_frame(text: bool, payload: &[u8]) -> Bytes {
     let mut f = FrameBuf::with_capacity(payload.len());

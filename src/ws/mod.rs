@@ -16,6 +16,7 @@
 //! is a pure function of its input, so it can be fuzzed.
 
 pub mod decode;
+pub mod deflate;
 pub mod encode;
 
 pub use decode::{Message, MessageReader, WsError};

@@ -313,9 +313,15 @@ async fn scrape(broker: &Running) -> Vec<(String, f64)> {
     let mut s = tokio::net::TcpStream::connect(broker.addr)
         .await
         .expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    s.write_all(
+        format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            broker.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     let (head, body) = out.split_once("\r\n\r\n").expect("response");

@@ -1,5 +1,6 @@
 //! The status page in a real browser (headless Chromium): it must show live
-//! figures read from /api/stats.
+//! figures read from /api/stats, and its live room view must round-trip a
+//! message through the client SDK the broker serves at /client.js.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use crate::harness::*;
 
 /// Chromium's path: `$SHARDCAST_CHROMIUM`, or `chromium` or
 /// `chromium-browser` on `PATH` (what `build.rs` looked for).
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     if let Some(path) = std::env::var_os("SHARDCAST_CHROMIUM").filter(|p| !p.is_empty()) {
         return path.to_string_lossy().into_owned();
     }
@@ -24,7 +25,16 @@ fn chromium() -> String {
 
 /// Load `url` headless and return the DOM after scripts ran.
 fn dump_dom(browser: &str, url: &str) -> String {
-    let profile = std::env::temp_dir().join(format!("shardcast-chromium-{}", std::process::id()));
+    dump_dom_with(browser, url, &[])
+}
+
+/// [`dump_dom`] with extra Chromium flags.
+pub(crate) fn dump_dom_with(browser: &str, url: &str, extra: &[String]) -> String {
+    // One profile per run: tests in this process may run Chromium at once.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile =
+        std::env::temp_dir().join(format!("shardcast-chromium-{}-{run}", std::process::id()));
     let mut child = Command::new(browser)
         .args([
             "--headless",
@@ -39,6 +49,7 @@ fn dump_dom(browser: &str, url: &str) -> String {
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
         .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -97,4 +108,44 @@ async fn status_page_shows_live_figures_in_chromium() {
         "one row per shard:\n{dom}"
     );
     assert!(dom.contains("updated "), "no successful refresh:\n{dom}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "chromium not found on PATH (apt-get install chromium, or set SHARDCAST_CHROMIUM)"
+)]
+async fn client_js_round_trips_a_message_in_chromium() {
+    let browser = chromium();
+    let broker = TestBroker::new().start();
+    let mut rust = broker.user("rust").await;
+    rust.join("browser-rt").await;
+    // The status page's live view imports /client.js, joins the room and
+    // publishes `say` once joined.
+    let url = format!(
+        "http://{}/?room=browser-rt&user=chromium&say=hello-from-chromium",
+        broker.addr
+    );
+    let page = tokio::task::spawn_blocking(move || dump_dom(&browser, &url));
+    let from_browser = rust.recv_type("message").await;
+    assert_eq!(from_browser["from"], "chromium", "{from_browser}");
+    assert_eq!(
+        from_browser["data"], "hello-from-chromium",
+        "{from_browser}"
+    );
+    rust.ok(json!({"type":"publish","room":"browser-rt","data":"hello-from-rust"}))
+        .await;
+    let dom = page.await.expect("chromium task");
+    assert!(
+        dom.contains("chromium: hello-from-chromium"),
+        "the page shows its own message:\n{dom}"
+    );
+    assert!(
+        dom.contains("rust: hello-from-rust"),
+        "the page shows the reply:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"id="live-state">connected<"#),
+        "state:\n{dom}"
+    );
 }

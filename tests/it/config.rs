@@ -30,7 +30,14 @@ fn example_config_holds_every_key_with_its_default() {
         "shardcast.example.toml differs from Config::default()"
     );
     // Keys whose default is unset are there, commented out.
-    for key in ["secret_file", "public_key_file", "issuer", "audience"] {
+    for key in [
+        "secret_file",
+        "public_key_file",
+        "issuer",
+        "audience",
+        "tls_cert_file",
+        "tls_key_file",
+    ] {
         assert!(
             text.contains(&format!("\n# {key} = ")),
             "the example lacks a commented `{key}`"
@@ -82,8 +89,8 @@ fn readme_configuration_table_states_the_defaults() {
         .filter_map(|s| s.as_table())
         .map(|t| t.len())
         .sum();
-    // Every key that has a default value, plus the four unset ones.
-    assert_eq!(seen, all + 4, "the README table misses keys");
+    // Every key that has a default value, plus the six unset ones.
+    assert_eq!(seen, all + 6, "the README table misses keys");
 }
 
 /// `shardcast config` with `env`, its output saved to a file and given back

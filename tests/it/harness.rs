@@ -259,7 +259,7 @@ impl Client {
 pub(crate) async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String) {
     exchange(
         addr,
-        &format!("GET {path_and_headers}\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path_and_headers}\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await
 }
@@ -402,7 +402,10 @@ pub(crate) async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -2,6 +2,10 @@
 //! checked for rights, becomes an [`Op`] for [`Shard::route`] (or is
 //! answered here, for frames that need no back end).
 //!
+//! Decoding and checks are synchronous; only handing the op on may wait
+//! (a full inbox), and that wait is boxed, so an idle connection's reader
+//! does not carry its state.
+//!
 //! **Invariant:** checks run in PROTOCOL.md's order — shape (decoding),
 //! rights (here), then state (the back end) — and every refusal reaches the
 //! client as one `error` frame carrying the frame's `id`.
@@ -23,19 +27,33 @@ use crate::protocol::encode;
 use crate::protocol::json::check_depth;
 use crate::shard::Shard;
 
-/// Handle one text message.
-pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+/// What a frame asks of the back end, and what the client is told once
+/// the op is on its way.
+pub(super) struct Routed {
+    op: Op,
+    then: Option<Bytes>,
+}
+
+impl Routed {
+    fn op(op: Op) -> Self {
+        Routed { op, then: None }
+    }
+}
+
+/// Handle one text message: answered here, or an op to route.
+pub(super) fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) -> Option<Routed> {
     // Validated by the reader already; simdutf8 re-checks at memory speed
     // (no unsafe to skip it).
     let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
         // The reader validated UTF-8 already; this cannot happen.
-        return;
+        return None;
     };
     let frame = match decode_client_frame(text) {
         Ok(frame) => frame,
         Err(e) => {
             conn.counters.frame_in(FRAME_INVALID);
-            return conn.refuse(e.id, &e.refusal);
+            conn.refuse(e.id, &e.refusal);
+            return None;
         }
     };
     conn.counters.frame_in(frame.kind_index());
@@ -43,11 +61,26 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
     let max_depth = shard.shared.config.limits.max_json_depth;
     if let Some(data) = frame.data() {
         if check_depth(data.as_bytes(), max_depth).is_err() {
-            return conn.refuse(id, &Refusal::json_too_deep("data", max_depth));
+            conn.refuse(id, &Refusal::json_too_deep("data", max_depth));
+            return None;
         }
     }
-    if let Err(refusal) = dispatch(shard, conn, &payload, text, frame).await {
-        conn.refuse(id, &refusal);
+    match dispatch(shard, conn, &payload, text, frame) {
+        Ok(routed) => routed,
+        Err(refusal) => {
+            conn.refuse(id, &refusal);
+            None
+        }
+    }
+}
+
+/// Hand a frame's op on: at once when the way has room, else waiting for
+/// it (backpressure reaches this reader). Then tell the client what the
+/// frame's ack says, if anything.
+pub(super) async fn route(shard: &Shard, conn: &Conn, routed: Routed) {
+    shard.route_boxed(routed.op).await;
+    if let Some(frame) = routed.then {
+        conn.reply(frame);
     }
 }
 
@@ -66,16 +99,19 @@ fn membership_refusal(shard: &Shard, room: &str) -> Refusal {
     }
 }
 
-async fn dispatch(
+fn dispatch(
     shard: &Shard,
     conn: &Rc<Conn>,
     payload: &Bytes,
     text: &str,
     frame: ClientFrame<'_>,
-) -> Result<(), Refusal> {
+) -> Result<Option<Routed>, Refusal> {
     let limits = &shard.shared.config.limits;
-    match frame {
-        ClientFrame::Ping { id } => conn.reply(encode::pong(id)),
+    let op = match frame {
+        ClientFrame::Ping { id } => {
+            conn.reply(encode::pong(id));
+            return Ok(None);
+        }
         ClientFrame::Join {
             id,
             room,
@@ -103,7 +139,7 @@ async fn dispatch(
                 }
             };
             *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
-            let join = Join {
+            Op::Join(Join {
                 origin: Origin { conn: conn.id, id },
                 user: conn.user.clone(),
                 name: conn.name.clone(),
@@ -113,8 +149,7 @@ async fn dispatch(
                 may_create: conn.perms().allows(Perm::Create),
                 may_join_private: conn.may_join_private(&room),
                 room,
-            };
-            shard.route(Op::Join(join)).await;
+            })
         }
         ClientFrame::Leave { id, room } => {
             // Routed also while the join is in flight: the back end decides,
@@ -123,11 +158,11 @@ async fn dispatch(
                 return Err(membership_refusal(shard, room));
             };
             let origin = Origin { conn: conn.id, id };
-            shard.route(Op::Leave { origin, room }).await;
+            Op::Leave { origin, room }
         }
         ClientFrame::Create { id, room, options } => {
             conn.perms().require(Perm::Create)?;
-            let op = Op::Create {
+            Op::Create {
                 room: Arc::from(room),
                 options,
                 creator: Some(Creator {
@@ -135,8 +170,7 @@ async fn dispatch(
                     conn: conn.id,
                 }),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
-            };
-            shard.route(op).await;
+            }
         }
         ClientFrame::Publish {
             id,
@@ -149,14 +183,13 @@ async fn dispatch(
             // it knows whether the room exists (on any node).
             let room = conn.known_room(room).unwrap_or_else(|| Arc::from(room));
             conn.take_token()?;
-            let publish = Publish {
+            Op::Publish(Publish {
                 room,
                 from: conn.user.clone(),
                 data: slice_of(payload, text, data),
                 exclude_self,
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
-            };
-            shard.route(Op::Publish(publish)).await;
+            })
         }
         ClientFrame::Send { id, to, data } => {
             conn.perms().require(Perm::Send)?;
@@ -167,10 +200,8 @@ async fn dispatch(
                 frame,
                 counted: None,
             };
-            shard.route(op).await;
-            if let Some(id) = id {
-                conn.reply(encode::ack_send(id, to));
-            }
+            let then = id.map(|id| encode::ack_send(id, to));
+            return Ok(Some(Routed { op, then }));
         }
         ClientFrame::Broadcast { id, data } => {
             conn.perms().require(Perm::Broadcast)?;
@@ -181,16 +212,14 @@ async fn dispatch(
                 frame,
                 counted: None,
             };
-            shard.route(op).await;
-            if let Some(id) = id {
-                conn.reply(encode::ack(id));
-            }
+            let then = id.map(encode::ack);
+            return Ok(Some(Routed { op, then }));
         }
         ClientFrame::Members { id, room } => {
             conn.perms().require(Perm::Presence)?;
             let origin = Origin { conn: conn.id, id };
             let room = Arc::from(room);
-            shard.route(Op::Members { origin, room }).await;
+            Op::Members { origin, room }
         }
         ClientFrame::Refresh { id, token } => {
             let grant = check_refresh(&shard.shared.auth, &conn.user, token)?;
@@ -199,9 +228,10 @@ async fn dispatch(
             if let Some(id) = id {
                 conn.reply(encode::ack_refresh(id, exp));
             }
+            return Ok(None);
         }
-    }
-    Ok(())
+    };
+    Ok(Some(Routed::op(op)))
 }
 
 /// Check a `refresh` token of `user`'s connection like a connect token;

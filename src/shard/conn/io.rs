@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 use super::Conn;
-use super::dispatch::handle_text;
+use super::dispatch;
+use crate::edge::stream::{ReadHalf, WriteHalf};
 use crate::error::{ErrorCode, Refusal, close};
-use crate::limits::{READ_BYTES_PER_TURN, READ_CHUNK_BYTES, WRITE_BATCH_FRAMES};
+use crate::limits::WRITE_BATCH_FRAMES;
 use crate::metrics::FRAME_BINARY;
 use crate::shard::Shard;
 use crate::shard::outbound::Queued;
@@ -46,13 +46,14 @@ pub(super) enum ReadEnd {
 pub(super) async fn read_loop(
     shard: &Shard,
     conn: &Rc<Conn>,
-    read: &OwnedReadHalf,
+    read: &mut ReadHalf,
     prefix: Bytes,
 ) -> ReadEnd {
     let limits = &shard.shared.config.limits;
     let interval = Duration::from_millis(limits.heartbeat_interval_ms);
     let timeout = Duration::from_millis(limits.heartbeat_timeout_ms);
-    let mut reader = MessageReader::new(limits.max_message_bytes);
+    let mut reader =
+        MessageReader::new(limits.max_message_bytes).with_deflate(conn.deflate.is_some());
     // Bytes the client sent right after its upgrade request. `prefix` may
     // point into hyper's whole read buffer: copy what is needed and let it go.
     let mut buf = if prefix.is_empty() {
@@ -85,12 +86,16 @@ pub(super) async fn read_loop(
             }
             match reader.next(&mut buf) {
                 Ok(Some(Message::Text(payload))) if conn.echo => {
-                    conn.reply(crate::ws::encode::data_frame(true, &payload));
+                    conn.reply(conn.own_data_frame(true, &payload));
                 }
                 Ok(Some(Message::Binary(payload))) if conn.echo => {
-                    conn.reply(crate::ws::encode::data_frame(false, &payload));
+                    conn.reply(conn.own_data_frame(false, &payload));
                 }
-                Ok(Some(Message::Text(payload))) => handle_text(shard, conn, payload).await,
+                Ok(Some(Message::Text(payload))) => {
+                    if let Some(routed) = dispatch::handle_text(shard, conn, payload) {
+                        dispatch::route(shard, conn, routed).await;
+                    }
+                }
                 Ok(Some(Message::Binary(_))) => {
                     conn.counters.frame_in(FRAME_BINARY);
                     conn.refuse(
@@ -140,12 +145,7 @@ pub(super) async fn read_loop(
         tokio::select! {
             biased;
             _ = conn.reader_wake.wait() => {}
-            ready = read.readable(), if !paused => {
-                if ready.is_err() {
-                    return ReadEnd::Eof;
-                }
-                peer_done = !read_burst(read, &mut buf);
-            }
+            more = read.read_burst(&mut buf), if !paused => peer_done = !more,
             _ = async {
                 match expiry.as_mut() {
                     Some(timer) => timer.await,
@@ -183,43 +183,8 @@ fn expiry_instant(exp: u64) -> Instant {
 /// "Never" for timers: a year.
 const FAR_FUTURE_SECS: u64 = 365 * 24 * 3600;
 
-/// Read what the socket has, up to [`READ_BYTES_PER_TURN`]. Returns false
-/// on EOF or error (what was read before it stays in `buf`, to be handled).
-fn read_burst(read: &OwnedReadHalf, buf: &mut BytesMut) -> bool {
-    let mut total = 0;
-    while total < READ_BYTES_PER_TURN {
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
-        match read.try_read_buf(buf) {
-            Ok(0) => return false,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// After the server's close frame went out: read and discard until the
-/// peer's close frame or EOF.
-pub(super) async fn wait_for_peer_close(read: &OwnedReadHalf) {
-    let mut buf = [0u8; 1024];
-    loop {
-        if read.readable().await.is_err() {
-            return;
-        }
-        match read.try_read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// Write queued frames in vectored batches until the close frame is out.
-pub(super) async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
+pub(super) async fn write_loop(conn: Rc<Conn>, mut write: WriteHalf) {
     let mut inflight: VecDeque<Queued> = VecDeque::new();
     loop {
         let closing = {
@@ -237,7 +202,9 @@ pub(super) async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
             conn.writer_wake.wait().await;
             continue;
         }
-        if write_frames(&mut write, &inflight).await.is_err() {
+        // TLS may hold written bytes in its buffer: flush them (a no-op on
+        // plain TCP).
+        if write_frames(&mut write, &inflight).await.is_err() || write.flush().await.is_err() {
             conn.dead.set(true);
             conn.reader_wake.notify();
             return;
@@ -265,10 +232,7 @@ pub(super) async fn write_loop(conn: Rc<Conn>, mut write: OwnedWriteHalf) {
 /// Write `frames` with vectored writes of up to [`WRITE_BATCH_FRAMES`]
 /// slices each. The slices live on the stack of each poll, not in the
 /// future, so an idle connection's task stays small.
-async fn write_frames(
-    write: &mut OwnedWriteHalf,
-    frames: &VecDeque<Queued>,
-) -> std::io::Result<()> {
+async fn write_frames(write: &mut WriteHalf, frames: &VecDeque<Queued>) -> std::io::Result<()> {
     let (mut index, mut offset) = (0usize, 0usize);
     while index < frames.len() {
         let written = std::future::poll_fn(|cx| {

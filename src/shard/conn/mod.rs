@@ -11,12 +11,12 @@ mod io;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Shard;
@@ -24,7 +24,8 @@ use super::outbound::{OutQueue, Pushed};
 use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
-use crate::delivery::{Ack, JoinAck};
+use crate::delivery::{Ack, JoinAck, RoomFrame};
+use crate::edge::stream::Stream;
 use crate::error::{Refusal, close};
 use crate::limits::PENDING_JOIN_WAIT_MS;
 use crate::op::{Op, Origin};
@@ -32,6 +33,7 @@ use crate::perms::{Perm, Perms};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::ratelimit::TokenBucket;
 use crate::shared::Permit;
+use crate::ws::deflate::{Deflate, compressed_frame};
 use crate::ws::encode::close_frame;
 use io::ReadEnd;
 
@@ -44,6 +46,9 @@ const CLOSE_HANDSHAKE_MS: u64 = 2_000;
 pub(crate) struct Identity {
     /// Connection id.
     pub(crate) id: u64,
+    /// The client's address (resolved through PROXY protocol and trusted
+    /// proxies).
+    pub(crate) addr: IpAddr,
     /// User id.
     pub(crate) user: Arc<str>,
     /// Display name.
@@ -56,6 +61,29 @@ pub(crate) struct Identity {
     pub(crate) expires_at: Option<u64>,
     /// An echo connection (`server.echo_path`): messages come straight back.
     pub(crate) echo: bool,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
+}
+
+/// What the API shows of one connection (`GET /api/connections/{conn}`).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ConnDetails {
+    /// Connection id.
+    conn: u64,
+    /// User id.
+    user: Arc<str>,
+    /// Display name.
+    name: Option<Arc<str>>,
+    /// The client's address (through PROXY protocol and trusted proxies).
+    addr: String,
+    /// Whether it came over TLS.
+    tls: bool,
+    /// Whether permessage-deflate was negotiated.
+    compression: bool,
+    /// Rooms it is in.
+    rooms: Vec<Arc<str>>,
+    /// Frames waiting in its outbound queue.
+    queued_frames: usize,
 }
 
 /// A connection's state shared by its reader, its writer and fan-out.
@@ -66,6 +94,14 @@ pub(crate) struct Conn {
     pub(crate) user: Arc<str>,
     /// Display name.
     pub(crate) name: Option<Arc<str>>,
+    /// The client's address.
+    addr: IpAddr,
+    /// Came over TLS.
+    tls: bool,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Deflate>,
+    /// Messages shorter than this go uncompressed.
+    deflate_min_bytes: usize,
     /// Rights, rooms and expiry of the connection's token; a `refresh`
     /// replaces them (never borrowed across an `.await`).
     perms: Cell<Perms>,
@@ -89,7 +125,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(identity: Identity, shard: &Shard) -> Rc<Conn> {
+    fn new(identity: Identity, tls: bool, shard: &Shard) -> Rc<Conn> {
         let l = &shard.shared.config.limits;
         let bucket = (l.publish_rate_per_sec > 0)
             .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
@@ -97,6 +133,10 @@ impl Conn {
             id: identity.id,
             user: identity.user,
             name: identity.name,
+            addr: identity.addr,
+            tls,
+            deflate: identity.deflate,
+            deflate_min_bytes: shard.shared.config.server.compression_min_bytes,
             perms: Cell::new(identity.perms),
             private_rooms: RefCell::new(identity.rooms),
             expires_at: Cell::new(identity.expires_at),
@@ -115,6 +155,20 @@ impl Conn {
             bucket: RefCell::new(bucket),
             counters: shard.counters.clone(),
         })
+    }
+
+    /// What the API shows of this connection.
+    pub(crate) fn details(&self) -> ConnDetails {
+        ConnDetails {
+            conn: self.id,
+            user: self.user.clone(),
+            name: self.name.clone(),
+            addr: self.addr.to_string(),
+            tls: self.tls,
+            compression: self.deflate.is_some(),
+            rooms: self.rooms.borrow().iter().cloned().collect(),
+            queued_frames: self.queue.borrow().len(),
+        }
     }
 
     /// Whether the connection is being torn down (no more deliveries).
@@ -140,6 +194,29 @@ impl Conn {
     /// queued replies.
     fn replies_full(&self) -> bool {
         self.queue.borrow().replies_full()
+    }
+
+    /// The form of room frame `frame` this connection gets: the shared
+    /// compressed one if it negotiated permessage-deflate with a window
+    /// that reads it (and the message is long enough), else the plain one.
+    pub(crate) fn room_bytes<'f>(&self, frame: &'f RoomFrame, min_bytes: usize) -> &'f Bytes {
+        match self.deflate {
+            Some(d) if d.reads_shared() => frame.deflated(min_bytes).unwrap_or(frame.plain()),
+            _ => frame.plain(),
+        }
+    }
+
+    /// A data frame of this connection's own (the echo endpoint):
+    /// compressed when it negotiated that and `payload` is long enough.
+    pub(crate) fn own_data_frame(&self, text: bool, payload: &[u8]) -> Bytes {
+        if let Some(d) = self.deflate {
+            if payload.len() >= self.deflate_min_bytes {
+                if let Some(frame) = compressed_frame(text, payload, d.server_window_bits) {
+                    return frame;
+                }
+            }
+        }
+        crate::ws::encode::data_frame(text, payload)
     }
 
     /// Queue message `seq` of `room` under the room's overflow policy.
@@ -347,18 +424,18 @@ impl Conn {
 pub(crate) async fn serve(
     shard: Rc<Shard>,
     identity: Identity,
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
     permit: Permit,
 ) {
-    let conn = Conn::new(identity, &shard);
+    let conn = Conn::new(identity, stream.is_tls(), &shard);
     let limits = &shard.shared.config.limits;
     if shard.register(&conn) {
         let watch = Op::WatchUser {
             user: conn.user.clone(),
             watch: true,
         };
-        shard.route(watch).await;
+        shard.route_boxed(watch).await;
     }
     shard
         .counters
@@ -373,9 +450,9 @@ pub(crate) async fn serve(
             limits.heartbeat_interval_ms,
         ));
     }
-    let (read, write) = stream.into_split();
+    let (mut read, write) = stream.into_split();
     let mut writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
-    let end = io::read_loop(&shard, &conn, &read, prefix).await;
+    let end = io::read_loop(&shard, &conn, &mut read, prefix).await;
     let close_code = match end {
         ReadEnd::Eof => None,
         ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
@@ -402,7 +479,7 @@ pub(crate) async fn serve(
         if tokio::time::timeout_at(deadline, &mut writer).await.is_ok()
             && matches!(end, ReadEnd::ServerClose)
         {
-            let _ = tokio::time::timeout_at(deadline, io::wait_for_peer_close(&read)).await;
+            let _ = tokio::time::timeout_at(deadline, read.discard_until_eof()).await;
         }
     }
     writer.abort();
@@ -441,13 +518,13 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
             user: conn.user.clone(),
             watch: false,
         };
-        shard.route(watch).await;
+        shard.route_boxed(watch).await;
     }
     for room in rooms {
         let origin = Origin {
             conn: conn.id,
             id: None,
         };
-        shard.route(Op::Leave { origin, room }).await;
+        shard.route_boxed(Op::Leave { origin, room }).await;
     }
 }
