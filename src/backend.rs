@@ -30,8 +30,9 @@ use crate::op::Op;
 pub(crate) enum Backend {
     /// Each room's home shard.
     Local,
-    /// A sequencer outside the shards (cluster mode).
-    Remote(Remote),
+    /// A sequencer outside the shards (cluster mode); boxed, it holds
+    /// its counters.
+    Remote(Box<Remote>),
 }
 
 impl Backend {

@@ -180,7 +180,7 @@ impl Broker {
             .unwrap_or(addr);
         let (backend, ops) = if config.cluster.enabled() {
             let (remote, ops) = cluster::channel(&config);
-            (backend::Backend::Remote(remote), Some(ops))
+            (backend::Backend::Remote(Box::new(remote)), Some(ops))
         } else {
             (backend::Backend::Local, None)
         };
