@@ -55,7 +55,7 @@ pub use server::SYSTEM_USER;
 /// of the API: no stability promise.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::cluster::subscriber;
+    pub use crate::cluster::{subscriber, wire};
     pub use crate::delivery::RoomFrame;
     pub use crate::index::{ConnCaps, CreationCaps, Creator, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;

@@ -30,7 +30,7 @@
 pub(crate) mod backplane;
 pub(crate) mod scripts;
 pub mod subscriber;
-pub(crate) mod wire;
+pub mod wire;
 
 use crate::backend::Remote;
 use crate::config::{Config, OverflowPolicy, RoomConfig};

@@ -18,7 +18,7 @@
 
 /// What a node can receive on a channel.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Event<'a> {
+pub enum Event<'a> {
     /// A room message.
     Message {
         /// Its seq.
@@ -57,7 +57,7 @@ pub(crate) enum Event<'a> {
 }
 
 /// Read a room channel's payload.
-pub(crate) fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
+pub fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
     match payload.first()? {
         b'M' => {
             let newline = payload.iter().position(|&b| b == b'\n')?;
@@ -99,7 +99,7 @@ pub(crate) fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
 }
 
 /// Read a user or broadcast channel's payload.
-pub(crate) fn parse_frame(payload: &[u8]) -> Option<Event<'_>> {
+pub fn parse_frame(payload: &[u8]) -> Option<Event<'_>> {
     let newline = payload.iter().position(|&b| b == b'\n')?;
     let node = std::str::from_utf8(payload.get(..newline)?).ok()?;
     Some(Event::Frame {
@@ -109,7 +109,7 @@ pub(crate) fn parse_frame(payload: &[u8]) -> Option<Event<'_>> {
 }
 
 /// The payload [`parse_frame`] reads.
-pub(crate) fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
+pub fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(node.len() + 1 + json.len());
     out.extend_from_slice(node.as_bytes());
     out.push(b'\n');
@@ -118,7 +118,7 @@ pub(crate) fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
 }
 
 /// A presence hash value: `user` or `user\tname`.
-pub(crate) fn member_value(user: &str, name: Option<&str>) -> String {
+pub fn member_value(user: &str, name: Option<&str>) -> String {
     match name {
         Some(name) => format!("{user}\t{name}"),
         None => user.to_string(),
@@ -126,12 +126,12 @@ pub(crate) fn member_value(user: &str, name: Option<&str>) -> String {
 }
 
 /// The room of a room channel name, `sc:{R}:c`.
-pub(crate) fn room_of_channel(channel: &str) -> Option<&str> {
+pub fn room_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("sc:{")?.strip_suffix("}:c")
 }
 
 /// The user of a user channel name, `sc:u:<user>`.
-pub(crate) fn user_of_channel(channel: &str) -> Option<&str> {
+pub fn user_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("sc:u:")
 }
 
