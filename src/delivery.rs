@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::OverflowPolicy;
 use crate::error::Refusal;
 use crate::inbox::Weighed;
-use crate::op::{Audience, Origin, Reply};
+use crate::op::{Audience, Op, Origin, Reply};
 use crate::placement::{ShardSet, shard_of};
 
 /// A room frame shared by every recipient on every shard, and its
@@ -383,6 +383,35 @@ impl Outbox {
             Reply::Api(tx) => {
                 let _ = tx.send(Err(refusal));
             }
+        }
+    }
+
+    /// Answer `op` with `refusal`, as the back end that did not run it
+    /// would have: a join's connection settles it, others get their
+    /// `error` or API answer. Frames for users and watches need none.
+    pub(crate) fn refuse_op(&mut self, op: Op, refusal: Refusal) {
+        match op {
+            Op::Join(join) => {
+                let refused = Delivery::JoinRefused {
+                    conn: join.origin.conn,
+                    room: join.room,
+                    id: join.origin.id,
+                    refusal,
+                };
+                self.for_conn(join.origin.conn, refused);
+            }
+            Op::Leave { origin, .. } | Op::Members { origin, .. } => {
+                self.answer(origin, Err(refusal));
+            }
+            Op::Publish(publish) => self.refuse(publish.reply, refusal),
+            Op::Create { reply, .. } => self.refuse(reply, refusal),
+            Op::Delete { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::Details { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::ToUsers { .. } | Op::WatchUser { .. } => {}
         }
     }
 

@@ -194,6 +194,20 @@ impl Op {
     }
 }
 
+impl Op {
+    /// Whether a client waits for this op's outcome (its reply, or the
+    /// `send` ack behind a frame for users): such an op that cannot reach
+    /// its back end in time is answered `unavailable`. A closing
+    /// connection's leave and the user watches wait as long as it takes.
+    pub(crate) fn client_waits(&self) -> bool {
+        match self {
+            Op::Leave { origin, .. } => origin.id.is_some(),
+            Op::WatchUser { .. } => false,
+            _ => true,
+        }
+    }
+}
+
 impl Weighed for Op {
     fn weight(&self) -> usize {
         match self {

@@ -106,6 +106,9 @@ pub(crate) struct RemoteFigures {
     pub(crate) catchup_bytes: u64,
     /// Catch-up messages forgotten for the history budget.
     pub(crate) catchup_trimmed: u64,
+    /// The command and subscriber connections: up (0/1), and how many
+    /// times each came back.
+    pub(crate) links: [(&'static str, u64, u64); 2],
     /// Operations refused by the cluster, by code.
     pub(crate) refusals: Vec<(&'static str, u64)>,
 }
@@ -120,6 +123,18 @@ impl RemoteFigures {
             repairs: counters.repairs.load(Relaxed),
             catchup_bytes: counters.catchup_bytes.load(Relaxed),
             catchup_trimmed: counters.catchup_trimmed.load(Relaxed),
+            links: [
+                (
+                    "commands",
+                    counters.commands_up.load(Relaxed),
+                    counters.commands_reconnects.load(Relaxed),
+                ),
+                (
+                    "subscriber",
+                    counters.subscriber_up.load(Relaxed),
+                    counters.subscriber_reconnects.load(Relaxed),
+                ),
+            ],
             refusals: crate::error::ErrorCode::ALL
                 .iter()
                 .zip(&counters.refusals)
@@ -351,6 +366,21 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
             "Bytes of recent room messages this node keeps to catch up late joiners",
             catchup,
         );
+        let connected = gauge_family(
+            &mut r,
+            "cluster_connected",
+            "1 while this node's Redis connection is up, by connection (commands, subscriber)",
+        );
+        let reconnects = counter_family(
+            &mut r,
+            "cluster_reconnects",
+            "Times this node's Redis connection came back after a loss, by connection",
+        );
+        for (link, up, back) in cluster.links {
+            let label = vec![("connection".to_string(), link.to_string())];
+            connected.get_or_create(&label).set(to_i64(up));
+            reconnects.get_or_create(&label).inc_by(back);
+        }
         let refusals = counter_family(
             &mut r,
             "cluster_refusals",

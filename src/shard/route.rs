@@ -6,8 +6,11 @@
 //! to this node's shards holding them (and to the other nodes through the
 //! remote sequencer). Nothing else in `shard` knows which back end runs.
 
+use std::time::Duration;
+
 use crate::backend::Backend;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Outbox};
+use crate::error::Refusal;
 use crate::op::{Audience, Op};
 use crate::placement::{ShardSet, home_of};
 
@@ -24,14 +27,15 @@ impl Shard {
             counted,
         } = op
         {
-            // Every node delivers to its own connections.
+            // Every node delivers to its own connections. (A backplane that
+            // takes no op in time does not hold up this node's delivery.)
             if let Backend::Remote(remote) = &self.shared.backend {
                 let relay = Op::ToUsers {
                     audience: audience.clone(),
                     frame: frame.clone(),
                     counted: None,
                 };
-                remote.submit(relay).await;
+                let _ = remote.submit_within(relay, self.remote_wait()).await;
             }
             let shards = match &audience {
                 Audience::User(user) => ShardSet::from_bits(self.shared.users.shards(user)),
@@ -56,7 +60,31 @@ impl Shard {
                     let _ = self.shared.links[home].requests.send(op).await;
                 }
             }
+            Backend::Remote(remote) if op.client_waits() => {
+                if let Err(op) = remote.submit_within(op, self.remote_wait()).await {
+                    self.refuse_here(op, Refusal::unavailable());
+                }
+            }
             Backend::Remote(remote) => remote.submit(op).await,
+        }
+    }
+
+    /// How long an op a client waits for may wait for room in the remote
+    /// sequencer's queue: `cluster.command_timeout_ms`, the bound on
+    /// anything it waits for from Redis.
+    fn remote_wait(&self) -> Duration {
+        Duration::from_millis(self.shared.config.cluster.command_timeout_ms)
+    }
+
+    /// Answer `op`, from a front door of this shard, with `refusal` here, as
+    /// its back end would have.
+    fn refuse_here(&self, op: Op, refusal: Refusal) {
+        let mut out = Outbox::new(self.shared.shards());
+        out.refuse_op(op, refusal);
+        for (shard, delivery) in out.drain() {
+            // Its connection is on this shard (the front door's).
+            debug_assert_eq!(shard, self.index);
+            self.apply_delivery(delivery);
         }
     }
 

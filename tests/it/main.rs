@@ -3,6 +3,7 @@
 mod abuse;
 mod api;
 mod auth;
+mod backplane;
 mod browser;
 mod closes;
 mod cluster;
@@ -16,5 +17,6 @@ mod js_sdk;
 mod process;
 mod props;
 mod protocol;
+mod redis;
 mod rfc6455;
 mod tls;

@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, Value};
 use tokio::sync::mpsc;
 
-use super::{Backplane, BoxFuture, FIRST_BACKOFF_MS, Prepared, Then};
+use super::{Backplane, BoxFuture, FIRST_BACKOFF_MS, Link, Prepared, Then};
 use crate::cluster::ClusterError;
 use crate::cluster::scripts;
 use crate::cluster::subscriber::{self, Bounds, Endpoint};
@@ -111,7 +111,8 @@ async fn connect_commands(
 /// The subscriber connection's endpoint and bounds for `shared`'s config.
 fn subscriber_setup(shared: &Shared, client: &redis::Client) -> Result<(Endpoint, Bounds), String> {
     let config = &shared.config;
-    let endpoint = Endpoint::of(client)?;
+    let endpoint =
+        Endpoint::of(client)?.named(&format!("shardcast:{}:subscriber", config.server.node_id));
     // A room message is its data plus an envelope; API publishes are
     // bounded by the API's body limit.
     let largest_data = config
@@ -188,12 +189,34 @@ impl Backplane {
         match result {
             Ok(conn) => {
                 tracing::info!("cluster: Redis command connection back");
+                self.connection_changed(Link::Commands, true);
                 self.cmd = Some(conn);
                 self.cmd_backoff = FIRST_BACKOFF_MS;
                 self.restore_all();
                 self.heartbeat(self.cfg.node_ttl_ms as i64);
+                self.repair_rooms_heard_meanwhile();
             }
             Err(reason) => tracing::debug!(%reason, "cluster: reconnect failed"),
+        }
+    }
+
+    /// The rooms the subscriber heard again while commands were down: read
+    /// what they missed now.
+    fn repair_rooms_heard_meanwhile(&mut self) {
+        let due: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| state.repair_due)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            let Some(state) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            state.repair_due = false;
+            let mut steps = Vec::new();
+            state.order.heard_again(&mut self.repair_ids, &mut steps);
+            self.carry_out(&room, steps);
         }
     }
 

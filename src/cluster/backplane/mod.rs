@@ -67,6 +67,17 @@ pub(crate) const MAX_BATCH: usize = 512;
 /// `cluster.reconnect_max_backoff_ms`.
 const FIRST_BACKOFF_MS: u64 = 50;
 
+/// How often the loop checks that nothing waits on it past its deadline
+/// ([`Backplane::check_deadlines`]).
+const DEADLINE_TICK_MS: u64 = 100;
+
+/// The node's two Redis connections.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Commands,
+    Subscriber,
+}
+
 /// What to do with a command's answer.
 enum Then {
     Join {
@@ -212,6 +223,17 @@ impl Backplane {
         let mut pubsub_reconnect: Option<BoxFuture<Result<(Subscriber, SubReceiver), String>>> =
             None;
         let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut deadlines = tokio::time::interval(Duration::from_millis(DEADLINE_TICK_MS));
+        deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(counters) = self.counters() {
+            // Both connections work at start (spawn checked): no reconnect.
+            counters
+                .commands_up
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .subscriber_up
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.change_subscription(true, vec![super::scripts::ALL_CHANNEL.to_string()]);
         loop {
             self.flush().await;
@@ -265,6 +287,7 @@ impl Backplane {
                     Some(op) => self.on_op(op),
                     None => return,
                 },
+                _ = deadlines.tick() => self.check_deadlines(),
                 _ = heartbeat.tick() => {
                     self.heartbeat(self.cfg.node_ttl_ms as i64);
                     self.check_subscriber().await;
@@ -342,6 +365,7 @@ impl Backplane {
     fn commands_lost(&mut self, reason: &str) {
         if self.cmd.take().is_some() {
             tracing::warn!(%reason, "cluster: Redis command connection lost; reconnecting");
+            self.connection_changed(Link::Commands, false);
         }
         let ready: Vec<Prepared> = self.ready.drain(..).collect();
         for prepared in ready {
@@ -376,6 +400,22 @@ impl Backplane {
 
     fn counters(&self) -> Option<&RemoteCounters> {
         self.shared.backend.remote_counters()
+    }
+
+    /// `link` went down or came back: the gauge of `/metrics` (and a
+    /// reconnect counted when it comes back after a loss).
+    fn connection_changed(&self, link: Link, up: bool) {
+        let Some(counters) = self.counters() else {
+            return;
+        };
+        let (gauge, reconnects) = match link {
+            Link::Commands => (&counters.commands_up, &counters.commands_reconnects),
+            Link::Subscriber => (&counters.subscriber_up, &counters.subscriber_reconnects),
+        };
+        let was = gauge.swap(u64::from(up), std::sync::atomic::Ordering::Relaxed);
+        if up && was == 0 {
+            RemoteCounters::bump(reconnects);
+        }
     }
 
     fn count_refusal(&self, refusal: &Refusal) {

@@ -2,6 +2,7 @@
 //! its answer (or its failure) does.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use redis::{Cmd, Value};
@@ -290,6 +291,7 @@ impl Backplane {
             Sub::On | Sub::Pending => state.held.push(prepared),
             Sub::Off => {
                 state.sub = Sub::Pending;
+                state.pending_since = Some(std::time::Instant::now());
                 state.held.push(prepared);
                 self.change_subscription(true, vec![scripts::room_channel(room)]);
             }
@@ -313,31 +315,16 @@ impl Backplane {
     /// delivery on this node); a closing connection's leave still runs, so
     /// presence stays right until this node removes itself.
     fn refuse_while_draining(&mut self, op: Op) {
-        let refusal = Refusal::shutting_down();
         match op {
-            Op::Join(join) => {
-                self.count_refusal(&refusal);
-                let refused = Delivery::JoinRefused {
-                    conn: join.origin.conn,
-                    room: join.room,
-                    id: join.origin.id,
-                    refusal,
-                };
-                self.out.for_conn(join.origin.conn, refused);
-            }
             Op::Leave { origin, room } if origin.id.is_none() => {
                 self.member_gone(&room, origin.conn, None);
             }
-            Op::Leave { origin, .. } | Op::Members { origin, .. } => self.refuse(origin, refusal),
-            Op::Publish(publish) => self.settle_refused(publish.reply, refusal),
-            Op::Create { reply, .. } => self.settle_refused(reply, refusal),
-            Op::Delete { reply, .. } => {
-                let _ = reply.send(Err(refusal));
-            }
-            Op::Details { reply, .. } => {
-                let _ = reply.send(Err(refusal));
-            }
             Op::ToUsers { .. } | Op::WatchUser { .. } => {}
+            op => {
+                let refusal = Refusal::shutting_down();
+                self.count_refusal(&refusal);
+                self.out.refuse_op(op, refusal);
+            }
         }
     }
 
@@ -507,7 +494,7 @@ impl Backplane {
         let admission = Admission { facts, ack };
         state
             .order
-            .answered(seq, origin.conn, admission, &mut steps);
+            .answered(seq, origin.conn, admission, Instant::now(), &mut steps);
         self.carry_out(&room, steps);
     }
 

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -51,6 +52,12 @@ pub(super) struct RoomState {
     /// Joins sent to Redis and not answered yet.
     pub(super) joining: u32,
     pub(super) sub: Sub,
+    /// Since when its subscribe waits for Redis' confirmation
+    /// (while [`Sub::Pending`]).
+    pub(super) pending_since: Option<Instant>,
+    /// Heard again while the command connection was down: the repair of
+    /// what it missed is due once commands are back.
+    pub(super) repair_due: bool,
     /// Ops waiting for the subscription.
     pub(super) held: Vec<Prepared>,
     pub(super) order: RoomOrder<Admission>,
@@ -67,6 +74,8 @@ impl RoomState {
             meta: None,
             joining: 0,
             sub: Sub::Off,
+            pending_since: None,
+            repair_due: false,
             held: Vec::new(),
             order: RoomOrder::new(limits),
             facts: None,
@@ -129,6 +138,42 @@ impl Backplane {
         self.recent_bytes = self.recent_bytes - before + state.order.recent_bytes();
         self.carry_out(room, steps);
         self.within_history_budget();
+    }
+
+    /// Every op waiting on this backplane ends within a bounded time
+    /// (checked every [`super::DEADLINE_TICK_MS`]): a subscribe Redis has not
+    /// confirmed within `cluster.command_timeout_ms` drops the subscriber
+    /// connection (its held ops get `unavailable`, a reconnect follows),
+    /// and a join answered ahead of messages that have not come within that
+    /// time is settled by the room's order (a read of the stream, or a
+    /// `gap`), see [`RoomOrder::overdue`].
+    pub(super) fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let wait = Duration::from_millis(self.cfg.command_timeout_ms);
+        let unconfirmed = self.rooms.iter().any(|(_, state)| {
+            state.sub == Sub::Pending
+                && state
+                    .pending_since
+                    .is_some_and(|since| now.saturating_duration_since(since) > wait)
+        });
+        if unconfirmed {
+            self.pubsub_lost("Redis did not confirm a subscribe in time");
+        }
+        let overdue: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| !state.order.nothing_pending())
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in overdue {
+            let Some(state) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let ids = self.cmd.is_some().then_some(&mut self.repair_ids);
+            let mut steps = Vec::new();
+            state.order.overdue(now, wait, ids, &mut steps);
+            self.carry_out(&room, steps);
+        }
     }
 
     /// Over `limits.max_history_bytes_total` (the catch-up messages of all
