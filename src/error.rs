@@ -281,6 +281,18 @@ impl Refusal {
         )
     }
 
+    /// `unavailable`: a publish Redis took but `replicas` replicas did not
+    /// confirm in time (`cluster.wait_replicas`).
+    pub fn not_replicated(replicas: u32) -> Self {
+        Refusal::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the message was not confirmed by {replicas} Redis replica(s) in time \
+                 (cluster.wait_replicas); it may or may not have been delivered; try again"
+            ),
+        )
+    }
+
     /// `head_too_large`: an HTTP request head over the limit.
     pub fn head_too_large(limit: usize) -> Self {
         Refusal::new(

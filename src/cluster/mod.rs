@@ -30,6 +30,7 @@
 pub(crate) mod backplane;
 pub(crate) mod scripts;
 pub mod subscriber;
+pub(crate) mod target;
 pub mod wire;
 
 use crate::backend::Remote;

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 
 /// What the subscriber connection brings.
 #[derive(Debug)]
@@ -54,7 +55,14 @@ pub struct Endpoint {
     /// `CLIENT SETNAME` of the connection, so `CLIENT LIST` tells which
     /// node it is.
     name: Option<String>,
+    /// TLS with this configuration (`rediss`).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Stream for S {}
+type BoxStream = Box<dyn Stream>;
 
 impl Endpoint {
     /// The same endpoint, its connections named `name` (`[A-Za-z0-9_.:@-]`).
@@ -81,7 +89,20 @@ impl Endpoint {
             username: settings.username().map(String::from),
             password: settings.password().map(String::from),
             name: None,
+            tls: None,
         })
+    }
+
+    /// The endpoint of a resolved Redis address.
+    pub(crate) fn at(addr: crate::cluster::target::Addr) -> Endpoint {
+        Endpoint {
+            host: addr.host,
+            port: addr.port,
+            username: addr.username,
+            password: addr.password,
+            name: None,
+            tls: addr.tls,
+        }
     }
 }
 
@@ -100,7 +121,7 @@ pub struct Bounds {
 
 /// The writing side, owned by the backplane; the reader task ends with it.
 pub struct Subscriber {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<BoxStream>,
     reader: JoinHandle<()>,
 }
 
@@ -165,7 +186,20 @@ pub async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (read, mut writer) = stream.into_split();
+    let stream: BoxStream = match &endpoint.tls {
+        None => Box::new(stream),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                .map_err(|e| format!("TLS server name {:?}: {e}", endpoint.host))?;
+            let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
+            match tokio::time::timeout(bounds.connect_timeout, handshake).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => return Err(format!("TLS handshake: {e}")),
+                Err(_) => return Err("no TLS handshake in time".into()),
+            }
+        }
+    };
+    let (read, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read);
     // AUTH and CLIENT SETNAME, each answered +OK.
     let mut setup = Vec::new();
@@ -219,7 +253,7 @@ pub async fn connect(
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 async fn read_loop(
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: BufReader<ReadHalf<BoxStream>>,
     events: mpsc::Sender<(SubEvent, u32)>,
     budget: Arc<Semaphore>,
     bounds: Bounds,

@@ -116,6 +116,20 @@ pub struct ClusterConfig {
     /// A node that has not renewed its heartbeat for this long is dead: its
     /// members leave presence and the room counts.
     pub node_ttl_ms: u64,
+    /// `rediss://`: PEM file of the roots Redis' certificate must chain to
+    /// (unset: the system's roots).
+    pub tls_ca_file: Option<String>,
+    /// `rediss://`: PEM client certificate (with `tls_key_file`), for a
+    /// Redis that asks for one.
+    pub tls_cert_file: Option<String>,
+    /// `rediss://`: the client certificate's PEM key.
+    pub tls_key_file: Option<String>,
+    /// Replicas that must have a write before it is acknowledged (`WAIT`
+    /// after each batch of commands, for at most half
+    /// `command_timeout_ms`); a publish not confirmed gets `unavailable`.
+    /// 0 = off. With Sentinel, 1 means an acknowledged publish survives
+    /// the primary's loss.
+    pub wait_replicas: u32,
 }
 
 impl Default for ClusterConfig {
@@ -130,6 +144,10 @@ impl Default for ClusterConfig {
             subscriber_queue: 8_192,
             subscriber_queue_bytes: 16 * 1024 * 1024,
             node_ttl_ms: 10_000,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            wait_replicas: 0,
         }
     }
 }

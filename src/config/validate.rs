@@ -127,9 +127,7 @@ impl Config {
         }
         let c = &self.cluster;
         if c.enabled() {
-            if !c.redis_url.starts_with("redis://") {
-                return Err(invalid("cluster.redis_url", "must start with redis://"));
-            }
+            crate::cluster::target::check_url(c).map_err(|e| invalid("cluster.redis_url", e))?;
             for (key, value) in [
                 ("cluster.connect_timeout_ms", c.connect_timeout_ms),
                 ("cluster.command_timeout_ms", c.command_timeout_ms),

@@ -41,6 +41,14 @@ impl TestBroker {
         self
     }
 
+    /// Start, expecting a refusal: its message.
+    pub(crate) fn start_err(self) -> String {
+        match Broker::start(self.config) {
+            Ok(_) => panic!("the broker started"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     pub(crate) fn start(self) -> Running {
         self.config.validate().expect("valid test config");
         let broker = Broker::start(self.config).expect("broker starts");

@@ -18,5 +18,6 @@ mod process;
 mod props;
 mod protocol;
 mod redis;
+mod redis_ha;
 mod rfc6455;
 mod tls;

@@ -66,9 +66,15 @@ impl Redis {
 
     /// One started with `args` (besides port and bind address).
     pub(crate) fn with_args(args: &[&str]) -> Redis {
+        Redis::with_port(free_port(), args)
+    }
+
+    /// One that answers on `port` once started with `args` (which may move
+    /// it: `--port 0 --tls-port PORT`).
+    pub(crate) fn with_port(port: u16, args: &[&str]) -> Redis {
         let mut redis = Redis {
             child: None,
-            port: free_port(),
+            port,
             args: args.iter().map(|a| a.to_string()).collect(),
             dir: None,
         };
@@ -156,4 +162,155 @@ pub(crate) fn node_at(url: &str, name: &str) -> TestBroker {
         c.cluster.reconnect_max_backoff_ms = 200;
         c.auth.default_perms.push(shardcast::perms::Perm::Broadcast);
     })
+}
+
+/// One Redis primary, replicas of it and three sentinels watching them as
+/// `main` (quorum 2, down after 1 s), on loopback; killed on drop.
+pub(crate) struct Sentinels {
+    pub(crate) primary: Redis,
+    /// Kept running (and killed on drop).
+    replicas: Vec<Redis>,
+    sentinels: Vec<Child>,
+    pub(crate) ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl Sentinels {
+    /// Start them, and wait until every sentinel knows the replica and the
+    /// two other sentinels (so a failover can be agreed).
+    pub(crate) fn start(replicas: usize) -> Sentinels {
+        // Replicas sync at once (Redis 7 waits 5 s for more replicas by
+        // default before a diskless sync).
+        let primary = Redis::with_args(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]);
+        let primary_port = primary.port.to_string();
+        let replicas = (0..replicas)
+            .map(|_| {
+                Redis::with_args(&[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--replicaof",
+                    "127.0.0.1",
+                    &primary_port,
+                ])
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("shardcast-sentinels-{}", primary.port));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("sentinel directory");
+        let mut sentinels = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let conf = dir.join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor main 127.0.0.1 {primary_port} 2\n\
+                     sentinel down-after-milliseconds main 1000\n\
+                     sentinel failover-timeout main 5000\n\
+                     sentinel parallel-syncs main 1\n",
+                    dir.display()
+                ),
+            )
+            .expect("sentinel config");
+            let child = Command::new("redis-sentinel")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-sentinel (not on PATH? .ci/run installs it)");
+            sentinels.push(child);
+            wait_for_port(port, "redis-sentinel");
+            ports.push(port);
+        }
+        let s = Sentinels {
+            primary,
+            replicas,
+            sentinels,
+            ports,
+            dir,
+        };
+        s.wait_until_ready();
+        s
+    }
+
+    /// The URL nodes use: every sentinel, and the primary's name.
+    pub(crate) fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/main", hosts.join(","))
+    }
+
+    fn wait_until_ready(&self) {
+        let started = Instant::now();
+        for replica in &self.replicas {
+            let replica = redis::Client::open(replica.url()).expect("url");
+            loop {
+                let info: Option<String> = replica
+                    .get_connection()
+                    .ok()
+                    .and_then(|mut con| redis::cmd("INFO").arg("replication").query(&mut con).ok());
+                if info.is_some_and(|i| i.contains("master_link_status:up")) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "a replica never synced"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let replicas = self.replicas.len() as u32;
+        for port in &self.ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            loop {
+                let known = client.get_connection().ok().and_then(|mut con| {
+                    let master: Vec<String> = redis::cmd("SENTINEL")
+                        .arg("MASTER")
+                        .arg("main")
+                        .query(&mut con)
+                        .ok()?;
+                    let field = |name: &str| {
+                        master
+                            .iter()
+                            .position(|f| f == name)
+                            .and_then(|i| master.get(i + 1))
+                            .and_then(|v| v.parse::<u32>().ok())
+                    };
+                    Some((field("num-slaves")?, field("num-other-sentinels")?))
+                });
+                if known == Some((replicas, 2)) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "sentinel {port} never saw the replica and the others: {known:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for child in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

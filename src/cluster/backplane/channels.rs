@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::rooms::Sub;
 use super::{Backplane, Drain, Link};
 use crate::cluster::scripts;
-use crate::cluster::subscriber::{self, SubEvent, SubReceiver, Subscriber};
+use crate::cluster::subscriber::{SubEvent, SubReceiver, Subscriber};
 use crate::cluster::wire::{self, Event};
 use crate::delivery::Delivery;
 use crate::op::Audience;
@@ -179,10 +179,14 @@ impl Backplane {
     ) -> super::BoxFuture<Result<(Subscriber, SubReceiver), String>> {
         let wait = Duration::from_millis(self.pubsub_backoff);
         self.pubsub_backoff = (self.pubsub_backoff * 2).min(self.cfg.reconnect_max_backoff_ms);
-        let (endpoint, bounds) = (self.endpoint.clone(), self.bounds);
+        let target = self.target.clone();
+        let setup = super::connect::SubscriberSetup {
+            name: self.sub_name.clone(),
+            bounds: self.bounds,
+        };
         Box::pin(async move {
             tokio::time::sleep(wait).await;
-            subscriber::connect(&endpoint, bounds).await
+            super::connect::connect_subscriber(&target, &setup).await
         })
     }
 

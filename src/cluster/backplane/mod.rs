@@ -48,7 +48,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::subscriber::{Bounds, Endpoint, SubReceiver, Subscriber};
+use super::subscriber::{Bounds, SubReceiver, Subscriber};
+use super::target::Target;
 use crate::backend::RemoteCounters;
 use crate::config::ClusterConfig;
 use crate::delivery::{Outbox, RoomDetails};
@@ -138,7 +139,8 @@ enum Drain {
 
 struct Backplane {
     shared: Arc<Shared>,
-    client: redis::Client,
+    /// Where it connects (the primary, with Sentinel).
+    target: Arc<Target>,
     cfg: ClusterConfig,
     node: Arc<str>,
     shas: Shas,
@@ -146,7 +148,8 @@ struct Backplane {
     /// The subscriber connection's writing side and its events.
     sub: Option<Subscriber>,
     events: Option<SubReceiver>,
-    endpoint: Endpoint,
+    /// The subscriber connection's `CLIENT SETNAME` and bounds.
+    sub_name: String,
     bounds: Bounds,
     /// Subscribes written and not confirmed yet, by channel.
     pending_subs: HashMap<String, u32>,
@@ -167,6 +170,8 @@ struct Backplane {
     users: HashMap<Arc<str>, u32>,
     ready: VecDeque<Prepared>,
     in_flight: Vec<Then>,
+    /// The batch in flight ends with a `WAIT` (`cluster.wait_replicas`).
+    batch_waits: bool,
     repair_ids: RepairIds,
     /// What the loop decided for the shards, sent before the next event.
     out: Outbox,
@@ -177,25 +182,25 @@ struct Backplane {
 impl Backplane {
     fn new(
         shared: Arc<Shared>,
-        client: redis::Client,
+        target: Arc<Target>,
         cfg: ClusterConfig,
         cmd: MultiplexedConnection,
         (sub, events): (Subscriber, SubReceiver),
-        (endpoint, bounds): (Endpoint, Bounds),
+        setup: connect::SubscriberSetup,
     ) -> Self {
         let node: Arc<str> = Arc::from(shared.config.server.node_id.as_str());
         let out = Outbox::new(shared.shards());
         Backplane {
             shared,
-            client,
+            target,
             cfg,
             node,
             shas: Shas::new(),
             cmd: Some(cmd),
             sub: Some(sub),
             events: Some(events),
-            endpoint,
-            bounds,
+            sub_name: setup.name,
+            bounds: setup.bounds,
             pending_subs: HashMap::new(),
             sub_changes: Vec::new(),
             ping_sent: None,
@@ -206,6 +211,7 @@ impl Backplane {
             users: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: Vec::new(),
+            batch_waits: false,
             repair_ids: RepairIds::default(),
             out,
             cmd_backoff: FIRST_BACKOFF_MS,
@@ -313,6 +319,18 @@ impl Backplane {
             self.in_flight.push(prepared.then);
         }
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
+        // `cluster.wait_replicas`: a publish is acknowledged only once that
+        // many replicas have it (and everything before it).
+        self.batch_waits = self.cfg.wait_replicas > 0
+            && self
+                .in_flight
+                .iter()
+                .any(|then| matches!(then, Then::Publish { .. }));
+        if self.batch_waits {
+            pipe.cmd("WAIT")
+                .arg(self.cfg.wait_replicas)
+                .arg((self.cfg.command_timeout_ms / 2).max(1));
+        }
         Box::pin(async move {
             match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await {
                 Ok(Ok(values)) => Ok(values),
@@ -324,14 +342,25 @@ impl Backplane {
 
     fn finish_batch(&mut self, result: Result<Vec<Value>, String>) {
         let thens = std::mem::take(&mut self.in_flight);
+        let waited = std::mem::take(&mut self.batch_waits);
+        let result = result.map(|mut values| {
+            // The WAIT behind the batch: how many replicas have it.
+            let replicas = if waited { values.pop() } else { None };
+            let confirmed = !waited
+                || matches!(replicas, Some(Value::Int(n)) if n >= i64::from(self.cfg.wait_replicas));
+            (values, confirmed)
+        });
         match result {
-            Ok(values) if values.len() == thens.len() => {
-                let mut noscript = false;
+            Ok((values, confirmed)) if values.len() == thens.len() => {
+                let (mut noscript, mut readonly) = (false, false);
                 for (then, value) in thens.into_iter().zip(values) {
                     if let Value::ServerError(e) = &value {
                         noscript |= e.code() == "NOSCRIPT";
+                        readonly |= e.code() == "READONLY";
                         tracing::warn!(error = ?e, "cluster command refused by Redis");
                         self.fail(then);
+                    } else if !confirmed && matches!(then, Then::Publish { .. }) {
+                        self.unconfirmed(then);
                     } else {
                         self.answer(then, value);
                     }
@@ -341,8 +370,12 @@ impl Backplane {
                     // loads the scripts.
                     self.commands_lost("Redis lost the scripts (SCRIPT FLUSH?)");
                 }
+                if readonly {
+                    // A primary demoted by a failover: find the new one.
+                    self.commands_lost("the Redis server is a replica now (failover?)");
+                }
             }
-            Ok(values) => {
+            Ok((values, _)) => {
                 tracing::error!(
                     sent = thens.len(),
                     answers = values.len(),

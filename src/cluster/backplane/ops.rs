@@ -334,6 +334,16 @@ impl Backplane {
         self.out.refuse(reply, refusal);
     }
 
+    /// A publish Redis sequenced that `cluster.wait_replicas` replicas did
+    /// not confirm in time: `unavailable`, not an ack (it may or may not
+    /// survive a failover; the publisher may retry).
+    pub(super) fn unconfirmed(&mut self, then: Then) {
+        if let Then::Publish { reply, .. } = then {
+            let refusal = Refusal::not_replicated(self.cfg.wait_replicas);
+            self.settle_refused(reply, refusal);
+        }
+    }
+
     /// Answer `then` with `unavailable` (Redis is unreachable), or, while
     /// draining, with `internal` (shutting down).
     pub(super) fn fail(&mut self, then: Then) {
