@@ -338,7 +338,7 @@ async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, 
     }
     let options = RoomOptions {
         max_members: body.max_members,
-        private: body.private.unwrap_or(false),
+        private: body.private,
         history: body.history,
         overflow: body.overflow,
     };
@@ -388,6 +388,7 @@ async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Ref
             from: Arc::from(SYSTEM_USER),
             data: Bytes::copy_from_slice(body.data.get().as_bytes()),
             exclude_self: false,
+            privileged: true,
             reply: Reply::Api(tx),
         })
     };
@@ -494,12 +495,26 @@ pub(crate) async fn gather_stats(shard: &Shard) -> Result<Vec<crate::shard::Shar
 
 async fn stats(shard: &Shard) -> Result<Response<Body>, Refusal> {
     let per_shard = gather_stats(shard).await?;
+    let shared = &shard.shared;
+    let namespaces: Vec<Value> = shared
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, (prefix, rules))| {
+            json!({
+                "prefix": &**prefix,
+                "options": rules,
+                "invalid_data": shared.schemas.refused(Some(i)),
+            })
+        })
+        .collect();
     let body = json!({
         "node": shard.shared.config.server.node_id,
         "connections": shard.shared.caps.total(),
         "rooms": shard.shared.rooms.len(),
         "users": shard.shared.users.len(),
         "draining": shard.shared.is_draining(),
+        "namespaces": namespaces,
         "shards": per_shard,
     });
     Ok(json_response(StatusCode::OK, &body))

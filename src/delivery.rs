@@ -19,6 +19,7 @@ use crate::error::Refusal;
 use crate::inbox::Weighed;
 use crate::op::{Audience, Op, Origin, Reply};
 use crate::placement::{ShardSet, shard_of};
+use crate::room::namespaces::Rules;
 
 /// A room frame shared by every recipient on every shard, and its
 /// permessage-deflate form, made at most once, by the first recipient that
@@ -164,6 +165,10 @@ pub(crate) struct RoomDetails {
     /// The shard that sequences it (single node only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) home_shard: Option<usize>,
+    /// The prefix of its namespace (`null` outside every namespace).
+    pub(crate) namespace: Option<Arc<str>>,
+    /// Its options in effect.
+    pub(crate) options: Rules,
     /// Members, at most `limits.max_presence_list`.
     pub(crate) member_list: Vec<MemberInfo>,
 }

@@ -49,11 +49,13 @@ pub enum ErrorCode {
     /// HTTP only: the request head is larger than
     /// `limits.max_http_head_bytes` (431).
     HeadTooLarge,
+    /// A publish's `data` does not match its room's JSON Schema (HTTP 422).
+    InvalidData,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -74,6 +76,7 @@ impl ErrorCode {
         ErrorCode::TooManyRoomsCreated,
         ErrorCode::OverMemoryBudget,
         ErrorCode::HeadTooLarge,
+        ErrorCode::InvalidData,
     ];
 
     /// Position in [`ErrorCode::ALL`].
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::TooManyRoomsCreated => "too_many_rooms_created",
             ErrorCode::OverMemoryBudget => "over_memory_budget",
             ErrorCode::HeadTooLarge => "head_too_large",
+            ErrorCode::InvalidData => "invalid_data",
         }
     }
 
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::HeadTooLarge => 431,
+            ErrorCode::InvalidData => 422,
             ErrorCode::RoomExists => 409,
             ErrorCode::TooManyConnections
             | ErrorCode::RateLimited
@@ -204,6 +209,40 @@ impl Refusal {
         Refusal::new(
             ErrorCode::Forbidden,
             format!("room {room} is private and this connection's rooms do not include it"),
+        )
+    }
+
+    /// `forbidden`: a `create` whose options would loosen those of the
+    /// room's namespace (`what` says which).
+    pub fn loosens_namespace(room: &str, prefix: &str, what: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, whose options a create may only \
+                 tighten: {what}"
+            ),
+        )
+    }
+
+    /// `forbidden`: a connection without `admin` publishing into a room of
+    /// a namespace with `client_publish = false`.
+    pub fn client_publish_off(room: &str, prefix: &str) -> Self {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room {room} is in namespace {prefix}, where only the HTTP API and `admin` \
+                 connections publish"
+            ),
+        )
+    }
+
+    /// `invalid_data`: a publish's `data` does not match the JSON Schema of
+    /// the room's namespace; `at` is the JSON pointer of the first failing
+    /// value (`(root)` for `data` itself), `rule` what it fails.
+    pub fn invalid_data(prefix: &str, at: &str, rule: &str) -> Self {
+        Refusal::new(
+            ErrorCode::InvalidData,
+            format!("`data` does not match the schema of namespace {prefix}: {at}: {rule}"),
         )
     }
 

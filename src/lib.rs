@@ -42,6 +42,7 @@ mod placement;
 pub mod protocol;
 mod ratelimit;
 mod room;
+mod schema;
 mod server;
 mod shard;
 mod shared;
@@ -49,6 +50,7 @@ pub mod ws;
 
 pub use cluster::ClusterError;
 pub use edge::tls::TlsError;
+pub use schema::SchemaError;
 pub use server::SYSTEM_USER;
 
 /// Internals the benchmarks, fuzz targets and a few tests measure. Not part
@@ -68,6 +70,47 @@ pub mod internals {
 
     use crate::delivery::Delivery;
     use crate::inbox::ShardLink;
+
+    /// A publish and the namespace rules of a configuration: the
+    /// `publish_rules/*` benches (what [`crate::shard::Shard::route`] checks
+    /// before any back end).
+    pub struct PublishRules {
+        namespaces: crate::room::namespaces::Namespaces,
+        schemas: crate::schema::Schemas,
+        publish: crate::op::Publish,
+    }
+
+    impl PublishRules {
+        /// The rules of `config`'s namespaces (schemas read and compiled),
+        /// and a connection's publish of `data` into `room`.
+        pub fn new(
+            config: &crate::Config,
+            room: &str,
+            data: Bytes,
+        ) -> Result<Self, crate::SchemaError> {
+            let namespaces = crate::room::namespaces::Namespaces::new(config);
+            let schemas = crate::schema::Schemas::load(&namespaces)?;
+            let origin = crate::op::Origin { conn: 1, id: None };
+            let publish = crate::op::Publish {
+                room: Arc::from(room),
+                from: Arc::from("u"),
+                data,
+                exclude_self: false,
+                privileged: false,
+                reply: crate::op::Reply::Conn(origin),
+            };
+            Ok(PublishRules {
+                namespaces,
+                schemas,
+                publish,
+            })
+        }
+
+        /// Check the publish as the route does.
+        pub fn admit(&self) -> Result<(), crate::Refusal> {
+            crate::schema::admit_publish(&self.namespaces, &self.schemas, &self.publish)
+        }
+    }
 
     /// A shard's delivery inbox and room frames to put through it: the
     /// `inbox/send_drain` bench.
@@ -147,13 +190,17 @@ pub enum StartError {
     /// [`Config::load`] resolves).
     #[error("{0}")]
     Config(ConfigError),
-    /// Cluster mode could not start (Redis unreachable, bad URL).
+    /// Cluster mode could not start (Redis unreachable, bad URL, another
+    /// node with other namespaces).
     #[error("{0}")]
     Cluster(#[from] cluster::ClusterError),
     /// The TLS certificate or key cannot be used (unreadable, mismatched,
     /// expired).
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// A namespace's `schema_file` could not be read or compiled.
+    #[error("{0}")]
+    Schema(#[from] SchemaError),
 }
 
 /// A running broker.
@@ -171,6 +218,7 @@ impl Broker {
         let addr = config.listen_addr().map_err(StartError::Config)?;
         let auth = auth::Authenticator::from_config(&config.auth)?;
         let edge = edge::Edge::new(&config)?;
+        let schemas = schema::Schemas::load(&room::namespaces::Namespaces::new(&config))?;
         let shard_count = config.server.shards;
         let listeners = server::bind_listeners(addr, shard_count)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -184,7 +232,7 @@ impl Broker {
         } else {
             (backend::Backend::Local, None)
         };
-        let shared = Shared::new(config, auth, edge, backend);
+        let shared = Shared::new(config, auth, edge, backend, schemas);
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),

@@ -20,6 +20,10 @@ pub const MAX_FRAME_ID: u64 = (1 << 53) - 1;
 /// Longest history ring a room may ask for with `create { history }`.
 pub const MAX_ROOM_HISTORY: usize = 10_000;
 
+/// Most `[[room.namespaces]]` entries: the namespace of a room is found
+/// by trying each prefix, longest first, on every join, create and publish.
+pub const MAX_NAMESPACES: usize = 256;
+
 /// Capacity of each shard's request inbox (publishes, joins, ... forwarded to
 /// the room's home shard). A full inbox makes the sending connection wait:
 /// this is where backpressure reaches the publisher's read loop.
@@ -62,6 +66,12 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 /// How long a closing connection waits for its pending joins to be answered
 /// by their home shards before leaving its rooms anyway.
 pub const PENDING_JOIN_WAIT_MS: u64 = 5_000;
+
+/// How long a new connection waits, before its `welcome`, for its node to
+/// hear frames sent to its user from other nodes (cluster mode: the
+/// subscription to the user's channel confirmed). Past it, it is welcomed
+/// anyway; a single node never waits.
+pub const USER_WATCH_WAIT_MS: u64 = 2_000;
 
 /// How often a home shard looks for empty auto-created rooms whose
 /// `room.empty_ttl_ms` has passed.

@@ -224,7 +224,11 @@ fn serve(config: Config) -> ExitCode {
     };
     let broker = match Broker::start(config) {
         Ok(b) => b,
-        Err(e @ (shardcast::StartError::Auth(_) | shardcast::StartError::Config(_))) => {
+        Err(
+            e @ (shardcast::StartError::Auth(_)
+            | shardcast::StartError::Config(_)
+            | shardcast::StartError::Schema(_)),
+        ) => {
             eprintln!("shardcast: {e}");
             return ExitCode::from(2);
         }

@@ -96,6 +96,10 @@ pub(crate) struct Publish {
     pub(crate) data: Bytes,
     /// Skip the publishing connection in the fan-out.
     pub(crate) exclude_self: bool,
+    /// The publisher may publish where clients may not (a namespace with
+    /// `client_publish = false`): the HTTP API, or a connection with the
+    /// `admin` right.
+    pub(crate) privileged: bool,
     /// The seq the message got, or why not. A connection must be a member
     /// of the room; the API need not be.
     pub(crate) reply: Reply<u64>,
@@ -175,6 +179,10 @@ pub(crate) enum Op {
         user: Arc<str>,
         /// Has connections on the shard.
         watch: bool,
+        /// Told (or dropped) once frames for the user from other nodes
+        /// reach this node: the connection's `welcome` waits for it, so a
+        /// client that got its welcome gets what is sent to it next.
+        heard: Option<oneshot::Sender<()>>,
     },
 }
 

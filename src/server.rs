@@ -345,6 +345,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
                 shard.shared.rooms.len(),
                 shard.shared.memory.figures(),
                 shard.shared.backend.remote_counters(),
+                crate::schema::invalid_data_counts(&shard.shared.namespaces, &shard.shared.schemas),
             ),
         ),
         Err(refusal) => return refusal_response(&refusal),

@@ -15,6 +15,8 @@ use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, CreationCaps, RoomIndex, UserIndex};
 use crate::memory::MemoryGuard;
+use crate::room::namespaces::Namespaces;
+use crate::schema::Schemas;
 
 /// Shared broker state (one per process).
 pub(crate) struct Shared {
@@ -36,6 +38,10 @@ pub(crate) struct Shared {
     pub(crate) edge: Edge,
     /// Who sequences rooms (see [`crate::backend`]).
     pub(crate) backend: Backend,
+    /// The room namespaces of the configuration.
+    pub(crate) namespaces: Namespaces,
+    /// Their message schemas, compiled, and `invalid_data` counts.
+    pub(crate) schemas: Schemas,
     /// Where this node's connection ids start: 0 with the local back end;
     /// with a remote one (several nodes) a multiple of the shard count
     /// picked by the node id, so ids of different nodes do not meet (see
@@ -52,6 +58,7 @@ impl Shared {
         auth: Authenticator,
         edge: Edge,
         backend: Backend,
+        schemas: Schemas,
     ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
@@ -77,6 +84,8 @@ impl Shared {
             },
             backend,
             edge,
+            namespaces: Namespaces::new(&config),
+            schemas,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,

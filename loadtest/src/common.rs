@@ -60,6 +60,13 @@ pub(crate) struct Common {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for a `wss://` URL.
+    #[arg(long)]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Offer permessage-deflate (no context takeover); compressed frames
+    /// from the server are inflated, and bytes read per delivery reported.
+    #[arg(long)]
+    pub(crate) compression: bool,
 }
 
 impl Common {
@@ -78,7 +85,17 @@ impl Common {
         if self.connect_concurrency == 0 {
             return Err("--connect-concurrency must be at least 1".into());
         }
-        let target = Target::parse(&self.url)?;
+        let mut target = Target::parse(&self.url)?;
+        if Target::is_tls_url(&self.url) {
+            let Some(ca) = &self.ca_file else {
+                return Err(format!(
+                    "{}: a wss:// URL needs --ca-file (the CA that signed the server's certificate)",
+                    self.url
+                ));
+            };
+            target = target.with_tls(ca)?;
+        }
+        target.deflate = self.compression;
         if !target.addr.ip().is_loopback() {
             return Err(format!(
                 "{}: the load generator only targets loopback addresses (127.0.0.0/8, ::1)",
@@ -86,7 +103,7 @@ impl Common {
             ));
         }
         let sources = parse_sources(&self.source_ips)?;
-        let mut target = target;
+
         target.credentials = match (&self.token, &self.token_secret) {
             (Some(t), _) if t.is_empty() => return Err("--token is empty".into()),
             (Some(t), _) => Credentials::Token(t.clone()),

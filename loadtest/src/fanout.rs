@@ -41,6 +41,11 @@ pub(crate) struct FanoutArgs {
     /// Bytes of filler in each message's data.
     #[arg(long, default_value_t = 64)]
     pub(crate) payload: usize,
+    /// What the filler is: `x` (one repeated letter) or `words` (text of
+    /// common words and numbers, about as compressible as chat text: what
+    /// to use when measuring permessage-deflate).
+    #[arg(long, default_value = "x")]
+    pub(crate) payload_text: PayloadText,
     /// `max` (closed loop) or publishes per second per publisher (open loop).
     #[arg(long, default_value = "max")]
     pub(crate) rate: String,
@@ -56,6 +61,46 @@ pub(crate) struct FanoutArgs {
     /// every delivery crosses the cluster's backplane).
     #[arg(long, requires = "member_urls")]
     pub(crate) members_only_on_others: bool,
+}
+
+/// The filler of published messages.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadText {
+    /// One letter repeated.
+    X,
+    /// Common words and numbers (a fixed pseudo-random sequence).
+    Words,
+}
+
+/// `len` bytes of filler: JSON-string-safe (no quotes, no backslashes).
+pub(crate) fn filler(text: PayloadText, len: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "room", "message", "hello", "and", "user", "online", "today", "meeting", "build",
+        "deploy", "status", "thanks", "team", "please", "review", "server", "update", "new",
+        "channel", "fixed", "issue", "time", "check", "ok", "ready", "join", "later", "from",
+        "with", "about", "release",
+    ];
+    let mut out = String::with_capacity(len + 16);
+    match text {
+        PayloadText::X => out.extend(std::iter::repeat_n('x', len)),
+        PayloadText::Words => {
+            // xorshift64: the same text on every run.
+            let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+            while out.len() < len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if state.is_multiple_of(5) {
+                    out.push_str(&(state % 100_000).to_string());
+                } else {
+                    out.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+                }
+                out.push(' ');
+            }
+            out.truncate(len);
+        }
+    }
+    out
 }
 
 /// Phases of a run, broadcast to every task.
@@ -122,6 +167,10 @@ pub(crate) struct MemberStats {
     pub(crate) gap_messages: u64,
     pub(crate) closed: Option<String>,
     pub(crate) latency_us: Histogram<u64>,
+    /// Bytes read from the server while measuring (after TLS).
+    pub(crate) bytes_window: u64,
+    /// The server accepted permessage-deflate.
+    pub(crate) compressed: bool,
 }
 
 /// What one publisher did.
@@ -261,7 +310,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             })
         })
         .collect();
-    let filler = "x".repeat(args.payload);
+    let filler = filler(args.payload_text, args.payload);
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
         .map(|(k, room, mut conn)| {
@@ -316,8 +365,11 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let mut latency = latency_histogram();
     let (mut delivered_total, mut delivered_window) = (0u64, 0u64);
     let (mut missing, mut out_of_order, mut gaps, mut gap_messages) = (0u64, 0u64, 0u64, 0u64);
+    let (mut bytes_window, mut compressed_members) = (0u64, 0usize);
     for t in member_tasks {
         let s = t.await.map_err(|e| e.to_string())?;
+        bytes_window += s.bytes_window;
+        compressed_members += usize::from(s.compressed);
         delivered_total += s.delivered_total;
         delivered_window += s.delivered_window;
         missing += s.missing;
@@ -377,14 +429,22 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     for c in closed.iter().take(5) {
         println!("    closed: {c}");
     }
+    let bytes_per_delivery = bytes_window as f64 / delivered_window.max(1) as f64;
+    println!(
+        "  bytes read         {bytes_per_delivery:.1} per delivery ({compressed_members} of {} members compressed)",
+        args.rooms * args.members
+    );
     figures.print();
 
     let parameters = json!({
         "rooms": args.rooms, "members": args.members, "publishers": args.publishers,
-        "payload": args.payload, "rate": args.rate, "window": args.window,
+        "payload": args.payload, "payload_text": format!("{:?}", args.payload_text).to_lowercase(),
+        "rate": args.rate, "window": args.window,
         "duration": args.common.duration, "warmup": args.common.warmup,
         "member_urls": args.member_urls,
         "members_only_on_others": args.members_only_on_others,
+        "tls": args.common.url.starts_with("wss://"),
+        "compression": args.common.compression,
     });
     let mut result = common::environment(&args.common, "fanout", parameters);
     result["results"] = json!({
@@ -397,6 +457,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         "deliveries_per_server_cpu_sec": per_cpu,
         "expected_deliveries": expected,
         "delivery_ratio": ratio,
+        "bytes_read_per_delivery": bytes_per_delivery,
+        "members_compressed": compressed_members,
         "latency_ms": common::latency_json(&latency),
         "checks": {
             "missing": missing, "out_of_order": out_of_order, "gaps": gaps,
@@ -466,6 +528,8 @@ pub(crate) async fn member_loop(
         gap_messages: 0,
         closed: None,
         latency_us: latency_histogram(),
+        bytes_window: 0,
+        compressed: conn.deflated(),
     };
     let mut expected = joined_at + 1;
     loop {
@@ -479,6 +543,7 @@ pub(crate) async fn member_loop(
         }
         let measuring = now_phase == Phase::Measure;
         let before = s.delivered_total;
+        let bytes_before = conn.bytes_received();
         // Frames of one read arrived together: one clock read for them all.
         let mut arrived: Option<u64> = None;
         let result = tokio::select! {
@@ -516,6 +581,9 @@ pub(crate) async fn member_loop(
             () = phase.changed() => Ok(()),
         };
         counters.delivered(s.delivered_total - before);
+        if measuring {
+            s.bytes_window += conn.bytes_received() - bytes_before;
+        }
         if let Err(e) = result.and(conn.flush().await) {
             s.closed = Some(e.to_string());
             break;

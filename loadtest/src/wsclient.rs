@@ -1,20 +1,35 @@
 //! A minimal WebSocket client for load: one read buffer per connection,
 //! frames parsed in place, no allocation per message.
 //!
-//! It speaks just what a load generator needs: the upgrade, masked text
-//! frames out, unmasked frames in, pong for ping, close.
+//! It speaks just what a load generator needs: the upgrade (over TCP or
+//! TLS), masked text frames out, unmasked frames in (inflated when
+//! permessage-deflate was negotiated), pong for ping, close.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use flate2::{Decompress, FlushDecompress, Status};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Largest HTTP response head accepted during the upgrade.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Read buffer of one connection.
 const READ_BUF_BYTES: usize = 16 * 1024;
-/// Largest frame accepted from the server.
+/// Largest frame accepted from the server (and largest inflated message).
 const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The permessage-deflate offer: no context takeover either way, so every
+/// message stands alone (what shardcast answers, too).
+const DEFLATE_OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+/// The four bytes a deflated message ends with, left off on the wire.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +64,23 @@ pub(crate) struct Target {
     pub(crate) path: String,
     /// How connections prove who they are.
     pub(crate) credentials: Credentials,
+    /// `wss://`: the TLS client and the name the certificate must carry.
+    pub(crate) tls: Option<TlsTarget>,
+    /// Offer permessage-deflate (`--compression`).
+    pub(crate) deflate: bool,
+}
+
+/// A TLS client and the name the server's certificate must carry.
+#[derive(Clone)]
+pub(crate) struct TlsTarget {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsTarget({:?})", self.name)
+    }
 }
 
 /// Credentials for servers with `auth.mode = "jwt"`.
@@ -69,11 +101,13 @@ pub(crate) enum Credentials {
 }
 
 impl Target {
-    /// Parse a `ws://` URL whose host is an IP address or `localhost`.
+    /// Parse a `ws://` or `wss://` URL whose host is an IP address or
+    /// `localhost` (a `wss://` target needs [`Target::with_tls`] before use).
     pub(crate) fn parse(url: &str) -> Result<Target, String> {
         let rest = url
             .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+            .or_else(|| url.strip_prefix("wss://"))
+            .ok_or_else(|| format!("{url}: only ws:// and wss:// URLs are supported"))?;
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -87,7 +121,49 @@ impl Target {
             host: hostport.to_string(),
             path: path.to_string(),
             credentials: Credentials::default(),
+            tls: None,
+            deflate: false,
         })
+    }
+
+    /// Whether `url` asks for TLS.
+    pub(crate) fn is_tls_url(url: &str) -> bool {
+        url.starts_with("wss://")
+    }
+
+    /// Speak TLS to the target, trusting the CA certificates (PEM) in
+    /// `ca_file`.
+    pub(crate) fn with_tls(mut self, ca_file: &std::path::Path) -> Result<Target, String> {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("--ca-file {}: no certificate", ca_file.display()));
+        }
+        let mut config = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let host = self
+            .host
+            .rsplit_once(':')
+            .map_or(self.host.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host}: not a TLS server name: {e}"))?;
+        self.tls = Some(TlsTarget {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        });
+        Ok(self)
     }
 
     /// The target for a connection of `user`: `?user=`, or a token whose
@@ -123,9 +199,99 @@ impl Target {
     }
 }
 
+/// A client connection's byte stream: TCP, or TLS over TCP.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Inflating compressed server messages (permessage-deflate).
+struct Inflater {
+    raw: Decompress,
+    out: Vec<u8>,
+}
+
+impl Inflater {
+    fn new() -> Self {
+        Inflater {
+            raw: Decompress::new(false),
+            out: Vec::new(),
+        }
+    }
+
+    /// Inflate one message (no context takeover: each stands alone).
+    fn inflate(&mut self, payload: &[u8]) -> Result<&[u8], ClientError> {
+        self.raw.reset(false);
+        self.out.clear();
+        for input in [payload, &DEFLATE_TAIL[..]] {
+            let mut input = input;
+            loop {
+                if self.out.len() == self.out.capacity() {
+                    if self.out.len() >= MAX_FRAME_BYTES {
+                        return Err(ClientError::Protocol("inflated message too large"));
+                    }
+                    self.out.reserve(input.len().max(4096) * 2);
+                }
+                let before = self.raw.total_in();
+                let status = self
+                    .raw
+                    .decompress_vec(input, &mut self.out, FlushDecompress::Sync)
+                    .map_err(|_| ClientError::Protocol("bad deflate data"))?;
+                let used = (self.raw.total_in() - before) as usize;
+                input = &input[used..];
+                let full = self.out.len() == self.out.capacity();
+                if status == Status::StreamEnd || (input.is_empty() && !full) {
+                    break;
+                }
+            }
+        }
+        Ok(&self.out)
+    }
+}
+
 /// An open WebSocket connection.
 pub(crate) struct WsConn {
-    stream: TcpStream,
+    stream: ClientStream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -133,6 +299,10 @@ pub(crate) struct WsConn {
     /// Queued messages and pongs owed to the server, written by
     /// [`WsConn::flush`].
     owed: Vec<u8>,
+    /// Set when the server accepted permessage-deflate.
+    inflater: Option<Inflater>,
+    /// Bytes read from the server (after TLS), upgrade excluded.
+    received: u64,
 }
 
 /// A frame from the server, borrowed from the read buffer.
@@ -182,11 +352,24 @@ impl WsConn {
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
-        let mut stream = socket.connect(target.addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = socket.connect(target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream = match &target.tls {
+            None => ClientStream::Plain(tcp),
+            Some(tls) => {
+                let session = tls.connector.connect(tls.name.clone(), tcp).await?;
+                ClientStream::Tls(Box::new(session))
+            }
+        };
+        let extensions = if target.deflate {
+            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+        } else {
+            String::new()
+        };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: c2hhcmRjYXN0LWxvYWR0ZXN0\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: c2hhcmRjYXN0LWxvYWR0ZXN0\r\nSec-WebSocket-Version: 13\r\n\
+             {extensions}\r\n",
             target.path, target.host
         );
         stream.write_all(request.as_bytes()).await?;
@@ -215,6 +398,13 @@ impl WsConn {
             let body = String::from_utf8_lossy(&buf[head_end..end]).to_string();
             return Err(ClientError::Refused { status, body });
         }
+        let deflated = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("sec-websocket-extensions")
+                    && v.contains("permessage-deflate")
+            });
         let mask = seed.wrapping_mul(2_654_435_761).to_be_bytes();
         Ok(WsConn {
             stream,
@@ -223,7 +413,19 @@ impl WsConn {
             end,
             mask,
             owed: Vec::new(),
+            inflater: deflated.then(Inflater::new),
+            received: 0,
         })
+    }
+
+    /// Whether the server accepted permessage-deflate.
+    pub(crate) fn deflated(&self) -> bool {
+        self.inflater.is_some()
+    }
+
+    /// Bytes read from the server so far (after TLS, upgrade excluded).
+    pub(crate) fn bytes_received(&self) -> u64 {
+        self.received
     }
 
     /// Queue one text message; [`WsConn::flush`] writes what is queued in
@@ -270,6 +472,7 @@ impl WsConn {
             return Err(ClientError::Closed(None));
         }
         self.end += n;
+        self.received += n as u64;
         // One wake-up, one pass: what the read brought is handled now.
         self.handle_buffered(&mut on_frame)?;
         Ok(())
@@ -291,8 +494,13 @@ impl WsConn {
                 break;
             }
             let opcode = avail[0] & 0x0F;
+            let compressed = avail[0] & 0x40 != 0;
             let payload = &avail[header..header + len];
             match opcode {
+                0x1 if compressed => match self.inflater.as_mut() {
+                    Some(inflater) => on_frame(Frame::Text(inflater.inflate(payload)?)),
+                    None => return Err(ClientError::Protocol("compressed frame not negotiated")),
+                },
                 0x1 => on_frame(Frame::Text(payload)),
                 0x8 => {
                     let code =

@@ -49,6 +49,120 @@ fn run(args: &[&str]) -> (i32, String, Value) {
     (output.status.code().unwrap_or(-1), stdout, json)
 }
 
+/// A CA and a server certificate it signed for 127.0.0.1, written to a
+/// fresh directory: (CA file, certificate file, key file).
+fn test_tls_files() -> (std::path::PathBuf, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("leaf params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    let dir = std::env::temp_dir().join(format!("loadtest-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (ca_file, cert_file, key_file) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_file, ca_cert.pem()).expect("ca");
+    std::fs::write(&cert_file, leaf.pem()).expect("cert");
+    std::fs::write(&key_file, key.serialize_pem()).expect("key");
+    let path = |p: std::path::PathBuf| p.to_string_lossy().to_string();
+    (ca_file, path(cert_file), path(key_file))
+}
+
+/// Over TLS with permessage-deflate: every member negotiates it, reads
+/// compressed messages it inflates, and the run stays lossless with fewer
+/// bytes read than the messages hold.
+#[test]
+fn fanout_over_tls_with_compression_is_lossless_and_reads_fewer_bytes() {
+    let (ca_file, cert, key) = test_tls_files();
+    let b = broker_with(2, |c| {
+        c.server.tls_cert_file = Some(cert);
+        c.server.tls_key_file = Some(key);
+        c.server.compression = true;
+    });
+    let url = format!("wss://{}/ws", b.local_addr());
+    let pid = std::process::id().to_string();
+    let ca = ca_file.to_string_lossy().to_string();
+    let (code, out, json) = run(&[
+        "fanout",
+        "--url",
+        &url,
+        "--ca-file",
+        &ca,
+        "--compression",
+        "--rooms",
+        "1",
+        "--members",
+        "20",
+        "--payload",
+        "2048",
+        "--payload-text",
+        "words",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    b.shutdown();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["parameters"]["tls"], true);
+    let r = &json["results"];
+    assert_eq!(r["members_compressed"], 20, "{out}");
+    assert_eq!(r["checks"]["lossless"], true, "{out}");
+    let bytes = r["bytes_read_per_delivery"].as_f64().expect("bytes");
+    assert!(
+        bytes > 0.0 && bytes < 2048.0,
+        "compressed reads: {bytes} bytes per delivery\n{out}"
+    );
+}
+
+/// Without `--compression` the same messages cost more than their filler.
+#[test]
+fn fanout_without_compression_reads_the_whole_messages() {
+    let b = broker_with(2, |c| c.server.compression = true);
+    let url = format!("ws://{}/ws", b.local_addr());
+    let pid = std::process::id().to_string();
+    let (code, out, json) = run(&[
+        "fanout",
+        "--url",
+        &url,
+        "--rooms",
+        "1",
+        "--members",
+        "5",
+        "--payload",
+        "2048",
+        "--payload-text",
+        "words",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    b.shutdown();
+    assert_eq!(code, 0, "{out}");
+    let r = &json["results"];
+    assert_eq!(r["members_compressed"], 0, "{out}");
+    let bytes = r["bytes_read_per_delivery"].as_f64().expect("bytes");
+    assert!(bytes > 2048.0, "{bytes} bytes per delivery\n{out}");
+}
+
 #[test]
 fn fanout_max_rate_is_lossless_with_exact_counts() {
     let b = broker(2);

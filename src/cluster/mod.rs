@@ -34,10 +34,10 @@ pub(crate) mod target;
 pub mod wire;
 
 use crate::backend::Remote;
-use crate::config::{Config, OverflowPolicy, RoomConfig};
+use crate::config::Config;
 #[cfg(doc)]
 use crate::op::Op;
-use crate::protocol::decode::RoomOptions;
+use crate::room::namespaces::RoomSettings;
 
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,38 +56,31 @@ pub enum ClusterError {
     /// The backplane thread could not be started.
     #[error("cannot start the cluster thread: {0}")]
     Thread(std::io::Error),
+    /// A live node of the cluster has other room namespaces (rules or
+    /// schemas): this node does not join it.
+    #[error(
+        "node {node} of this cluster runs with other room namespaces (fingerprint {theirs}; \
+         this node's is {ours}): every node needs the same [[room.namespaces]] and schema \
+         files, so this node does not start. To change them, stop every node, then start \
+         them with the new ones"
+    )]
+    OtherNamespaces {
+        /// The other node's id.
+        node: String,
+        /// Its fingerprint.
+        theirs: String,
+        /// This node's.
+        ours: String,
+    },
 }
 
 /// A room's settings as the cluster stores them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RoomFacts {
-    /// Private room.
-    pub(crate) private: bool,
-    /// Member cap.
-    pub(crate) max_members: u32,
-    /// Overflow policy.
-    pub(crate) overflow: OverflowPolicy,
+    /// The options it was made with.
+    pub(crate) room: RoomSettings,
     /// Created explicitly (lives until deleted).
     pub(crate) explicit: bool,
-    /// History length.
-    pub(crate) history: usize,
-}
-
-impl RoomFacts {
-    /// The settings of a room created with `options`.
-    pub(crate) fn from_options(
-        options: &RoomOptions,
-        defaults: &RoomConfig,
-        policy: OverflowPolicy,
-    ) -> Self {
-        RoomFacts {
-            private: options.private,
-            max_members: options.max_members.unwrap_or(defaults.default_max_members),
-            overflow: options.overflow.unwrap_or(policy),
-            explicit: true,
-            history: options.history.unwrap_or(defaults.history),
-        }
-    }
 }
 
 /// The backplane's handle (the remote back end) and the receiving end of

@@ -52,8 +52,10 @@ pub(crate) enum Status {
     Exists,
     /// Only members may list a private room's members.
     PrivateMembers,
+    /// A live node has another namespace configuration.
+    OtherNamespaces,
     /// The creator (user or connection) made its maximum of rooms that
-    /// still exist: `{-8, max, "user" | "connection"}`.
+    /// still exist: `{-9, max, "user" | "connection"}`.
     Quota,
     /// The node is over its memory budget and makes no room.
     OverMemory,
@@ -73,8 +75,9 @@ impl Status {
             -5 => Status::Full,
             -6 => Status::Exists,
             -7 => Status::PrivateMembers,
-            -8 => Status::Quota,
-            -9 => Status::OverMemory,
+            -8 => Status::OtherNamespaces,
+            -9 => Status::Quota,
+            -10 => Status::OverMemory,
             other => Status::Unknown(other),
         }
     }
@@ -104,6 +107,8 @@ pub(crate) fn user_channel(user: &str) -> String {
 pub(crate) const ALL_CHANNEL: &str = "sc:all";
 /// Heartbeat deadlines of the nodes.
 pub(crate) const NODES_KEY: &str = "sc:nodes";
+/// Each node's namespace fingerprint.
+pub(crate) const NAMESPACES_KEY: &str = "sc:ns";
 /// Rooms where `node` has members.
 pub(crate) fn node_rooms_key(node: &str) -> String {
     format!("sc:n:{node}")
@@ -174,10 +179,10 @@ end
 local function quota_refusal(user, ukey, ucap, field, ckey, ccap)
   if user == '' then return nil end
   if tonumber(ucap) > 0 and quota_count(ukey) >= tonumber(ucap) then
-    return {-8, tonumber(ucap), 'user'}
+    return {-9, tonumber(ucap), 'user'}
   end
   if tonumber(ccap) > 0 and quota_count(ckey) >= tonumber(ccap) then
-    return {-8, tonumber(ccap), 'connection'}
+    return {-9, tonumber(ccap), 'connection'}
   end
   return nil
 end
@@ -197,18 +202,22 @@ end
 /// ARGV: field, member value, create, may_create, auto_create,
 /// may_join_private, default max, default overflow, default history,
 /// since (-1: none), history_on_join, node, conn, room, the client's epoch
-/// (empty: none), a fresh epoch for a room this join makes, per-user cap,
-/// per-connection cap, user, over the memory budget (0/1).
+/// (empty: none), a fresh epoch for a room this join makes, private
+/// (0/1), per-user cap, per-connection cap, user, over the memory budget
+/// (0/1). Auto-create and the defaults are those of the room's namespace
+/// ([`crate::room::namespaces`]).
 ///
-/// A `since` with an epoch other than the room's is answered like a join
-/// without `since`, with recovered 0 (v1.1). A room without an epoch (made
-/// by an older build) gets the fresh one. A join that makes the room counts
-/// it against the joiner's quotas; one that refills an empty room keeps it
-/// counting.
+/// A room of a private namespace (`private` 1) is private whatever its
+/// hash says, and a join that would make one it may not enter is refused
+/// without making it. A `since` with an epoch other than the room's is
+/// answered like a join without `since`, with recovered 0 (v1.1). A room
+/// without an epoch (made by an older build) gets the fresh one. A join
+/// that makes the room counts it against the joiner's quotas; one that
+/// refills an empty room keeps it counting.
 ///
-/// Answer: `{0, seq, count, private, max, overflow, explicit, recovered
-/// (-1 none, 0, 1), rejoin (0/1), history length, epoch, message...}`, or
-/// `{status}`.
+/// Answer: `{0, seq, count, private (0/1), max, overflow, explicit,
+/// recovered (-1 none, 0, 1), rejoin (0/1), history length, epoch,
+/// message...}`, or `{status}`.
 pub(crate) const JOIN: &str = concat!(
     quota_lua!(),
     r#"
@@ -216,12 +225,13 @@ local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KE
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
   if ARGV[4] ~= '1' then return {-3} end
-  if ARGV[20] == '1' then return {-9} end
-  local refused = quota_refusal(ARGV[19], KEYS[6], ARGV[17], ARGV[1], KEYS[7], ARGV[18])
+  if ARGV[17] == '1' and ARGV[6] ~= '1' then return {-4} end
+  if ARGV[21] == '1' then return {-10} end
+  local refused = quota_refusal(ARGV[20], KEYS[6], ARGV[18], ARGV[1], KEYS[7], ARGV[19])
   if refused then return refused end
-  redis.call('HSET', meta, 'seq', 0, 'private', 0, 'max', ARGV[7], 'ovf', ARGV[8],
+  redis.call('HSET', meta, 'seq', 0, 'private', ARGV[17], 'max', ARGV[7], 'ovf', ARGV[8],
     'explicit', 0, 'hist', ARGV[9], 'epoch', ARGV[16])
-  quota_made(meta, ARGV[14], ARGV[19], KEYS[6], ARGV[1], KEYS[7])
+  quota_made(meta, ARGV[14], ARGV[20], KEYS[6], ARGV[1], KEYS[7])
 end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist', 'epoch')
 local seq = tonumber(m[1]) or 0
@@ -230,7 +240,8 @@ if not epoch then
   epoch = ARGV[16]
   redis.call('HSET', meta, 'epoch', epoch)
 end
-if m[2] == '1' and ARGV[6] ~= '1' then return {-4} end
+local private = m[2] == '1' or ARGV[17] == '1'
+if private and ARGV[6] ~= '1' then return {-4} end
 local rejoin = redis.call('HEXISTS', pres, ARGV[1]) == 1
 if not rejoin then
   if redis.call('HLEN', pres) >= (tonumber(m[3]) or 0) then return {-5, tonumber(m[3]) or 0} end
@@ -241,8 +252,8 @@ redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
 if not rejoin and count == 1 then quota_refilled(meta, ARGV[14]) end
-local out = {0, seq, count, m[2], m[3], m[4], m[5], -1, rejoin and 1 or 0, tonumber(m[6]) or 0,
-  epoch}
+local out = {0, seq, count, private and 1 or 0, m[3], m[4], m[5], -1, rejoin and 1 or 0,
+  tonumber(m[6]) or 0, epoch}
 local since = tonumber(ARGV[10])
 if since >= 0 and ARGV[15] ~= '' and ARGV[15] ~= epoch then
   out[8] = 0
@@ -338,7 +349,7 @@ pub(crate) const CREATE: &str = concat!(
     quota_lua!(),
     r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-6} end
-if ARGV[11] == '1' then return {-9} end
+if ARGV[11] == '1' then return {-10} end
 local refused = quota_refusal(ARGV[7], KEYS[2], ARGV[9], ARGV[8], KEYS[3], ARGV[10])
 if refused then return refused end
 redis.call('HSET', KEYS[1], 'seq', 0, 'private', ARGV[1], 'max', ARGV[2], 'ovf', ARGV[3],
@@ -368,20 +379,22 @@ return {0}
 
 /// KEYS: meta, presence, history (and the channel, unused).
 /// ARGV: asking member's field (empty: the API, no private check), most
-/// members to list.
+/// members to list, private namespace (0/1: the room is private whatever
+/// its hash says).
 ///
-/// Answer: `{0, total, seq, private, max, overflow, explicit, history
-/// length, epoch (empty: none yet), field, value, field, value...}` or
-/// `{status}`.
+/// Answer: `{0, total, seq, private (0/1), max, overflow, explicit, history
+/// length, epoch (empty: none yet), history option, field, value, field,
+/// value...}` or `{status}`.
 pub(crate) const DETAILS: &str = r#"
 local meta, pres, hist = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'epoch')
-if m[2] == '1' and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
+local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'epoch', 'hist')
+local private = m[2] == '1' or ARGV[3] == '1'
+if private and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
   return {-7}
 end
-local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, m[2], m[3], m[4], m[5],
-  redis.call('XLEN', hist), m[6] or ''}
+local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, private and 1 or 0, m[3], m[4],
+  m[5], redis.call('XLEN', hist), m[6] or '', tonumber(m[7]) or 0}
 local limit = tonumber(ARGV[2])
 local cursor = '0'
 local listed = 0
@@ -399,18 +412,21 @@ until cursor == '0' or listed >= limit
 return out
 "#;
 
-/// KEYS: nodes, this node's rooms.
-/// ARGV: node, ttl ms, empty-room ttl ms.
+/// KEYS: nodes, this node's rooms, namespace fingerprints.
+/// ARGV: node, ttl ms, empty-room ttl ms, this node's namespace
+/// fingerprint.
 ///
-/// Renews this node's heartbeat, then removes every node whose heartbeat
-/// ran out: its members leave presence (with `left` events) and the room
-/// counts. Answer: `{0, nodes removed}`.
+/// Renews this node's heartbeat (and its fingerprint, which a Redis that
+/// restarted lost), then removes every node whose heartbeat ran out: its
+/// members leave presence (with `left` events) and the room counts, and
+/// its fingerprint goes. Answer: `{0, nodes removed}`.
 pub(crate) const HEARTBEAT: &str = concat!(
     quota_lua!(),
     r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 for _, node in ipairs(dead) do
   local set = 'sc:n:' .. node
@@ -437,10 +453,33 @@ for _, node in ipairs(dead) do
   end
   redis.call('DEL', set)
   redis.call('ZREM', KEYS[1], node)
+  redis.call('HDEL', KEYS[3], node)
 end
 return {0, #dead}
 "#
 );
+
+/// KEYS: nodes, namespace fingerprints.
+/// ARGV: node, this node's namespace fingerprint, ttl ms.
+///
+/// A node joining the cluster: refused if a live node (its heartbeat not
+/// run out) has another fingerprint; otherwise its fingerprint and
+/// heartbeat are written in the same step, so two nodes starting at once
+/// with different namespaces cannot both pass. Answer: `{0}`, or `{-8,
+/// other node, its fingerprint}`.
+pub(crate) const NAMESPACES: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  if other ~= ARGV[1] then
+    local theirs = redis.call('HGET', KEYS[2], other)
+    if theirs and theirs ~= ARGV[2] then return {-8, other, theirs} end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+return {0}
+"#;
 
 /// KEYS: meta, presence, node rooms.
 /// ARGV: room, last seq this node delivered, private, max, overflow,
@@ -477,6 +516,6 @@ return {0}
 "#;
 
 /// Every script, for loading them after each connect.
-pub(crate) const ALL: [&str; 8] = [
-    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE,
+pub(crate) const ALL: [&str; 9] = [
+    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE, NAMESPACES,
 ];

@@ -3,9 +3,12 @@
 use super::Config;
 
 impl Config {
-    /// The effective config as TOML, with secrets redacted.
+    /// The effective config as TOML, with secrets redacted, and every
+    /// option of each `[[room.namespaces]]` written out (those it left out
+    /// resolved to the `[room]` defaults they take).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
+        shown.room.namespaces = crate::room::namespaces::resolved_config(self);
         if !shown.auth.secret.is_empty() {
             shown.auth.secret = REDACTED.into();
         }

@@ -4,7 +4,8 @@
 use super::{Config, ConfigError, ProxyProtocol, REDACTED};
 use crate::edge::{Origins, TrustedProxies};
 use crate::limits::{
-    MAX_HTTP_HEAD_BYTES, MAX_LINGERING_CLOSE_MS, MAX_ROOM_HISTORY, MAX_SHARDS, MIN_HTTP_HEAD_BYTES,
+    MAX_HTTP_HEAD_BYTES, MAX_LINGERING_CLOSE_MS, MAX_NAMESPACES, MAX_ROOM_HISTORY, MAX_SHARDS,
+    MIN_HTTP_HEAD_BYTES,
 };
 
 impl Config {
@@ -125,6 +126,7 @@ impl Config {
                 format!("must be at most {MAX_ROOM_HISTORY}"),
             ));
         }
+        self.validate_namespaces()?;
         let c = &self.cluster;
         if c.enabled() {
             crate::cluster::target::check_url(c).map_err(|e| invalid("cluster.redis_url", e))?;
@@ -199,6 +201,50 @@ impl Config {
                 "limits.lingering_close_ms",
                 format!("must be at most {MAX_LINGERING_CLOSE_MS}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// Each `[[room.namespaces]]` entry: a valid, distinct prefix and
+    /// options in the ranges of the `[room]` keys they stand for.
+    fn validate_namespaces(&self) -> Result<(), ConfigError> {
+        let namespaces = &self.room.namespaces;
+        if namespaces.len() > MAX_NAMESPACES {
+            return Err(ConfigError::Invalid {
+                key: "room.namespaces",
+                problem: format!(
+                    "may hold at most {MAX_NAMESPACES} namespaces, not {}",
+                    namespaces.len()
+                ),
+            });
+        }
+        for (i, ns) in namespaces.iter().enumerate() {
+            let entry = |problem: String| ConfigError::Invalid {
+                key: "room.namespaces",
+                problem: format!("entry {} (prefix {:?}): {problem}", i + 1, ns.prefix),
+            };
+            if !crate::protocol::names::is_valid_name(&ns.prefix) {
+                return Err(entry(
+                    "`prefix` must be 1-128 bytes of [A-Za-z0-9_.:@-]".into(),
+                ));
+            }
+            if namespaces[..i]
+                .iter()
+                .any(|other| other.prefix == ns.prefix)
+            {
+                return Err(entry("the prefix appears twice".into()));
+            }
+            if ns.max_members == Some(0) {
+                return Err(entry("`max_members` must be > 0".into()));
+            }
+            for (key, value) in [
+                ("history", ns.history),
+                ("history_on_join", ns.history_on_join),
+            ] {
+                if value.is_some_and(|v| v > MAX_ROOM_HISTORY) {
+                    return Err(entry(format!("`{key}` must be at most {MAX_ROOM_HISTORY}")));
+                }
+            }
         }
         Ok(())
     }

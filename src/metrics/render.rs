@@ -91,6 +91,9 @@ pub(crate) struct ProcessFigures {
     pub(crate) cpu_seconds: Option<f64>,
     /// Cluster mode: the remote sequencer's counters.
     pub(crate) cluster: Option<RemoteFigures>,
+    /// `invalid_data` refusals by namespace prefix, for every namespace
+    /// with a schema.
+    pub(crate) invalid_data: Vec<(std::sync::Arc<str>, u64)>,
 }
 
 /// The remote sequencer's (the cluster backplane's) counters for the
@@ -392,6 +395,18 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
                 .inc_by(*n);
         }
     }
+    if !process.invalid_data.is_empty() {
+        let refused = counter_family(
+            &mut r,
+            "invalid_data",
+            "Publishes refused with `invalid_data` (data not matching the schema), by namespace",
+        );
+        for (prefix, n) in &process.invalid_data {
+            refused
+                .get_or_create(&vec![("namespace".into(), prefix.to_string())])
+                .inc_by(*n);
+        }
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -404,6 +419,7 @@ pub(crate) fn process_figures(
     rooms: u64,
     memory: MemoryFigures,
     remote: Option<&RemoteCounters>,
+    invalid_data: Vec<(std::sync::Arc<str>, u64)>,
 ) -> ProcessFigures {
     let rss_bytes = crate::memory::resident_bytes();
     let cpu_seconds = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
@@ -424,5 +440,6 @@ pub(crate) fn process_figures(
         rss_bytes,
         cpu_seconds,
         cluster: remote.map(RemoteFigures::of),
+        invalid_data,
     }
 }

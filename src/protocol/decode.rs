@@ -140,8 +140,8 @@ impl ClientFrame<'_> {
 pub struct RoomOptions {
     /// `max_members`
     pub max_members: Option<u32>,
-    /// `private`
-    pub private: bool,
+    /// `private`, if the frame says (absent: the namespace's, or false)
+    pub private: Option<bool>,
     /// `history` (ring length)
     pub history: Option<usize>,
     /// `overflow`
@@ -422,9 +422,7 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
                     Some(0) => return Err(bad(id, "`max_members` must be at least 1")),
                     other => other,
                 },
-                private: p
-                    .optional::<bool>("private", fields.private, "a boolean")?
-                    .unwrap_or(false),
+                private: p.optional::<bool>("private", fields.private, "a boolean")?,
                 history: match p.optional::<usize>(
                     "history",
                     fields.history,

@@ -55,7 +55,7 @@ fn valid_frames() {
             options: RoomOptions {
                 overflow: Some(OverflowPolicy::Drop),
                 history: Some(5),
-                private: true,
+                private: Some(true),
                 ..
             },
             ..

@@ -47,6 +47,11 @@ impl<M> HistoryRing<M> {
         }
     }
 
+    /// The most messages it keeps (the room's `history` option).
+    pub(crate) fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     /// Keep message `seq` (greater than every kept seq), dropping the oldest
     /// beyond the bounds.
     pub(crate) fn push(&mut self, seq: u64, frame: Bytes, meta: M) {

@@ -38,7 +38,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::config::{Config, OverflowPolicy, RoomConfig};
+use crate::config::{Config, RoomConfig};
 use crate::delivery::{
     Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, RoomDetails,
 };
@@ -51,6 +51,7 @@ use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode::{self, PresenceKind};
 use crate::room::history::{HistoryRing, trim_largest_first};
+use crate::room::namespaces::{Namespaces, NsId, RoomSettings};
 use crate::ws::encode::text_payload;
 
 /// The clocks an op is applied with.
@@ -84,6 +85,8 @@ struct Member {
 /// A room homed here.
 struct Room {
     meta: Arc<RoomMeta>,
+    /// Its namespace (whose rules it follows).
+    ns: NsId,
     /// This incarnation of the room.
     epoch: Epoch,
     seq: u64,
@@ -103,7 +106,7 @@ struct Room {
 struct Settings {
     home: usize,
     room: RoomConfig,
-    overflow: OverflowPolicy,
+    namespaces: Namespaces,
     max_presence_list: usize,
     /// This home's share of `limits.max_history_bytes_total`.
     history_share: usize,
@@ -132,7 +135,7 @@ impl RoomTable {
             settings: Settings {
                 home,
                 room: config.room.clone(),
-                overflow: config.limits.slow_consumer_policy,
+                namespaces: Namespaces::new(config),
                 max_presence_list: config.limits.max_presence_list,
                 history_share: usize::try_from(share).unwrap_or(usize::MAX),
             },
@@ -222,8 +225,9 @@ impl RoomTable {
         }
     }
 
-    /// Create `room` explicitly (`create`, or the API): it lives until
-    /// deleted.
+    /// `create`: make `room` with `options`, as far as its namespace
+    /// allows (a create may only tighten the namespace's options), counted
+    /// against `creator`'s quotas (`None`: the API). It lives until deleted.
     fn create(
         &mut self,
         index: &RoomIndex,
@@ -232,42 +236,45 @@ impl RoomTable {
         creator: Option<Creator>,
         now: Now,
     ) -> Result<(), Refusal> {
-        self.make(index, room, options, true, creator, now)
+        if self.rooms.contains_key(room) {
+            return Err(Refusal::room_exists(room));
+        }
+        let namespaces = &self.settings.namespaces;
+        let ns = namespaces.find(room);
+        let settings = namespaces.created_settings(ns, room, options)?;
+        self.make(index, room, (ns, settings), true, creator, now)
     }
 
-    /// Make `room`, made by `creator` (`None`: the API). `explicit` rooms
-    /// live until deleted; others expire `room.empty_ttl_ms` after their
-    /// last member leaves.
+    /// Make `room` in namespace `ns` with `settings`, made by `creator`
+    /// (`None`: the API). `explicit` rooms live until deleted; others
+    /// expire `room.empty_ttl_ms` after their last member leaves.
     fn make(
         &mut self,
         index: &RoomIndex,
         room: &Arc<str>,
-        options: &RoomOptions,
+        (ns, settings): (NsId, RoomSettings),
         explicit: bool,
         creator: Option<Creator>,
         now: Now,
     ) -> Result<(), Refusal> {
-        if self.rooms.contains_key(room) {
-            return Err(Refusal::room_exists(room));
-        }
         let s = &self.settings;
         let meta = Arc::new(RoomMeta {
             home: s.home,
-            private: options.private,
-            max_members: options.max_members.unwrap_or(s.room.default_max_members),
-            overflow: options.overflow.unwrap_or(s.overflow),
+            private: settings.private,
+            max_members: settings.max_members,
+            overflow: settings.overflow,
             explicit,
             members: AtomicU32::new(0),
             seq: AtomicU64::new(0),
             creator,
         });
         index.insert(room.clone(), meta.clone())?;
-        let history_len = options.history.unwrap_or(s.room.history);
         let mut home = Room {
             meta,
+            ns,
             epoch: Epoch::new(),
             seq: 0,
-            history: HistoryRing::new(history_len, s.room.history_max_bytes),
+            history: HistoryRing::new(settings.history, s.room.history_max_bytes),
             members: HashMap::new(),
             shards: ShardCounts::default(),
             empty_since: None,
@@ -291,14 +298,21 @@ impl RoomTable {
     ) -> Result<(), Refusal> {
         let room = &join.room;
         if !self.rooms.contains_key(room) {
-            if !join.create || !self.settings.room.auto_create {
+            let namespaces = &self.settings.namespaces;
+            let ns = namespaces.find(room);
+            if !join.create || !namespaces.rules(ns).auto_create {
                 return Err(Refusal::room_not_found(room));
             }
             if !join.may_create {
                 return Err(Refusal::may_not_create(room));
             }
+            let settings = namespaces.joined_settings(ns);
+            // A private room the joiner could not enter is not made.
+            if settings.private && !join.may_join_private {
+                return Err(Refusal::private_room(room));
+            }
             let creator = Some(join.creator());
-            self.make(index, room, &RoomOptions::default(), false, creator, now)?;
+            self.make(index, room, (ns, settings), false, creator, now)?;
         }
         let s = &self.settings;
         let Some(home) = self.rooms.get_mut(room) else {
@@ -328,7 +342,8 @@ impl RoomTable {
         let ack = join.origin.id.map(|id| {
             let resume =
                 crate::epoch::resume(join.since, join.epoch.as_deref(), home.epoch.as_str());
-            let (history, recovered) = history_for(home, resume, s.room.history_on_join);
+            let on_join = s.namespaces.rules(home.ns).history_on_join;
+            let (history, recovered) = history_for(home, resume, on_join);
             JoinAck {
                 id,
                 seq: home.seq,
@@ -350,7 +365,7 @@ impl RoomTable {
         };
         out.for_conn(conn, joined);
         // The joiner is not told about itself: alone, nobody is told.
-        if !rejoin && s.room.presence_events && count > 1 {
+        if !rejoin && s.namespaces.rules(home.ns).presence_events && count > 1 {
             let frame = encode::presence(
                 PresenceKind::Joined,
                 room,
@@ -386,7 +401,7 @@ impl RoomTable {
             id: origin.id,
         };
         out.for_conn(origin.conn, left);
-        if self.settings.room.presence_events && count > 0 {
+        if self.settings.namespaces.rules(home.ns).presence_events && count > 0 {
             let frame = encode::presence(
                 PresenceKind::Left,
                 room,
@@ -410,6 +425,7 @@ impl RoomTable {
             data,
             exclude_self,
             reply,
+            ..
         } = publish;
         // A connection must be a member; the API publishes into any room.
         // The origin forwards a publish also while its join is in flight, so
@@ -523,6 +539,13 @@ impl RoomTable {
         let Some(home) = self.rooms.get(room) else {
             return Err(Refusal::room_not_found(room));
         };
+        let namespaces = &self.settings.namespaces;
+        let settings = RoomSettings {
+            private: home.meta.private,
+            max_members: home.meta.max_members,
+            history: home.history.max_len(),
+            overflow: home.meta.overflow,
+        };
         Ok(RoomDetails {
             room: room.clone(),
             members: home.members.len(),
@@ -534,6 +557,8 @@ impl RoomTable {
             explicit: home.meta.explicit,
             history: home.history.len() as u64,
             home_shard: Some(self.settings.home),
+            namespace: namespaces.prefix(home.ns).cloned(),
+            options: namespaces.effective(home.ns, settings),
             member_list: member_infos(home, self.settings.max_presence_list),
         })
     }
@@ -656,3 +681,7 @@ fn member_infos(home: &Room, max: usize) -> Vec<MemberInfo> {
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "table_namespace_tests.rs"]
+mod namespace_tests;

@@ -61,6 +61,7 @@ fn publish(
         from: Arc::from("u"),
         data: Bytes::from_static(b"1"),
         exclude_self,
+        privileged: false,
         reply,
     });
     (op, rx)
@@ -134,7 +135,7 @@ fn a_private_room_needs_a_grant() {
     let (index, t0) = (RoomIndex::new(100), Instant::now());
     let mut table = RoomTable::new(0, &config(|_| {}));
     let options = RoomOptions {
-        private: true,
+        private: Some(true),
         ..RoomOptions::default()
     };
     let (tx, rx) = oneshot::channel();
@@ -376,6 +377,7 @@ fn over_the_history_budget_the_largest_rooms_lose_their_oldest_first() {
             from: Arc::from("u"),
             data: Bytes::from(vec![b'1'; size]),
             exclude_self: false,
+            privileged: false,
             reply: Reply::Conn(Origin { conn, id: None }),
         });
         apply(table, &index, op, t0);

@@ -1,10 +1,20 @@
 //! The one route of an operation, and how deliveries reach shards.
 //!
-//! **Architecture Invariant:** [`Shard::route`] is the only way a front
-//! door's op reaches a back end: room ops go to the room's home shard
-//! (single node) or to the remote sequencer (cluster), frames for users go
-//! to this node's shards holding them (and to the other nodes through the
-//! remote sequencer). Nothing else in `shard` knows which back end runs.
+//! **Architecture Invariant:** [`Shard::route`] (and [`Shard::route_boxed`],
+//! which waits only when the way is full) is the only way a front door's op reaches a back
+//! end: room ops go to the room's home shard (single node) or to the
+//! remote sequencer (cluster), frames for users go to this node's shards
+//! holding them (and to the other nodes through the remote sequencer).
+//! Nothing else in `shard` knows which back end runs.
+//!
+//! **Invariant:** a publish passes its namespace's publish rules here, on
+//! the publisher's shard and before any back end (`client_publish`, then
+//! the message schema: [`crate::schema::admit_publish`]), whichever front
+//! door made it and whichever entry it took. So every front door gets them,
+//! a refused publish is never sequenced, and the schema's cost is spread
+//! over the publishers' shards rather than paid by a room's one sequencer.
+//! A front door routes on the shard of the connection that asked, so a
+//! refusal is answered here.
 
 use std::time::Duration;
 
@@ -13,6 +23,7 @@ use crate::delivery::{Delivery, Outbox};
 use crate::error::Refusal;
 use crate::op::{Audience, Op};
 use crate::placement::{ShardSet, home_of};
+use crate::schema::admit_publish;
 
 use super::Shard;
 
@@ -21,6 +32,13 @@ impl Shard {
     /// waiting while the way there is full (backpressure reaches the
     /// caller's read loop).
     pub(crate) async fn route(&self, op: Op) {
+        if let Some(op) = self.admit(op) {
+            self.route_admitted(op).await;
+        }
+    }
+
+    /// [`Shard::route`] of an op that passed [`Shard::admit`].
+    async fn route_admitted(&self, op: Op) {
         if let Op::ToUsers {
             audience,
             frame,
@@ -88,11 +106,12 @@ impl Shard {
         }
     }
 
-    /// [`Shard::route`] without waiting: a room op goes into its home's
-    /// inbox (or the remote sequencer's queue) if there is room. Hands the
-    /// op back when the way is full, and for frames for users (which may
-    /// go to several shards): the caller then awaits [`Shard::route`].
-    pub(crate) fn try_route(&self, op: Op) -> Result<(), Op> {
+    /// [`Shard::route`] without waiting, of an op that passed
+    /// [`Shard::admit`]: a room op goes into its home's inbox (or the remote
+    /// sequencer's queue) if there is room. Hands the op back when the way
+    /// is full, and for frames for users (which may go to several shards).
+    /// Private, so that no front door skips [`Shard::admit`].
+    fn try_route(&self, op: Op) -> Result<(), Op> {
         if matches!(op, Op::ToUsers { .. }) {
             return Err(op);
         }
@@ -108,13 +127,33 @@ impl Shard {
         }
     }
 
-    /// [`Shard::try_route`], and when the way is full, [`Shard::route`] in
-    /// a box: for callers that keep a future per connection (a connection's
-    /// reader and teardown), so the wait's state is not carried while idle.
+    /// [`Shard::route`], without waiting when the way has room, and else
+    /// waiting in a box: for callers that keep a future per connection (a
+    /// connection's reader and teardown), so the wait's state is not
+    /// carried while idle.
     pub(crate) async fn route_boxed(&self, op: Op) {
+        let Some(op) = self.admit(op) else {
+            return;
+        };
         if let Err(op) = self.try_route(op) {
-            Box::pin(self.route(op)).await;
+            Box::pin(self.route_admitted(op)).await;
         }
+    }
+
+    /// The namespace's publish rules of a publish (other ops pass): the op
+    /// if it may go on to a back end; `None` once a refused one is
+    /// answered here.
+    fn admit(&self, op: Op) -> Option<Op> {
+        let Op::Publish(publish) = &op else {
+            return Some(op);
+        };
+        let Err(refusal) = admit_publish(&self.shared.namespaces, &self.shared.schemas, publish)
+        else {
+            return Some(op);
+        };
+        // The asking connection lives on this shard (see the module docs).
+        self.refuse_here(op, refusal);
+        None
     }
 
     /// Deliver to `shard`: directly if it is this one, else through its

@@ -11,24 +11,10 @@ use shardcast::perms::Perm;
 
 use crate::harness::*;
 
-const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+use crate::harness::unix_now as now;
+
+const SECRET: &str = JWT_SECRET;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn hs256(claims: Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
-}
 
 fn claims(sub: &str) -> Value {
     json!({"sub": sub, "exp": now() + 3600})
@@ -57,13 +43,6 @@ async fn unauthorized(broker: &Running, token: Option<&str>, needle: &str) {
     let message = body["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
     assert!(!message.contains(SECRET));
-}
-
-async fn with_token(broker: &Running, token: &str) -> Client {
-    let mut c = broker.connect(&format!("token={token}")).await;
-    let w = c.recv().await;
-    assert_eq!(w["type"], "welcome", "{w}");
-    c
 }
 
 /// Once `auth.issuer` / `auth.audience` is set, a token must carry that

@@ -149,3 +149,60 @@ async fn client_js_round_trips_a_message_in_chromium() {
         "state:\n{dom}"
     );
 }
+
+/// The status page lists the namespaces, and `#room=NAME` shows that
+/// room's namespace and options in effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "chromium not found on PATH (apt-get install chromium, or set SHARDCAST_CHROMIUM)"
+)]
+async fn status_page_shows_namespaces_and_a_rooms_options_in_chromium() {
+    use crate::namespaces::{chat_schema, namespace};
+    let browser = chromium();
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.room.namespaces = vec![
+                namespace("chat-", |n| {
+                    n.schema_file = chat_schema();
+                    n.history_on_join = Some(7);
+                }),
+                namespace("news-", |n| n.client_publish = Some(false)),
+            ];
+        })
+        .start();
+    let mut c = broker.user("viewer").await;
+    c.join("chat-1").await;
+    c.err(
+        json!({"type":"publish","room":"chat-1","data":{"text":false}}),
+        "invalid_data",
+    )
+    .await;
+    let url = format!("http://{}/#room=chat-1", broker.addr);
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&browser, &url))
+        .await
+        .expect("chromium task");
+    for prefix in ["chat-", "news-"] {
+        assert!(
+            dom.contains(&format!(r#"data-namespace="{prefix}""#)),
+            "namespace {prefix} not listed:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains(r#"id="room-namespace">chat-<"#),
+        "the room's namespace not shown:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-option="history_on_join">7<"#),
+        "the room's options not shown:\n{dom}"
+    );
+    assert!(
+        dom.contains("examples/chat.schema.json</td>"),
+        "the schema not shown:\n{dom}"
+    );
+    // The chat namespace's one invalid_data refusal, last in its row.
+    assert!(
+        dom.contains("<td>1</td></tr>"),
+        "refusals not counted:\n{dom}"
+    );
+}

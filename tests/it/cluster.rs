@@ -1089,3 +1089,69 @@ async fn a_nodes_catch_up_messages_stay_within_the_history_budget() {
     assert!(value("shardcast_cluster_catchup_bytes") <= (1 << 20) as f64);
     assert!(value("shardcast_cluster_catchup_trimmed_messages_total") > 0.0);
 }
+
+/// A loopback proxy to `upstream` that holds every chunk a client sends
+/// for `delay` before passing it on (replies pass at once): a slow link
+/// from a node to Redis. Runs until the test's runtime ends.
+async fn delaying_proxy(upstream: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A client that got its `welcome` on one node gets what is sent to it
+/// from another node right after: the welcome waits until its node hears
+/// the user's channel. Node b's link to Redis is slow (its subscribe
+/// arrives 150 ms late), so without the wait the message would be
+/// published before b listens, and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn a_direct_message_right_after_welcome_reaches_the_other_node() {
+    let redis = Redis::start();
+    let upstream = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
+    let slow = delaying_proxy(upstream, Duration::from_millis(150)).await;
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b")
+        .with(move |c| {
+            c.cluster.redis_url = format!("redis://{slow}");
+            c.cluster.command_timeout_ms = 3_000;
+        })
+        .start();
+    let mut sender = a.user("sender").await;
+    for i in 0..5 {
+        let name = format!("fresh-{i}");
+        let mut fresh = b.user(&name).await;
+        sender
+            .ok(json!({"type": "send", "to": name, "data": i}))
+            .await;
+        let direct = fresh.recv_type("direct").await;
+        assert_eq!(direct["data"], i, "{direct}");
+    }
+}

@@ -31,6 +31,11 @@ impl TestBroker {
         TestBroker { config }
     }
 
+    /// A broker of `config` as it is (loaded from a file, say).
+    pub(crate) fn from_config(config: Config) -> Self {
+        TestBroker { config }
+    }
+
     pub(crate) fn shards(mut self, n: usize) -> Self {
         self.config.server.shards = n;
         self
@@ -50,12 +55,17 @@ impl TestBroker {
     }
 
     pub(crate) fn start(self) -> Running {
+        self.try_start().expect("broker starts")
+    }
+
+    /// Start, or say why it did not.
+    pub(crate) fn try_start(self) -> Result<Running, shardcast::StartError> {
         self.config.validate().expect("valid test config");
-        let broker = Broker::start(self.config).expect("broker starts");
-        Running {
+        let broker = Broker::start(self.config)?;
+        Ok(Running {
             addr: broker.local_addr(),
             broker: Some(broker),
-        }
+        })
     }
 }
 
@@ -487,4 +497,36 @@ pub(crate) async fn remade_room_is_not_recovered(
         (json!(true), vec![])
     );
     new
+}
+
+/// The HMAC secret of the brokers these tests run in mode `jwt`.
+pub(crate) const JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A token with `claims`, signed HS256 with [`JWT_SECRET`].
+pub(crate) fn hs256(claims: Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Connect with `token` in the query and read the welcome.
+pub(crate) async fn with_token(broker: &Running, token: &str) -> Client {
+    let mut c = broker.connect(&format!("token={token}")).await;
+    let w = c.recv().await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    c.conn = w["conn"].as_u64().expect("conn id");
+    c.shard = w["shard"].as_u64().expect("shard");
+    c
 }

@@ -10,6 +10,7 @@ use crate::cluster::scripts::Status;
 use crate::config::OverflowPolicy;
 use crate::delivery::{MemberInfo, RoomDetails};
 use crate::error::{ErrorCode, Refusal};
+use crate::room::namespaces::{Namespaces, RoomSettings};
 
 pub(super) fn int(value: &Value) -> Option<i64> {
     match value {
@@ -71,13 +72,15 @@ pub(super) struct Details {
     pub(super) history: u64,
     /// The room's epoch (empty if it has none yet).
     pub(super) epoch: String,
+    /// Its `history` option (the most messages its stream keeps).
+    pub(super) history_len: usize,
     pub(super) members: Vec<ListedMember>,
 }
 
 impl Details {
     pub(super) fn read(items: &[Value]) -> Details {
         let mut members = Vec::new();
-        let mut rest = items.iter().skip(9);
+        let mut rest = items.iter().skip(10);
         while let (Some(field), Some(value)) = (rest.next(), rest.next()) {
             let (Some(field), Some(value)) = (text(field), text(value)) else {
                 continue;
@@ -109,6 +112,7 @@ impl Details {
             explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(7).and_then(int).unwrap_or(0).max(0) as u64,
             epoch: items.get(8).and_then(text).unwrap_or("").to_string(),
+            history_len: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
             members,
         }
     }
@@ -144,7 +148,7 @@ pub(super) fn refusal_of(status: Status, room: &str, items: &[Value]) -> Refusal
             Refusal::too_many_rooms_created(who, max as u32)
         }
         Status::OverMemory => Refusal::over_memory_budget(),
-        Status::Ok | Status::Unknown(_) => Refusal::new(
+        Status::Ok | Status::OtherNamespaces | Status::Unknown(_) => Refusal::new(
             ErrorCode::Internal,
             format!("unexpected answer from the cluster backplane for room {room}"),
         ),
@@ -165,9 +169,22 @@ impl Details {
             .collect()
     }
 
-    /// The API's details of `room`.
-    pub(super) fn into_room_details(self, room: &Arc<str>) -> RoomDetails {
+    /// The API's details of `room`, whose namespace rules are in
+    /// `namespaces`.
+    pub(super) fn into_room_details(self, room: &Arc<str>, namespaces: &Namespaces) -> RoomDetails {
         let member_list = self.member_infos();
+        let overflow = if self.overflow == "drop" {
+            OverflowPolicy::Drop
+        } else {
+            OverflowPolicy::Disconnect
+        };
+        let ns = namespaces.find(room);
+        let settings = RoomSettings {
+            private: self.private,
+            max_members: self.max_members,
+            history: self.history_len,
+            overflow,
+        };
         RoomDetails {
             room: room.clone(),
             members: self.total,
@@ -175,14 +192,12 @@ impl Details {
             epoch: self.epoch,
             private: self.private,
             max_members: self.max_members,
-            overflow: if self.overflow == "drop" {
-                OverflowPolicy::Drop.as_str()
-            } else {
-                OverflowPolicy::Disconnect.as_str()
-            },
+            overflow: overflow.as_str(),
             explicit: self.explicit,
             history: self.history,
             home_shard: None,
+            namespace: namespaces.prefix(ns).cloned(),
+            options: namespaces.effective(ns, settings),
             member_list,
         }
     }

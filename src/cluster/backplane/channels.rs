@@ -11,6 +11,8 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
+
 use super::rooms::Sub;
 use super::{Backplane, Drain, Link};
 use crate::cluster::scripts;
@@ -112,6 +114,24 @@ impl Backplane {
         }
     }
 
+    /// Tell `heard` once `channel` is heard: now if no subscribe of it is
+    /// awaiting confirmation, else when the confirmation comes. Dropped
+    /// (the waiting connection is welcomed anyway) while the subscriber
+    /// connection is down or when it is lost.
+    pub(super) fn when_heard(&mut self, channel: String, heard: Option<oneshot::Sender<()>>) {
+        let Some(heard) = heard else {
+            return;
+        };
+        if self.sub.is_none() {
+            return;
+        }
+        if self.pending_subs.contains_key(&channel) {
+            self.heard_waiters.entry(channel).or_default().push(heard);
+        } else {
+            let _ = heard.send(());
+        }
+    }
+
     fn subscribed(&mut self, channel: String) {
         if let Entry::Occupied(mut pending) = self.pending_subs.entry(channel.clone()) {
             *pending.get_mut() -= 1;
@@ -119,6 +139,9 @@ impl Backplane {
                 return; // a later subscribe of this channel is still coming
             }
             pending.remove();
+        }
+        for heard in self.heard_waiters.remove(&channel).unwrap_or_default() {
+            let _ = heard.send(());
         }
         let Some(room) = wire::room_of_channel(&channel) else {
             return;
@@ -155,6 +178,7 @@ impl Backplane {
         self.sub = None;
         self.events = None;
         self.pending_subs.clear();
+        self.heard_waiters.clear();
         self.sub_changes.clear();
         self.ping_sent = None;
         let rooms: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
@@ -271,7 +295,9 @@ impl Backplane {
                 user,
                 name,
             } => {
-                if !self.shared.config.room.presence_events || (!joined && count == 0) {
+                let namespaces = &self.shared.namespaces;
+                let presence_events = namespaces.rules(namespaces.find(room)).presence_events;
+                if !presence_events || (!joined && count == 0) {
                     return;
                 }
                 let kind = if joined {

@@ -9,9 +9,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, Value};
 use tokio::sync::mpsc;
 
+use super::answers::{int, text};
 use super::{Backplane, BoxFuture, FIRST_BACKOFF_MS, Link, Prepared, Then};
 use crate::cluster::ClusterError;
-use crate::cluster::scripts;
+use crate::cluster::scripts::{self, Status};
 use crate::cluster::subscriber::{self, Bounds, Endpoint, SubReceiver, Subscriber};
 use crate::cluster::target::{Resolved, Target};
 use crate::config::ClusterConfig;
@@ -28,7 +29,14 @@ pub(crate) fn spawn(
     let cfg = shared.config.cluster.clone();
     let shown_url = crate::config::redact_url_password(&cfg.redis_url);
     let target = Arc::new(Target::from_config(&cfg)?);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ClusterError>>();
+    let unreachable = {
+        let url = shown_url.clone();
+        move |reason: String| ClusterError::Unreachable {
+            url: url.clone(),
+            reason,
+        }
+    };
     let thread = std::thread::Builder::new()
         .name("cluster".into())
         .spawn(move || {
@@ -38,7 +46,8 @@ pub(crate) fn spawn(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(format!("cannot start its runtime: {e}")));
+                    let _ =
+                        ready_tx.send(Err(unreachable(format!("cannot start its runtime: {e}"))));
                     return;
                 }
             };
@@ -53,15 +62,20 @@ pub(crate) fn spawn(
                         // heartbeat ran out: what Redis still lists for it
                         // is stale (it has no members yet).
                         if let Err(e) = backplane.remove_this_node().await {
-                            let _ = ready_tx
-                                .send(Err(format!("clearing this node's old entries: {e}")));
+                            let reason = format!("clearing this node's old entries: {e}");
+                            let _ = ready_tx.send(Err(unreachable(reason)));
+                            return;
+                        }
+                        // Every node must follow the same namespaces.
+                        if let Err(e) = backplane.join_cluster(&unreachable).await {
+                            let _ = ready_tx.send(Err(e));
                             return;
                         }
                         let _ = ready_tx.send(Ok(()));
                         backplane.run(ops).await;
                     }
                     (Err(e), _) | (_, Err(e)) => {
-                        let _ = ready_tx.send(Err(e));
+                        let _ = ready_tx.send(Err(unreachable(e)));
                     }
                 }
             });
@@ -69,10 +83,7 @@ pub(crate) fn spawn(
         .map_err(ClusterError::Thread)?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(thread),
-        Ok(Err(reason)) => Err(ClusterError::Unreachable {
-            url: shown_url,
-            reason,
-        }),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(ClusterError::Unreachable {
             url: shown_url,
             reason: "the cluster thread ended".into(),
@@ -173,6 +184,7 @@ pub(super) struct Shas {
     pub(super) details: String,
     heartbeat: String,
     restore: String,
+    namespaces: String,
 }
 
 impl Shas {
@@ -186,6 +198,7 @@ impl Shas {
             details: sha(scripts::DETAILS),
             heartbeat: sha(scripts::HEARTBEAT),
             restore: sha(scripts::RESTORE),
+            namespaces: sha(scripts::NAMESPACES),
         }
     }
 }
@@ -260,11 +273,11 @@ impl Backplane {
             let mut cmd = evalsha(&self.shas.restore, &[&meta, &pres, &noderooms]);
             cmd.arg(&**room)
                 .arg(state.order.delivered().unwrap_or(0))
-                .arg(u8::from(facts.private))
-                .arg(facts.max_members)
-                .arg(facts.overflow.as_str())
+                .arg(u8::from(facts.room.private))
+                .arg(facts.room.max_members)
+                .arg(facts.room.overflow.as_str())
                 .arg(u8::from(facts.explicit))
-                .arg(facts.history)
+                .arg(facts.room.history)
                 .arg(&*node)
                 .arg(Epoch::new().as_str());
             for (conn, value) in &state.members {
@@ -285,11 +298,7 @@ impl Backplane {
         if self.cmd.is_none() {
             return;
         }
-        let nodes_rooms = scripts::node_rooms_key(&self.node);
-        let mut cmd = evalsha(&self.shas.heartbeat, &[scripts::NODES_KEY, &nodes_rooms]);
-        cmd.arg(&*self.node)
-            .arg(ttl_ms)
-            .arg(self.shared.config.room.empty_ttl_ms);
+        let cmd = self.heartbeat_cmd(ttl_ms);
         self.ready.push_back(Prepared {
             cmd,
             then: Then::Nothing,
@@ -302,16 +311,70 @@ impl Backplane {
         let Some(mut conn) = self.cmd.clone() else {
             return Err("no command connection".into());
         };
-        let nodes_rooms = scripts::node_rooms_key(&self.node);
-        let mut cmd = evalsha(&self.shas.heartbeat, &[scripts::NODES_KEY, &nodes_rooms]);
-        cmd.arg(&*self.node)
-            .arg(-1)
-            .arg(self.shared.config.room.empty_ttl_ms);
+        let cmd = self.heartbeat_cmd(-1);
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
         match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+
+    /// The heartbeat of this node, due again within `ttl_ms` (-1: removes
+    /// it now, with its members).
+    fn heartbeat_cmd(&self, ttl_ms: i64) -> Cmd {
+        let nodes_rooms = scripts::node_rooms_key(&self.node);
+        let keys = [scripts::NODES_KEY, &nodes_rooms, scripts::NAMESPACES_KEY];
+        let mut cmd = evalsha(&self.shas.heartbeat, &keys);
+        cmd.arg(&*self.node)
+            .arg(ttl_ms)
+            .arg(self.shared.config.room.empty_ttl_ms)
+            .arg(&self.fingerprint);
+        cmd
+    }
+
+    /// Join the cluster: refused (the node does not start) if a live node
+    /// has another namespace fingerprint; `unreachable` makes the error of
+    /// a failed command.
+    pub(super) async fn join_cluster(
+        &mut self,
+        unreachable: &impl Fn(String) -> ClusterError,
+    ) -> Result<(), ClusterError> {
+        let Some(mut conn) = self.cmd.clone() else {
+            return Err(unreachable("no command connection".into()));
+        };
+        let keys = [scripts::NODES_KEY, scripts::NAMESPACES_KEY];
+        let mut cmd = evalsha(&self.shas.namespaces, &keys);
+        cmd.arg(&*self.node)
+            .arg(&self.fingerprint)
+            .arg(self.cfg.node_ttl_ms);
+        let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
+        let answer = match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await
+        {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(unreachable(format!("comparing namespaces: {e}"))),
+            Err(_) => {
+                let reason = format!(
+                    "comparing namespaces: no answer within {} ms",
+                    timeout.as_millis()
+                );
+                return Err(unreachable(reason));
+            }
+        };
+        let items = match answer {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        match Status::from_code(items.first().and_then(int).unwrap_or(i64::MIN)) {
+            Status::Ok => Ok(()),
+            Status::OtherNamespaces => Err(ClusterError::OtherNamespaces {
+                node: items.get(1).and_then(text).unwrap_or("?").to_string(),
+                theirs: items.get(2).and_then(text).unwrap_or("?").to_string(),
+                ours: self.fingerprint.clone(),
+            }),
+            other => Err(unreachable(format!(
+                "comparing namespaces: unexpected answer {other:?}"
+            ))),
         }
     }
 }

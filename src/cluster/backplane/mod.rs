@@ -168,6 +168,9 @@ struct Backplane {
     recent_bytes: usize,
     /// Users with connections here: shards holding them.
     users: HashMap<Arc<str>, u32>,
+    /// Connections waiting for their user's channel to be heard, by
+    /// channel (at most one per connection being set up).
+    heard_waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
     ready: VecDeque<Prepared>,
     in_flight: Vec<Then>,
     /// The batch in flight ends with a `WAIT` (`cluster.wait_replicas`).
@@ -177,6 +180,8 @@ struct Backplane {
     out: Outbox,
     cmd_backoff: u64,
     pubsub_backoff: u64,
+    /// This node's namespace fingerprint ([`crate::schema::fingerprint`]).
+    fingerprint: String,
 }
 
 impl Backplane {
@@ -190,7 +195,9 @@ impl Backplane {
     ) -> Self {
         let node: Arc<str> = Arc::from(shared.config.server.node_id.as_str());
         let out = Outbox::new(shared.shards());
+        let fingerprint = crate::schema::fingerprint(&shared.namespaces, &shared.schemas);
         Backplane {
+            fingerprint,
             shared,
             target,
             cfg,
@@ -209,6 +216,7 @@ impl Backplane {
             rooms: HashMap::new(),
             recent_bytes: 0,
             users: HashMap::new(),
+            heard_waiters: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: Vec::new(),
             batch_waits: false,

@@ -20,6 +20,7 @@ use crate::epoch::Epoch;
 use crate::error::Refusal;
 use crate::op::{Audience, Creator, Join, Op, Origin, Publish};
 use crate::protocol::encode;
+use crate::room::namespaces::RoomSettings;
 use crate::ws::encode::{data_frame, text_payload};
 
 impl Backplane {
@@ -54,6 +55,7 @@ impl Backplane {
                 data,
                 exclude_self,
                 reply,
+                ..
             }) => {
                 // A connection must be a member (its presence field); the
                 // API (no field) publishes into any room.
@@ -73,9 +75,17 @@ impl Backplane {
                 creator,
                 reply,
             } => {
-                let cfg = &self.shared.config;
-                let facts =
-                    RoomFacts::from_options(&options, &cfg.room, cfg.limits.slow_consumer_policy);
+                // A create may only tighten its namespace's options.
+                let namespaces = &self.shared.namespaces;
+                let ns = namespaces.find(&room);
+                let settings = match namespaces.created_settings(ns, &room, &options) {
+                    Ok(settings) => settings,
+                    Err(refusal) => return self.settle_refused(reply, refusal),
+                };
+                let facts = RoomFacts {
+                    room: settings,
+                    explicit: true,
+                };
                 let cmd = self.create_cmd(&room, &facts, creator.as_ref());
                 let then = Then::Create {
                     room: room.clone(),
@@ -124,14 +134,15 @@ impl Backplane {
                     then: Then::Nothing,
                 });
             }
-            Op::WatchUser { user, watch } => {
+            Op::WatchUser { user, watch, heard } => {
                 let channel = scripts::user_channel(&user);
                 if watch {
                     let count = self.users.entry(user).or_insert(0);
                     *count += 1;
                     if *count == 1 {
-                        self.change_subscription(true, vec![channel]);
+                        self.change_subscription(true, vec![channel.clone()]);
                     }
+                    self.when_heard(channel, heard);
                 } else if let Some(count) = self.users.get_mut(&user) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
@@ -156,7 +167,10 @@ impl Backplane {
             may_join_private,
         } = join;
         let node = self.node.clone();
-        let cfg = &self.shared.config;
+        // The room's namespace decides whether a join may make it, and how.
+        let namespaces = &self.shared.namespaces;
+        let rules = namespaces.rules(namespaces.find(&room));
+        let limits = &self.shared.config.limits;
         let value = wire::member_value(&user, name.as_deref());
         let field = scripts::member_field(&node, origin.conn);
         let (meta, presence) = (scripts::meta_key(&room), scripts::presence_key(&room));
@@ -180,20 +194,21 @@ impl Backplane {
             .arg(&value)
             .arg(u8::from(create))
             .arg(u8::from(may_create))
-            .arg(u8::from(cfg.room.auto_create))
+            .arg(u8::from(rules.auto_create))
             .arg(u8::from(may_join_private))
-            .arg(cfg.room.default_max_members)
-            .arg(cfg.limits.slow_consumer_policy.as_str())
-            .arg(cfg.room.history)
+            .arg(rules.max_members)
+            .arg(rules.overflow.as_str())
+            .arg(rules.history)
             .arg(since.map_or(-1, |s| s.min(i64::MAX as u64) as i64))
-            .arg(cfg.room.history_on_join)
+            .arg(rules.history_on_join)
             .arg(&*node)
             .arg(origin.conn)
             .arg(&*room)
             .arg(epoch.as_deref().unwrap_or(""))
             .arg(Epoch::new().as_str())
-            .arg(cfg.limits.max_rooms_created_per_user)
-            .arg(cfg.limits.max_rooms_created_per_connection)
+            .arg(u8::from(rules.private))
+            .arg(limits.max_rooms_created_per_user)
+            .arg(limits.max_rooms_created_per_connection)
             .arg(&*user)
             .arg(u8::from(self.shared.memory.over()));
         self.room_state(&room).joining += 1;
@@ -241,10 +256,10 @@ impl Backplane {
         ];
         let limits = &self.shared.config.limits;
         let mut cmd = evalsha(&self.shas.create, &keys.each_ref().map(String::as_str));
-        cmd.arg(u8::from(facts.private))
-            .arg(facts.max_members)
-            .arg(facts.overflow.as_str())
-            .arg(facts.history)
+        cmd.arg(u8::from(facts.room.private))
+            .arg(facts.room.max_members)
+            .arg(facts.room.overflow.as_str())
+            .arg(facts.room.history)
             .arg(Epoch::new().as_str())
             .arg(room)
             .arg(user)
@@ -256,9 +271,12 @@ impl Backplane {
     }
 
     pub(super) fn details_cmd(&self, room: &str, field: &str) -> Cmd {
+        let namespaces = &self.shared.namespaces;
+        let private = namespaces.rules(namespaces.find(room)).private;
         let mut cmd = room_script(&self.shas.details, room, None);
         cmd.arg(field)
-            .arg(self.shared.config.limits.max_presence_list);
+            .arg(self.shared.config.limits.max_presence_list)
+            .arg(u8::from(private));
         cmd
     }
 
@@ -427,7 +445,9 @@ impl Backplane {
             },
             Then::Details { room, reply } => {
                 let result = match status {
-                    Status::Ok => Ok(Details::read(&items).into_room_details(&room)),
+                    Status::Ok => {
+                        Ok(Details::read(&items).into_room_details(&room, &self.shared.namespaces))
+                    }
                     _ => Err(refusal_of(status, &room, &items)),
                 };
                 let _ = reply.send(result);
@@ -462,7 +482,7 @@ impl Backplane {
             .and_then(int)
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32;
-        let facts = RoomFacts {
+        let settings = RoomSettings {
             private: items.get(3).and_then(int) == Some(1),
             max_members: items
                 .get(4)
@@ -473,8 +493,11 @@ impl Backplane {
                 Some("drop") => OverflowPolicy::Drop,
                 _ => OverflowPolicy::Disconnect,
             },
-            explicit: items.get(6).and_then(int) == Some(1),
             history: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
+        };
+        let facts = RoomFacts {
+            room: settings,
+            explicit: items.get(6).and_then(int) == Some(1),
         };
         let recovered = match items.get(7).and_then(int) {
             Some(1) => Some(true),

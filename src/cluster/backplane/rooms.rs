@@ -275,9 +275,9 @@ impl Backplane {
         let meta = state.meta.get_or_insert_with(|| {
             let meta = Arc::new(RoomMeta {
                 home: 0,
-                private: facts.private,
-                max_members: facts.max_members,
-                overflow: facts.overflow,
+                private: facts.room.private,
+                max_members: facts.room.max_members,
+                overflow: facts.room.overflow,
                 explicit: facts.explicit,
                 members: AtomicU32::new(0),
                 seq: AtomicU64::new(0),
@@ -299,7 +299,7 @@ impl Backplane {
             })
             .collect();
         let admitted = Admitted {
-            overflow: facts.overflow,
+            overflow: facts.room.overflow,
             ack: admission.ack,
             catchup,
         };

@@ -188,6 +188,7 @@ fn dispatch(
                 from: conn.user.clone(),
                 data: slice_of(payload, text, data),
                 exclude_self,
+                privileged: conn.perms().allows(Perm::Admin),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
             })
         }

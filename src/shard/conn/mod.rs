@@ -27,7 +27,7 @@ use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, JoinAck, RoomFrame};
 use crate::edge::stream::Stream;
 use crate::error::{Refusal, close};
-use crate::limits::PENDING_JOIN_WAIT_MS;
+use crate::limits::{PENDING_JOIN_WAIT_MS, USER_WATCH_WAIT_MS};
 use crate::op::{Op, Origin};
 use crate::perms::{Perm, Perms};
 use crate::protocol::encode::{self, MemberEntry};
@@ -431,11 +431,16 @@ pub(crate) async fn serve(
     let conn = Conn::new(identity, stream.is_tls(), &shard);
     let limits = &shard.shared.config.limits;
     if shard.register(&conn) {
+        let (heard, heard_rx) = tokio::sync::oneshot::channel();
         let watch = Op::WatchUser {
             user: conn.user.clone(),
             watch: true,
+            heard: Some(heard),
         };
         shard.route_boxed(watch).await;
+        // Dropped at once where nothing relays users between nodes.
+        let wait = Duration::from_millis(USER_WATCH_WAIT_MS);
+        let _ = tokio::time::timeout(wait, heard_rx).await;
     }
     shard
         .counters
@@ -517,6 +522,7 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
         let watch = Op::WatchUser {
             user: conn.user.clone(),
             watch: false,
+            heard: None,
         };
         shard.route_boxed(watch).await;
     }
