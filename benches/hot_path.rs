@@ -6,6 +6,8 @@
 //! * `encode/message_frame`: the one serialization of a room message.
 //! * `fanout/1000_local_members`: the per-recipient cost of `Delivery::Room`
 //!   on a shard (a refcount and a queue push), minus the writer.
+//! * `fanout/1000_pusher_members`: the same for Pusher members, including
+//!   the message's one Pusher encoding (made by the first member).
 //! * `index/join_leave_lookup`: the shared lock-free indexes, from one and
 //!   from two threads.
 //! * `inbox/send_drain`: a shard inbox, one thread sending and draining.
@@ -23,6 +25,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 use shardcast::config::OverflowPolicy;
 use shardcast::internals::DeliveryInbox;
+use shardcast::internals::pusher::SharedFrame;
 use shardcast::internals::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
 use shardcast::internals::{OutQueue, Pushed};
 use shardcast::protocol::decode::{ClientFrame, decode_client_frame};
@@ -39,6 +42,10 @@ const PUBLISH: &str =
 
 /// About 64 bytes of `data` for the encode and fan-out benches.
 const DATA: &[u8] = br#"{"text":"hello world, this is one chat line","n":42,"ok":true}"#;
+
+/// The same data as a Pusher API event carries it (a JSON string).
+const PUSHER_DATA: &[u8] =
+    br#""{\"text\":\"hello world, this is one chat line\",\"n\":42,\"ok\":true}""#;
 
 /// The default `limits.max_message_bytes`.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -208,6 +215,35 @@ fn bench_fanout(c: &mut Criterion) {
             measured
         })
     });
+    // The same fan-out to Pusher members: each message's Pusher form is
+    // made once (by the first member) and shared by the others.
+    let pusher_room: Arc<str> = Arc::from("#1#lobby");
+    group.bench_function("1000_pusher_members", |b| {
+        b.iter_custom(|iters| {
+            let mut measured = Duration::ZERO;
+            let mut queued = 0u64;
+            for _ in 0..iters {
+                seq += 1;
+                let frame = SharedFrame::message(&pusher_room, seq, PUSHER_DATA, "chat");
+                let start = Instant::now();
+                for q in &mut queues {
+                    let Some(bytes) = frame.pusher(&pusher_room) else {
+                        continue;
+                    };
+                    let pushed =
+                        q.push_room(&pusher_room, seq, bytes, OverflowPolicy::Disconnect, 1);
+                    queued += u64::from(matches!(pushed, Pushed::Queued { .. }));
+                }
+                measured += start.elapsed();
+                for q in &mut queues {
+                    q.take_all(&mut out);
+                    out.clear();
+                }
+            }
+            assert_eq!(queued, iters * MEMBERS as u64, "every push must be queued");
+            measured
+        })
+    });
     group.finish();
 }
 
@@ -247,6 +283,7 @@ fn room_meta(home: usize) -> Arc<RoomMeta> {
         overflow: OverflowPolicy::Disconnect,
         explicit: false,
         members: AtomicU32::new(1),
+        users: AtomicU32::new(1),
         seq: AtomicU64::new(0),
         creator: None,
     })

@@ -27,7 +27,7 @@ use crate::config::OverflowPolicy;
 use crate::delivery::Delivery;
 use crate::error::{ErrorCode, Refusal};
 use crate::limits::{MAX_ROOM_HISTORY, MAX_SHARDS};
-use crate::op::{Audience, Op, Publish, Reply};
+use crate::op::{Audience, Op, Publish, Reply, UserFrame};
 use crate::placement::shard_of;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
@@ -160,7 +160,7 @@ fn authorize<B>(shard: &Shard, client: IpAddr, req: &Request<B>) -> Result<(), R
 }
 
 /// Equality whose time depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
@@ -187,6 +187,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             "the body must be JSON with `Content-Type: application/json`",
         ));
     }
+    let body = read_body(shard, req).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| refusal(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
+}
+
+/// The request's body, at most `api.max_body_bytes` (`payload_too_large`
+/// beyond).
+pub(crate) async fn read_body(shard: &Shard, req: Request<Incoming>) -> Result<Bytes, Refusal> {
     let max = shard.shared.config.api.max_body_bytes;
     let too_large = || {
         refusal(
@@ -217,10 +225,8 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             } else {
                 refusal(ErrorCode::BadRequest, format!("cannot read the body: {e}"))
             }
-        })?
-        .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| refusal(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
+        })?;
+    Ok(body.to_bytes())
 }
 
 fn valid_name(field: &str, value: &str) -> Result<(), Refusal> {
@@ -387,7 +393,8 @@ async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Ref
             room: Arc::from(body.room.as_str()),
             from: Arc::from(SYSTEM_USER),
             data: Bytes::copy_from_slice(body.data.get().as_bytes()),
-            exclude_self: false,
+            event: None,
+            exclude: None,
             privileged: true,
             reply: Reply::Api(tx),
         })
@@ -408,7 +415,7 @@ async fn notify(shard: &Shard, audience: Audience, data: &RawValue) -> Result<us
     let (counted, mut counts) = mpsc::channel(MAX_SHARDS);
     let op = Op::ToUsers {
         audience,
-        frame,
+        frame: UserFrame::Frame(frame),
         counted: Some(counted),
     };
     shard.route(op).await;

@@ -17,35 +17,80 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::OverflowPolicy;
 use crate::error::Refusal;
 use crate::inbox::Weighed;
-use crate::op::{Audience, Op, Origin, Reply};
+use crate::observe::{Observed, RoomChange};
+use crate::op::{Audience, Op, Origin, Reply, UserFrame};
 use crate::placement::{ShardSet, shard_of};
 use crate::room::namespaces::Rules;
 
-/// A room frame shared by every recipient on every shard, and its
-/// permessage-deflate form, made at most once, by the first recipient that
-/// negotiated compression (a room message is compressed once, not once per
-/// member; members that did not negotiate it never pay for it).
+/// A member of a room, as `members` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MemberInfo {
+    /// Its connection id.
+    pub(crate) conn: u64,
+    /// The node holding the connection (cluster mode; API details only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<Arc<str>>,
+    /// Its user id.
+    pub(crate) user: Arc<str>,
+    /// Its display name.
+    pub(crate) name: Option<Arc<str>>,
+}
+
+/// A frame for a room's members, shared by every recipient on every shard:
+/// the native encoding its sequencer made, and the other forms each made at
+/// most once, on first demand, by whichever member shard needs it first —
+/// its permessage-deflate form (for members that negotiated compression)
+/// and its Pusher form (for Pusher members). A room message costs one
+/// serialization per protocol and one compression, never one per recipient
+/// or per shard; members that need no other form never pay for one.
+/// Cloning is a refcount.
 #[derive(Debug, Clone)]
 pub struct RoomFrame(Arc<SharedFrame>);
 
 #[derive(Debug)]
 struct SharedFrame {
+    /// The native frame; empty when native members get nothing (a presence
+    /// change with `room.presence_events` off).
     plain: Bytes,
+    /// What a presence event is about, for protocols that say it in their
+    /// own words.
+    change: Option<PresenceChange>,
     deflated: OnceLock<Option<Bytes>>,
+    /// The Pusher form (`None` inside: nothing for Pusher members).
+    pusher: OnceLock<Option<Bytes>>,
 }
 
 impl RoomFrame {
-    /// `plain`, an encoded text frame.
+    /// `plain`, an encoded text frame every protocol derives its form from
+    /// (a message, a `gap`).
     pub fn new(plain: Bytes) -> Self {
         RoomFrame(Arc::new(SharedFrame {
             plain,
+            change: None,
             deflated: OnceLock::new(),
+            pusher: OnceLock::new(),
         }))
     }
 
-    /// The frame as encoded.
+    /// A presence event: `native` for native members (if they get one),
+    /// and the change itself for the others.
+    pub(crate) fn presence(native: Option<Bytes>, change: PresenceChange) -> Self {
+        RoomFrame(Arc::new(SharedFrame {
+            plain: native.unwrap_or_default(),
+            change: Some(change),
+            deflated: OnceLock::new(),
+            pusher: OnceLock::new(),
+        }))
+    }
+
+    /// The frame as encoded (empty when native members get nothing).
     pub fn plain(&self) -> &Bytes {
         &self.0.plain
+    }
+
+    /// The native frame, if native members get one.
+    pub(crate) fn native_frame(&self) -> Option<&Bytes> {
+        (!self.0.plain.is_empty()).then_some(&self.0.plain)
     }
 
     /// The compressed frame (window [`crate::ws::deflate::SHARED_WINDOW_BITS`]),
@@ -67,20 +112,58 @@ impl RoomFrame {
             })
             .as_ref()
     }
+
+    /// The presence change this frame is about, if it is one.
+    pub(crate) fn change(&self) -> Option<&PresenceChange> {
+        self.0.change.as_ref()
+    }
+
+    /// The Pusher form, made by `encode` the first time any shard asks.
+    pub(crate) fn pusher_form(
+        &self,
+        encode: impl FnOnce(&RoomFrame) -> Option<Bytes>,
+    ) -> Option<&Bytes> {
+        self.0.pusher.get_or_init(|| encode(self)).as_ref()
+    }
+
+    /// Bytes it keeps alive (for inbox accounting).
+    pub(crate) fn len(&self) -> usize {
+        self.0.plain.len()
+    }
 }
 
-/// A member of a room, as `members` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct MemberInfo {
-    /// Its connection id.
-    pub(crate) conn: u64,
-    /// The node holding the connection (cluster mode; API details only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) node: Option<Arc<str>>,
-    /// Its user id.
+/// A member joined or left: who, and whether that changed the room's
+/// users (its first connection joined, or its last left).
+#[derive(Debug, Clone)]
+pub(crate) struct PresenceChange {
+    /// Joined (else left).
+    pub(crate) joined: bool,
+    /// The member's user id.
     pub(crate) user: Arc<str>,
-    /// Its display name.
-    pub(crate) name: Option<Arc<str>>,
+    /// Its `info` (raw JSON), if it gave one.
+    pub(crate) info: Option<Arc<str>>,
+    /// The user's first connection in the room joined, or its last left.
+    pub(crate) user_changed: bool,
+}
+
+/// A room's counts, as the Pusher API's channel list shows them.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomCounts {
+    /// The room.
+    pub(crate) room: Arc<str>,
+    /// Member connections.
+    pub(crate) members: u64,
+    /// Distinct users among them.
+    pub(crate) users: u64,
+}
+
+/// A user in a room, with the `info` of its first connection.
+#[derive(Debug, Clone)]
+pub(crate) struct UserEntry {
+    /// User id.
+    pub(crate) user: Arc<str>,
+    /// Raw JSON `info`, if given.
+    pub(crate) info: Option<Arc<str>>,
 }
 
 /// A successful op, as the asking connection is told (`ack`).
@@ -126,6 +209,11 @@ pub(crate) struct JoinAck {
     pub(crate) history: Vec<Bytes>,
     /// Whether `since` was recovered completely (only when given).
     pub(crate) recovered: Option<bool>,
+    /// The room's users, each once (at most `limits.max_presence_list`),
+    /// when the join asked (`list_users`).
+    pub(crate) users: Option<Vec<UserEntry>>,
+    /// Distinct users in the room after the join.
+    pub(crate) user_count: u32,
 }
 
 /// A join the back end accepted.
@@ -148,6 +236,8 @@ pub(crate) struct RoomDetails {
     pub(crate) room: Arc<str>,
     /// Members in all.
     pub(crate) members: usize,
+    /// Distinct users among them.
+    pub(crate) users: usize,
     /// Last seq.
     pub(crate) seq: u64,
     /// The room's epoch (v1.1; empty if it has none yet).
@@ -230,12 +320,13 @@ pub(crate) enum Delivery {
         /// The frame's id, if the leave carried one (an `ack` goes out).
         id: Option<u64>,
     },
-    /// A frame for local connections of a user, or for all.
+    /// A frame for local connections of a user, or for all (or their
+    /// close).
     ToUsers {
         /// Who gets it.
         audience: Audience,
-        /// The frame.
-        frame: Bytes,
+        /// The frame, or the close.
+        frame: UserFrame,
         /// Where to report how many connections got it.
         counted: Option<mpsc::Sender<usize>>,
     },
@@ -274,8 +365,9 @@ pub(crate) enum Delivery {
 impl Weighed for Delivery {
     fn weight(&self) -> usize {
         match self {
-            Delivery::Room { frame, .. } => frame.plain().len(),
-            Delivery::ToUsers { frame, .. } | Delivery::RoomClosed { frame, .. } => frame.len(),
+            Delivery::Room { frame, .. } => frame.len(),
+            Delivery::ToUsers { frame, .. } => frame.len(),
+            Delivery::RoomClosed { frame, .. } => frame.len(),
             Delivery::Joined { admitted, .. } => {
                 let history = admitted
                     .ack
@@ -300,6 +392,8 @@ impl Weighed for Delivery {
 pub(crate) struct Outbox {
     shards: usize,
     items: Vec<(usize, Delivery)>,
+    /// Room changes for [`crate::observe::Observer`], in order.
+    observed: Vec<Observed>,
 }
 
 impl Outbox {
@@ -308,6 +402,7 @@ impl Outbox {
         Outbox {
             shards,
             items: Vec::new(),
+            observed: Vec::new(),
         }
     }
 
@@ -333,11 +428,10 @@ impl Outbox {
         shards: ShardSet,
         room: &Arc<str>,
         seq: u64,
-        frame: &Bytes,
+        frame: &RoomFrame,
         exclude: Option<u64>,
         stamp_us: u64,
     ) {
-        let frame = RoomFrame::new(frame.clone());
         for shard in shards.iter() {
             let delivery = Delivery::Room {
                 room: room.clone(),
@@ -416,6 +510,9 @@ impl Outbox {
             Op::Details { reply, .. } => {
                 let _ = reply.send(Err(refusal));
             }
+            Op::Rooms { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
             Op::ToUsers { .. } | Op::WatchUser { .. } => {}
         }
     }
@@ -423,6 +520,20 @@ impl Outbox {
     /// Take the deliveries out, in order.
     pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (usize, Delivery)> {
         self.items.drain(..)
+    }
+
+    /// `room` changed in a way an observer may watch (occupied, vacated,
+    /// a user came or went).
+    pub(crate) fn observe(&mut self, room: &Arc<str>, change: RoomChange) {
+        self.observed.push(Observed {
+            room: room.clone(),
+            change,
+        });
+    }
+
+    /// Take the observed changes out, in order.
+    pub(crate) fn take_observed(&mut self) -> std::vec::Drain<'_, Observed> {
+        self.observed.drain(..)
     }
 
     /// Whether nothing is waiting.
@@ -460,7 +571,8 @@ mod tests {
         let mut set = ShardSet::default();
         set.insert(0);
         set.insert(3);
-        out.fan_out(set, &Arc::from("r"), 1, &Bytes::from_static(b"x"), None, 0);
+        let frame = RoomFrame::new(Bytes::from_static(b"x"));
+        out.fan_out(set, &Arc::from("r"), 1, &frame, None, 0);
         let shards: Vec<usize> = out.drain().map(|(s, _)| s).collect();
         assert_eq!(shards, vec![0, 3]);
     }

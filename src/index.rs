@@ -53,6 +53,8 @@ pub struct RoomMeta {
     pub explicit: bool,
     /// Member connections (written by the home shard only).
     pub members: AtomicU32,
+    /// Distinct users among the members (written by the home shard only).
+    pub users: AtomicU32,
     /// Last assigned seq (written by the home shard only).
     pub seq: AtomicU64,
     /// Who made it (`None`: the API).
@@ -209,6 +211,22 @@ impl RoomIndex {
         if self.caps.per_conn > 0 {
             lower_entry(&self.by_conn, creator.conn);
         }
+    }
+
+    /// The counts of at most `limit` rooms with members whose names start
+    /// with `prefix`.
+    pub(crate) fn counts(&self, prefix: &str, limit: usize) -> Vec<crate::delivery::RoomCounts> {
+        self.map
+            .pin()
+            .iter()
+            .filter(|(k, v)| k.starts_with(prefix) && v.members.load(Ordering::Relaxed) > 0)
+            .take(limit)
+            .map(|(k, v)| crate::delivery::RoomCounts {
+                room: k.clone(),
+                members: u64::from(v.members.load(Ordering::Relaxed)),
+                users: u64::from(v.users.load(Ordering::Relaxed)),
+            })
+            .collect()
     }
 
     /// Names and metadata of at most `limit` rooms.
@@ -610,6 +628,7 @@ mod tests {
             overflow: OverflowPolicy::Drop,
             explicit: true,
             members: AtomicU32::new(0),
+            users: AtomicU32::new(0),
             seq: AtomicU64::new(0),
             creator,
         })

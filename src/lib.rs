@@ -36,10 +36,12 @@ mod index;
 pub mod limits;
 mod memory;
 mod metrics;
+mod observe;
 mod op;
 pub mod perms;
 mod placement;
 pub mod protocol;
+mod pusher;
 mod ratelimit;
 mod room;
 mod schema;
@@ -62,6 +64,85 @@ pub mod internals {
     pub use crate::index::{ConnCaps, CreationCaps, Creator, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
+
+    /// The Pusher endpoint's pure parts (the `pusher_events` fuzz target,
+    /// the no-allocation fan-out test, the `fanout` benches).
+    pub mod pusher {
+        use bytes::Bytes;
+
+        use crate::delivery::RoomFrame;
+
+        /// A room message as a sequencer hands it to member shards: its
+        /// native frame, and its Pusher form made on first demand.
+        #[derive(Clone)]
+        pub struct SharedFrame(RoomFrame);
+
+        impl SharedFrame {
+            /// Message `seq` of `room`, published as `event`.
+            pub fn message(room: &str, seq: u64, data: &[u8], event: &str) -> Self {
+                let frame =
+                    crate::protocol::encode::message_event(room, seq, "u1", 1, data, Some(event));
+                SharedFrame(RoomFrame::new(frame))
+            }
+
+            /// The native frame.
+            pub fn native(&self) -> Option<&Bytes> {
+                self.0.native_frame()
+            }
+
+            /// The Pusher form, as a Pusher member of `room` takes it (made
+            /// once, by the first caller).
+            pub fn pusher(&self, room: &str) -> Option<&Bytes> {
+                self.0
+                    .pusher_form(|f| crate::shard::conn::pusher::room_form(room, f))
+            }
+        }
+
+        /// Decode a client event: its kind and channel (if it names one),
+        /// or the `pusher:error` code and message it gets.
+        pub fn decode(text: &str) -> Result<(String, Option<String>), (u16, String)> {
+            use crate::pusher::wire::ClientEvent;
+            match crate::pusher::wire::decode(text) {
+                Ok(ClientEvent::Ping) => Ok(("ping".into(), None)),
+                Ok(ClientEvent::Pong) => Ok(("pong".into(), None)),
+                Ok(ClientEvent::Subscribe { channel, .. }) => {
+                    Ok(("subscribe".into(), Some(channel.into_owned())))
+                }
+                Ok(ClientEvent::Unsubscribe { channel }) => {
+                    Ok(("unsubscribe".into(), Some(channel.into_owned())))
+                }
+                Ok(ClientEvent::Signin { .. }) => Ok(("signin".into(), None)),
+                Ok(ClientEvent::Client { event, channel, .. }) => {
+                    Ok((event.into_owned(), Some(channel.into_owned())))
+                }
+                Err(e) => Err((e.code, e.message)),
+            }
+        }
+
+        /// Whether `name` is a valid channel name.
+        pub fn is_valid_channel(name: &str) -> bool {
+            crate::pusher::names::is_valid_channel(name)
+        }
+
+        /// The Pusher form of a native server frame of `channel`.
+        pub fn from_native(channel: &str, frame: &[u8]) -> Option<Bytes> {
+            crate::pusher::wire::from_native(channel, &Bytes::copy_from_slice(frame))
+        }
+
+        /// Check an HTTP API request's signature (key `key`, secret
+        /// `secret`, the server's clock `now_s`).
+        pub fn check_request(
+            key: &str,
+            secret: &[u8],
+            (method, path): (&str, &str),
+            params: &[(String, String)],
+            body: &[u8],
+            now_s: u64,
+        ) -> Result<(), String> {
+            crate::pusher::sign::check_request(key, secret, method, path, params, body, now_s)
+                .map_err(|e| e.to_string())
+        }
+    }
 
     use std::sync::Arc;
 
@@ -95,7 +176,8 @@ pub mod internals {
                 room: Arc::from(room),
                 from: Arc::from("u"),
                 data,
-                exclude_self: false,
+                event: None,
+                exclude: None,
                 privileged: false,
                 reply: crate::op::Reply::Conn(origin),
             };
@@ -232,7 +314,14 @@ impl Broker {
         } else {
             (backend::Backend::Local, None)
         };
-        let shared = Shared::new(config, auth, edge, backend, schemas);
+        let watchers = if config.pusher.enabled {
+            let (pusher, observer) =
+                pusher::Pusher::start(&config.pusher).map_err(StartError::Config)?;
+            (observer, Some(pusher))
+        } else {
+            (observe::Observer::none(), None)
+        };
+        let shared = Shared::new(config, auth, edge, backend, (schemas, watchers));
         // Redis must answer before the first connection is accepted.
         let backplane = match ops {
             Some(ops) => Some(cluster::backplane::spawn(shared.clone(), ops)?),

@@ -12,12 +12,13 @@
 //! protocol asked (answers are typed, see [`crate::delivery::Ack`]; the
 //! asking connection encodes them).
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::delivery::RoomDetails;
+use crate::delivery::{RoomCounts, RoomDetails};
 use crate::error::Refusal;
 use crate::inbox::Weighed;
 pub(crate) use crate::index::Creator;
@@ -72,6 +73,12 @@ pub(crate) struct Join {
     pub(crate) may_create: bool,
     /// The connection may join the room if it is private.
     pub(crate) may_join_private: bool,
+    /// Raw JSON the member carries for others to see (a Pusher presence
+    /// member's `user_info`; a thin pointer: an op stays small).
+    pub(crate) info: Option<Arc<String>>,
+    /// Answer with the room's users (each once, with its `info`), not only
+    /// its counts: a Pusher presence subscription.
+    pub(crate) list_users: bool,
 }
 
 impl Join {
@@ -94,8 +101,14 @@ pub(crate) struct Publish {
     pub(crate) from: Arc<str>,
     /// Raw JSON of `data` (a slice of the client's frame or request).
     pub(crate) data: Bytes,
-    /// Skip the publishing connection in the fan-out.
-    pub(crate) exclude_self: bool,
+    /// The event name it is published as (the Pusher endpoint's events;
+    /// `None` for native publishes). A thin pointer, like `exclude` a
+    /// niche-packed id: an op stays small in the inboxes.
+    pub(crate) event: Option<Arc<String>>,
+    /// A connection the fan-out skips: the publisher itself
+    /// (`exclude_self`, client events), or any connection the HTTP API
+    /// names (`socket_id`). Connection ids are never 0.
+    pub(crate) exclude: Option<NonZeroU64>,
     /// The publisher may publish where clients may not (a namespace with
     /// `client_publish = false`): the HTTP API, or a connection with the
     /// `admin` right.
@@ -112,6 +125,26 @@ pub(crate) enum Audience {
     User(Arc<str>),
     /// Every connection.
     All,
+}
+
+/// What connections of an [`Audience`] get.
+#[derive(Debug, Clone)]
+pub(crate) enum UserFrame {
+    /// This frame (native protocol), shared by every recipient.
+    Frame(Bytes),
+    /// Closed with a policy close, for this reason (the Pusher API's
+    /// `terminate_connections`).
+    Close(Arc<str>),
+}
+
+impl UserFrame {
+    /// Bytes it keeps alive.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            UserFrame::Frame(frame) => frame.len(),
+            UserFrame::Close(reason) => reason.len(),
+        }
+    }
 }
 
 /// An operation of a front door on rooms or users.
@@ -153,6 +186,16 @@ pub(crate) enum Op {
         /// The room.
         room: Arc<str>,
     },
+    /// Rooms whose names start with `prefix`, with their member and user
+    /// counts (the Pusher API's channel list).
+    Rooms {
+        /// Name prefix.
+        prefix: Arc<str>,
+        /// The rooms, at most `limit`.
+        limit: usize,
+        /// The list.
+        reply: oneshot::Sender<Result<Vec<RoomCounts>, Refusal>>,
+    },
     /// The API's room details.
     Details {
         /// The room.
@@ -161,12 +204,12 @@ pub(crate) enum Op {
         reply: oneshot::Sender<Result<RoomDetails, Refusal>>,
     },
     /// A frame for connections by user (`direct`, `broadcast`,
-    /// `notification`): every node delivers it to its own.
+    /// `notification`), or their close: every node delivers it to its own.
     ToUsers {
         /// Who gets it.
         audience: Audience,
-        /// The encoded frame, shared by every recipient.
-        frame: Bytes,
+        /// The encoded frame, shared by every recipient (or the close).
+        frame: UserFrame,
         /// Where each shard of this node reports how many connections got
         /// it (the API's `delivered`), if anyone asks.
         counted: Option<mpsc::Sender<usize>>,
@@ -197,7 +240,7 @@ impl Op {
             | Op::Publish(Publish { room, .. })
             | Op::Members { room, .. }
             | Op::Details { room, .. } => Some(room),
-            Op::ToUsers { .. } | Op::WatchUser { .. } => None,
+            Op::ToUsers { .. } | Op::WatchUser { .. } | Op::Rooms { .. } => None,
         }
     }
 }
@@ -223,5 +266,14 @@ impl Weighed for Op {
             Op::ToUsers { frame, .. } => frame.len(),
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_op_stays_small_in_the_inboxes() {
+        // Inboxes are arrays of slots sized by the largest variant.
+        assert!(std::mem::size_of::<super::Op>() < 128);
     }
 }

@@ -136,7 +136,8 @@ fn publish(room: &str, data: &'static str, privileged: bool) -> Publish {
         room: Arc::from(room),
         from: Arc::from("u"),
         data: Bytes::from_static(data.as_bytes()),
-        exclude_self: false,
+        event: None,
+        exclude: None,
         privileged,
         reply: Reply::Api(tx),
     }

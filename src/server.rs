@@ -232,6 +232,17 @@ async fn route(shard: &Rc<Shard>, conn: SocketAddr, req: Request<Incoming>) -> R
     if path.starts_with("/api/") {
         return crate::api::handle(shard, client, req).await;
     }
+    if let Some(pusher) = shard.shared.pusher.clone() {
+        if path.starts_with("/app/") {
+            return match crate::pusher::upgrade::upgrade(shard, &pusher, client, req) {
+                Ok(response) => response,
+                Err(refusal) => refusal_response(&refusal),
+            };
+        }
+        if path.starts_with("/apps/") {
+            return crate::pusher::api::handle(shard, &pusher, req).await;
+        }
+    }
     let echo_path = &shard.shared.config.server.echo_path;
     let echo = !echo_path.is_empty() && path == echo_path;
     if path == shard.shared.config.server.ws_path || echo {
@@ -346,6 +357,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
                 shard.shared.memory.figures(),
                 shard.shared.backend.remote_counters(),
                 crate::schema::invalid_data_counts(&shard.shared.namespaces, &shard.shared.schemas),
+                crate::pusher::webhook::figures(&shard.shared),
             ),
         ),
         Err(refusal) => return refusal_response(&refusal),
@@ -462,7 +474,7 @@ fn parse_query(query: Option<&str>) -> Result<ConnectParams, Refusal> {
 }
 
 /// A browser upgrade whose `Origin` is not in `server.allowed_origins`.
-fn check_origin<B>(shard: &Shard, req: &Request<B>) -> Result<(), Refusal> {
+pub(crate) fn check_origin<B>(shard: &Shard, req: &Request<B>) -> Result<(), Refusal> {
     let Some(origin) = req.headers().get(hyper::header::ORIGIN) else {
         return Ok(()); // not a browser: nothing to check
     };
@@ -528,6 +540,7 @@ fn upgrade(
         expires_at: grant.expires_at,
         echo,
         deflate,
+        protocol: conn::Protocol::Native,
     };
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
@@ -545,6 +558,9 @@ fn upgrade(
                 // hyper read its buffer from the front of the prefix; what
                 // it left of the prefix comes after.
                 let prefix = if unread.is_empty() {
+                    // An empty `unread` still holds the whole head buffer
+                    // (4 KiB): let it go now, not when the connection ends.
+                    drop(unread);
                     parts.read_buf
                 } else {
                     [parts.read_buf, unread].concat().into()

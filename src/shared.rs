@@ -15,6 +15,8 @@ use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::index::{ConnCaps, CreationCaps, RoomIndex, UserIndex};
 use crate::memory::MemoryGuard;
+use crate::observe::Observer;
+use crate::pusher::Pusher;
 use crate::room::namespaces::Namespaces;
 use crate::schema::Schemas;
 
@@ -42,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) namespaces: Namespaces,
     /// Their message schemas, compiled, and `invalid_data` counts.
     pub(crate) schemas: Schemas,
+    /// Where back ends report room changes (the Pusher webhooks).
+    pub(crate) observer: Observer,
+    /// The Pusher endpoint's apps, when `[pusher]` is enabled.
+    pub(crate) pusher: Option<Arc<Pusher>>,
     /// Where this node's connection ids start: 0 with the local back end;
     /// with a remote one (several nodes) a multiple of the shard count
     /// picked by the node id, so ids of different nodes do not meet (see
@@ -58,7 +64,7 @@ impl Shared {
         auth: Authenticator,
         edge: Edge,
         backend: Backend,
-        schemas: Schemas,
+        (schemas, (observer, pusher)): (Schemas, (Observer, Option<Arc<Pusher>>)),
     ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
@@ -86,6 +92,8 @@ impl Shared {
             edge,
             namespaces: Namespaces::new(&config),
             schemas,
+            observer,
+            pusher,
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             auth,

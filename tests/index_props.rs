@@ -45,6 +45,7 @@ fn meta() -> Arc<RoomMeta> {
         overflow: OverflowPolicy::Drop,
         explicit: true,
         members: AtomicU32::new(0),
+        users: AtomicU32::new(0),
         seq: AtomicU64::new(0),
         creator: None,
     })

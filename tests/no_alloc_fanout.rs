@@ -155,3 +155,56 @@ fn compressed_members_share_one_compressed_frame_without_allocating() {
     queues[MEMBERS - 1].take_all(&mut inflight);
     assert_eq!(inflight[0].0.as_ptr(), first.as_ptr());
 }
+
+/// The same for Pusher members: the first one makes the message's Pusher
+/// form, every other (on any shard) takes it without allocating.
+#[test]
+fn pusher_members_share_one_encoding_of_a_message() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use shardcast::internals::pusher::SharedFrame;
+    let room: Arc<str> = Arc::from("#1#news");
+    let mut queues: Vec<OutQueue> = (0..MEMBERS).map(|_| OutQueue::new(64, 1 << 20)).collect();
+    let mut drained = std::collections::VecDeque::with_capacity(64);
+    for seq in 1..=8 {
+        let frame = SharedFrame::message(&room, seq, br#""warm""#, "tick");
+        for q in &mut queues {
+            let bytes = frame.pusher(&room).expect("a Pusher form");
+            let pushed = q.push_room(&room, seq, bytes, OverflowPolicy::Disconnect, 1);
+            assert!(matches!(pushed, Pushed::Queued { .. }));
+        }
+    }
+    for q in &mut queues {
+        q.take_all(&mut drained);
+        drained.clear();
+    }
+    let frame = SharedFrame::message(&room, 9, br#""{\"text\":\"hi\"}""#, "flash");
+    // The first Pusher member makes the Pusher form: allocations allowed.
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let first = frame.pusher(&room).expect("a Pusher form").clone();
+    COUNTING.store(false, Ordering::Relaxed);
+    assert!(
+        ALLOCATIONS.load(Ordering::Relaxed) > 0,
+        "the counter counts"
+    );
+    // Every other member, on this shard or another, takes the same bytes.
+    let other_shard = frame.clone();
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut queued = 0;
+    for (i, q) in queues.iter_mut().enumerate() {
+        let shared = if i % 2 == 0 { &frame } else { &other_shard };
+        let bytes = shared.pusher(&room).expect("a Pusher form");
+        let pushed = q.push_room(&room, 9, bytes, OverflowPolicy::Disconnect, 1);
+        queued += usize::from(matches!(pushed, Pushed::Queued { .. }));
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(queued, MEMBERS);
+    assert_eq!(
+        allocations, 0,
+        "{MEMBERS} Pusher members of one message allocated {allocations} times"
+    );
+    assert_eq!(frame.pusher(&room), Some(&first), "one encoding, shared");
+    assert!(frame.native().is_some());
+}

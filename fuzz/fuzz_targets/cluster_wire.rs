@@ -44,11 +44,16 @@ fn write_room(event: &Event<'_>) -> Vec<u8> {
             node,
             conn,
             count,
+            users,
+            user_changed,
             user,
             name,
+            info,
         } => {
             let kind = if *joined { 'J' } else { 'L' };
-            format!("{kind} {node} {conn} {count} {}", member_value(user, *name)).into_bytes()
+            let changed = u8::from(*user_changed);
+            let member = member_value(user, *name, *info);
+            format!("{kind} {node} {conn} {count} {users} {changed} {member}").into_bytes()
         }
         Event::Closed => b"X".to_vec(),
         Event::Frame { .. } => unreachable!("not a room event"),
@@ -66,9 +71,13 @@ fn check_room(payload: &[u8]) {
             assert!(!node.contains(' '), "a node id has no space: {node:?}");
         }
         Event::Presence {
-            node, user, name, ..
+            node,
+            user,
+            name,
+            info,
+            ..
         } => {
-            for part in [Some(*node), Some(*user), *name].into_iter().flatten() {
+            for part in [Some(*node), Some(*user), *name, *info].into_iter().flatten() {
                 assert!(borrowed_from(payload, part.as_bytes()));
             }
             assert!(!node.contains(' ') && !user.contains('\t'));

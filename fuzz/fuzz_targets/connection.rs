@@ -4,7 +4,8 @@
 //!
 //! Input: byte 0 holds flags (bit 0: send the frames in the same write as
 //! the upgrade request, so they reach the connection as the bytes hyper
-//! read ahead; bits 1-2: which of four user ids to connect as). Then
+//! read ahead; bits 1-2: which of four user ids to connect as; bit 3: speak
+//! the Pusher protocol on `/app/{key}` instead of the native one). Then
 //! records `[head][len][payload]`: `head & 0x0F` is the opcode, `0x80` FIN,
 //! `0x20` multiplies `len` by 16 (to pass the 2 KiB message limit). With
 //! `head & 0x70` = `0x70` the payload is written raw (no frame header: any
@@ -18,7 +19,8 @@
 //! - the upgrade succeeds, and the server sends only well-formed, unmasked,
 //!   unfragmented frames: `welcome` first, every text frame a JSON object
 //!   with a string `type`, a close frame last (with a valid code), nothing
-//!   after it;
+//!   after it (Pusher: `pusher:connection_established` first, every text
+//!   frame a JSON object with a string `event`);
 //! - invariant 4: a second client (the witness, connected once and never
 //!   misbehaving) still gets its `pong` after every input;
 //! - the broker is restarted every 2000 inputs or past 256 rooms, so state
@@ -38,6 +40,10 @@ use shardcast::{Broker, Config};
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 const USERS: [&str; 4] = ["alice", "bob", "carol", "anon-1"];
+/// The app key of the Pusher connections.
+const PUSHER_KEY: &str = "fuzz-key";
+/// Flag bit of a Pusher connection.
+const PUSHER: u8 = 0x08;
 /// Silence after which the client half-closes its side (only inputs whose
 /// raw bytes hide the final close frame should get there).
 const QUIET: Duration = Duration::from_millis(25);
@@ -70,6 +76,16 @@ fn config() -> Config {
     r.history_max_bytes = 8 * 1024;
     r.history_on_join = 8;
     r.empty_ttl_ms = 100;
+    let p = &mut c.pusher;
+    p.enabled = true;
+    p.client_event_rate_per_sec = 1000;
+    p.apps = vec![shardcast::config::PusherApp {
+        id: "fuzz".into(),
+        key: PUSHER_KEY.into(),
+        secret: "fuzz-secret".into(),
+        client_events: true,
+        ..Default::default()
+    }];
     c.validate().expect("fuzz config");
     c
 }
@@ -112,9 +128,14 @@ fn client_bytes(mut input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn upgrade_request(user: &str) -> String {
+fn upgrade_request(user: &str, pusher: bool) -> String {
+    let path = if pusher {
+        format!("/app/{PUSHER_KEY}?protocol=7&client=fuzz")
+    } else {
+        format!("/ws?user={user}&name=Fuzz")
+    };
     format!(
-        "GET /ws?user={user}&name=Fuzz HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\n\r\n"
     )
@@ -165,7 +186,12 @@ fn server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
 
 /// Check everything the server sent on one connection. `cut`: the client
 /// half-closed or was reset, so the stream may end anywhere.
-fn check_stream(mut buf: &[u8], cut: bool) {
+fn check_stream(mut buf: &[u8], cut: bool, pusher: bool) {
+    let (field, hello) = if pusher {
+        ("event", "pusher:connection_established")
+    } else {
+        ("type", "welcome")
+    };
     let mut first = true;
     let mut closed = false;
     while !buf.is_empty() {
@@ -184,11 +210,11 @@ fn check_stream(mut buf: &[u8], cut: bool) {
                     )
                 });
                 let kind = v
-                    .get("type")
+                    .get(field)
                     .and_then(Value::as_str)
-                    .expect("frame without type");
+                    .unwrap_or_else(|| panic!("frame without {field}: {v}"));
                 if first {
-                    assert_eq!(kind, "welcome", "first frame is not welcome");
+                    assert_eq!(kind, hello, "the first frame");
                 }
             }
             0x8 => {
@@ -215,11 +241,12 @@ fn check_stream(mut buf: &[u8], cut: bool) {
 fn run_client(addr: SocketAddr, input: &[u8]) {
     let flags = input.first().copied().unwrap_or(0);
     let user = USERS[usize::from(flags >> 1) & 3];
+    let pusher = flags & PUSHER != 0;
     let frames = client_bytes(input.get(1..).unwrap_or_default());
     let mut s = TcpStream::connect(addr).expect("connect");
     let _ = s.set_nodelay(true);
     s.set_read_timeout(Some(QUIET)).expect("timeout");
-    let request = upgrade_request(user);
+    let request = upgrade_request(user, pusher);
     let mut got = if flags & 1 != 0 {
         let mut all = request.into_bytes();
         all.extend_from_slice(&frames);
@@ -261,7 +288,7 @@ fn run_client(addr: SocketAddr, input: &[u8]) {
             Err(e) => panic!("read: {e}"),
         }
     }
-    check_stream(&got, half_closed);
+    check_stream(&got, half_closed, pusher);
 }
 
 /// A well-behaved client that stays connected across inputs.
@@ -277,7 +304,7 @@ impl Witness {
         let _ = stream.set_nodelay(true);
         stream.set_read_timeout(Some(QUIET)).expect("timeout");
         // A user id no input can name.
-        let request = upgrade_request("witness-7f3a9c");
+        let request = upgrade_request("witness-7f3a9c", false);
         stream.write_all(request.as_bytes()).expect("witness write");
         let buf = read_head(&mut stream);
         Witness {

@@ -1,7 +1,8 @@
 //! `fanout`: R rooms x M members, P publishers per room; max rate (closed
 //! loop, bounded window) or a fixed rate per publisher (open loop, latency
 //! from the intended send time). Every member checks it gets every seq once,
-//! in order.
+//! in order. With `--protocol pusher` the same run speaks the Pusher
+//! protocol ([`crate::pusher`]).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -16,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, Window, nanos_since};
 use crate::progress::{self, Counters};
+use crate::pusher::{HttpPublisher, PublishVia, Pusher, PusherArgs};
 use crate::workers;
 use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
 
@@ -61,6 +63,18 @@ pub(crate) struct FanoutArgs {
     /// every delivery crosses the cluster's backplane).
     #[arg(long, requires = "member_urls")]
     pub(crate) members_only_on_others: bool,
+    #[command(flatten)]
+    pub(crate) pusher: PusherArgs,
+}
+
+/// A publisher's connection.
+enum PublisherConn {
+    /// Native: `publish` frames, acknowledged.
+    Native(WsConn),
+    /// Pusher: client events on the room's private channel.
+    PusherClient(WsConn),
+    /// Pusher: HTTP API calls.
+    PusherHttp(HttpPublisher),
 }
 
 /// The filler of published messages.
@@ -174,6 +188,7 @@ pub(crate) struct MemberStats {
 }
 
 /// What one publisher did.
+#[derive(Default)]
 pub(crate) struct PublisherStats {
     pub(crate) published_total: u64,
     pub(crate) published_window: u64,
@@ -242,6 +257,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     if args.window == 0 || args.window > MAX_WINDOW {
         return Err(format!("--window must be 1..={MAX_WINDOW}"));
     }
+    let pusher = Pusher::of(&args.pusher)?;
     let origin = Instant::now();
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
     let final_seqs: Arc<Vec<AtomicU64>> =
@@ -249,8 +265,16 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
     let gate = Arc::new(Semaphore::new(args.common.connect_concurrency));
     let prefix = &args.common.user_prefix;
     println!(
-        "fanout: {} room(s) x {} members, {} publisher(s) per room, {} B payload, rate {}",
-        args.rooms, args.members, args.publishers, args.payload, args.rate
+        "fanout: {} room(s) x {} members, {} publisher(s) per room, {} B payload, rate {}, protocol {}",
+        args.rooms,
+        args.members,
+        args.publishers,
+        args.payload,
+        args.rate,
+        match &pusher {
+            None => "native".to_string(),
+            Some(p) => format!("pusher (publishing via {:?})", p.via()),
+        }
     );
 
     // Members first: every one joined before the first publish.
@@ -263,9 +287,18 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             let source = sources[n % sources.len()];
             let room = format!("{prefix}-room-{r}");
             let gate = gate.clone();
+            let pusher = pusher.clone();
+            let node = node.clone();
             setups.push(workers::spawn(n, async move {
                 let _permit = gate.acquire_owned().await;
-                open_member(&target, source, n as u32, &room).await
+                match pusher {
+                    None => open_member(&target, source, n as u32, &room).await,
+                    Some(p) => {
+                        let channel = p.channel(&room);
+                        let conn = p.open_member(&node, source, n as u32, &channel).await?;
+                        Ok((conn, 0))
+                    }
+                }
             }));
         }
     }
@@ -285,15 +318,26 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             let target = target.for_user(&format!("{prefix}-p{r}-{p}"));
             let source = sources[k % sources.len()];
             let room = format!("{prefix}-room-{r}");
+            let seed = (1 << 24) + k as u32;
+            let pusher = pusher.clone();
             // On the worker that will run its loop.
             let open = workers::spawn(k, async move {
-                open_member(&target, source, (1 << 24) + k as u32, &room).await
+                match pusher {
+                    None => open_member(&target, source, seed, &room)
+                        .await
+                        .map(|(c, _)| PublisherConn::Native(c)),
+                    Some(ps) if ps.via() == PublishVia::Client => ps
+                        .open_member(&target, source, seed, &ps.channel(&room))
+                        .await
+                        .map(PublisherConn::PusherClient),
+                    Some(ps) => ps.open_http(&target).await.map(PublisherConn::PusherHttp),
+                }
             });
-            let (conn, _) = open
+            let conn = open
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("publisher {r}/{p}: {e}"))?;
-            publishers.push((k, r, conn));
+            publishers.push((k, r, p, conn));
         }
     }
     let counters = Arc::new(Counters::default());
@@ -304,25 +348,51 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
             let finals = final_seqs.clone();
             let counters = counters.clone();
             let room = n / args.members;
+            let native = pusher.is_none();
             workers::spawn(n, async move {
                 let mut conn = conn;
-                member_loop(&mut conn, seq, room, finals, phase, origin, &counters).await
+                if native {
+                    member_loop(&mut conn, seq, room, finals, phase, origin, &counters).await
+                } else {
+                    crate::pusher::member_loop(&mut conn, room, finals, phase, origin, &counters)
+                        .await
+                }
             })
         })
         .collect();
     let filler = filler(args.payload_text, args.payload);
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
-        .map(|(k, room, mut conn)| {
+        .map(|(k, room, index, conn)| {
             let phase = phase_rx.clone();
             let room_name = format!("{prefix}-room-{room}");
             let filler = filler.clone();
             let counters = counters.clone();
+            let pusher = pusher.clone();
             workers::spawn(k, async move {
-                let stats = publisher_loop(
-                    &mut conn, &room_name, &filler, rate, phase, origin, &counters,
-                )
-                .await;
+                let stats = match (conn, &pusher) {
+                    (PublisherConn::Native(mut c), _) => {
+                        publisher_loop(&mut c, &room_name, &filler, rate, phase, origin, &counters)
+                            .await
+                    }
+                    (PublisherConn::PusherClient(mut c), Some(p)) => {
+                        let channel = p.channel(&room_name);
+                        crate::pusher::publish_client_events(
+                            &mut c, &channel, index, &filler, rate, phase, origin, &counters,
+                        )
+                        .await
+                    }
+                    (PublisherConn::PusherHttp(mut h), Some(p)) => {
+                        let channel = p.channel(&room_name);
+                        crate::pusher::publish_http(
+                            &mut h, p, &channel, index, &filler, rate, phase, origin, &counters,
+                        )
+                        .await
+                    }
+                    (_, None) => {
+                        unreachable!("Pusher publishers exist only with --protocol pusher")
+                    }
+                };
                 (room, stats)
             })
         })
@@ -353,7 +423,13 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         closed.extend(s.closed);
     }
     for (r, seq) in last_seq.iter().enumerate() {
-        final_seqs[r].store(*seq, Ordering::Release);
+        // Native: the room's last seq; Pusher (no seq): its event count.
+        let last = if pusher.is_some() {
+            per_room_published[r]
+        } else {
+            *seq
+        };
+        final_seqs[r].store(last, Ordering::Release);
     }
     // Wake members so they notice the final seqs.
     let _ = phase_tx.send(Phase::Drain);
@@ -443,6 +519,11 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(Value, bool), String> {
         "duration": args.common.duration, "warmup": args.common.warmup,
         "member_urls": args.member_urls,
         "members_only_on_others": args.members_only_on_others,
+        "protocol": if pusher.is_some() { "pusher" } else { "native" },
+        "pusher_publish": pusher.as_ref().map(|p| match p.via() {
+            PublishVia::Client => "client",
+            PublishVia::Http => "http",
+        }),
         "tls": args.common.url.starts_with("wss://"),
         "compression": args.common.compression,
     });
@@ -508,6 +589,106 @@ pub(crate) async fn join_room(mut conn: WsConn, room: &str) -> Result<(WsConn, u
     }
 }
 
+/// What a member does with its room's frames: the protocol's part of
+/// [`read_room`].
+pub(crate) trait RoomReader {
+    /// Whether the member has everything up to `last` (the room's final
+    /// seq, or its event count).
+    fn complete(&self, s: &MemberStats, last: u64) -> bool;
+    /// One text frame from the server; `measuring` during the window.
+    fn on_text(&mut self, s: &mut MemberStats, text: &[u8], measuring: bool, clock: &mut Arrival);
+}
+
+/// When the frames of one read arrived: the clock is read once for them
+/// all, on the first one that needs it.
+pub(crate) struct Arrival {
+    origin: Instant,
+    at: Option<u64>,
+}
+
+impl Arrival {
+    /// Nanoseconds since the run's origin, read once per batch.
+    pub(crate) fn now(&mut self) -> u64 {
+        let origin = self.origin;
+        *self.at.get_or_insert_with(|| nanos_since(origin))
+    }
+}
+
+impl MemberStats {
+    /// Nothing seen yet, on a connection that negotiated compression or
+    /// not.
+    pub(crate) fn new(compressed: bool) -> Self {
+        MemberStats {
+            delivered_total: 0,
+            delivered_window: 0,
+            missing: 0,
+            out_of_order: 0,
+            gaps: 0,
+            gap_messages: 0,
+            closed: None,
+            latency_us: latency_histogram(),
+            bytes_window: 0,
+            compressed,
+        }
+    }
+
+    /// One message delivered, sent at `sent` (ns since the origin) if
+    /// known.
+    pub(crate) fn delivered(&mut self, measuring: bool, sent: Option<u64>, clock: &mut Arrival) {
+        self.delivered_total += 1;
+        if measuring {
+            self.delivered_window += 1;
+            if let Some(sent) = sent {
+                let now = clock.now();
+                let _ = self
+                    .latency_us
+                    .record((now.saturating_sub(sent) / 1000).max(1));
+            }
+        }
+    }
+}
+
+/// Native members: `message` frames in `seq` order from the join on, and
+/// `gap` frames for what was dropped.
+struct SeqReader {
+    expected: u64,
+}
+
+impl RoomReader for SeqReader {
+    fn complete(&self, _: &MemberStats, last: u64) -> bool {
+        self.expected > last
+    }
+
+    fn on_text(&mut self, s: &mut MemberStats, t: &[u8], measuring: bool, clock: &mut Arrival) {
+        if is_type(t, b"message") {
+            let Some(seq) = json_u64(t, b"\"seq\":") else {
+                return;
+            };
+            if seq == self.expected {
+                self.expected += 1;
+            } else if seq > self.expected {
+                s.missing += seq - self.expected;
+                self.expected = seq + 1;
+            } else {
+                s.out_of_order += 1;
+                return;
+            }
+            s.delivered(measuring, json_u64(t, b"\"t\":"), clock);
+        } else if is_type(t, b"gap") {
+            let (Some(from), Some(to)) = (json_u64(t, b"\"from\":"), json_u64(t, b"\"to\":"))
+            else {
+                return;
+            };
+            s.gaps += 1;
+            s.gap_messages += to.saturating_sub(from) + 1;
+            if from > self.expected {
+                s.missing += from - self.expected;
+            }
+            self.expected = self.expected.max(to + 1);
+        }
+    }
+}
+
 /// Read one member's room until the final seq is reached or the run stops.
 pub(crate) async fn member_loop(
     conn: &mut WsConn,
@@ -518,64 +699,42 @@ pub(crate) async fn member_loop(
     origin: Instant,
     counters: &Counters,
 ) -> MemberStats {
-    let mut phase = PhaseWatch::new(phase);
-    let mut s = MemberStats {
-        delivered_total: 0,
-        delivered_window: 0,
-        missing: 0,
-        out_of_order: 0,
-        gaps: 0,
-        gap_messages: 0,
-        closed: None,
-        latency_us: latency_histogram(),
-        bytes_window: 0,
-        compressed: conn.deflated(),
+    let reader = SeqReader {
+        expected: joined_at + 1,
     };
-    let mut expected = joined_at + 1;
+    read_room(conn, (room, finals), phase, origin, counters, reader).await
+}
+
+/// Read one member's room with `reader` until it is complete after the
+/// publishers stopped (`finals` of `room` known), or the run stops.
+pub(crate) async fn read_room(
+    conn: &mut WsConn,
+    (room, finals): (usize, Arc<Vec<AtomicU64>>),
+    phase: watch::Receiver<Phase>,
+    origin: Instant,
+    counters: &Counters,
+    mut reader: impl RoomReader,
+) -> MemberStats {
+    let mut phase = PhaseWatch::new(phase);
+    let mut s = MemberStats::new(conn.deflated());
     loop {
         let now_phase = phase.get();
         if now_phase == Phase::Stop {
             break;
         }
-        let final_seq = finals[room].load(Ordering::Acquire);
-        if now_phase >= Phase::Drain && final_seq != u64::MAX && expected > final_seq {
+        let last = finals[room].load(Ordering::Acquire);
+        if now_phase >= Phase::Drain && last != u64::MAX && reader.complete(&s, last) {
             break;
         }
         let measuring = now_phase == Phase::Measure;
         let before = s.delivered_total;
         let bytes_before = conn.bytes_received();
         // Frames of one read arrived together: one clock read for them all.
-        let mut arrived: Option<u64> = None;
+        let mut clock = Arrival { origin, at: None };
         let result = tokio::select! {
             r = conn.read_frames(|f| {
-                let Frame::Text(t) = f else { return };
-                if is_type(t, b"message") {
-                    let Some(seq) = json_u64(t, b"\"seq\":") else { return };
-                    if seq == expected {
-                        expected += 1;
-                    } else if seq > expected {
-                        s.missing += seq - expected;
-                        expected = seq + 1;
-                    } else {
-                        s.out_of_order += 1;
-                        return;
-                    }
-                    s.delivered_total += 1;
-                    if measuring {
-                        s.delivered_window += 1;
-                        if let Some(sent) = json_u64(t, b"\"t\":") {
-                            let now = *arrived.get_or_insert_with(|| nanos_since(origin));
-                            let _ = s.latency_us.record((now.saturating_sub(sent) / 1000).max(1));
-                        }
-                    }
-                } else if is_type(t, b"gap") {
-                    let (Some(from), Some(to)) = (json_u64(t, b"\"from\":"), json_u64(t, b"\"to\":")) else { return };
-                    s.gaps += 1;
-                    s.gap_messages += to.saturating_sub(from) + 1;
-                    if from > expected {
-                        s.missing += from - expected;
-                    }
-                    expected = expected.max(to + 1);
+                if let Frame::Text(t) = f {
+                    reader.on_text(&mut s, t, measuring, &mut clock);
                 }
             }) => r,
             () = phase.changed() => Ok(()),
@@ -603,13 +762,7 @@ pub(crate) async fn publisher_loop(
     counters: &Counters,
 ) -> PublisherStats {
     let mut phase = PhaseWatch::new(phase);
-    let mut s = PublisherStats {
-        published_total: 0,
-        published_window: 0,
-        errors: 0,
-        last_seq: 0,
-        closed: None,
-    };
+    let mut s = PublisherStats::default();
     let mut next_id: u64 = 100;
     let mut in_flight: usize = 0;
     // Open loop: spread publishers over the period (golden-ratio phases),

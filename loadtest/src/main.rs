@@ -12,6 +12,7 @@ mod fanout;
 mod idle;
 mod procstat;
 mod progress;
+mod pusher;
 mod report;
 mod slow;
 mod workers;

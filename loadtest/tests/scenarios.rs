@@ -681,3 +681,86 @@ fn fanout_spreads_members_over_member_urls_and_sums_also_pids() {
         "also-pid is summed: {rss} KiB vs {own} KiB"
     );
 }
+
+/// A broker with the Pusher endpoint: app `1`, key `app-key`, client
+/// events allowed at load-test rates.
+fn pusher_broker() -> Broker {
+    broker_with(2, |c| {
+        c.pusher.enabled = true;
+        c.pusher.client_event_rate_per_sec = 1_000_000;
+        c.pusher.apps = vec![shardcast::config::PusherApp {
+            id: "1".into(),
+            key: "app-key".into(),
+            secret: "loadtest-secret".into(),
+            client_events: true,
+            ..Default::default()
+        }];
+    })
+}
+
+#[test]
+fn fanout_over_the_pusher_endpoint_is_lossless_both_ways_of_publishing() {
+    let b = pusher_broker();
+    let url = format!("ws://{}/ws", b.local_addr());
+    for via in ["client", "http"] {
+        let (code, out, json) = run(&[
+            "fanout",
+            "--url",
+            &url,
+            "--protocol",
+            "pusher",
+            "--pusher-secret",
+            "loadtest-secret",
+            "--pusher-publish",
+            via,
+            "--rooms",
+            "2",
+            "--members",
+            "20",
+            "--publishers",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ]);
+        assert_eq!(code, 0, "{via}: {out}");
+        assert_eq!(json["parameters"]["protocol"], "pusher");
+        assert_eq!(json["parameters"]["pusher_publish"], via);
+        let r = &json["results"];
+        let published = r["published_total"].as_u64().expect("published");
+        assert!(published > 100, "{via}: {out}");
+        assert_eq!(
+            r["expected_deliveries"].as_u64(),
+            Some(published * 20),
+            "{via}"
+        );
+        assert_eq!(
+            r["delivered_total"], r["expected_deliveries"],
+            "{via}: {out}"
+        );
+        assert_eq!(r["checks"]["lossless"], true, "{via}: {out}");
+        assert_eq!(r["checks"]["publish_errors"], 0, "{via}: {out}");
+    }
+    // A wrong secret: the run fails at setup, saying why.
+    let (code, out, _) = run(&[
+        "fanout",
+        "--url",
+        &url,
+        "--protocol",
+        "pusher",
+        "--pusher-secret",
+        "wrong",
+        "--members",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("subscription_error"), "{out}");
+    b.shutdown();
+}

@@ -11,7 +11,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `sc:{R}:m` | hash | `seq`, `private`, `max`, `ovf`, `explicit`, `hist`, `epoch` |
-//! | `sc:{R}:p` | hash | presence: field `<node>/<conn>`, value `user` or `user\tname` |
+//! | `sc:{R}:p` | hash | presence: field `<node>/<conn>`, value `user`, `user\tname` or `user\tname\tinfo` |
+//! | `sc:{R}:u` | hash | users: field `user`, value its member connections (so a user's first join and last leave are seen once, cluster-wide) |
 //! | `sc:{R}:h` | stream | history; entry id `<seq>-0`, field `f` = the message JSON |
 //! | `sc:{R}:c` | channel | the room's events, in `seq` order (see [`super::wire`]) |
 //!
@@ -90,6 +91,10 @@ pub(crate) fn meta_key(room: &str) -> String {
 /// Presence hash of a room.
 pub(crate) fn presence_key(room: &str) -> String {
     format!("sc:{{{room}}}:p")
+}
+/// Users hash of a room (member connections per user).
+pub(crate) fn users_key(room: &str) -> String {
+    format!("sc:{{{room}}}:u")
 }
 /// History stream of a room.
 pub(crate) fn history_key(room: &str) -> String {
@@ -197,15 +202,15 @@ end
     };
 }
 
-/// KEYS: meta, presence, history, channel, node rooms, the joiner's user
-/// quota key, its connection quota key.
+/// KEYS: meta, presence, history, channel, users, node rooms, the joiner's
+/// user quota key, its connection quota key.
 /// ARGV: field, member value, create, may_create, auto_create,
 /// may_join_private, default max, default overflow, default history,
 /// since (-1: none), history_on_join, node, conn, room, the client's epoch
 /// (empty: none), a fresh epoch for a room this join makes, private
-/// (0/1), per-user cap, per-connection cap, user, over the memory budget
-/// (0/1). Auto-create and the defaults are those of the room's namespace
-/// ([`crate::room::namespaces`]).
+/// (0/1), the user, most users to list (0: none), per-user cap,
+/// per-connection cap, over the memory budget (0/1). Auto-create and the
+/// defaults are those of the room's namespace ([`crate::room::namespaces`]).
 ///
 /// A room of a private namespace (`private` 1) is private whatever its
 /// hash says, and a join that would make one it may not enter is refused
@@ -216,22 +221,23 @@ end
 /// refills an empty room keeps it counting.
 ///
 /// Answer: `{0, seq, count, private (0/1), max, overflow, explicit,
-/// recovered (-1 none, 0, 1), rejoin (0/1), history length, epoch,
-/// message...}`, or `{status}`.
+/// recovered (-1 none, 0, 1), rejoin (0/1), history length, epoch, users,
+/// first of its user (0/1), listed users n, n times (user, member value),
+/// message...}`, or `{status}`. The `J` event says `users` and `first` too.
 pub(crate) const JOIN: &str = concat!(
     quota_lua!(),
     r#"
-local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, pres, hist, chan, users, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
   if ARGV[4] ~= '1' then return {-3} end
   if ARGV[17] == '1' and ARGV[6] ~= '1' then return {-4} end
-  if ARGV[21] == '1' then return {-10} end
-  local refused = quota_refusal(ARGV[20], KEYS[6], ARGV[18], ARGV[1], KEYS[7], ARGV[19])
+  if ARGV[22] == '1' then return {-10} end
+  local refused = quota_refusal(ARGV[18], KEYS[7], ARGV[20], ARGV[1], KEYS[8], ARGV[21])
   if refused then return refused end
   redis.call('HSET', meta, 'seq', 0, 'private', ARGV[17], 'max', ARGV[7], 'ovf', ARGV[8],
     'explicit', 0, 'hist', ARGV[9], 'epoch', ARGV[16])
-  quota_made(meta, ARGV[14], ARGV[20], KEYS[6], ARGV[1], KEYS[7])
+  quota_made(meta, ARGV[14], ARGV[18], KEYS[7], ARGV[1], KEYS[8])
 end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist', 'epoch')
 local seq = tonumber(m[1]) or 0
@@ -243,17 +249,36 @@ end
 local private = m[2] == '1' or ARGV[17] == '1'
 if private and ARGV[6] ~= '1' then return {-4} end
 local rejoin = redis.call('HEXISTS', pres, ARGV[1]) == 1
+local first = 0
 if not rejoin then
   if redis.call('HLEN', pres) >= (tonumber(m[3]) or 0) then return {-5, tonumber(m[3]) or 0} end
   redis.call('HSET', pres, ARGV[1], ARGV[2])
   redis.call('SADD', noderooms, ARGV[14])
+  if redis.call('HINCRBY', users, ARGV[18], 1) == 1 then first = 1 end
 end
 redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
 if not rejoin and count == 1 then quota_refilled(meta, ARGV[14]) end
+local ucount = redis.call('HLEN', users)
 local out = {0, seq, count, private and 1 or 0, m[3], m[4], m[5], -1, rejoin and 1 or 0,
-  tonumber(m[6]) or 0, epoch}
+  tonumber(m[6]) or 0, epoch, ucount, first}
+local want = tonumber(ARGV[19]) or 0
+local listed = {}
+if want > 0 then
+  local seen = {}
+  for _, v in ipairs(redis.call('HVALS', pres)) do
+    if #listed >= want * 2 then break end
+    local u = string.match(v, '^([^\t]*)')
+    if not seen[u] then
+      seen[u] = true
+      listed[#listed + 1] = u
+      listed[#listed + 1] = v
+    end
+  end
+end
+out[#out + 1] = #listed / 2
+for _, x in ipairs(listed) do out[#out + 1] = x end
 local since = tonumber(ARGV[10])
 if since >= 0 and ARGV[15] ~= '' and ARGV[15] ~= epoch then
   out[8] = 0
@@ -279,20 +304,22 @@ else
   end
 end
 if not rejoin then
-  redis.call('PUBLISH', chan, 'J ' .. ARGV[12] .. ' ' .. ARGV[13] .. ' ' .. count .. ' ' .. ARGV[2])
+  redis.call('PUBLISH', chan, 'J ' .. ARGV[12] .. ' ' .. ARGV[13] .. ' ' .. count .. ' ' .. ucount
+    .. ' ' .. first .. ' ' .. ARGV[2])
 end
 return out
 "#
 );
 
-/// KEYS: meta, presence, history, channel, node rooms.
+/// KEYS: meta, presence, history, channel, users, node rooms.
 /// ARGV: field, node, conn, node keeps members (0/1), room, empty ttl ms.
 ///
-/// Answer: `{0, count}` or `{status}`.
+/// Answer: `{0, count, last of its user (0/1), users, member value}` or
+/// `{status}`. The `L` event says `users` and `last` too.
 pub(crate) const LEAVE: &str = concat!(
     quota_lua!(),
     r#"
-local meta, pres, hist, chan, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, pres, hist, chan, users, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local v = redis.call('HGET', pres, ARGV[1])
 if not v then
   if redis.call('EXISTS', meta) == 0 then return {-1} end
@@ -300,14 +327,22 @@ if not v then
 end
 redis.call('HDEL', pres, ARGV[1])
 local count = redis.call('HLEN', pres)
+local u = string.match(v, '^([^\t]*)')
+local last = 0
+if redis.call('HINCRBY', users, u, -1) <= 0 then
+  redis.call('HDEL', users, u)
+  last = 1
+end
+local ucount = redis.call('HLEN', users)
 if ARGV[4] == '0' then redis.call('SREM', noderooms, ARGV[5]) end
-redis.call('PUBLISH', chan, 'L ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. count .. ' ' .. v)
+redis.call('PUBLISH', chan, 'L ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. count .. ' ' .. ucount
+  .. ' ' .. last .. ' ' .. v)
 if count == 0 and redis.call('HGET', meta, 'explicit') == '0' then
   redis.call('PEXPIRE', meta, ARGV[6])
   redis.call('PEXPIRE', hist, ARGV[6])
   quota_emptied(meta, ARGV[5], ARGV[6])
 end
-return {0, count}
+return {0, count, last, ucount, v}
 "#
 );
 
@@ -359,10 +394,10 @@ return {0}
 "#
 );
 
-/// KEYS: meta, presence, history, channel.
+/// KEYS: meta, presence, history, channel, users.
 /// ARGV: room.
 ///
-/// Answer: `{0}` or `{status}`.
+/// Answer: `{0, members it had}` or `{status}`.
 pub(crate) const DELETE: &str = concat!(
     quota_lua!(),
     r#"
@@ -371,22 +406,23 @@ for _, key in ipairs(quota_keys(KEYS[1])) do
   redis.call('ZREM', key, ARGV[1])
   quota_ttl(key)
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local had = redis.call('HLEN', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
 redis.call('PUBLISH', KEYS[4], 'X')
-return {0}
+return {0, had}
 "#
 );
 
-/// KEYS: meta, presence, history (and the channel, unused).
+/// KEYS: meta, presence, history, channel (unused), users.
 /// ARGV: asking member's field (empty: the API, no private check), most
 /// members to list, private namespace (0/1: the room is private whatever
 /// its hash says).
 ///
 /// Answer: `{0, total, seq, private (0/1), max, overflow, explicit, history
-/// length, epoch (empty: none yet), history option, field, value, field,
-/// value...}` or `{status}`.
+/// length, epoch (empty: none yet), history option, users, field, value,
+/// field, value...}` or `{status}`.
 pub(crate) const DETAILS: &str = r#"
-local meta, pres, hist = KEYS[1], KEYS[2], KEYS[3]
+local meta, pres, hist, users = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'epoch', 'hist')
 local private = m[2] == '1' or ARGV[3] == '1'
@@ -394,7 +430,7 @@ if private and ARGV[1] ~= '' and redis.call('HEXISTS', pres, ARGV[1]) == 0 then
   return {-7}
 end
 local out = {0, redis.call('HLEN', pres), tonumber(m[1]) or 0, private and 1 or 0, m[3], m[4],
-  m[5], redis.call('XLEN', hist), m[6] or '', tonumber(m[7]) or 0}
+  m[5], redis.call('XLEN', hist), m[6] or '', tonumber(m[7]) or 0, redis.call('HLEN', users)}
 local limit = tonumber(ARGV[2])
 local cursor = '0'
 local listed = 0
@@ -419,7 +455,10 @@ return out
 /// Renews this node's heartbeat (and its fingerprint, which a Redis that
 /// restarted lost), then removes every node whose heartbeat ran out: its
 /// members leave presence (with `left` events) and the room counts, and
-/// its fingerprint goes. Answer: `{0, nodes removed}`.
+/// its fingerprint goes. Answer: `{0, nodes removed, then (kind, room,
+/// user) for each change it made: kind `R` (the user's last connection
+/// left) or `V` (the room has no member left; user empty)}`, so the node
+/// that swept reports them, once for the cluster.
 pub(crate) const HEARTBEAT: &str = concat!(
     quota_lua!(),
     r#"
@@ -428,6 +467,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+local changes = {}
 for _, node in ipairs(dead) do
   local set = 'sc:n:' .. node
   local prefix = node .. '/'
@@ -436,14 +476,33 @@ for _, node in ipairs(dead) do
     local pres = 'sc:{' .. room .. '}:p'
     local hist = 'sc:{' .. room .. '}:h'
     local chan = 'sc:{' .. room .. '}:c'
+    local users = 'sc:{' .. room .. '}:u'
     local fields = redis.call('HGETALL', pres)
+    local removed = 0
     for i = 1, #fields, 2 do
       if string.sub(fields[i], 1, #prefix) == prefix then
         redis.call('HDEL', pres, fields[i])
+        removed = removed + 1
         local conn = string.sub(fields[i], #prefix + 1)
         local count = redis.call('HLEN', pres)
-        redis.call('PUBLISH', chan, 'L ' .. node .. ' ' .. conn .. ' ' .. count .. ' ' .. fields[i + 1])
+        local u = string.match(fields[i + 1], '^([^\t]*)')
+        local last = 0
+        if redis.call('HINCRBY', users, u, -1) <= 0 then
+          redis.call('HDEL', users, u)
+          last = 1
+          changes[#changes + 1] = 'R'
+          changes[#changes + 1] = room
+          changes[#changes + 1] = u
+        end
+        local ucount = redis.call('HLEN', users)
+        redis.call('PUBLISH', chan, 'L ' .. node .. ' ' .. conn .. ' ' .. count .. ' ' .. ucount
+          .. ' ' .. last .. ' ' .. fields[i + 1])
       end
+    end
+    if removed > 0 and redis.call('HLEN', pres) == 0 then
+      changes[#changes + 1] = 'V'
+      changes[#changes + 1] = room
+      changes[#changes + 1] = ''
     end
     if redis.call('HLEN', pres) == 0 and redis.call('HGET', meta, 'explicit') == '0' then
       redis.call('PEXPIRE', meta, ARGV[3])
@@ -455,7 +514,9 @@ for _, node in ipairs(dead) do
   redis.call('ZREM', KEYS[1], node)
   redis.call('HDEL', KEYS[3], node)
 end
-return {0, #dead}
+local out = {0, #dead}
+for _, x in ipairs(changes) do out[#out + 1] = x end
+return out
 "#
 );
 
@@ -481,7 +542,7 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 return {0}
 "#;
 
-/// KEYS: meta, presence, node rooms.
+/// KEYS: meta, presence, node rooms, users.
 /// ARGV: room, last seq this node delivered, private, max, overflow,
 /// explicit, history length, node, a fresh epoch, then field, value pairs
 /// of this node's members (which replace every entry of the node).
@@ -512,10 +573,46 @@ for _, f in ipairs(fields) do
 end
 for i = 10, #ARGV, 2 do redis.call('HSET', pres, ARGV[i], ARGV[i + 1]) end
 redis.call('SADD', noderooms, ARGV[1])
+-- The users hash follows the presence hash again.
+local users = KEYS[4]
+redis.call('DEL', users)
+for _, v in ipairs(redis.call('HVALS', pres)) do
+  redis.call('HINCRBY', users, string.match(v, '^([^\t]*)'), 1)
+end
 return {0}
 "#;
 
+/// ARGV: a room name prefix (no glob characters), most rooms.
+///
+/// The rooms with members whose names start with the prefix: `{0, room,
+/// members, users, room, members, users...}`. It scans the keyspace, so
+/// it is for the occasional API call, not for the message path.
+pub(crate) const ROOMS: &str = r#"
+local pattern = 'sc:{' .. ARGV[1] .. '*}:p'
+local limit = tonumber(ARGV[2]) or 0
+local out = {0}
+local cursor = '0'
+local found = 0
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000, 'TYPE', 'hash')
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    if found < limit then
+      local room = string.sub(key, 5, #key - 3)
+      local members = redis.call('HLEN', key)
+      if members > 0 then
+        out[#out + 1] = room
+        out[#out + 1] = members
+        out[#out + 1] = redis.call('HLEN', 'sc:{' .. room .. '}:u')
+        found = found + 1
+      end
+    end
+  end
+until cursor == '0' or found >= limit
+return out
+"#;
+
 /// Every script, for loading them after each connect.
-pub(crate) const ALL: [&str; 9] = [
-    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE, NAMESPACES,
+pub(crate) const ALL: [&str; 10] = [
+    JOIN, LEAVE, PUBLISH, CREATE, DELETE, DETAILS, HEARTBEAT, RESTORE, NAMESPACES, ROOMS,
 ];

@@ -5,13 +5,19 @@
 //!
 //! * `M <seq> <node> <skip conn>\n<message JSON>`: a room message; `skip
 //!   conn` (0: none) is a connection of `node` that asked `exclude_self`.
-//! * `J <node> <conn> <count> <user>[\t<name>]`: a member joined.
-//! * `L <node> <conn> <count> <user>[\t<name>]`: a member left.
+//! * `J <node> <conn> <count> <users> <first> <member>`: a member joined;
+//!   `users` is the room's distinct users after it, `first` (0/1) whether
+//!   it is its user's first connection in the room.
+//! * `L <node> <conn> <count> <users> <last> <member>`: a member left;
+//!   `last` (0/1) whether it was its user's last connection.
+//! * `<member>` is `user[\t<name>[\t<info>]]` (info: the raw JSON a
+//!   Pusher presence member carries).
 //! * `X`: the room was deleted.
 //!
 //! User channel `sc:u:<user>` and `sc:all`: `<node>\n<frame JSON>`, the
-//! complete `direct`, `broadcast` or `notification` frame; the node that
-//! sent it has delivered it locally already and skips it.
+//! complete `direct`, `broadcast` or `notification` frame, or
+//! `<node>\n!<reason>`: close the user's connections. The node that sent
+//! it has delivered it locally already and skips it.
 //!
 //! Parsing never panics: anything malformed is `None` (and logged by the
 //! caller), since another version of shardcast may share the Redis.
@@ -40,10 +46,17 @@ pub enum Event<'a> {
         conn: u64,
         /// Members after the change.
         count: u32,
+        /// Distinct users after the change.
+        users: u32,
+        /// The member's user came (its first connection) or went (its
+        /// last).
+        user_changed: bool,
         /// The member's user id.
         user: &'a str,
         /// Its display name.
         name: Option<&'a str>,
+        /// Its info (raw JSON).
+        info: Option<&'a str>,
     },
     /// The room was deleted.
     Closed,
@@ -75,22 +88,27 @@ pub fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
         }
         kind @ (b'J' | b'L') => {
             let text = std::str::from_utf8(payload.get(2..)?).ok()?;
-            let mut parts = text.splitn(4, ' ');
+            let mut parts = text.splitn(6, ' ');
             let node = parts.next()?;
             let conn = parts.next()?.parse().ok()?;
             let count = parts.next()?.parse().ok()?;
-            let member = parts.next()?;
-            let (user, name) = match member.split_once('\t') {
-                Some((user, name)) => (user, Some(name)),
-                None => (member, None),
+            let users = parts.next()?.parse().ok()?;
+            let user_changed = match parts.next()? {
+                "1" => true,
+                "0" => false,
+                _ => return None,
             };
+            let (user, name, info) = parse_member(parts.next()?);
             Some(Event::Presence {
                 joined: *kind == b'J',
                 node,
                 conn,
                 count,
+                users,
+                user_changed,
                 user,
                 name,
+                info,
             })
         }
         b'X' => Some(Event::Closed),
@@ -108,6 +126,29 @@ pub fn parse_frame(payload: &[u8]) -> Option<Event<'_>> {
     })
 }
 
+/// What a publish says about the message (its seq comes from Redis).
+pub(crate) struct Outgoing<'a> {
+    /// The publisher's user id.
+    pub(crate) from: &'a str,
+    /// Raw JSON data.
+    pub(crate) data: &'a [u8],
+    /// Its event name, if any.
+    pub(crate) event: Option<&'a str>,
+}
+
+/// The node field of a message whose skipped connection may be on any
+/// node.
+pub(crate) const ANY_NODE: &str = "*";
+
+/// The payload of a close of a user's connections (`<node>\n!<reason>`).
+pub(crate) fn close_payload(node: &str, reason: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(node.len() + 2 + reason.len());
+    out.extend_from_slice(node.as_bytes());
+    out.extend_from_slice(b"\n!");
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
 /// The payload [`parse_frame`] reads.
 pub fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(node.len() + 1 + json.len());
@@ -117,12 +158,23 @@ pub fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A presence hash value: `user` or `user\tname`.
-pub fn member_value(user: &str, name: Option<&str>) -> String {
-    match name {
-        Some(name) => format!("{user}\t{name}"),
-        None => user.to_string(),
+/// A presence hash value: `user`, `user\tname` or `user\tname\tinfo`
+/// (an empty name when only the info is given).
+pub fn member_value(user: &str, name: Option<&str>, info: Option<&str>) -> String {
+    match (name, info) {
+        (name, Some(info)) => format!("{user}\t{}\t{info}", name.unwrap_or("")),
+        (Some(name), None) => format!("{user}\t{name}"),
+        (None, None) => user.to_string(),
     }
+}
+
+/// The (user, name, info) of a presence hash value.
+pub fn parse_member(value: &str) -> (&str, Option<&str>, Option<&str>) {
+    let mut parts = value.splitn(3, '\t');
+    let user = parts.next().unwrap_or("");
+    let name = parts.next().filter(|n| !n.is_empty());
+    let info = parts.next().filter(|i| !i.is_empty());
+    (user, name, info)
 }
 
 /// The room of a room channel name, `sc:{R}:c`.
@@ -151,21 +203,37 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_room(b"J node-b 3 2 alice\tAlice Liddell"),
+            parse_room(b"J node-b 3 2 1 1 alice\tAlice Liddell"),
             Some(Event::Presence {
                 joined: true,
                 node: "node-b",
                 conn: 3,
                 count: 2,
+                users: 1,
+                user_changed: true,
                 user: "alice",
-                name: Some("Alice Liddell")
+                name: Some("Alice Liddell"),
+                info: None,
             })
         );
         assert!(matches!(
-            parse_room(b"L n 1 0 bob"),
+            parse_room(b"L n 1 0 0 1 bob"),
             Some(Event::Presence {
                 joined: false,
                 name: None,
+                user_changed: true,
+                ..
+            })
+        ));
+        let value = member_value("u 1", None, Some(r#"{"a":1}"#));
+        assert_eq!(parse_member(&value), ("u 1", None, Some(r#"{"a":1}"#)));
+        let payload = format!("J n 1 1 1 0 {value}");
+        assert!(matches!(
+            parse_room(payload.as_bytes()),
+            Some(Event::Presence {
+                user: "u 1",
+                info: Some(r#"{"a":1}"#),
+                user_changed: false,
                 ..
             })
         ));
@@ -192,6 +260,8 @@ mod tests {
             b"M 1 n 0",
             b"J n 1",
             b"J n x 1 u",
+            b"J n 1 1 u",
+            b"J n 1 1 1 2 u",
             b"Q",
             b"M 18446744073709551616 n 0\n{}",
         ] {

@@ -16,6 +16,11 @@ impl Config {
             *key = REDACTED.into();
         }
         shown.cluster.redis_url = redact_url_password(&shown.cluster.redis_url);
+        for app in &mut shown.pusher.apps {
+            if !app.secret.is_empty() {
+                app.secret = REDACTED.into();
+            }
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }

@@ -220,3 +220,63 @@ fn toml_round_trips() {
     assert_eq!(back.limits.max_rooms, c.limits.max_rooms);
     assert_eq!(back.auth.default_perms, c.auth.default_perms);
 }
+
+fn pusher_app(id: &str, key: &str) -> PusherApp {
+    PusherApp {
+        id: id.into(),
+        key: key.into(),
+        secret: "s3cret-value".into(),
+        ..PusherApp::default()
+    }
+}
+
+#[test]
+fn pusher_apps_are_checked_and_their_secrets_redacted() {
+    let base = || {
+        let mut c = Config::load_from(None, &[], &Overrides::default()).expect("defaults");
+        c.pusher.enabled = true;
+        c.pusher.apps = vec![pusher_app("1", "key-1")];
+        c
+    };
+    let c = base();
+    c.validate().expect("one app");
+    let shown = c.to_toml();
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+    assert!(shown.contains(r#"secret = "<redacted>""#), "{shown}");
+    type Breaks = fn(&mut Config);
+    let problems: [(&str, Breaks); 9] = [
+        ("pusher.apps", |c| c.pusher.apps.clear()),
+        ("pusher.apps.id", |c| {
+            c.pusher.apps.push(pusher_app("1", "key-2"))
+        }),
+        ("pusher.apps.key", |c| {
+            c.pusher.apps.push(pusher_app("2", "key-1"))
+        }),
+        ("pusher.apps.id", |c| c.pusher.apps[0].id = "a#b".into()),
+        ("pusher.apps.key", |c| c.pusher.apps[0].key = "k/1".into()),
+        ("pusher.apps.secret", |c| c.pusher.apps[0].secret.clear()),
+        ("pusher.apps.secret_file", |c| {
+            c.pusher.apps[0].secret_file = Some("/run/x".into())
+        }),
+        ("pusher.apps.webhook_url", |c| {
+            c.pusher.apps[0].webhook_url = "https://hooks.example/".into()
+        }),
+        ("room.auto_create", |c| c.room.auto_create = false),
+    ];
+    for (key, break_it) in problems {
+        let mut c = base();
+        break_it(&mut c);
+        let err = c.validate().expect_err(key);
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+    // A printed config fed back says the secret was redacted.
+    let mut c = base();
+    c.pusher.apps[0].secret = REDACTED.into();
+    let err = c.validate().expect_err("redacted");
+    assert!(err.to_string().contains("pusher.apps.secret"), "{err}");
+    // Off, an empty app list is fine.
+    let mut c = base();
+    c.pusher.enabled = false;
+    c.pusher.apps.clear();
+    c.validate().expect("disabled");
+}

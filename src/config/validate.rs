@@ -152,6 +152,111 @@ impl Config {
                 return Err(invalid("cluster.node_ttl_ms", "must be at least 1000"));
             }
         }
+        self.validate_pusher()
+    }
+
+    /// `[pusher]`: checked whether or not it is enabled, so a mistake shows
+    /// before the endpoint is turned on.
+    fn validate_pusher(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        let p = &self.pusher;
+        for (key, value) in [
+            ("pusher.activity_timeout_s", p.activity_timeout_s),
+            ("pusher.max_event_bytes", p.max_event_bytes as u64),
+            ("pusher.max_event_channels", p.max_event_channels as u64),
+            ("pusher.max_batch_events", p.max_batch_events as u64),
+            ("pusher.webhook_queue", p.webhook_queue as u64),
+            ("pusher.webhook_batch_events", p.webhook_batch_events as u64),
+            ("pusher.webhook_attempts", u64::from(p.webhook_attempts)),
+            ("pusher.webhook_timeout_ms", p.webhook_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be > 0"));
+            }
+        }
+        if p.enabled && p.apps.is_empty() {
+            return Err(invalid(
+                "pusher.apps",
+                "must list at least one app when pusher.enabled is true",
+            ));
+        }
+        if p.enabled && !self.room.auto_create {
+            return Err(invalid(
+                "room.auto_create",
+                "must be true when pusher.enabled is true (a Pusher subscribe makes its channel)",
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for app in &p.apps {
+            let id_ok = (1..=64).contains(&app.id.len())
+                && app
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !id_ok {
+                return Err(invalid(
+                    "pusher.apps.id",
+                    format!("must be 1-64 bytes of [A-Za-z0-9_-], not {:?}", app.id),
+                ));
+            }
+            let key_ok = (1..=128).contains(&app.key.len())
+                && app
+                    .key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !key_ok {
+                return Err(invalid(
+                    "pusher.apps.key",
+                    format!("of app {:?} must be 1-128 bytes of [A-Za-z0-9_.-]", app.id),
+                ));
+            }
+            if !ids.insert(app.id.as_str()) {
+                return Err(invalid(
+                    "pusher.apps.id",
+                    format!("{:?} is used by two apps", app.id),
+                ));
+            }
+            if !keys.insert(app.key.as_str()) {
+                return Err(invalid(
+                    "pusher.apps.key",
+                    format!("of app {:?} is used by another app", app.id),
+                ));
+            }
+            match (app.secret.is_empty(), &app.secret_file) {
+                (true, None) => {
+                    return Err(invalid(
+                        "pusher.apps.secret",
+                        format!(
+                            "of app {:?} is missing (give secret or secret_file)",
+                            app.id
+                        ),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err(invalid(
+                        "pusher.apps.secret_file",
+                        format!("of app {:?}: give secret or secret_file, not both", app.id),
+                    ));
+                }
+                _ => {}
+            }
+            if !app.webhook_url.is_empty() && !app.webhook_url.starts_with("http://") {
+                return Err(invalid(
+                    "pusher.apps.webhook_url",
+                    format!(
+                        "of app {:?} must start with http:// (TLS to the receiver is not \
+                         supported; put a local relay in front of an https receiver)",
+                        app.id
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -269,6 +374,9 @@ impl Config {
         }
         if self.cluster.redis_url.contains(&format!(":{REDACTED}@")) {
             return Err(redacted("cluster.redis_url", "the password"));
+        }
+        if self.pusher.apps.iter().any(|a| a.secret == REDACTED) {
+            return Err(redacted("pusher.apps.secret", "each app's secret"));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 mod render;
 
-pub(crate) use render::{process_figures, render};
+pub(crate) use render::{WebhookFigures, process_figures, render};
 
 use std::cell::Cell;
 

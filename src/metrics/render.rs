@@ -94,6 +94,18 @@ pub(crate) struct ProcessFigures {
     /// `invalid_data` refusals by namespace prefix, for every namespace
     /// with a schema.
     pub(crate) invalid_data: Vec<(std::sync::Arc<str>, u64)>,
+    /// The Pusher endpoint's webhooks, when some app has one.
+    pub(crate) webhooks: Option<WebhookFigures>,
+}
+
+/// The Pusher webhooks' counters for the exposition.
+pub(crate) struct WebhookFigures {
+    /// Events delivered (a 2xx answer).
+    pub(crate) sent: u64,
+    /// Events dropped: a full queue, or every attempt failed.
+    pub(crate) dropped: u64,
+    /// Failed attempts (retried or dropped).
+    pub(crate) failed_attempts: u64,
 }
 
 /// The remote sequencer's (the cluster backplane's) counters for the
@@ -201,6 +213,11 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         "outbound_queue_bytes",
         "Bytes waiting in outbound queues",
     );
+    let by_protocol = gauge_family(
+        &mut r,
+        "protocol_connections",
+        "Open WebSocket connections, by protocol (native, pusher)",
+    );
     let homed = gauge_family(&mut r, "rooms_homed", "Rooms homed on the shard");
     let history = gauge_family(
         &mut r,
@@ -221,6 +238,13 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         connects
             .get_or_create(&shard_label(i))
             .inc_by(s.counters.connects);
+        let native = s.connections.saturating_sub(s.pusher_connections);
+        by_protocol
+            .get_or_create(&with(i, "protocol", "native"))
+            .set(to_i64(native));
+        by_protocol
+            .get_or_create(&with(i, "protocol", "pusher"))
+            .set(to_i64(s.pusher_connections));
         for (code, n) in &s.counters.disconnects {
             disconnects.get_or_create(&with(i, "code", code)).inc_by(*n);
         }
@@ -395,6 +419,25 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
                 .inc_by(*n);
         }
     }
+    if let Some(hooks) = &process.webhooks {
+        let events = counter_family(
+            &mut r,
+            "pusher_webhook_events",
+            "Pusher webhook events, by outcome (sent: a 2xx answer; dropped: a full queue or every attempt failed)",
+        );
+        for (outcome, n) in [("sent", hooks.sent), ("dropped", hooks.dropped)] {
+            events
+                .get_or_create(&vec![("outcome".into(), outcome.into())])
+                .inc_by(n);
+        }
+        let failed = Counter::<u64>::default();
+        failed.inc_by(hooks.failed_attempts);
+        r.register(
+            "pusher_webhook_failed_attempts",
+            "Pusher webhook requests that failed (each retried with backoff, or its events dropped)",
+            failed,
+        );
+    }
     if !process.invalid_data.is_empty() {
         let refused = counter_family(
             &mut r,
@@ -420,6 +463,7 @@ pub(crate) fn process_figures(
     memory: MemoryFigures,
     remote: Option<&RemoteCounters>,
     invalid_data: Vec<(std::sync::Arc<str>, u64)>,
+    webhooks: Option<WebhookFigures>,
 ) -> ProcessFigures {
     let rss_bytes = crate::memory::resident_bytes();
     let cpu_seconds = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
@@ -441,5 +485,6 @@ pub(crate) fn process_figures(
         cpu_seconds,
         cluster: remote.map(RemoteFigures::of),
         invalid_data,
+        webhooks,
     }
 }

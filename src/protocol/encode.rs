@@ -235,21 +235,54 @@ pub fn error(id: Option<u64>, code: ErrorCode, message: &str) -> Bytes {
 
 /// `message`: a publish in a room.
 pub fn message(room: &str, seq: u64, from: &str, ts: u64, data: &[u8]) -> Bytes {
-    Obj::new("message", 72 + room.len() + from.len() + data.len())
+    message_event(room, seq, from, ts, data, None)
+}
+
+/// `message` with the `event` name it was published as (an event of the
+/// Pusher endpoint; `None` for native publishes, which have none). `from`
+/// is escaped when it is not a valid name (a Pusher user id may hold any
+/// printable character).
+pub fn message_event(
+    room: &str,
+    seq: u64,
+    from: &str,
+    ts: u64,
+    data: &[u8],
+    event: Option<&str>,
+) -> Bytes {
+    let hint = 72 + room.len() + from.len() + data.len() + event.map_or(0, |e| e.len() + 10);
+    let obj = Obj::new("message", hint)
         .name("room", room)
-        .uint("seq", seq)
-        .name("from", from)
-        .uint("ts", ts)
-        .raw("data", data)
-        .finish()
+        .uint("seq", seq);
+    let obj = if needs_escape(from) {
+        obj.text("from", from)
+    } else {
+        obj.name("from", from)
+    };
+    let obj = obj.uint("ts", ts).raw("data", data);
+    match event {
+        Some(event) => obj.text("event", event).finish(),
+        None => obj.finish(),
+    }
+}
+
+/// Whether `text` needs JSON escaping.
+fn needs_escape(text: &str) -> bool {
+    text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// The JSON of a `message` split around its seq, for a sequencer that
 /// learns the seq later (the cluster's Redis script): `before + seq + after`
-/// is the payload [`message`] would encode.
-pub fn message_parts(room: &str, from: &str, ts: u64, data: &[u8]) -> (Bytes, Bytes) {
-    let payload = crate::ws::encode::text_payload(&message(room, 0, from, ts, data));
-    // Names cannot hold `"`, so the first `"seq":0` is the field itself.
+/// is the payload [`message_event`] would encode.
+pub fn message_parts(
+    room: &str,
+    from: &str,
+    ts: u64,
+    data: &[u8],
+    event: Option<&str>,
+) -> (Bytes, Bytes) {
+    let payload = crate::ws::encode::text_payload(&message_event(room, 0, from, ts, data, event));
+    // Room names cannot hold `"`, so the first `"seq":0` is the field itself.
     const SEQ: &[u8] = b"\"seq\":";
     let at = payload
         .windows(SEQ.len())
@@ -346,7 +379,7 @@ mod message_parts_tests {
 
     #[test]
     fn parts_around_the_seq_rebuild_the_message() {
-        let (before, after) = message_parts("r:1", "alice", 42, br#"{"seq":0}"#);
+        let (before, after) = message_parts("r:1", "alice", 42, br#"{"seq":0}"#, None);
         let mut joined = before.to_vec();
         joined.extend_from_slice(b"1234");
         joined.extend_from_slice(&after);

@@ -40,12 +40,14 @@ use tokio::time::Instant;
 
 use crate::config::{Config, RoomConfig};
 use crate::delivery::{
-    Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, RoomDetails,
+    Ack, Admitted, Delivery, JoinAck, MemberInfo, MemberList, Outbox, PresenceChange, RoomDetails,
+    RoomFrame, UserEntry,
 };
 use crate::epoch::{Epoch, Resume};
 use crate::error::Refusal;
 use crate::index::{RoomIndex, RoomMeta};
 use crate::limits::HISTORY_TRIM_TO_EIGHTHS;
+use crate::observe::RoomChange;
 use crate::op::{Creator, Join, Op, Origin, Publish};
 use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::decode::RoomOptions;
@@ -80,6 +82,7 @@ impl Now {
 struct Member {
     user: Arc<str>,
     name: Option<Arc<str>>,
+    info: Option<Arc<str>>,
 }
 
 /// A room homed here.
@@ -92,6 +95,11 @@ struct Room {
     seq: u64,
     history: HistoryRing,
     members: HashMap<u64, Member>,
+    /// Member connections per user (each user once).
+    users: HashMap<Arc<str>, u32>,
+    /// A member asked for the room's users (a Pusher presence member):
+    /// changes of its users are told even with native presence events off.
+    user_presence: bool,
     /// Members per shard: where fan-out goes.
     shards: ShardCounts,
     /// When the room last became empty (auto-created rooms only).
@@ -99,6 +107,14 @@ struct Room {
     /// The room has an entry in the expiry heap (at most one, so join/leave
     /// churn cannot grow the heap).
     expiry_scheduled: bool,
+}
+
+/// A message to sequence.
+struct Message<'a> {
+    from: &'a str,
+    data: &'a [u8],
+    event: Option<&'a str>,
+    exclude: Option<u64>,
 }
 
 /// The settings the table applies (a copy of the relevant configuration).
@@ -220,8 +236,8 @@ impl RoomTable {
             Op::Details { room, reply } => {
                 let _ = reply.send(self.details(&room));
             }
-            // Routed to the shards directly, never to a home.
-            Op::ToUsers { .. } | Op::WatchUser { .. } => {}
+            // Routed to the shards or answered by the route, never a home.
+            Op::ToUsers { .. } | Op::WatchUser { .. } | Op::Rooms { .. } => {}
         }
     }
 
@@ -265,6 +281,7 @@ impl RoomTable {
             overflow: settings.overflow,
             explicit,
             members: AtomicU32::new(0),
+            users: AtomicU32::new(0),
             seq: AtomicU64::new(0),
             creator,
         });
@@ -276,6 +293,8 @@ impl RoomTable {
             seq: 0,
             history: HistoryRing::new(settings.history, s.room.history_max_bytes),
             members: HashMap::new(),
+            users: HashMap::new(),
+            user_presence: false,
             shards: ShardCounts::default(),
             empty_since: None,
             expiry_scheduled: false,
@@ -323,6 +342,7 @@ impl RoomTable {
         }
         let conn = join.origin.conn;
         let rejoin = home.members.contains_key(&conn);
+        let mut first_of_user = false;
         if !rejoin {
             if home.members.len() >= home.meta.max_members as usize {
                 return Err(Refusal::room_full(room, home.meta.max_members));
@@ -332,13 +352,27 @@ impl RoomTable {
             let member = Member {
                 user: join.user.clone(),
                 name: join.name.clone(),
+                info: join.info.as_deref().map(|i| Arc::from(i.as_str())),
             };
             home.members.insert(conn, member);
+            let of_user = home.users.entry(join.user.clone()).or_insert(0);
+            *of_user += 1;
+            first_of_user = *of_user == 1;
             home.meta
                 .members
                 .store(home.members.len() as u32, Ordering::Relaxed);
+            home.meta
+                .users
+                .store(home.users.len() as u32, Ordering::Relaxed);
+            if home.members.len() == 1 {
+                out.observe(room, RoomChange::Occupied);
+            }
+            if first_of_user {
+                out.observe(room, RoomChange::UserAdded(join.user.clone()));
+            }
         }
         let count = home.members.len() as u32;
+        let user_count = home.users.len() as u32;
         let ack = join.origin.id.map(|id| {
             let resume =
                 crate::epoch::resume(join.since, join.epoch.as_deref(), home.epoch.as_str());
@@ -351,6 +385,10 @@ impl RoomTable {
                 members: count,
                 history,
                 recovered,
+                users: join
+                    .list_users
+                    .then(|| user_entries(home, s.max_presence_list)),
+                user_count,
             }
         });
         let admitted = Admitted {
@@ -365,14 +403,15 @@ impl RoomTable {
         };
         out.for_conn(conn, joined);
         // The joiner is not told about itself: alone, nobody is told.
-        if !rejoin && s.namespaces.rules(home.ns).presence_events && count > 1 {
-            let frame = encode::presence(
-                PresenceKind::Joined,
-                room,
-                &join.user,
-                join.name.as_deref(),
-                count,
-            );
+        home.user_presence |= join.list_users;
+        let native_events = s.namespaces.rules(home.ns).presence_events;
+        if !rejoin && count > 1 && (native_events || (first_of_user && home.user_presence)) {
+            let member = Member {
+                user: join.user.clone(),
+                name: join.name.clone(),
+                info: join.info.as_deref().map(|i| Arc::from(i.as_str())),
+            };
+            let frame = presence_frame(native_events, room, member, count, first_of_user, true);
             out.fan_out(home.shards.shards(), room, 0, &frame, Some(conn), 0);
         }
         Ok(())
@@ -395,20 +434,34 @@ impl RoomTable {
         home.shards.remove(shard_of(origin.conn, out.shards()));
         let count = home.members.len() as u32;
         home.meta.members.store(count, Ordering::Relaxed);
+        let last_of_user = match home.users.get_mut(&member.user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                home.users.remove(&member.user);
+                true
+            }
+        };
+        home.meta
+            .users
+            .store(home.users.len() as u32, Ordering::Relaxed);
+        if last_of_user {
+            out.observe(room, RoomChange::UserRemoved(member.user.clone()));
+        }
+        if count == 0 {
+            out.observe(room, RoomChange::Vacated);
+        }
         let left = Delivery::Left {
             conn: origin.conn,
             room: room.clone(),
             id: origin.id,
         };
         out.for_conn(origin.conn, left);
-        if self.settings.namespaces.rules(home.ns).presence_events && count > 0 {
-            let frame = encode::presence(
-                PresenceKind::Left,
-                room,
-                &member.user,
-                member.name.as_deref(),
-                count,
-            );
+        let native_events = self.settings.namespaces.rules(home.ns).presence_events;
+        if count > 0 && (native_events || (last_of_user && home.user_presence)) {
+            let frame = presence_frame(native_events, room, member, count, last_of_user, false);
             out.fan_out(home.shards.shards(), room, 0, &frame, Some(origin.conn), 0);
         }
         if count == 0 && !home.meta.explicit {
@@ -423,7 +476,8 @@ impl RoomTable {
             room,
             from,
             data,
-            exclude_self,
+            event,
+            exclude,
             reply,
             ..
         } = publish;
@@ -438,8 +492,13 @@ impl RoomTable {
                 Err(Refusal::not_member(&room))
             }
             _ => {
-                let exclude = publisher.filter(|_| exclude_self);
-                self.sequence(&room, &from, &data, exclude, now, out)
+                let message = Message {
+                    from: &from,
+                    data: &data,
+                    event: event.as_deref().map(String::as_str),
+                    exclude: exclude.map(std::num::NonZeroU64::get),
+                };
+                self.sequence(&room, message, now, out)
             }
         };
         out.settle(reply, result, |seq| Ack::Published {
@@ -453,9 +512,7 @@ impl RoomTable {
     fn sequence(
         &mut self,
         room: &Arc<str>,
-        from: &str,
-        data: &[u8],
-        exclude: Option<u64>,
+        message: Message<'_>,
         now: Now,
         out: &mut Outbox,
     ) -> Result<u64, Refusal> {
@@ -468,7 +525,14 @@ impl RoomTable {
         };
         home.seq += 1;
         let seq = home.seq;
-        let frame = encode::message(room, seq, from, now.unix_ms, data);
+        let frame = encode::message_event(
+            room,
+            seq,
+            message.from,
+            now.unix_ms,
+            message.data,
+            message.event,
+        );
         let before = home.history.bytes();
         home.history.push(seq, frame.clone(), ());
         self.history_bytes = self.history_bytes - before + home.history.bytes();
@@ -477,8 +541,8 @@ impl RoomTable {
             home.shards.shards(),
             room,
             seq,
-            &frame,
-            exclude,
+            &RoomFrame::new(frame),
+            message.exclude,
             now.stamp_us,
         );
         self.published += 1;
@@ -549,6 +613,7 @@ impl RoomTable {
         Ok(RoomDetails {
             room: room.clone(),
             members: home.members.len(),
+            users: home.users.len(),
             seq: home.seq,
             epoch: home.epoch.as_str().to_string(),
             private: home.meta.private,
@@ -576,6 +641,9 @@ impl RoomTable {
             return Err(Refusal::room_not_found(room));
         };
         self.forget(index, room, &home);
+        if !home.members.is_empty() {
+            out.observe(room, RoomChange::Vacated);
+        }
         let frame = encode::room_closed(room, reason);
         for shard in home.shards.shards().iter() {
             let closed = Delivery::RoomClosed {
@@ -645,6 +713,34 @@ fn schedule(
     heap.push(Reverse((since + ttl, room.clone())));
 }
 
+/// The frame telling a room's other members that `member` joined (or
+/// left), leaving `count` members: the native `joined`/`left` when
+/// `native_events`, and the change itself (did it change the room's
+/// users?) for the other protocols.
+fn presence_frame(
+    native_events: bool,
+    room: &str,
+    member: Member,
+    count: u32,
+    user_changed: bool,
+    joined: bool,
+) -> RoomFrame {
+    let kind = if joined {
+        PresenceKind::Joined
+    } else {
+        PresenceKind::Left
+    };
+    let native = native_events
+        .then(|| encode::presence(kind, room, &member.user, member.name.as_deref(), count));
+    let change = PresenceChange {
+        joined,
+        user: member.user,
+        info: member.info,
+        user_changed,
+    };
+    RoomFrame::presence(native, change)
+}
+
 /// History after `since` (or the last `on_join` messages), as message
 /// payloads, and whether it is complete. A `since` of another epoch gets
 /// the last `on_join` messages and `recovered: false`.
@@ -663,6 +759,25 @@ fn history_for(home: &Room, resume: Resume, on_join: usize) -> (Vec<Bytes>, Opti
             )
         }
     }
+}
+
+/// The room's users, each once with the `info` of one of its connections,
+/// at most `max`.
+fn user_entries(home: &Room, max: usize) -> Vec<UserEntry> {
+    let mut seen = std::collections::HashSet::with_capacity(home.users.len().min(max));
+    let mut entries = Vec::with_capacity(home.users.len().min(max));
+    for m in home.members.values() {
+        if entries.len() >= max {
+            break;
+        }
+        if seen.insert(m.user.clone()) {
+            entries.push(UserEntry {
+                user: m.user.clone(),
+                info: m.info.clone(),
+            });
+        }
+    }
+    entries
 }
 
 fn member_infos(home: &Room, max: usize) -> Vec<MemberInfo> {

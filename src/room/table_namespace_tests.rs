@@ -60,6 +60,8 @@ fn join(conn: u64, room: &str, granted: bool) -> Op {
         create: true,
         may_create: true,
         may_join_private: granted,
+        info: None,
+        list_users: false,
     })
 }
 
@@ -176,7 +178,8 @@ fn history_on_join_and_presence_events_follow_the_namespace() {
             room: Arc::from("quiet-1"),
             from: Arc::from("system"),
             data: Bytes::from(n.to_string()),
-            exclude_self: false,
+            event: None,
+            exclude: None,
             privileged: true,
             reply: Reply::Api(tx),
         });

@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::delivery::Ack;
 use crate::index::CreationCaps;
+use crate::observe::RoomChange;
 use crate::op::Reply;
+use crate::ws::encode::text_payload;
 
 const SHARDS: usize = 3;
 
@@ -41,6 +43,25 @@ fn join(conn: u64, room: &str, id: Option<u64>) -> Op {
         create: true,
         may_create: true,
         may_join_private: false,
+        info: None,
+        list_users: false,
+    })
+}
+
+/// A join of `conn` as `user` (a Pusher presence member).
+fn join_as(conn: u64, room: &str, user: &str, list_users: bool) -> Op {
+    Op::Join(Join {
+        origin: Origin { conn, id: Some(1) },
+        room: Arc::from(room),
+        user: Arc::from(user),
+        name: None,
+        since: None,
+        epoch: None,
+        create: true,
+        may_create: true,
+        may_join_private: true,
+        info: Some(Arc::new(format!(r#"{{"u":"{user}"}}"#))),
+        list_users,
     })
 }
 
@@ -60,7 +81,10 @@ fn publish(
         room: Arc::from(room),
         from: Arc::from("u"),
         data: Bytes::from_static(b"1"),
-        exclude_self,
+        event: None,
+        exclude: conn
+            .filter(|_| exclude_self)
+            .and_then(std::num::NonZeroU64::new),
         privileged: false,
         reply,
     });
@@ -376,7 +400,8 @@ fn over_the_history_budget_the_largest_rooms_lose_their_oldest_first() {
             room: Arc::from(room),
             from: Arc::from("u"),
             data: Bytes::from(vec![b'1'; size]),
-            exclude_self: false,
+            event: None,
+            exclude: None,
             privileged: false,
             reply: Reply::Conn(Origin { conn, id: None }),
         });
@@ -442,6 +467,120 @@ fn deleting_closes_the_room_on_its_members_shards() {
     assert!(matches!(&out[0].1, Delivery::RoomClosed { .. }));
     assert_eq!(rx.blocking_recv().ok(), Some(Ok(())));
     assert!(!index.contains("r"));
+}
+
+/// The deliveries and observed changes of one op.
+fn apply_observed(
+    table: &mut RoomTable,
+    index: &RoomIndex,
+    op: Op,
+    at: Instant,
+) -> (Vec<(usize, Delivery)>, Vec<RoomChange>) {
+    let mut out = Outbox::new(SHARDS);
+    table.apply(index, op, now(at), &mut out);
+    let observed = out.take_observed().map(|o| o.change).collect();
+    (out.drain().collect(), observed)
+}
+
+#[test]
+fn presence_is_per_user_and_changes_are_observed_once() {
+    let (index, t0) = (RoomIndex::new(100), Instant::now());
+    let mut table = RoomTable::new(0, &config(|c| c.room.presence_events = false));
+    let (_, seen) = apply_observed(&mut table, &index, join_as(1, "p", "ann", true), t0);
+    let ann = || Arc::<str>::from("ann");
+    assert_eq!(
+        seen,
+        vec![RoomChange::Occupied, RoomChange::UserAdded(ann())]
+    );
+    // Ann's second connection: no new user, and (native events off) the
+    // frame it fans out speaks only to other protocols, with no change.
+    let (out, seen) = apply_observed(&mut table, &index, join_as(2, "p", "ann", true), t0);
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(
+        out.iter().all(|(_, d)| !matches!(d, Delivery::Room { .. })),
+        "{out:?}"
+    );
+    // Bob joins: one user added; his ack lists both users, each once.
+    let (out, seen) = apply_observed(&mut table, &index, join_as(3, "p", "bob", true), t0);
+    assert_eq!(seen, vec![RoomChange::UserAdded(Arc::from("bob"))]);
+    let ack = out.iter().find_map(|(_, d)| match d {
+        Delivery::Joined { admitted, .. } => admitted.ack.as_ref(),
+        _ => None,
+    });
+    let ack = ack.expect("ack");
+    assert_eq!((ack.members, ack.user_count), (3, 2));
+    let mut users: Vec<&str> = ack
+        .users
+        .as_ref()
+        .expect("users")
+        .iter()
+        .map(|u| &*u.user)
+        .collect();
+    users.sort_unstable();
+    assert_eq!(users, ["ann", "bob"]);
+    let change = out.iter().find_map(|(_, d)| match d {
+        Delivery::Room { frame, .. } => frame.change().cloned(),
+        _ => None,
+    });
+    let change = change.expect("a presence frame for the others");
+    assert!(change.joined && change.user_changed && &*change.user == "bob");
+    assert!(out.iter().all(|(_, d)| match d {
+        Delivery::Room { frame, .. } => frame.native_frame().is_none(),
+        _ => true,
+    }));
+    assert_eq!(
+        index
+            .get("p")
+            .map(|m| m.users.load(std::sync::atomic::Ordering::Relaxed)),
+        Some(2)
+    );
+    // Ann's first connection leaves: she is still there.
+    let leave = |conn| Op::Leave {
+        origin: Origin { conn, id: None },
+        room: Arc::from("p"),
+    };
+    let (_, seen) = apply_observed(&mut table, &index, leave(1), t0);
+    assert!(seen.is_empty(), "{seen:?}");
+    let (_, seen) = apply_observed(&mut table, &index, leave(2), t0);
+    assert_eq!(seen, vec![RoomChange::UserRemoved(ann())]);
+    let (_, seen) = apply_observed(&mut table, &index, leave(3), t0);
+    assert_eq!(
+        seen,
+        vec![
+            RoomChange::UserRemoved(Arc::from("bob")),
+            RoomChange::Vacated
+        ]
+    );
+}
+
+#[test]
+fn a_publish_with_an_event_name_carries_it_and_skips_the_named_connection() {
+    let (index, t0) = (RoomIndex::new(100), Instant::now());
+    let mut table = RoomTable::new(0, &config(|_| {}));
+    apply(&mut table, &index, join(1, "r", None), t0);
+    apply(&mut table, &index, join(2, "r", None), t0);
+    let (tx, rx) = oneshot::channel();
+    let op = Op::Publish(Publish {
+        room: Arc::from("r"),
+        from: Arc::from("system"),
+        data: Bytes::from_static(br#""hi""#),
+        event: Some(Arc::new("news-flash".to_string())),
+        exclude: std::num::NonZeroU64::new(2),
+        privileged: true,
+        reply: Reply::Api(tx),
+    });
+    let out = apply(&mut table, &index, op, t0);
+    assert_eq!(rx.blocking_recv().ok(), Some(Ok(1)));
+    let Some((_, Delivery::Room { frame, exclude, .. })) = out.first() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(*exclude, Some(2));
+    let json: serde_json::Value =
+        serde_json::from_slice(&text_payload(frame.native_frame().expect("native"))).expect("json");
+    assert_eq!(
+        (json["event"].as_str(), json["data"].as_str()),
+        (Some("news-flash"), Some("hi"))
+    );
 }
 
 #[derive(Debug, Clone)]
@@ -594,4 +733,58 @@ fn room_seq(index: &RoomIndex, room: &str) -> u64 {
     index
         .get(room)
         .map_or(0, |m| m.seq.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the order of joins and leaves, each room's user count is
+    /// its distinct users, a user is reported added exactly when its first
+    /// connection joins and removed exactly when its last leaves, and a
+    /// room is reported occupied and vacated alternately.
+    #[test]
+    fn users_are_counted_and_reported_once_per_user(
+        steps in prop::collection::vec((any::<bool>(), 0u64..8, 0u8..3), 1..150)
+    ) {
+        let index = RoomIndex::new(100);
+        let mut table = RoomTable::new(0, &config(|_| {}));
+        let t0 = Instant::now();
+        // Connection c is user c % 3.
+        let user_of = |c: u64| -> Arc<str> { Arc::from(format!("user{}", c % 3)) };
+        let name = |r: u8| -> Arc<str> { Arc::from(format!("#1#presence-{r}")) };
+        let mut in_room: HashSet<(u64, u8)> = HashSet::new();
+        let mut occupied: HashSet<u8> = HashSet::new();
+        let mut present: HashSet<(Arc<str>, u8)> = HashSet::new();
+        for (joining, conn, r) in steps {
+            let op = if joining {
+                join_as(conn, &name(r), &user_of(conn), false)
+            } else {
+                Op::Leave { origin: Origin { conn, id: None }, room: name(r) }
+            };
+            let was_in = in_room.contains(&(conn, r));
+            let (_, seen) = apply_observed(&mut table, &index, op, t0);
+            if joining { in_room.insert((conn, r)); } else { in_room.remove(&(conn, r)); }
+            let changed = was_in != in_room.contains(&(conn, r));
+            for change in seen {
+                match change {
+                    RoomChange::Occupied => prop_assert!(occupied.insert(r), "occupied twice"),
+                    RoomChange::Vacated => prop_assert!(occupied.remove(&r), "vacated twice"),
+                    RoomChange::UserAdded(u) => prop_assert!(present.insert((u, r)), "added twice"),
+                    RoomChange::UserRemoved(u) => prop_assert!(present.remove(&(u, r)), "removed twice"),
+                }
+            }
+            prop_assert!(changed || joining == was_in, "a change without a reason");
+            let users: HashSet<(Arc<str>, u8)> =
+                in_room.iter().map(|(c, r)| (user_of(*c), *r)).collect();
+            prop_assert_eq!(&users, &present);
+            for r in 0..3u8 {
+                let distinct = users.iter().filter(|(_, x)| *x == r).count() as u32;
+                let counted = index
+                    .get(&name(r))
+                    .map_or(0, |m| m.users.load(std::sync::atomic::Ordering::Relaxed));
+                prop_assert_eq!(counted, distinct, "room {}", r);
+                prop_assert_eq!(occupied.contains(&r), distinct > 0);
+            }
+        }
+    }
 }

@@ -48,6 +48,9 @@ impl Shard {
 
     /// Send what a sequencer decided, in order.
     async fn send_out(&self, out: &mut Outbox) {
+        for observed in out.take_observed() {
+            self.shared.observer.report(observed);
+        }
         for (shard, delivery) in out.drain() {
             self.deliver(shard, delivery).await;
         }

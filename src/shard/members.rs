@@ -65,10 +65,11 @@ impl Shard {
                         continue;
                     }
                     if seq > 0 {
-                        let bytes = member.room_bytes(&frame, min);
-                        member.push_room(&room, seq, bytes, local.overflow, stamp_us);
+                        if let Some(bytes) = member.room_bytes(&room, &frame, min) {
+                            member.push_room(&room, seq, bytes, local.overflow, stamp_us);
+                        }
                     } else {
-                        member.send(frame.plain().clone());
+                        member.send_event(&room, &frame);
                     }
                     delivered += 1;
                 }
@@ -109,19 +110,23 @@ impl Shard {
                 counted,
             } => {
                 let mut delivered = 0;
+                let mut give = |c: &Conn| {
+                    if c.to_user(&frame) {
+                        delivered += 1;
+                    }
+                };
                 match audience {
                     Audience::User(user) => {
+                        // Closing a connection changes no table here.
                         if let Some(list) = self.local_users.borrow().get(&user) {
                             for c in list {
-                                c.send(frame.clone());
-                                delivered += 1;
+                                give(c);
                             }
                         }
                     }
                     Audience::All => {
                         for c in self.conns.borrow().values() {
-                            c.send(frame.clone());
-                            delivered += 1;
+                            give(c);
                         }
                     }
                 }

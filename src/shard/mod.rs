@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
+use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
 use crate::metrics::CounterSnapshot;
 pub(crate) use crate::metrics::ShardCounters;
@@ -47,6 +48,8 @@ pub(crate) struct ShardStats {
     pub(crate) shard: usize,
     /// Open connections.
     pub(crate) connections: usize,
+    /// Of which speak the Pusher protocol.
+    pub(crate) pusher_connections: usize,
     /// Rooms with members on this shard.
     pub(crate) rooms_with_members: usize,
     /// Rooms homed on this shard.
@@ -138,30 +141,84 @@ impl Shard {
     /// its user on this shard.
     fn register(&self, conn: &Rc<Conn>) -> bool {
         self.conns.borrow_mut().insert(conn.id, conn.clone());
+        self.attach_user(conn, conn.user())
+    }
+
+    /// List `conn` under `user` (its user id); true if it is the first
+    /// connection of `user` on this shard.
+    fn attach_user(&self, conn: &Rc<Conn>, user: Arc<str>) -> bool {
         let mut users = self.local_users.borrow_mut();
-        let list = users.entry(conn.user.clone()).or_default();
+        let list = users.entry(user.clone()).or_default();
         let first = list.is_empty();
         if first {
-            self.shared.users.attach(&conn.user, self.index);
+            self.shared.users.attach(&user, self.index);
         }
         list.push(conn.clone());
         first
+    }
+
+    /// Take `conn` off the list of `user`; true if it was the last
+    /// connection of `user` on this shard.
+    fn detach_user(&self, conn: &Conn, user: &Arc<str>) -> bool {
+        let mut users = self.local_users.borrow_mut();
+        let mut last = false;
+        if let Some(list) = users.get_mut(user) {
+            list.retain(|c| c.id != conn.id);
+            if list.is_empty() {
+                users.remove(user);
+                self.shared.users.detach(user, self.index);
+                last = true;
+            }
+        }
+        last
+    }
+
+    /// `conn` is now user `user` (a Pusher sign-in): frames for `user`
+    /// reach it from now on, and no longer those for its old id.
+    /// The new id counts against `limits.max_connections_per_user`.
+    pub(crate) async fn rename_user(&self, conn: &Rc<Conn>, user: Arc<str>) -> Result<(), Refusal> {
+        let old = conn.user();
+        if old == user {
+            return Ok(());
+        }
+        let cap = self.shared.config.limits.max_connections_per_user;
+        if !self.shared.users.try_connect(&user, cap) {
+            return Err(Refusal::new(
+                ErrorCode::TooManyConnections,
+                format!("this user holds its maximum of {cap} connections"),
+            ));
+        }
+        if conn.renamed.replace(true) {
+            // Renamed before: the last id it was counted under goes.
+            self.shared.users.disconnect(&old);
+        }
+        let last = self.detach_user(conn, &old);
+        conn.set_user(user.clone());
+        let first = self.attach_user(conn, user.clone());
+        if last {
+            let watch = crate::op::Op::WatchUser {
+                user: old,
+                watch: false,
+                heard: None,
+            };
+            self.route(watch).await;
+        }
+        if first {
+            let watch = crate::op::Op::WatchUser {
+                user,
+                watch: true,
+                heard: None,
+            };
+            self.route(watch).await;
+        }
+        Ok(())
     }
 
     /// Remove a closed connection from the shard's tables (its rooms were
     /// left already); true if it was the last of its user on this shard.
     fn unregister(&self, conn: &Conn) -> bool {
         self.conns.borrow_mut().remove(&conn.id);
-        let mut users = self.local_users.borrow_mut();
-        let mut last = false;
-        if let Some(list) = users.get_mut(&conn.user) {
-            list.retain(|c| c.id != conn.id);
-            if list.is_empty() {
-                users.remove(&conn.user);
-                self.shared.users.detach(&conn.user, self.index);
-                last = true;
-            }
-        }
+        let last = self.detach_user(conn, &conn.user());
         self.conn_closed.notify();
         last
     }
@@ -181,6 +238,7 @@ impl Shard {
         ShardStats {
             shard: self.index,
             connections: conns.len(),
+            pusher_connections: conns.values().filter(|c| c.is_pusher()).count(),
             rooms_with_members: self.local_rooms.borrow().len(),
             rooms_homed: homes.len(),
             queued_frames: frames,

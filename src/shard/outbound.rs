@@ -56,18 +56,45 @@ struct PendingGap {
 /// ([`crate::metrics::now_us`]; 0 when not a timed room message).
 pub(crate) type Queued = (Bytes, u64);
 
+/// The protocol a queue writes its `gap` frames in. One byte, in what was
+/// padding: the queue is no larger than before it had one (a fan-out
+/// touches a thousand of them per message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GapStyle {
+    /// The native `gap` frame.
+    Native,
+    /// A `pusher:gap` event on the channel.
+    Pusher,
+}
+
+impl GapStyle {
+    /// Out of line: a gap is rare, and the fan-out's push stays as small as
+    /// it was.
+    #[cold]
+    #[inline(never)]
+    fn encode(self, room: &str, from: u64, to: u64) -> Bytes {
+        match self {
+            GapStyle::Native => encode::gap(room, from, to),
+            GapStyle::Pusher => crate::shard::conn::pusher::gap_frame(room, from, to),
+        }
+    }
+}
+
 /// A bounded queue of encoded frames.
 #[derive(Debug)]
 pub struct OutQueue {
     frames: VecDeque<Queued>,
     bytes: usize,
-    /// Of `frames` and `bytes`, the replies.
-    reply_frames: usize,
-    reply_bytes: usize,
-    max_frames: usize,
+    /// Of `frames` and `bytes`, the replies (saturating). These two and
+    /// `max_frames` are `u32` so that the queue stays 96 bytes (a fan-out
+    /// touches a thousand of them per message).
+    reply_frames: u32,
+    reply_bytes: u32,
+    max_frames: u32,
     max_bytes: usize,
     gaps: Vec<PendingGap>,
     closing: bool,
+    gap_style: GapStyle,
     dropped: u64,
 }
 
@@ -76,15 +103,22 @@ impl OutQueue {
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         OutQueue {
             frames: VecDeque::new(),
+            gap_style: GapStyle::Native,
             bytes: 0,
             reply_frames: 0,
             reply_bytes: 0,
-            max_frames,
+            max_frames: u32::try_from(max_frames).unwrap_or(u32::MAX),
             max_bytes,
             gaps: Vec::new(),
             closing: false,
             dropped: 0,
         }
+    }
+
+    /// Write `gap` frames in `style` (another protocol's) instead of the
+    /// native `gap`.
+    pub(crate) fn set_gap_style(&mut self, style: GapStyle) {
+        self.gap_style = style;
     }
 
     /// Frames queued.
@@ -115,16 +149,17 @@ impl OutQueue {
     /// Whether `extra_frames` of traffic totalling `extra_bytes` fit beside
     /// the traffic queued (replies do not count).
     fn fits(&self, extra_frames: usize, extra_bytes: usize) -> bool {
-        let frames = self.frames.len() - self.reply_frames;
-        let bytes = self.bytes - self.reply_bytes;
-        frames + extra_frames <= self.max_frames
+        let frames = self.frames.len() - self.reply_frames as usize;
+        let bytes = self.bytes - self.reply_bytes as usize;
+        frames + extra_frames <= self.max_frames as usize
             && (frames == 0 || bytes + extra_bytes <= self.max_bytes)
     }
 
     /// Whether replies fill the queue's bounds: the reader stops reading
     /// the client until the writer has taken them.
     pub fn replies_full(&self) -> bool {
-        self.reply_frames >= self.max_frames || self.reply_bytes >= self.max_bytes
+        self.reply_frames >= self.max_frames
+            || self.reply_bytes as usize >= self.max_bytes.min(u32::MAX as usize)
     }
 
     fn enqueue(&mut self, frame: Bytes, stamp_us: u64) {
@@ -139,8 +174,9 @@ impl OutQueue {
             return Pushed::Closed;
         }
         let wake = self.frames.is_empty();
-        self.reply_frames += 1;
-        self.reply_bytes += frame.len();
+        self.reply_frames = self.reply_frames.saturating_add(1);
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        self.reply_bytes = self.reply_bytes.saturating_add(len);
         self.enqueue(frame, 0);
         Pushed::Queued { wake }
     }
@@ -177,7 +213,9 @@ impl OutQueue {
         let wake = self.frames.is_empty();
         let gap_at = self.gaps.iter().position(|g| g.room == *room);
         if let Some(i) = gap_at {
-            let gap = encode::gap(room, self.gaps[i].from, self.gaps[i].to);
+            let gap = self
+                .gap_style
+                .encode(room, self.gaps[i].from, self.gaps[i].to);
             if self.fits(2, gap.len() + frame.len()) {
                 self.gaps.swap_remove(i);
                 self.enqueue(gap, 0);
@@ -212,7 +250,7 @@ impl OutQueue {
         let mut i = 0;
         while i < self.gaps.len() && !self.closing {
             let g = &self.gaps[i];
-            let frame = encode::gap(&g.room, g.from, g.to);
+            let frame = self.gap_style.encode(&g.room, g.from, g.to);
             if !self.fits(1, frame.len()) {
                 break;
             }
@@ -276,6 +314,13 @@ mod tests {
         let mut inflight = VecDeque::new();
         q.take_all(&mut inflight);
         inflight.into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn a_queue_is_no_larger_for_its_gap_style() {
+        // A fan-out touches a thousand queues per message: the protocol's
+        // byte sits in what was padding, and the reply counts are u32.
+        assert!(std::mem::size_of::<OutQueue>() <= 96);
     }
 
     #[test]

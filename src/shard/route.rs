@@ -69,6 +69,20 @@ impl Shard {
             }
             return;
         }
+        let op = match op {
+            // The index holds every room of a single node; a cluster's
+            // rooms are listed by the remote sequencer, like any op a
+            // client waits for.
+            Op::Rooms {
+                prefix,
+                limit,
+                reply,
+            } if matches!(self.shared.backend, Backend::Local) => {
+                let _ = reply.send(Ok(self.shared.rooms.counts(&prefix, limit)));
+                return;
+            }
+            op => op,
+        };
         match &self.shared.backend {
             Backend::Local => {
                 // A single node relays no user between nodes (WatchUser).

@@ -72,6 +72,53 @@ pub(crate) fn dump_dom_with(browser: &str, url: &str, extra: &[String]) -> Strin
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
+/// A headless Chromium showing one page until dropped (then killed).
+///
+/// For pages whose outcome depends on real network time (a TLS handshake
+/// on a loaded machine): `--dump-dom` snapshots after a *virtual* time
+/// budget that a WebSocket does not hold open, so such a page reports its
+/// result to the test over HTTP instead, and the test waits in real time.
+pub(crate) struct Headless {
+    child: std::process::Child,
+    profile: std::path::PathBuf,
+}
+
+impl Headless {
+    pub(crate) fn open(browser: &str, url: &str, extra: &[String]) -> Headless {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile =
+            std::env::temp_dir().join(format!("shardcast-headless-{}-{run}", std::process::id()));
+        let child = Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        Headless { child, profile }
+    }
+}
+
+impl Drop for Headless {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(has_chromium),

@@ -154,22 +154,30 @@ async fn chromium_opens_wss_from_an_allowed_origin_only() {
             c.server.allowed_origins = vec![format!("http://127.0.0.1:{page_port}")];
         })
         .start();
+    // The page reports its outcome to its own server (`/report?...`).
     let page = format!(
-        r#"<html><body><pre id="out">pending</pre><script>
-const out = document.getElementById('out');
+        r#"<html><body><script>
+const report = (what) => fetch('/report?' + what);
+let done = false;
 const ws = new WebSocket('wss://127.0.0.1:{}/ws?user=browser');
-ws.onmessage = (e) => {{ out.textContent = 'got:' + JSON.parse(e.data).type; }};
-ws.onclose = (e) => {{ if (out.textContent === 'pending') out.textContent = 'closed:' + e.code; }};
+ws.onmessage = (e) => {{ if (!done) {{ done = true; report('got:' + JSON.parse(e.data).type); }} }};
+ws.onclose = (e) => {{ if (!done) {{ done = true; report('closed:' + e.code); }} }};
 </script></body></html>"#,
         broker.addr.port()
     );
+    let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel::<String>();
     let server = tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = pages.accept().await else {
                 return;
             };
             let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+            if let Some(what) = path.strip_prefix("/report?") {
+                let _ = reports_tx.send(what.to_string());
+            }
             let answer = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
                 page.len()
@@ -181,21 +189,18 @@ ws.onclose = (e) => {{ if (out.textContent === 'pending') out.textContent = 'clo
         "--ignore-certificate-errors-spki-list={}",
         spki_pin(&spki)
     )];
-    let load = |url: String| {
-        let (browser, flags) = (browser.clone(), flags.clone());
-        tokio::task::spawn_blocking(move || crate::browser::dump_dom_with(&browser, &url, &flags))
-    };
-    let allowed = load(format!("http://127.0.0.1:{page_port}/"))
-        .await
-        .expect("chromium");
-    assert!(
-        allowed.contains("got:welcome"),
-        "allowed origin:\n{allowed}"
-    );
-    let refused = load(format!("http://localhost:{page_port}/"))
-        .await
-        .expect("chromium");
-    assert!(refused.contains("closed:1006"), "other origin:\n{refused}");
+    for (url, expected) in [
+        (format!("http://127.0.0.1:{page_port}/"), "got:welcome"),
+        (format!("http://localhost:{page_port}/"), "closed:1006"),
+    ] {
+        let shown = crate::browser::Headless::open(&browser, &url, &flags);
+        let report = tokio::time::timeout(std::time::Duration::from_secs(60), reports.recv())
+            .await
+            .expect("the page reports within 60 s")
+            .expect("page server");
+        drop(shown);
+        assert_eq!(report, expected, "page {url}");
+    }
     server.abort();
 }
 

@@ -9,7 +9,7 @@ use serde_json::json;
 use shardcast::config::AuthMode;
 use shardcast::{Broker, Config, Overrides};
 use shardcast_client::{Client, Error, Event, Events, JoinOptions, Options, State};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -467,12 +467,16 @@ async fn tokens_refresh_without_reconnecting_and_refusals_stop_or_wait() {
     .await;
     let mut api = TcpStream::connect(full.local_addr()).await.expect("api");
     let request = format!(
-        "DELETE /api/connections/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "DELETE /api/connections/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         welcome.conn
     );
     api.write_all(request.as_bytes())
         .await
         .expect("api request");
+    let mut answer = Vec::new();
+    api.read_to_end(&mut answer).await.expect("api answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 2"), "the API kicks: {answer}");
     let closed = until(&mut events, &mut Vec::new(), is_state(State::Closed)).await;
     assert!(
         matches!(

@@ -74,13 +74,15 @@ pub(super) struct Details {
     pub(super) epoch: String,
     /// Its `history` option (the most messages its stream keeps).
     pub(super) history_len: usize,
+    /// Distinct users.
+    pub(super) users: usize,
     pub(super) members: Vec<ListedMember>,
 }
 
 impl Details {
     pub(super) fn read(items: &[Value]) -> Details {
         let mut members = Vec::new();
-        let mut rest = items.iter().skip(10);
+        let mut rest = items.iter().skip(11);
         while let (Some(field), Some(value)) = (rest.next(), rest.next()) {
             let (Some(field), Some(value)) = (text(field), text(value)) else {
                 continue;
@@ -88,10 +90,8 @@ impl Details {
             let Some((node, conn)) = field.rsplit_once('/') else {
                 continue;
             };
-            let (user, name) = match value.split_once('\t') {
-                Some((u, n)) => (u.to_string(), Some(n.to_string())),
-                None => (value.to_string(), None),
-            };
+            let (user, name, _) = crate::cluster::wire::parse_member(value);
+            let (user, name) = (user.to_string(), name.map(String::from));
             members.push(ListedMember {
                 conn: conn.parse().unwrap_or(0),
                 node: node.to_string(),
@@ -113,6 +113,7 @@ impl Details {
             history: items.get(7).and_then(int).unwrap_or(0).max(0) as u64,
             epoch: items.get(8).and_then(text).unwrap_or("").to_string(),
             history_len: items.get(9).and_then(int).unwrap_or(0).max(0) as usize,
+            users: items.get(10).and_then(int).unwrap_or(0).max(0) as usize,
             members,
         }
     }
@@ -188,6 +189,7 @@ impl Details {
         RoomDetails {
             room: room.clone(),
             members: self.total,
+            users: self.users,
             seq: self.seq,
             epoch: self.epoch,
             private: self.private,

@@ -18,11 +18,20 @@ use super::{Backplane, Drain, Link};
 use crate::cluster::scripts;
 use crate::cluster::subscriber::{SubEvent, SubReceiver, Subscriber};
 use crate::cluster::wire::{self, Event};
-use crate::delivery::Delivery;
-use crate::op::Audience;
+use crate::delivery::{Delivery, PresenceChange, RoomFrame};
+use crate::op::{Audience, UserFrame};
 use crate::placement::ShardSet;
 use crate::protocol::encode::{self, PresenceKind};
 use crate::ws::encode::data_frame;
+
+/// What a user channel's frame says: a frame to deliver, or (`!reason`)
+/// a close.
+fn user_frame(json: &[u8]) -> UserFrame {
+    match json.strip_prefix(b"!") {
+        Some(reason) => UserFrame::Close(Arc::from(String::from_utf8_lossy(reason).as_ref())),
+        None => UserFrame::Frame(data_frame(true, json)),
+    }
+}
 
 /// The next event of the subscriber connection, if there is one.
 pub(super) async fn next_event(events: &mut Option<SubReceiver>) -> Option<SubEvent> {
@@ -247,14 +256,14 @@ impl Backplane {
                 if node != &*self.node {
                     let user: Arc<str> = Arc::from(user);
                     let shards = ShardSet::from_bits(self.shared.users.shards(&user));
-                    self.relay_to_users(shards, Audience::User(user), data_frame(true, json));
+                    self.relay_to_users(shards, Audience::User(user), user_frame(json));
                 }
             }
         } else if channel == scripts::ALL_CHANNEL {
             if let Some(Event::Frame { node, json }) = wire::parse_frame(payload) {
                 if node != &*self.node {
                     let shards = ShardSet::all(self.shared.shards());
-                    self.relay_to_users(shards, Audience::All, data_frame(true, json));
+                    self.relay_to_users(shards, Audience::All, user_frame(json));
                 }
             }
         }
@@ -262,7 +271,7 @@ impl Backplane {
 
     /// A frame another node sent to users: for this node's shards holding
     /// them.
-    fn relay_to_users(&mut self, shards: ShardSet, audience: Audience, frame: bytes::Bytes) {
+    fn relay_to_users(&mut self, shards: ShardSet, audience: Audience, frame: UserFrame) {
         for shard in shards.iter() {
             let delivery = Delivery::ToUsers {
                 audience: audience.clone(),
@@ -284,7 +293,8 @@ impl Backplane {
                 skip,
                 json,
             } => {
-                let skip = (node == &*self.node && skip != 0).then_some(skip);
+                let here = node == &*self.node || node == wire::ANY_NODE;
+                let skip = (here && skip != 0).then_some(skip);
                 self.on_room_message(room, seq, data_frame(true, json), skip);
             }
             Event::Presence {
@@ -292,12 +302,16 @@ impl Backplane {
                 node,
                 conn,
                 count,
+                users: _,
+                user_changed,
                 user,
                 name,
+                info,
             } => {
                 let namespaces = &self.shared.namespaces;
-                let presence_events = namespaces.rules(namespaces.find(room)).presence_events;
-                if !presence_events || (!joined && count == 0) {
+                let native_events = namespaces.rules(namespaces.find(room)).presence_events;
+                let wanted = self.rooms.get(room).is_some_and(|r| r.user_presence);
+                if !(native_events || (user_changed && wanted)) || (!joined && count == 0) {
                     return;
                 }
                 let kind = if joined {
@@ -305,7 +319,14 @@ impl Backplane {
                 } else {
                     PresenceKind::Left
                 };
-                let frame = encode::presence(kind, room, user, name, count);
+                let native = native_events.then(|| encode::presence(kind, room, user, name, count));
+                let change = PresenceChange {
+                    joined,
+                    user: Arc::from(user),
+                    info: info.map(Arc::from),
+                    user_changed,
+                };
+                let frame = RoomFrame::presence(native, change);
                 let skip = (node == &*self.node).then_some(conn);
                 self.presence(room, &frame, skip);
             }

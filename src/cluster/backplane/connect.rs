@@ -182,6 +182,7 @@ pub(super) struct Shas {
     pub(super) create: String,
     pub(super) delete: String,
     pub(super) details: String,
+    pub(super) rooms: String,
     heartbeat: String,
     restore: String,
     namespaces: String,
@@ -196,6 +197,7 @@ impl Shas {
             create: sha(scripts::CREATE),
             delete: sha(scripts::DELETE),
             details: sha(scripts::DETAILS),
+            rooms: sha(scripts::ROOMS),
             heartbeat: sha(scripts::HEARTBEAT),
             restore: sha(scripts::RESTORE),
             namespaces: sha(scripts::NAMESPACES),
@@ -270,7 +272,8 @@ impl Backplane {
             };
             let (meta, pres) = (scripts::meta_key(room), scripts::presence_key(room));
             let noderooms = scripts::node_rooms_key(&node);
-            let mut cmd = evalsha(&self.shas.restore, &[&meta, &pres, &noderooms]);
+            let users = scripts::users_key(room);
+            let mut cmd = evalsha(&self.shas.restore, &[&meta, &pres, &noderooms, &users]);
             cmd.arg(&**room)
                 .arg(state.order.delivered().unwrap_or(0))
                 .arg(u8::from(facts.room.private))
@@ -301,7 +304,7 @@ impl Backplane {
         let cmd = self.heartbeat_cmd(ttl_ms);
         self.ready.push_back(Prepared {
             cmd,
-            then: Then::Nothing,
+            then: Then::Swept,
         });
     }
 
@@ -314,7 +317,10 @@ impl Backplane {
         let cmd = self.heartbeat_cmd(-1);
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
         match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(answer)) => {
+                self.swept(answer);
+                Ok(())
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }

@@ -52,7 +52,7 @@ use super::subscriber::{Bounds, SubReceiver, Subscriber};
 use super::target::Target;
 use crate::backend::RemoteCounters;
 use crate::config::ClusterConfig;
-use crate::delivery::{Outbox, RoomDetails};
+use crate::delivery::{Outbox, RoomCounts, RoomDetails};
 use crate::error::Refusal;
 use crate::op::{Op, Origin, Reply};
 use crate::room::order::RepairIds;
@@ -86,6 +86,8 @@ enum Then {
         room: Arc<str>,
         /// The member's presence value in Redis.
         value: String,
+        /// The join asked for the room's users.
+        list_users: bool,
     },
     Leave {
         origin: Origin,
@@ -111,6 +113,11 @@ enum Then {
         room: Arc<str>,
         reply: oneshot::Sender<Result<RoomDetails, Refusal>>,
     },
+    Rooms {
+        reply: oneshot::Sender<Result<Vec<RoomCounts>, Refusal>>,
+    },
+    /// A heartbeat: the sweep's changes are reported.
+    Swept,
     /// A hole of `room` filled from its stream (`id` names the repair).
     Repair {
         room: Arc<str>,
@@ -424,6 +431,9 @@ impl Backplane {
             counters
                 .catchup_bytes
                 .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        for observed in self.out.take_observed() {
+            self.shared.observer.report(observed);
         }
         for (shard, delivery) in self.out.drain() {
             if let Some(link) = self.shared.links.get(shard) {

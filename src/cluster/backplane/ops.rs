@@ -15,10 +15,11 @@ use crate::backend::RemoteCounters;
 use crate::cluster::scripts::{self, Status};
 use crate::cluster::{RoomFacts, wire};
 use crate::config::OverflowPolicy;
-use crate::delivery::{Ack, Delivery, JoinAck, MemberList};
+use crate::delivery::{Ack, Delivery, JoinAck, MemberList, RoomCounts, UserEntry};
 use crate::epoch::Epoch;
 use crate::error::Refusal;
-use crate::op::{Audience, Creator, Join, Op, Origin, Publish};
+use crate::observe::RoomChange;
+use crate::op::{Audience, Creator, Join, Op, Origin, Publish, UserFrame};
 use crate::protocol::encode;
 use crate::room::namespaces::RoomSettings;
 use crate::ws::encode::{data_frame, text_payload};
@@ -53,7 +54,8 @@ impl Backplane {
                 room,
                 from,
                 data,
-                exclude_self,
+                event,
+                exclude,
                 reply,
                 ..
             }) => {
@@ -61,8 +63,19 @@ impl Backplane {
                 // API (no field) publishes into any room.
                 let conn = reply.conn();
                 let field = conn.map_or_else(String::new, |c| scripts::member_field(&node, c));
-                let skip = conn.filter(|_| exclude_self).unwrap_or(0);
-                let cmd = self.publish_cmd(&room, &field, &from, &data, skip);
+                // The publisher is on this node; a connection the API names
+                // may be on any (connection ids differ between nodes).
+                let skip = match exclude.map(std::num::NonZeroU64::get) {
+                    Some(skip) if Some(skip) == conn => Skip::Here(skip),
+                    Some(skip) => Skip::Anywhere(skip),
+                    None => Skip::None,
+                };
+                let message = wire::Outgoing {
+                    from: &from,
+                    data: &data,
+                    event: event.as_deref().map(String::as_str),
+                };
+                let cmd = self.publish_cmd(&room, &field, message, skip);
                 let then = Then::Publish {
                     room: room.clone(),
                     reply,
@@ -92,6 +105,18 @@ impl Backplane {
                     reply,
                 };
                 self.enqueue_in_order(&room, Prepared { cmd, then });
+            }
+            Op::Rooms {
+                prefix,
+                limit,
+                reply,
+            } => {
+                let mut cmd = evalsha(&self.shas.rooms, &[]);
+                cmd.arg(&*prefix).arg(limit);
+                self.enqueue(Prepared {
+                    cmd,
+                    then: Then::Rooms { reply },
+                });
             }
             Op::Delete { room, reply } => {
                 let mut cmd = room_script(&self.shas.delete, &room, None);
@@ -126,9 +151,12 @@ impl Backplane {
                     Audience::User(user) => scripts::user_channel(user),
                     Audience::All => scripts::ALL_CHANNEL.to_string(),
                 };
+                let payload = match &frame {
+                    UserFrame::Frame(frame) => wire::frame_payload(&node, &text_payload(frame)),
+                    UserFrame::Close(reason) => wire::close_payload(&node, reason),
+                };
                 let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(channel)
-                    .arg(wire::frame_payload(&node, &text_payload(&frame)));
+                cmd.arg(channel).arg(payload);
                 self.enqueue(Prepared {
                     cmd,
                     then: Then::Nothing,
@@ -165,31 +193,26 @@ impl Backplane {
             create,
             may_create,
             may_join_private,
+            info,
+            list_users,
         } = join;
         let node = self.node.clone();
         // The room's namespace decides whether a join may make it, and how.
         let namespaces = &self.shared.namespaces;
         let rules = namespaces.rules(namespaces.find(&room));
         let limits = &self.shared.config.limits;
-        let value = wire::member_value(&user, name.as_deref());
+        let value = wire::member_value(&user, name.as_deref(), info.as_deref().map(String::as_str));
         let field = scripts::member_field(&node, origin.conn);
-        let (meta, presence) = (scripts::meta_key(&room), scripts::presence_key(&room));
-        let (history, channel) = (scripts::history_key(&room), scripts::room_channel(&room));
-        let node_rooms = scripts::node_rooms_key(&node);
         let (user_quota, conn_quota) = (
             scripts::user_quota_key(&user),
             scripts::conn_quota_key(&field),
         );
-        let keys = [
-            &meta,
-            &presence,
-            &history,
-            &channel,
-            &node_rooms,
-            &user_quota,
-            &conn_quota,
-        ];
-        let mut cmd = evalsha(&self.shas.join, &keys.map(String::as_str));
+        let mut cmd = room_script_with(
+            &self.shas.join,
+            &room,
+            Some(&node),
+            &[&user_quota, &conn_quota],
+        );
         cmd.arg(&field)
             .arg(&value)
             .arg(u8::from(create))
@@ -207,15 +230,21 @@ impl Backplane {
             .arg(epoch.as_deref().unwrap_or(""))
             .arg(Epoch::new().as_str())
             .arg(u8::from(rules.private))
+            .arg(&*user)
+            .arg(if list_users {
+                limits.max_presence_list
+            } else {
+                0
+            })
             .arg(limits.max_rooms_created_per_user)
             .arg(limits.max_rooms_created_per_connection)
-            .arg(&*user)
             .arg(u8::from(self.shared.memory.over()));
         self.room_state(&room).joining += 1;
         let then = Then::Join {
             origin,
             room: room.clone(),
             value,
+            list_users,
         };
         self.enqueue_subscribed(&room, Prepared { cmd, then });
     }
@@ -224,16 +253,26 @@ impl Backplane {
         &self,
         room: &str,
         field: &str,
-        from: &str,
-        data: &[u8],
-        skip: u64,
+        message: wire::Outgoing<'_>,
+        skip: Skip,
     ) -> Cmd {
-        let (before, after) = encode::message_parts(room, from, encode::now_ms(), data);
+        let (before, after) = encode::message_parts(
+            room,
+            message.from,
+            encode::now_ms(),
+            message.data,
+            message.event,
+        );
+        let (skip_node, skip) = match skip {
+            Skip::None => (&*self.node, 0),
+            Skip::Here(conn) => (&*self.node, conn),
+            Skip::Anywhere(conn) => (wire::ANY_NODE, conn),
+        };
         let mut cmd = room_script(&self.shas.publish, room, None);
         cmd.arg(field)
             .arg(&before[..])
             .arg(&after[..])
-            .arg(&*self.node)
+            .arg(skip_node)
             .arg(skip);
         cmd
     }
@@ -387,8 +426,11 @@ impl Backplane {
             Then::Details { reply, .. } => {
                 let _ = reply.send(Err(refusal));
             }
+            Then::Rooms { reply } => {
+                let _ = reply.send(Err(refusal));
+            }
             Then::Repair { room, id } => self.repair_done(&room, id, Vec::new()),
-            Then::Nothing => {}
+            Then::Nothing | Then::Swept => {}
         }
     }
 
@@ -403,9 +445,24 @@ impl Backplane {
                 origin,
                 room,
                 value,
-            } => self.join_answered(origin, room, value, status, &items),
+                list_users,
+            } => self.join_answered(origin, room, (value, list_users), status, &items),
             Then::Leave { origin, room } => match status {
-                Status::Ok => self.member_gone(&room, origin.conn, origin.id),
+                Status::Ok => {
+                    // This call changed the room: this node reports it.
+                    let count = items.get(1).and_then(int).unwrap_or(1);
+                    if items.get(2).and_then(int) == Some(1) {
+                        if let Some(value) = items.get(4).and_then(text) {
+                            let (user, _, _) = wire::parse_member(value);
+                            self.out
+                                .observe(&room, RoomChange::UserRemoved(Arc::from(user)));
+                        }
+                    }
+                    if count == 0 {
+                        self.out.observe(&room, RoomChange::Vacated);
+                    }
+                    self.member_gone(&room, origin.conn, origin.id)
+                }
                 _ if origin.id.is_none() => self.member_gone(&room, origin.conn, None),
                 _ => self.refuse(origin, refusal_of(status, &room, &items)),
             },
@@ -426,7 +483,12 @@ impl Backplane {
             },
             Then::Delete { room, reply } => {
                 let result = match status {
-                    Status::Ok => Ok(()),
+                    Status::Ok => {
+                        if items.get(1).and_then(int).unwrap_or(0) > 0 {
+                            self.out.observe(&room, RoomChange::Vacated);
+                        }
+                        Ok(())
+                    }
                     _ => Err(refusal_of(status, &room, &items)),
                 };
                 let _ = reply.send(result);
@@ -452,6 +514,25 @@ impl Backplane {
                 };
                 let _ = reply.send(result);
             }
+            Then::Rooms { reply } => {
+                let result = match status {
+                    Status::Ok => Ok(items
+                        .get(1..)
+                        .unwrap_or_default()
+                        .chunks_exact(3)
+                        .filter_map(|c| {
+                            Some(RoomCounts {
+                                room: Arc::from(text(&c[0])?),
+                                members: int(&c[1])?.max(0) as u64,
+                                users: int(&c[2])?.max(0) as u64,
+                            })
+                        })
+                        .collect()),
+                    _ => Err(refusal_of(status, "", &items)),
+                };
+                let _ = reply.send(result);
+            }
+            Then::Swept => self.swept(Value::Array(items)),
             Then::Repair { room, id } => {
                 let found: Vec<(u64, Bytes)> = items
                     .into_iter()
@@ -464,11 +545,34 @@ impl Backplane {
         }
     }
 
+    /// A heartbeat's sweep answered `answer`: report the changes it made
+    /// (this node ran it, so only this node reports them).
+    pub(super) fn swept(&mut self, answer: Value) {
+        let Value::Array(items) = answer else {
+            return;
+        };
+        for change in items.get(2..).unwrap_or_default().chunks_exact(3) {
+            let (Some(kind), Some(room), Some(user)) =
+                (text(&change[0]), text(&change[1]), text(&change[2]))
+            else {
+                continue;
+            };
+            let room: Arc<str> = Arc::from(room);
+            match kind {
+                "R" => self
+                    .out
+                    .observe(&room, RoomChange::UserRemoved(Arc::from(user))),
+                "V" => self.out.observe(&room, RoomChange::Vacated),
+                _ => {}
+            }
+        }
+    }
+
     fn join_answered(
         &mut self,
         origin: Origin,
         room: Arc<str>,
-        value: String,
+        (value, list_users): (String, bool),
         status: Status,
         items: &[Value],
     ) {
@@ -504,6 +608,24 @@ impl Backplane {
             Some(0) => Some(false),
             _ => None,
         };
+        let rejoin = items.get(8).and_then(int) == Some(1);
+        let user_count = items
+            .get(11)
+            .and_then(int)
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        let first_of_user = items.get(12).and_then(int) == Some(1);
+        let listed = items.get(13).and_then(int).unwrap_or(0).max(0) as usize;
+        let listed_end = (14 + 2 * listed).min(items.len());
+        // This call changed the room: this node reports it.
+        let (user, _, _) = wire::parse_member(&value);
+        if !rejoin && count == 1 {
+            self.out.observe(&room, RoomChange::Occupied);
+        }
+        if first_of_user {
+            self.out
+                .observe(&room, RoomChange::UserAdded(Arc::from(user)));
+        }
         let ack = origin.id.map(|id| JoinAck {
             id,
             seq,
@@ -511,16 +633,33 @@ impl Backplane {
             members: count,
             history: items
                 .iter()
-                .skip(11)
+                .skip(listed_end)
                 .filter_map(bytes_of)
                 .map(Bytes::copy_from_slice)
                 .collect(),
             recovered,
+            users: list_users.then(|| {
+                items
+                    .get(14..listed_end)
+                    .unwrap_or_default()
+                    .chunks_exact(2)
+                    .filter_map(|pair| text(&pair[1]))
+                    .map(|value| {
+                        let (user, _, info) = wire::parse_member(value);
+                        UserEntry {
+                            user: Arc::from(user),
+                            info: info.map(Arc::from),
+                        }
+                    })
+                    .collect()
+            }),
+            user_count,
         });
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
         };
         state.joining = state.joining.saturating_sub(1);
+        state.user_presence |= list_users;
         state.members.insert(origin.conn, value);
         state.facts = Some(facts);
         let mut steps = Vec::new();
@@ -540,16 +679,30 @@ impl Backplane {
     }
 }
 
+/// Which connection a published message skips.
+pub(super) enum Skip {
+    /// None.
+    None,
+    /// A connection of this node (the publisher).
+    Here(u64),
+    /// A connection of whichever node has it (the API's `socket_id`).
+    Anywhere(u64),
+}
+
 /// A call of a room script with the keys every room script takes: meta,
-/// presence, history, channel, and (JOIN, LEAVE) `node`'s room set.
+/// presence, history, channel, users, and (JOIN, LEAVE) `node`'s room set.
 fn room_script(sha: &str, room: &str, node: Option<&str>) -> Cmd {
+    room_script_with(sha, room, node, &[])
+}
+
+/// [`room_script`] with `extra` keys after the room's (and the node's).
+fn room_script_with(sha: &str, room: &str, node: Option<&str>, extra: &[&str]) -> Cmd {
     let (meta, presence) = (scripts::meta_key(room), scripts::presence_key(room));
     let (history, channel) = (scripts::history_key(room), scripts::room_channel(room));
-    match node {
-        Some(node) => {
-            let node_rooms = scripts::node_rooms_key(node);
-            evalsha(sha, &[&meta, &presence, &history, &channel, &node_rooms])
-        }
-        None => evalsha(sha, &[&meta, &presence, &history, &channel]),
-    }
+    let users = scripts::users_key(room);
+    let node_rooms = node.map(scripts::node_rooms_key);
+    let mut keys = vec![&*meta, &*presence, &*history, &*channel, &*users];
+    keys.extend(node_rooms.as_deref());
+    keys.extend_from_slice(extra);
+    evalsha(sha, &keys)
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::{Backplane, Prepared, Then};
 use crate::backend::RemoteCounters;
 use crate::cluster::{RoomFacts, scripts};
-use crate::delivery::{Admitted, Delivery, JoinAck};
+use crate::delivery::{Admitted, Delivery, JoinAck, RoomFrame};
 use crate::index::RoomMeta;
 use crate::limits::HISTORY_TRIM_TO_EIGHTHS;
 use crate::placement::{ShardCounts, shard_of};
@@ -63,6 +63,10 @@ pub(super) struct RoomState {
     pub(super) order: RoomOrder<Admission>,
     /// The room's settings, once a join was answered.
     pub(super) facts: Option<RoomFacts>,
+    /// A member here asked for the room's users (a Pusher presence
+    /// member): changes of its users are told even with native presence
+    /// events off.
+    pub(super) user_presence: bool,
 }
 
 impl RoomState {
@@ -79,6 +83,7 @@ impl RoomState {
             held: Vec::new(),
             order: RoomOrder::new(limits),
             facts: None,
+            user_presence: false,
         }
     }
 
@@ -220,6 +225,7 @@ impl Backplane {
                     }
                     let stamp_us = crate::metrics::now_us();
                     let shards = state.shards.shards();
+                    let frame = RoomFrame::new(frame);
                     self.out.fan_out(shards, room, seq, &frame, skip, stamp_us);
                 }
                 Step::Gap { from, to } => {
@@ -227,7 +233,7 @@ impl Backplane {
                     if let Some(counters) = self.counters() {
                         RemoteCounters::bump(&counters.gaps);
                     }
-                    let frame = encode::gap(room, from, to);
+                    let frame = RoomFrame::new(encode::gap(room, from, to));
                     self.presence(room, &frame, None);
                 }
                 Step::Admit {
@@ -280,6 +286,7 @@ impl Backplane {
                 overflow: facts.room.overflow,
                 explicit: facts.explicit,
                 members: AtomicU32::new(0),
+                users: AtomicU32::new(0),
                 seq: AtomicU64::new(0),
                 // Counted against its creator's quotas in Redis.
                 creator: None,
@@ -313,7 +320,7 @@ impl Backplane {
 
     /// An event frame (`joined`/`left`, `gap`) for the room's members here
     /// but `skip`.
-    pub(super) fn presence(&mut self, room: &Arc<str>, frame: &Bytes, skip: Option<u64>) {
+    pub(super) fn presence(&mut self, room: &Arc<str>, frame: &RoomFrame, skip: Option<u64>) {
         if let Some(state) = self.rooms.get(room) {
             self.out
                 .fan_out(state.shards.shards(), room, 0, frame, skip, 0);

@@ -20,12 +20,24 @@ use crate::auth::{Authenticator, Grant};
 use crate::config::AuthMode;
 use crate::error::{ErrorCode, Refusal};
 use crate::metrics::FRAME_INVALID;
-use crate::op::{Audience, Creator, Join, Op, Origin, Publish, Reply};
+use crate::op::{Audience, Creator, Join, Op, Origin, Publish, Reply, UserFrame};
 use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
 use crate::protocol::json::check_depth;
 use crate::shard::Shard;
+
+/// Handle one text message in the connection's protocol: the Pusher
+/// front door, or the native one (decode and checks here, then the op on
+/// its way).
+pub(super) async fn handle(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+    if let super::Protocol::Pusher(_) = conn.protocol {
+        return super::pusher::handle_text(shard, conn, payload).await;
+    }
+    if let Some(routed) = handle_text(shard, conn, payload) {
+        route(shard, conn, routed).await;
+    }
+}
 
 /// What a frame asks of the back end, and what the client is told once
 /// the op is on its way.
@@ -85,7 +97,7 @@ pub(super) async fn route(shard: &Shard, conn: &Conn, routed: Routed) {
 }
 
 /// The `Bytes` of `part`, a sub-slice of `text`, which is `payload`.
-fn slice_of(payload: &Bytes, text: &str, part: &str) -> Bytes {
+pub(super) fn slice_of(payload: &Bytes, text: &str, part: &str) -> Bytes {
     let start = part.as_ptr() as usize - text.as_ptr() as usize;
     payload.slice(start..start + part.len())
 }
@@ -141,13 +153,15 @@ fn dispatch(
             *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
             Op::Join(Join {
                 origin: Origin { conn: conn.id, id },
-                user: conn.user.clone(),
+                user: conn.user(),
                 name: conn.name.clone(),
                 since,
                 epoch: epoch.map(Arc::from),
                 create,
                 may_create: conn.perms().allows(Perm::Create),
                 may_join_private: conn.may_join_private(&room),
+                info: None,
+                list_users: false,
                 room,
             })
         }
@@ -166,7 +180,7 @@ fn dispatch(
                 room: Arc::from(room),
                 options,
                 creator: Some(Creator {
-                    user: conn.user.clone(),
+                    user: conn.user(),
                     conn: conn.id,
                 }),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
@@ -185,9 +199,14 @@ fn dispatch(
             conn.take_token()?;
             Op::Publish(Publish {
                 room,
-                from: conn.user.clone(),
+                from: conn.user(),
                 data: slice_of(payload, text, data),
-                exclude_self,
+                event: None,
+                exclude: if exclude_self {
+                    std::num::NonZeroU64::new(conn.id)
+                } else {
+                    None
+                },
                 privileged: conn.perms().allows(Perm::Admin),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
             })
@@ -195,10 +214,10 @@ fn dispatch(
         ClientFrame::Send { id, to, data } => {
             conn.perms().require(Perm::Send)?;
             conn.take_token()?;
-            let frame = encode::direct(&conn.user, encode::now_ms(), data.as_bytes());
+            let frame = encode::direct(&conn.user(), encode::now_ms(), data.as_bytes());
             let op = Op::ToUsers {
                 audience: Audience::User(Arc::from(to)),
-                frame,
+                frame: UserFrame::Frame(frame),
                 counted: None,
             };
             let then = id.map(|id| encode::ack_send(id, to));
@@ -207,10 +226,10 @@ fn dispatch(
         ClientFrame::Broadcast { id, data } => {
             conn.perms().require(Perm::Broadcast)?;
             conn.take_token()?;
-            let frame = encode::broadcast(&conn.user, encode::now_ms(), data.as_bytes());
+            let frame = encode::broadcast(&conn.user(), encode::now_ms(), data.as_bytes());
             let op = Op::ToUsers {
                 audience: Audience::All,
-                frame,
+                frame: UserFrame::Frame(frame),
                 counted: None,
             };
             let then = id.map(encode::ack);
@@ -223,7 +242,7 @@ fn dispatch(
             Op::Members { origin, room }
         }
         ClientFrame::Refresh { id, token } => {
-            let grant = check_refresh(&shard.shared.auth, &conn.user, token)?;
+            let grant = check_refresh(&shard.shared.auth, &conn.user(), token)?;
             let exp = grant.exp;
             conn.refresh(grant);
             if let Some(id) = id {

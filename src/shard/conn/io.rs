@@ -91,11 +91,7 @@ pub(super) async fn read_loop(
                 Ok(Some(Message::Binary(payload))) if conn.echo => {
                     conn.reply(conn.own_data_frame(false, &payload));
                 }
-                Ok(Some(Message::Text(payload))) => {
-                    if let Some(routed) = dispatch::handle_text(shard, conn, payload) {
-                        dispatch::route(shard, conn, routed).await;
-                    }
-                }
+                Ok(Some(Message::Text(payload))) => dispatch::handle(shard, conn, payload).await,
                 Ok(Some(Message::Binary(_))) => {
                     conn.counters.frame_in(FRAME_BINARY);
                     conn.refuse(

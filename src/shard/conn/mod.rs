@@ -1,6 +1,9 @@
-//! One WebSocket connection of the native protocol: its state ([`Conn`]),
-//! the socket loops that move its frames ([`io`]), and the front door that
-//! turns its frames into ops ([`dispatch`]).
+//! One WebSocket connection: its state ([`Conn`]), the socket loops that
+//! move its frames ([`io`]), and the front doors that turn its frames into
+//! ops: [`dispatch`] for the native protocol, [`pusher`] for the Pusher
+//! Channels protocol. The queue, the socket loops, the caps and the
+//! teardown are the same for both; a connection's [`Protocol`] decides
+//! only how its frames are read and how what it is sent is written.
 //!
 //! **Invariant:** a connection holds no read buffer while idle, and its
 //! outbound memory is bounded by its [`OutQueue`]; the only frame that may
@@ -8,6 +11,7 @@
 
 mod dispatch;
 mod io;
+pub(crate) mod pusher;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -20,7 +24,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Shard;
-use super::outbound::{OutQueue, Pushed};
+use super::outbound::{GapStyle, OutQueue, Pushed};
 use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
@@ -28,7 +32,7 @@ use crate::delivery::{Ack, JoinAck, RoomFrame};
 use crate::edge::stream::Stream;
 use crate::error::{Refusal, close};
 use crate::limits::{PENDING_JOIN_WAIT_MS, USER_WATCH_WAIT_MS};
-use crate::op::{Op, Origin};
+use crate::op::{Op, Origin, UserFrame};
 use crate::perms::{Perm, Perms};
 use crate::protocol::encode::{self, MemberEntry};
 use crate::ratelimit::TokenBucket;
@@ -61,6 +65,8 @@ pub(crate) struct Identity {
     pub(crate) expires_at: Option<u64>,
     /// An echo connection (`server.echo_path`): messages come straight back.
     pub(crate) echo: bool,
+    /// The protocol it speaks.
+    pub(crate) protocol: Protocol,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<Deflate>,
 }
@@ -86,14 +92,27 @@ pub(crate) struct ConnDetails {
     queued_frames: usize,
 }
 
+/// The protocol a connection speaks.
+pub(crate) enum Protocol {
+    /// PROTOCOL.md (`/ws`).
+    Native,
+    /// Pusher Channels protocol 7 (`/app/{key}`), with its state.
+    Pusher(Box<pusher::PusherConn>),
+}
+
 /// A connection's state shared by its reader, its writer and fan-out.
 pub(crate) struct Conn {
     /// Connection id (its shard is [`crate::placement::shard_of`]).
     pub(crate) id: u64,
-    /// User id.
-    pub(crate) user: Arc<str>,
+    /// User id (a Pusher `pusher:signin` changes it).
+    user: RefCell<Arc<str>>,
     /// Display name.
     pub(crate) name: Option<Arc<str>>,
+    /// The protocol it speaks.
+    pub(crate) protocol: Protocol,
+    /// Its user id changed since it connected (and counts in the user
+    /// index under the new one too, see [`Shard::rename_user`]).
+    pub(crate) renamed: Cell<bool>,
     /// The client's address.
     addr: IpAddr,
     /// Came over TLS.
@@ -129,10 +148,16 @@ impl Conn {
         let l = &shard.shared.config.limits;
         let bucket = (l.publish_rate_per_sec > 0)
             .then(|| TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, Instant::now()));
+        let mut queue = OutQueue::new(l.outbound_queue_messages, l.outbound_queue_bytes);
+        if let Protocol::Pusher(_) = identity.protocol {
+            queue.set_gap_style(GapStyle::Pusher);
+        }
         Rc::new(Conn {
             id: identity.id,
-            user: identity.user,
+            user: RefCell::new(identity.user),
             name: identity.name,
+            protocol: identity.protocol,
+            renamed: Cell::new(false),
             addr: identity.addr,
             tls,
             deflate: identity.deflate,
@@ -141,10 +166,7 @@ impl Conn {
             private_rooms: RefCell::new(identity.rooms),
             expires_at: Cell::new(identity.expires_at),
             echo: identity.echo,
-            queue: RefCell::new(OutQueue::new(
-                l.outbound_queue_messages,
-                l.outbound_queue_bytes,
-            )),
+            queue: RefCell::new(queue),
             writer_wake: LocalSignal::default(),
             reader_wake: LocalSignal::default(),
             reader_paused: Cell::new(false),
@@ -157,11 +179,35 @@ impl Conn {
         })
     }
 
+    /// The connection's user id.
+    pub(crate) fn user(&self) -> Arc<str> {
+        self.user.borrow().clone()
+    }
+
+    /// Set the connection's user id (the shard's tables follow, see
+    /// [`Shard::rename_user`]).
+    pub(crate) fn set_user(&self, user: Arc<str>) {
+        *self.user.borrow_mut() = user;
+    }
+
+    /// Whether it speaks the Pusher protocol.
+    pub(crate) fn is_pusher(&self) -> bool {
+        matches!(self.protocol, Protocol::Pusher(_))
+    }
+
+    /// The Pusher state, if it speaks Pusher.
+    fn pusher(&self) -> Option<&pusher::PusherConn> {
+        match &self.protocol {
+            Protocol::Native => None,
+            Protocol::Pusher(p) => Some(p),
+        }
+    }
+
     /// What the API shows of this connection.
     pub(crate) fn details(&self) -> ConnDetails {
         ConnDetails {
             conn: self.id,
-            user: self.user.clone(),
+            user: self.user(),
             name: self.name.clone(),
             addr: self.addr.to_string(),
             tls: self.tls,
@@ -196,13 +242,36 @@ impl Conn {
         self.queue.borrow().replies_full()
     }
 
-    /// The form of room frame `frame` this connection gets: the shared
-    /// compressed one if it negotiated permessage-deflate with a window
-    /// that reads it (and the message is long enough), else the plain one.
-    pub(crate) fn room_bytes<'f>(&self, frame: &'f RoomFrame, min_bytes: usize) -> &'f Bytes {
-        match self.deflate {
-            Some(d) if d.reads_shared() => frame.deflated(min_bytes).unwrap_or(frame.plain()),
-            _ => frame.plain(),
+    /// The form of room frame `frame` of `room` this connection gets, if
+    /// its protocol has one: for the native protocol the shared compressed
+    /// frame if it negotiated permessage-deflate with a window that reads it
+    /// (and the message is long enough), else the plain one; for Pusher the
+    /// frame's Pusher form. Each form is made once per message, shared by
+    /// every connection that takes it.
+    pub(crate) fn room_bytes<'f>(
+        &self,
+        room: &str,
+        frame: &'f RoomFrame,
+        min_bytes: usize,
+    ) -> Option<&'f Bytes> {
+        match &self.protocol {
+            Protocol::Native => {
+                let plain = frame.native_frame()?;
+                match self.deflate {
+                    Some(d) if d.reads_shared() => Some(frame.deflated(min_bytes).unwrap_or(plain)),
+                    _ => Some(plain),
+                }
+            }
+            Protocol::Pusher(_) => frame.pusher_form(|f| pusher::room_form(room, f)),
+        }
+    }
+
+    /// The form of a room event (`joined`/`left`, `gap`) this connection's
+    /// protocol reads, if it has one (events go uncompressed).
+    fn event_bytes<'f>(&self, room: &str, frame: &'f RoomFrame) -> Option<&'f Bytes> {
+        match &self.protocol {
+            Protocol::Native => frame.native_frame(),
+            Protocol::Pusher(_) => frame.pusher_form(|f| pusher::room_form(room, f)),
         }
     }
 
@@ -235,6 +304,31 @@ impl Conn {
         self.after_push(pushed);
     }
 
+    /// A frame for users reached this connection: queue it (native
+    /// frames go to native connections only) or close. True if it did
+    /// something.
+    pub(crate) fn to_user(&self, frame: &UserFrame) -> bool {
+        match (frame, &self.protocol) {
+            (UserFrame::Frame(bytes), Protocol::Native) => {
+                self.send(bytes.clone());
+                true
+            }
+            (UserFrame::Frame(_), Protocol::Pusher(_)) => false,
+            (UserFrame::Close(reason), _) => {
+                self.close_with(close::POLICY, reason, false);
+                true
+            }
+        }
+    }
+
+    /// Queue a room event (`joined`/`left`, `gap`) in this connection's
+    /// protocol, if it has a form there.
+    pub(crate) fn send_event(&self, room: &str, frame: &RoomFrame) {
+        if let Some(bytes) = self.event_bytes(room, frame) {
+            self.send(bytes.clone());
+        }
+    }
+
     fn after_push(&self, pushed: Pushed) {
         match pushed {
             Pushed::Queued { wake: true } => self.writer_wake.notify(),
@@ -255,6 +349,10 @@ impl Conn {
     /// Start closing with `code`. With `discard`, queued frames are dropped
     /// (slow consumer); otherwise they are sent first.
     pub(crate) fn close_with(&self, code: u16, reason: &str, discard: bool) {
+        let code = match &self.protocol {
+            Protocol::Native => code,
+            Protocol::Pusher(_) => pusher::close_code(code),
+        };
         if self
             .queue
             .borrow_mut()
@@ -273,6 +371,9 @@ impl Conn {
             Err(refusal) => return self.refuse(id, &refusal),
             Ok(ack) => ack,
         };
+        if self.pusher().is_some() {
+            return; // Pusher has no acks
+        }
         let Some(id) = id else {
             return;
         };
@@ -301,6 +402,12 @@ impl Conn {
     ) -> bool {
         let newly = self.rooms.borrow_mut().insert(room.clone());
         self.join_settled(room);
+        if let Some(p) = self.pusher() {
+            for frame in p.joined(room, ack, catchup) {
+                self.reply(frame);
+            }
+            return newly && !self.is_dead();
+        }
         if let Some(ack) = ack {
             let history = ack.history.iter().map(|b| &b[..]);
             let frame = encode::ack_join(
@@ -323,7 +430,13 @@ impl Conn {
     /// The back end refused this connection's join of `room`.
     pub(crate) fn join_refused(&self, room: &str, id: Option<u64>, refusal: &Refusal) {
         self.join_settled(room);
-        self.refuse(id, refusal);
+        match self.pusher() {
+            Some(p) => {
+                self.counters.error_out(refusal.code);
+                self.reply(p.subscription_refused(room, refusal));
+            }
+            None => self.refuse(id, refusal),
+        }
     }
 
     /// The back end removed this connection from `room`; true if it was a
@@ -333,7 +446,9 @@ impl Conn {
         if was {
             self.forget_room(room);
         }
-        if let Some(id) = id {
+        if let Some(p) = self.pusher() {
+            p.left(room);
+        } else if let Some(id) = id {
             self.reply(encode::ack_room(id, room));
         }
         was
@@ -343,7 +458,10 @@ impl Conn {
     pub(crate) fn room_closed(&self, room: &str, frame: Bytes) {
         self.rooms.borrow_mut().remove(room);
         self.forget_room(room);
-        self.send(frame);
+        match self.pusher() {
+            Some(p) => p.left(room),
+            None => self.send(frame),
+        }
     }
 
     /// A join of `room` was answered by the back end.
@@ -382,10 +500,14 @@ impl Conn {
         self.queue.borrow_mut().forget_room(room);
     }
 
-    /// Send an `error` frame (counted by code).
+    /// Send an `error` frame (counted by code): `pusher:error` on a
+    /// Pusher connection.
     fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
         self.counters.error_out(refusal.code);
-        self.reply(encode::error(id, refusal.code, &refusal.message));
+        match self.pusher() {
+            Some(_) => self.reply(pusher::error_frame(refusal)),
+            None => self.reply(encode::error(id, refusal.code, &refusal.message)),
+        }
     }
 
     /// The connection's rights now.
@@ -433,7 +555,7 @@ pub(crate) async fn serve(
     if shard.register(&conn) {
         let (heard, heard_rx) = tokio::sync::oneshot::channel();
         let watch = Op::WatchUser {
-            user: conn.user.clone(),
+            user: conn.user(),
             watch: true,
             heard: Some(heard),
         };
@@ -446,14 +568,16 @@ pub(crate) async fn serve(
         .counters
         .connects
         .set(shard.counters.connects.get() + 1);
-    if !conn.echo {
-        conn.reply(encode::welcome(
+    match &conn.protocol {
+        Protocol::Pusher(p) => conn.reply(p.established(&shard.shared.config.pusher)),
+        Protocol::Native if !conn.echo => conn.reply(encode::welcome(
             conn.id,
-            &conn.user,
+            &conn.user(),
             shard.index,
             &shard.shared.config.server.node_id,
             limits.heartbeat_interval_ms,
-        ));
+        )),
+        Protocol::Native => {}
     }
     let (mut read, write) = stream.into_split();
     let mut writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
@@ -515,12 +639,17 @@ async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
         .dropped_closed
         .set(shard.counters.dropped_closed.get() + dropped);
     let last_of_user = shard.unregister(conn);
+    if conn.renamed.get() {
+        // Its permit gives back the id it connected with; this one is
+        // given back here.
+        shard.shared.users.disconnect(&conn.user());
+    }
     if shard.shared.is_draining() {
         return; // the whole broker is going; rooms go with it
     }
     if last_of_user {
         let watch = Op::WatchUser {
-            user: conn.user.clone(),
+            user: conn.user(),
             watch: false,
             heard: None,
         };

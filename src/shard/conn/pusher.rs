@@ -1,0 +1,557 @@
+//! The Pusher Channels protocol's front door on a connection: a client
+//! event, decoded and checked (signatures, rights, rates), becomes an
+//! [`Op`] for [`Shard::route`], like a native frame; what the back end
+//! answers is written as Pusher events.
+//!
+//! A subscription is a `join` of the channel's room (made on demand); an
+//! unsubscribe a `leave`; a `client-*` event a `publish` with the event's
+//! name, skipping its sender. Presence channels join with the member's
+//! `user_id` and `user_info`, and the back end tells each member shard
+//! when a *user* (not a connection) came or went, so
+//! `pusher_internal:member_added`/`member_removed` go out once per user.
+//!
+//! **Invariant:** every refusal reaches the client as `pusher:error` or
+//! `pusher:subscription_error` with the protocol's code; nothing here
+//! closes a connection for bad input, and nothing one connection sends
+//! reaches another except through the route.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::Conn;
+use crate::config::PusherConfig;
+use crate::delivery::{JoinAck, RoomFrame};
+use crate::error::{ErrorCode, Refusal, close};
+use crate::metrics::FRAME_INVALID;
+use crate::op::{Join, Op, Origin, Publish, Reply};
+use crate::pusher::App;
+use crate::pusher::names::{self, Kind, channel_name};
+use crate::pusher::sign;
+use crate::pusher::wire::{self, ClientEvent, PresenceMember, WireError, codes};
+use crate::ratelimit::TokenBucket;
+use crate::shard::Shard;
+
+/// `shardcast_frames_in_total` slots Pusher events are counted in (the
+/// native frame of the same meaning).
+mod slot {
+    pub(super) const SUBSCRIBE: usize = 0; // join
+    pub(super) const UNSUBSCRIBE: usize = 1; // leave
+    pub(super) const CLIENT_EVENT: usize = 3; // publish
+    pub(super) const PING: usize = 7; // ping
+    pub(super) const SIGNIN: usize = 8; // refresh
+}
+
+/// A Pusher connection's state beside the common one.
+pub(crate) struct PusherConn {
+    app: Arc<App>,
+    socket_id: String,
+    /// The presence `user_id` of each presence room subscribed (or being
+    /// subscribed): `user_id` of its client events.
+    presence: RefCell<HashMap<Arc<str>, Arc<str>>>,
+    /// `client-*` events per second.
+    client_bucket: RefCell<TokenBucket>,
+    /// Ids of subscriptions in flight (their acks become
+    /// `subscription_succeeded`).
+    next_id: Cell<u64>,
+}
+
+impl PusherConn {
+    /// The state of connection `conn` of `app`.
+    pub(crate) fn new(app: Arc<App>, conn: u64, config: &PusherConfig) -> Self {
+        let mut salt = [0u8; 4];
+        // Any value will do if the OS has no randomness: it only makes
+        // socket ids harder to guess.
+        let _ = getrandom::fill(&mut salt);
+        let rate = config.client_event_rate_per_sec.max(1);
+        PusherConn {
+            app,
+            socket_id: format!("{conn}.{}", u32::from_le_bytes(salt)),
+            presence: RefCell::default(),
+            client_bucket: RefCell::new(TokenBucket::new(rate, rate, Instant::now())),
+            next_id: Cell::new(1),
+        }
+    }
+
+    /// `pusher:connection_established`.
+    pub(crate) fn established(&self, config: &PusherConfig) -> Bytes {
+        wire::connection_established(&self.socket_id, config.activity_timeout_s)
+    }
+
+    /// The back end admitted the connection to `room`: what it is told.
+    pub(crate) fn joined(
+        &self,
+        room: &str,
+        ack: Option<JoinAck>,
+        catchup: Vec<Bytes>,
+    ) -> Vec<Bytes> {
+        let channel = channel_name(room);
+        let mut frames = Vec::with_capacity(1 + catchup.len());
+        if let Some(ack) = ack {
+            frames.push(match &ack.users {
+                Some(users) => {
+                    let members = users.iter().map(|u| PresenceMember {
+                        user: &u.user,
+                        info: u.info.as_deref(),
+                    });
+                    wire::presence_subscribed(channel, members, ack.user_count as usize)
+                }
+                None => wire::subscribed(channel),
+            });
+        }
+        frames.extend(catchup.iter().filter_map(|f| wire::from_native(channel, f)));
+        frames
+    }
+
+    /// The back end refused the subscription of `room`.
+    pub(crate) fn subscription_refused(&self, room: &str, refusal: &Refusal) -> Bytes {
+        self.presence.borrow_mut().remove(room);
+        wire::subscription_error(
+            channel_name(room),
+            "SubscriptionError",
+            &refusal.message,
+            refusal.code.http_status(),
+        )
+    }
+
+    /// The connection left `room`.
+    pub(crate) fn left(&self, room: &str) {
+        self.presence.borrow_mut().remove(room);
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+}
+
+/// The Pusher form of a room frame of `room`: a message or `gap` from its
+/// native form; a presence change as `member_added`/`member_removed` when
+/// it changed a presence channel's users; nothing else.
+pub(crate) fn room_form(room: &str, frame: &RoomFrame) -> Option<Bytes> {
+    let channel = channel_name(room);
+    match frame.change() {
+        Some(change) => {
+            if Kind::of(channel) != Kind::Presence || !change.user_changed {
+                return None;
+            }
+            Some(if change.joined {
+                wire::member_added(channel, &change.user, change.info.as_deref())
+            } else {
+                wire::member_removed(channel, &change.user)
+            })
+        }
+        None => wire::from_native(channel, frame.native_frame()?),
+    }
+}
+
+/// A `gap` of `room` for a Pusher connection.
+pub(crate) fn gap_frame(room: &str, from: u64, to: u64) -> Bytes {
+    wire::gap(channel_name(room), from, to)
+}
+
+/// The Pusher close code standing for a native one: the 4000-4299 ranges
+/// tell pusher-js whether and how to reconnect.
+pub(crate) fn close_code(native: u16) -> u16 {
+    match native {
+        close::SLOW_CONSUMER => codes::SLOW_CONSUMER,
+        close::HEARTBEAT_TIMEOUT => codes::PONG_TIMEOUT,
+        close::GOING_AWAY => codes::RECONNECT,
+        close::POLICY => codes::POLICY,
+        other => other,
+    }
+}
+
+/// `pusher:error` for a refusal.
+pub(crate) fn error_frame(refusal: &Refusal) -> Bytes {
+    let code = match refusal.code {
+        ErrorCode::RateLimited => codes::CLIENT_RATE,
+        ErrorCode::PayloadTooLarge => codes::TOO_LARGE,
+        _ => codes::GENERIC,
+    };
+    wire::error(Some(code), &refusal.message)
+}
+
+/// Handle one text message of a Pusher connection.
+pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
+    let Some(p) = conn.pusher() else {
+        return;
+    };
+    let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
+        return; // the reader validated UTF-8 already
+    };
+    let event = match wire::decode(text) {
+        Ok(event) => event,
+        Err(e) => {
+            conn.counters.frame_in(FRAME_INVALID);
+            return wire_error(conn, &e);
+        }
+    };
+    match event {
+        ClientEvent::Ping => {
+            conn.counters.frame_in(slot::PING);
+            conn.reply(wire::pong());
+        }
+        ClientEvent::Pong => conn.counters.frame_in(slot::PING),
+        ClientEvent::Subscribe {
+            channel,
+            auth,
+            channel_data,
+        } => {
+            conn.counters.frame_in(slot::SUBSCRIBE);
+            let asked = Subscription {
+                channel: &channel,
+                auth: auth.as_deref(),
+                channel_data: channel_data.as_deref(),
+            };
+            if let Err((status, why)) = subscribe(shard, conn, p, asked).await {
+                conn.counters.error_out(ErrorCode::Forbidden);
+                let kind = if status == 401 {
+                    "AuthError"
+                } else {
+                    "SubscriptionError"
+                };
+                conn.reply(wire::subscription_error(&channel, kind, &why, status));
+            }
+        }
+        ClientEvent::Unsubscribe { channel } => {
+            conn.counters.frame_in(slot::UNSUBSCRIBE);
+            // Unsubscribing from a channel one is not in is no error.
+            if let Some(room) = conn.known_room(&names::room_of(&p.app.id, &channel)) {
+                let origin = Origin {
+                    conn: conn.id,
+                    id: None,
+                };
+                shard.route(Op::Leave { origin, room }).await;
+            }
+        }
+        ClientEvent::Signin { auth, user_data } => {
+            conn.counters.frame_in(slot::SIGNIN);
+            match signin(shard, conn, p, &auth, &user_data).await {
+                Ok(()) => conn.reply(wire::signin_success(&user_data)),
+                Err(e) => wire_error(conn, &e),
+            }
+        }
+        ClientEvent::Client {
+            event,
+            channel,
+            data,
+        } => {
+            conn.counters.frame_in(slot::CLIENT_EVENT);
+            let data = match data {
+                Some(data) => super::dispatch::slice_of(&payload, text, data),
+                None => Bytes::from_static(b"null"),
+            };
+            if let Err(e) = client_event(shard, conn, p, &event, &channel, data).await {
+                wire_error(conn, &e);
+            }
+        }
+    }
+}
+
+fn wire_error(conn: &Conn, e: &WireError) {
+    conn.counters.error_out(ErrorCode::BadRequest);
+    conn.reply(wire::error(Some(e.code), &e.message));
+}
+
+/// What a `pusher:subscribe` asks.
+struct Subscription<'a> {
+    channel: &'a str,
+    auth: Option<&'a str>,
+    channel_data: Option<&'a str>,
+}
+
+/// Why a subscription is refused: an HTTP-like status and why.
+type SubscribeRefusal = (u16, String);
+
+/// A presence member: its user id and compact `user_info`.
+type Member = (Arc<str>, Option<Arc<String>>);
+
+/// A presence member, as `channel_data` gives it.
+#[derive(serde::Deserialize)]
+struct ChannelData {
+    user_id: serde_json::Value,
+    #[serde(default)]
+    user_info: Option<serde_json::Value>,
+}
+
+/// Check a subscription and route its join. A refusal is (status, why).
+async fn subscribe(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    p: &PusherConn,
+    asked: Subscription<'_>,
+) -> Result<(), SubscribeRefusal> {
+    let kind = Kind::of(asked.channel);
+    let presence = kind == Kind::Presence;
+    if kind == Kind::ServerToUser {
+        // Only the signed-in user's own channel, no signature needed.
+        let own = names::room_of(&p.app.id, &asked.channel[names::SERVER_TO_USER.len()..]);
+        if *conn.user() != *own {
+            return Err((
+                403,
+                "sign in as this user to subscribe to its channel".into(),
+            ));
+        }
+    } else if kind.needs_auth() {
+        let Some(auth) = asked.auth else {
+            return Err((401, format!("{} needs an auth signature", asked.channel)));
+        };
+        let data = if presence { asked.channel_data } else { None };
+        if presence && data.is_none() {
+            return Err((400, "a presence channel needs channel_data".into()));
+        }
+        sign::check_channel_auth(
+            &p.app.key,
+            &p.app.secret,
+            &p.socket_id,
+            asked.channel,
+            data,
+            auth,
+        )
+        .map_err(|e| (401, e.to_string()))?;
+    }
+    let (user, info) = if presence {
+        member_of(asked.channel_data.unwrap_or(""))?
+    } else {
+        (conn.user(), None)
+    };
+    let room = p.app.room(asked.channel);
+    let room = match conn.known_room(&room) {
+        Some(known) => known,
+        None => {
+            let limits = &shard.shared.config.limits;
+            let held = conn.rooms.borrow().len() + conn.joining.borrow().len();
+            if held >= limits.max_rooms_per_connection {
+                let refusal =
+                    Refusal::too_many_rooms_per_connection(limits.max_rooms_per_connection);
+                return Err((refusal.code.http_status(), refusal.message));
+            }
+            room
+        }
+    };
+    if presence {
+        p.presence.borrow_mut().insert(room.clone(), user.clone());
+    }
+    *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
+    let join = Join {
+        origin: Origin {
+            conn: conn.id,
+            id: Some(p.next_id()),
+        },
+        room,
+        user,
+        name: None,
+        since: None,
+        epoch: None,
+        create: true,
+        may_create: true,
+        may_join_private: true,
+        info,
+        list_users: presence,
+    };
+    shard.route(Op::Join(join)).await;
+    Ok(())
+}
+
+/// The `user_id` and compact `user_info` of a presence `channel_data`.
+fn member_of(channel_data: &str) -> Result<Member, SubscribeRefusal> {
+    let data: ChannelData = serde_json::from_str(channel_data)
+        .map_err(|e| (400, format!("invalid channel_data: {e}")))?;
+    let user = match data.user_id {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return Err((
+                400,
+                "channel_data.user_id must be a string or a number".into(),
+            ));
+        }
+    };
+    if !names::is_valid_user_id(&user) {
+        return Err((
+            400,
+            "channel_data.user_id must be 1-128 bytes without control characters".into(),
+        ));
+    }
+    // Compact JSON (no raw tabs or newlines), kept as the member's info.
+    let info = data.user_info.map(|v| Arc::new(v.to_string()));
+    Ok((Arc::from(user.as_str()), info))
+}
+
+/// `pusher:signin`: check the signature, then the connection's user is
+/// the app's user `id` (what `terminate_connections` names).
+async fn signin(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    p: &PusherConn,
+    auth: &str,
+    user_data: &str,
+) -> Result<(), WireError> {
+    let refused = |message: String| WireError {
+        code: codes::POLICY,
+        message,
+    };
+    sign::check_signin(&p.app.key, &p.app.secret, &p.socket_id, user_data, auth)
+        .map_err(|e| refused(e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct UserData {
+        id: serde_json::Value,
+    }
+    let data: UserData =
+        serde_json::from_str(user_data).map_err(|e| refused(format!("invalid user_data: {e}")))?;
+    let id = match data.id {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return Err(refused("user_data.id must be a string".into())),
+    };
+    if !names::is_valid_user_id(&id) {
+        return Err(refused(
+            "user_data.id must be 1-128 bytes without control characters".into(),
+        ));
+    }
+    let user: Arc<str> = Arc::from(names::room_of(&p.app.id, &id));
+    shard
+        .rename_user(conn, user)
+        .await
+        .map_err(|r| refused(r.message))
+}
+
+/// A `client-*` event: checked, then published to the channel's other
+/// members (and reported to the app's webhook).
+async fn client_event(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    p: &PusherConn,
+    event: &str,
+    channel: &str,
+    data: Bytes,
+) -> Result<(), WireError> {
+    let refused = |message: &str| WireError {
+        code: codes::GENERIC,
+        message: message.to_string(),
+    };
+    if !p.app.client_events {
+        return Err(refused("client events are not enabled for this app"));
+    }
+    match Kind::of(channel) {
+        Kind::Private | Kind::Presence => {}
+        Kind::Public | Kind::ServerToUser => {
+            return Err(refused("client events need a private or presence channel"));
+        }
+        Kind::Encrypted => {
+            return Err(refused(
+                "client events are not supported on encrypted channels",
+            ));
+        }
+    }
+    let max = shard.shared.config.pusher.max_event_bytes;
+    if data.len() > max {
+        return Err(WireError {
+            code: codes::TOO_LARGE,
+            message: format!("the event's data is larger than {max} bytes"),
+        });
+    }
+    let room = p.app.room(channel);
+    // Subscribed, not only subscribing: the protocol's rule.
+    let Some(room) = conn.rooms.borrow().get(&room).cloned() else {
+        return Err(refused(
+            "subscribe to the channel before sending client events on it",
+        ));
+    };
+    if !p.client_bucket.borrow_mut().try_take(Instant::now()) {
+        return Err(WireError {
+            code: codes::CLIENT_RATE,
+            message: format!(
+                "client event rejected: only {} accepted per second",
+                shard.shared.config.pusher.client_event_rate_per_sec
+            ),
+        });
+    }
+    let user = p.presence.borrow().get(&room).cloned();
+    if let Some(hooks) = &shard
+        .shared
+        .pusher
+        .as_ref()
+        .and_then(|p| p.webhooks.as_ref())
+    {
+        hooks.client_event(&p.app, channel, event, &data, &p.socket_id, user.as_deref());
+    }
+    let publish = Publish {
+        room,
+        from: user.unwrap_or_else(|| conn.user()),
+        data,
+        event: Some(Arc::new(event.to_string())),
+        exclude: std::num::NonZeroU64::new(conn.id),
+        // A namespace with `client_publish = false` refuses client events.
+        privileged: false,
+        reply: Reply::Conn(Origin {
+            conn: conn.id,
+            id: None,
+        }),
+    };
+    shard.route(Op::Publish(publish)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::PresenceChange;
+    use crate::protocol::encode;
+
+    #[test]
+    fn presence_changes_speak_pusher_once_per_user() {
+        let change = |user_changed| PresenceChange {
+            joined: true,
+            user: Arc::from("u1"),
+            info: Some(Arc::from(r#"{"n":1}"#)),
+            user_changed,
+        };
+        let native = Some(encode::presence(
+            encode::PresenceKind::Joined,
+            "#1#presence-a",
+            "u1",
+            None,
+            2,
+        ));
+        let first = RoomFrame::presence(native.clone(), change(true));
+        assert!(room_form("#1#presence-a", &first).is_some());
+        let second = RoomFrame::presence(native, change(false));
+        assert!(
+            room_form("#1#presence-a", &second).is_none(),
+            "a second connection of u1"
+        );
+        assert!(
+            room_form("#1#private-a", &first).is_none(),
+            "not a presence channel"
+        );
+    }
+
+    #[test]
+    fn close_codes_say_how_to_reconnect() {
+        assert_eq!(close_code(close::GOING_AWAY), 4200);
+        assert_eq!(close_code(close::HEARTBEAT_TIMEOUT), 4201);
+        assert_eq!(close_code(close::SLOW_CONSUMER), 4100);
+        assert_eq!(close_code(close::TOO_BIG), close::TOO_BIG);
+    }
+
+    #[test]
+    fn channel_data_gives_a_user_and_compact_info() {
+        let (user, info) =
+            member_of(r#"{"user_id": 42, "user_info": {"name": "A\tB"}}"#).expect("member");
+        assert_eq!(&*user, "42");
+        assert_eq!(
+            info.as_deref().map(String::as_str),
+            Some(r#"{"name":"A\tB"}"#)
+        );
+        assert!(member_of(r#"{"user_id": ""}"#).is_err());
+        assert!(member_of(r#"{"user_id": true}"#).is_err());
+        assert!(member_of("nope").is_err());
+    }
+}

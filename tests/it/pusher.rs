@@ -1,0 +1,580 @@
+//! The Pusher endpoint at the protocol level, with an independent client
+//! (tokio-tungstenite): refusals with the documented codes, bad input that
+//! leaves others untouched, capacity, drain and slow consumers in Pusher's
+//! close codes, and webhooks that neither block delivery nor grow memory.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+use crate::pusher_js::{APP_KEY, pusher_on};
+
+fn pusher_url(broker: &Running, path_and_query: &str) -> String {
+    format!("ws://{}{}", broker.addr, path_and_query)
+}
+
+/// Connect a Pusher client and read `connection_established`: (client,
+/// socket id).
+async fn connect(broker: &Running) -> (Client, String) {
+    let mut c = Client::connect(&pusher_url(
+        broker,
+        &format!("/app/{APP_KEY}?protocol=7&client=it"),
+    ))
+    .await;
+    let hello = c.recv().await;
+    assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+    let data: Value =
+        serde_json::from_str(hello["data"].as_str().expect("data string")).expect("json");
+    assert_eq!(data["activity_timeout"], 120);
+    (
+        c,
+        data["socket_id"].as_str().expect("socket id").to_string(),
+    )
+}
+
+async fn send(c: &mut Client, event: Value) {
+    c.send(event).await;
+}
+
+/// The next frame whose `event` is `name`.
+async fn next_event(c: &mut Client, name: &str) -> Value {
+    loop {
+        let v = c.recv().await;
+        if v["event"] == name {
+            return v;
+        }
+    }
+}
+
+async fn subscribe(c: &mut Client, channel: &str) {
+    send(
+        c,
+        json!({"event":"pusher:subscribe","data":{"channel":channel}}),
+    )
+    .await;
+    let ok = next_event(c, "pusher_internal:subscription_succeeded").await;
+    assert_eq!(ok["channel"], channel);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_come_as_pusher_errors_then_the_same_close_code() {
+    let broker = TestBroker::new().with(|c| pusher_on(c, None)).start();
+    for (path, code) in [
+        ("/app/nope?protocol=7", 4001),
+        (&*format!("/app/{APP_KEY}"), 4008),
+        (&*format!("/app/{APP_KEY}?protocol=six"), 4006),
+        (&*format!("/app/{APP_KEY}?protocol=6"), 4007),
+        ("/app/?protocol=7", 4005),
+    ] {
+        let mut c = Client::connect(&pusher_url(&broker, path)).await;
+        let error = c.recv().await;
+        assert_eq!(error["event"], "pusher:error", "{path}: {error}");
+        assert_eq!(error["data"]["code"], code, "{path}: {error}");
+        assert!(
+            error["data"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert_eq!(c.close_code().await, Some(code), "{path}");
+    }
+    // Not a WebSocket upgrade: plain HTTP 400 with the JSON refusal.
+    let (status, _) = http_get(broker.addr, &format!("/app/{APP_KEY} HTTP/1.1")).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_pusher_error_and_touches_nobody_else() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.max_message_bytes = 16 * 1024;
+        })
+        .start();
+    let (mut watcher, _) = connect(&broker).await;
+    subscribe(&mut watcher, "calm").await;
+    let (mut bad, _) = connect(&broker).await;
+    for (frame, needle) in [
+        ("not json", "not a Pusher event"),
+        ("[1,2]", "not a Pusher event"),
+        (r#"{"event":"pusher:hack","data":{}}"#, "unknown event"),
+        (
+            r#"{"event":"pusher:subscribe","data":{"channel":"bad name"}}"#,
+            "invalid channel name",
+        ),
+        (
+            r#"{"event":"pusher:subscribe","data":{"channel":"presence-x","auth":"app-key:00"}}"#,
+            "",
+        ),
+        (
+            r#"{"event":"client-x","channel":"private-nope","data":{}}"#,
+            "subscribe",
+        ),
+    ] {
+        bad.send_raw(Message::text(frame)).await;
+        let reply = bad.recv().await;
+        let event = reply["event"].as_str().unwrap_or_default();
+        assert!(
+            event == "pusher:error" || event == "pusher:subscription_error",
+            "{frame}: {reply}"
+        );
+        if event == "pusher:error" {
+            assert_eq!(reply["data"]["code"], 4300, "{frame}: {reply}");
+            let message = reply["data"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(needle), "{frame}: {reply}");
+        } else {
+            assert!(
+                reply["data"]["status"].as_u64().is_some_and(|s| s >= 400),
+                "{reply}"
+            );
+        }
+    }
+    // Binary frames: pusher:error, the connection stays.
+    bad.send_raw(Message::binary(vec![1u8, 2, 3])).await;
+    let reply = bad.recv().await;
+    assert_eq!(reply["event"], "pusher:error", "{reply}");
+    send(&mut bad, json!({"event":"pusher:ping","data":{}})).await;
+    assert_eq!(bad.recv().await["event"], "pusher:pong");
+    // An oversize message closes that connection with 1009, nobody else's.
+    bad.send_raw(Message::text("x".repeat(20 * 1024))).await;
+    assert_eq!(bad.close_code().await, Some(1009));
+    // The watcher still gets what is published to its channel.
+    let body = r#"{"name":"still","channel":"calm","data":"{}"}"#;
+    let (status, _) = signed_post(broker.addr, "/apps/app1/events", body).await;
+    assert_eq!(status, 200);
+    let got = next_event(&mut watcher, "still").await;
+    assert_eq!(got["channel"], "calm");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_capacity_is_4100_and_a_drain_is_4200() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.max_connections = 1;
+        })
+        .start();
+    let (mut first, _) = connect(&broker).await;
+    let mut second =
+        Client::connect(&pusher_url(&broker, &format!("/app/{APP_KEY}?protocol=7"))).await;
+    let error = second.recv().await;
+    assert_eq!(error["data"]["code"], 4100, "{error}");
+    assert_eq!(second.close_code().await, Some(4100));
+    let closing = tokio::spawn(async move { first.close_code().await });
+    drop(broker);
+    let code = tokio::time::timeout(Duration::from_secs(15), closing)
+        .await
+        .expect("closed in time")
+        .expect("task");
+    assert_eq!(
+        code,
+        Some(4200),
+        "a drain tells pusher-js to reconnect at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pusher_consumer_is_closed_with_4100() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.outbound_queue_messages = 4;
+            c.pusher.max_event_bytes = 60 * 1024;
+        })
+        .start();
+    let (mut slow, _) = connect(&broker).await;
+    subscribe(&mut slow, "firehose").await;
+    // It stops reading; events pile up behind it, more than the socket
+    // buffers hold. (The close comes after what the buffers held; the
+    // default slow_close_grace_ms leaves the time to read it all.)
+    let data = "x".repeat(56 * 1024);
+    let body = json!({"name":"e","channel":"firehose","data":data}).to_string();
+    for _ in 0..400 {
+        let (status, _) = signed_post(broker.addr, "/apps/app1/events", &body).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(slow.close_code().await, Some(4100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_clients_cannot_reach_pusher_channels() {
+    let broker = TestBroker::new().with(|c| pusher_on(c, None)).start();
+    let mut native = broker.user("nat").await;
+    native
+        .err(json!({"type":"join","room":"#app1#news"}), "bad_request")
+        .await;
+}
+
+/// A webhook receiver that answers every request after `delay` with
+/// `status`, and counts requests.
+async fn receiver(
+    status: u16,
+    delay: Duration,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = s.read(&mut buf).await;
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(delay).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_webhooks_are_retried_then_dropped_and_counted() {
+    let (port, requests) = receiver(500, Duration::ZERO).await;
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, Some(port));
+            c.pusher.webhook_attempts = 3;
+            c.pusher.webhook_backoff_ms = 20;
+        })
+        .start();
+    let (mut c, _) = connect(&broker).await;
+    subscribe(&mut c, "hooked").await;
+    let metrics = || async {
+        let (_, text) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+        text
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics().await;
+        if text.contains(r#"shardcast_pusher_webhook_events_total{outcome="dropped"} 1"#) {
+            assert!(
+                text.contains("shardcast_pusher_webhook_failed_attempts_total 3"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dropped in time:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "three attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_webhook_receiver_never_slows_delivery() {
+    // The receiver holds every request for 30 s.
+    let (port, _) = receiver(200, Duration::from_secs(30)).await;
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, Some(port));
+            c.pusher.webhook_timeout_ms = 60_000;
+            c.pusher.webhook_queue = 8;
+        })
+        .start();
+    let (mut a, _) = connect(&broker).await;
+    let (mut b, _) = connect(&broker).await;
+    let started = std::time::Instant::now();
+    // Many channels occupied and vacated: webhook events far beyond the queue.
+    for i in 0..40 {
+        let channel = format!("busy-{i}");
+        subscribe(&mut a, &channel).await;
+        subscribe(&mut b, &channel).await;
+        let body = json!({"name":"e","channel":channel,"data":"{}"}).to_string();
+        let (status, _) = signed_post(broker.addr, "/apps/app1/events", &body).await;
+        assert_eq!(status, 200);
+        next_event(&mut a, "e").await;
+        next_event(&mut b, "e").await;
+        send(
+            &mut a,
+            json!({"event":"pusher:unsubscribe","data":{"channel":channel}}),
+        )
+        .await;
+        send(
+            &mut b,
+            json!({"event":"pusher:unsubscribe","data":{"channel":channel}}),
+        )
+        .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "delivery waited for the webhook receiver: {:?}",
+        started.elapsed()
+    );
+    let (_, text) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+    let dropped = text
+        .lines()
+        .find(|l| l.starts_with(r#"shardcast_pusher_webhook_events_total{outcome="dropped"}"#))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "the bounded queue dropped nothing:\n{text}");
+}
+
+/// POST `body` to the Pusher API at `path`, signed for the test app.
+pub(crate) async fn signed_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
+    signed(addr, "POST", path, &[], body).await
+}
+
+/// A request to the Pusher API, signed for the test app: `params` are
+/// extra query parameters (signed too); the answer's status and JSON body.
+pub(crate) async fn signed(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, text) = signed_text(addr, method, path, params, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// [`signed`], with the body as text (refusals are plain text).
+async fn signed_text(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use hmac::{Hmac, Mac};
+    use md5::Digest;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let md5 = hex::encode(md5::Md5::digest(body.as_bytes()));
+    let mut all: Vec<(&str, &str)> = vec![
+        ("auth_key", APP_KEY),
+        ("auth_timestamp", &ts),
+        ("auth_version", "1.0"),
+    ];
+    if !body.is_empty() {
+        all.push(("body_md5", &md5));
+    }
+    all.extend_from_slice(params);
+    all.sort();
+    let query: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let query = query.join("&");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(crate::pusher_js::APP_SECRET.as_bytes())
+        .expect("hmac");
+    mac.update(format!("{method}\n{path}\n{query}").as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let target = format!("{path}?{query}&auth_signature={signature}");
+    let headers: &[(&str, &str)] = if body.is_empty() {
+        &[]
+    } else {
+        &[("Content-Type", "application/json")]
+    };
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(RECV_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("http timeout")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pusher_api_refuses_with_the_documented_status_and_says_why() {
+    let broker = TestBroker::new().with(|c| pusher_on(c, None)).start();
+    let addr = broker.addr;
+    /// (method, path, extra query, body, status, what the refusal says)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/apps/nope/events",
+            vec![],
+            r#"{"name":"e","channel":"a","data":"{}"}"#.into(),
+            404,
+            "unknown app",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            "{".into(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a","channels":["b"],"data":"{}"}"#.into(),
+            400,
+            "either",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channels":[],"data":"{}"}"#.into(),
+            400,
+            "1 to 100",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a b","data":"{}"}"#.into(),
+            400,
+            "invalid channel",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"","channel":"a","data":"{}"}"#.into(),
+            400,
+            "event name",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a","data":"{}","socket_id":"x"}"#.into(),
+            400,
+            "socket_id",
+        ),
+        (
+            "POST",
+            "/apps/app1/events",
+            vec![],
+            r#"{"name":"e","channel":"a","data":"{}","extra":1}"#.into(),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/apps/app1/batch_events",
+            vec![],
+            format!(
+                r#"{{"batch":[{}]}}"#,
+                [r#"{"name":"e","channel":"a","data":"{}"}"#; 11].join(",")
+            ),
+            400,
+            "at most 10",
+        ),
+        (
+            "GET",
+            "/apps/app1/channels",
+            vec![("info", "user_count")],
+            String::new(),
+            400,
+            "presence-",
+        ),
+        (
+            "GET",
+            "/apps/app1/channels/public/users",
+            vec![],
+            String::new(),
+            400,
+            "presence channels only",
+        ),
+        (
+            "GET",
+            "/apps/app1/channels/a%20b",
+            vec![],
+            String::new(),
+            400,
+            "invalid channel",
+        ),
+        (
+            "POST",
+            "/apps/app1/nowhere",
+            vec![],
+            "{}".into(),
+            404,
+            "no Pusher API endpoint",
+        ),
+    ];
+    for (method, path, params, body, status, needle) in cases {
+        let (got, text) = signed_text(addr, method, path, &params, &body).await;
+        assert_eq!(got, status, "{method} {path} {body}: {text}");
+        assert!(
+            text.contains(needle),
+            "{method} {path}: {text:?} lacks {needle:?}"
+        );
+    }
+    // Unsigned, stale, or with the wrong key: 401, saying which.
+    let (status, text) = signed_text(addr, "GET", "/apps/app1/channels", &[], "").await;
+    assert_eq!((status, text.contains("channels")), (200, true), "{text}");
+    for (query, needle) in [
+        ("", "missing query parameter auth_key"),
+        (
+            "auth_key=app-key&auth_timestamp=1&auth_version=1.0&auth_signature=00",
+            "auth_timestamp",
+        ),
+        (
+            "auth_key=other&auth_timestamp=1&auth_version=1.0&auth_signature=00",
+            "auth_key",
+        ),
+        (
+            "auth_key=app-key&auth_timestamp=1&auth_version=2.0&auth_signature=00",
+            "auth_version",
+        ),
+    ] {
+        let (status, _) = http(
+            addr,
+            "GET",
+            &format!("/apps/app1/channels?{query}"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 401, "{query}");
+        let (_, raw) = http_get(addr, &format!("/apps/app1/channels?{query} HTTP/1.1")).await;
+        assert!(raw.contains(needle), "{query}: {raw}");
+    }
+    // A well-signed terminate of a user nobody signed in as: {}.
+    let (status, body) = signed(
+        addr,
+        "POST",
+        "/apps/app1/users/nobody/terminate_connections",
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+}
