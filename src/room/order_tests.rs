@@ -425,8 +425,10 @@ proptest! {
             step(&mut m, &mut order, &mut ids, &mut steps, e)?;
         }
         // Quiesce: answers, channel and repairs all handled, and time passes
-        // (twice: a repair in flight at the first check proves nothing).
-        // Every answered join is admitted then, with no later message.
+        // (twice: a repair in flight at the first check proves nothing; and
+        // once more for each `recent` messages the stream holds, since a
+        // full read leaves the rest to the next check). Every answered join
+        // is admitted then, with no later message.
         let quiesce = |m: &mut Model, order: &mut RoomOrder<()>, ids: &mut RepairIds, steps: &mut Vec<Step<()>>| {
             while !(m.answers.is_empty() && m.channel.is_empty() && m.fetches.is_empty()) {
                 for e in [Event::Answer, Event::Hear, Event::Repair { fail: false }] {
@@ -435,7 +437,7 @@ proptest! {
             }
             Ok::<(), TestCaseError>(())
         };
-        for _ in 0..2 {
+        for _ in 0..2 + stream_len.div_ceil(recent) {
             quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
             step(&mut m, &mut order, &mut ids, &mut steps, &Event::Tick)?;
         }
