@@ -31,7 +31,7 @@ use crate::op::{Audience, Op, Publish, Reply, UserFrame};
 use crate::placement::shard_of;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
-use crate::protocol::json::check_depth;
+use crate::protocol::json::shallow;
 use crate::protocol::names::is_valid_name;
 use crate::server::{JSON, SYSTEM_USER, check_local_host, refusal_response, respond};
 use crate::shard::Shard;
@@ -243,8 +243,11 @@ fn valid_name(field: &str, value: &str) -> Result<(), Refusal> {
 /// `data` of a body nests no deeper than `limits.max_json_depth` (serde
 /// keeps it as raw text without a recursion limit).
 fn shallow_enough(shard: &Shard, data: &RawValue) -> Result<(), Refusal> {
-    let max = shard.shared.config.limits.max_json_depth;
-    check_depth(data.get().as_bytes(), max).map_err(|_| Refusal::json_too_deep("data", max))
+    shallow(
+        "data",
+        data.get().as_bytes(),
+        shard.shared.config.limits.max_json_depth,
+    )
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {

@@ -98,11 +98,13 @@ pub mod internals {
             }
         }
 
-        /// Decode a client event: its kind and channel (if it names one),
-        /// or the `pusher:error` code and message it gets.
+        /// Decode a client event (under the default
+        /// `limits.max_json_depth`): its kind and channel (if it names
+        /// one), or the `pusher:error` code and message it gets.
         pub fn decode(text: &str) -> Result<(String, Option<String>), (u16, String)> {
             use crate::pusher::wire::ClientEvent;
-            match crate::pusher::wire::decode(text) {
+            let max_depth = crate::config::LimitsConfig::default().max_json_depth;
+            match crate::pusher::wire::decode(text, max_depth) {
                 Ok(ClientEvent::Ping) => Ok(("ping".into(), None)),
                 Ok(ClientEvent::Pong) => Ok(("pong".into(), None)),
                 Ok(ClientEvent::Subscribe { channel, .. }) => {

@@ -5,12 +5,15 @@
 //! could store `data` nested 30,000 arrays deep in a room's history, where it
 //! breaks every later reader whose parser recurses (Python's `json` raises
 //! `RecursionError`). Every front door that takes client JSON checks it with
-//! [`check_depth`] before the value goes anywhere: WebSocket frames
-//! (`publish`, `send`, `broadcast`), the HTTP API's bodies, and any later
-//! protocol.
+//! [`shallow`] (against `limits.max_json_depth`) before the value goes
+//! anywhere: WebSocket frames (`publish`, `send`, `broadcast`), the HTTP
+//! API's bodies, and the Pusher endpoint's client events, presence
+//! `channel_data`, sign-in `user_data` and HTTP API events.
 //!
 //! **Invariant:** the check is one pass over the bytes with a counter (no
 //! recursion, no allocation), so its cost is O(size) whatever the input.
+
+use crate::error::Refusal;
 
 /// A JSON value nests arrays and objects deeper than allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +32,13 @@ pub struct TooDeep {
 /// still ends in O(size) and never panics.
 pub fn check_depth(json: &[u8], max: usize) -> Result<(), TooDeep> {
     scan(json, max).map(|_| ())
+}
+
+/// [`check_depth`] of the client value `field` against `max`
+/// (`limits.max_json_depth`), refused as every front door refuses it:
+/// `bad_request` naming the field and the limit.
+pub(crate) fn shallow(field: &str, json: &[u8], max: usize) -> Result<(), Refusal> {
+    check_depth(json, max).map_err(|_| Refusal::json_too_deep(field, max))
 }
 
 /// The deepest nesting of arrays and objects in `json` (see

@@ -24,7 +24,7 @@ use crate::op::{Audience, Creator, Join, Op, Origin, Publish, Reply, UserFrame};
 use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
-use crate::protocol::json::check_depth;
+use crate::protocol::json::shallow;
 use crate::shard::Shard;
 
 /// Handle one text message in the connection's protocol: the Pusher
@@ -70,10 +70,10 @@ pub(super) fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) -> Opt
     };
     conn.counters.frame_in(frame.kind_index());
     let id = frame.id();
-    let max_depth = shard.shared.config.limits.max_json_depth;
     if let Some(data) = frame.data() {
-        if check_depth(data.as_bytes(), max_depth).is_err() {
-            conn.refuse(id, &Refusal::json_too_deep("data", max_depth));
+        let max_depth = shard.shared.config.limits.max_json_depth;
+        if let Err(refusal) = shallow("data", data.as_bytes(), max_depth) {
+            conn.refuse(id, &refusal);
             return None;
         }
     }
