@@ -103,7 +103,14 @@ fn run(program: &str, args: &[&str], env: &[(&str, String)], timeout: Duration) 
 }
 
 /// The npm packages, installed from the lock file if they are missing.
+/// One test at a time: `npm ci` first deletes `node_modules`, so a second
+/// one running beside it (the tests of this binary run in parallel) would
+/// pull the packages from under the first's Node.
 pub(crate) fn ensure_packages() {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if js_dir().join("node_modules/pusher-js").is_dir() {
         return;
     }
