@@ -3,6 +3,8 @@
 //! instead of passing in silence.
 //!
 //! - `has_redis`: `redis-server` is on `PATH` (the cluster tests).
+//! - `has_redis_sentinel`: `redis-sentinel` is on `PATH` (the failover
+//!   test; Debian packs it apart from `redis-server`).
 //! - `has_chromium`: `$SHARDCAST_CHROMIUM` is set, or `chromium` or
 //!   `chromium-browser` is on `PATH` (the status page test).
 //! - `has_node`: `node` is on `PATH` (tests of the JavaScript client).
@@ -27,6 +29,7 @@ fn main() {
         || on_path("chromium-browser");
     for (cfg, found) in [
         ("has_redis", on_path("redis-server")),
+        ("has_redis_sentinel", on_path("redis-sentinel")),
         ("has_chromium", chromium),
         ("has_node", on_path("node")),
     ] {

@@ -285,6 +285,7 @@ fn room_meta(home: usize) -> Arc<RoomMeta> {
         members: AtomicU32::new(1),
         users: AtomicU32::new(1),
         seq: AtomicU64::new(0),
+        creator: None,
     })
 }
 

@@ -31,6 +31,7 @@ use crate::op::{Audience, Op, Publish, Reply, UserFrame};
 use crate::placement::shard_of;
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode;
+use crate::protocol::json::shallow;
 use crate::protocol::names::is_valid_name;
 use crate::server::{JSON, SYSTEM_USER, check_local_host, refusal_response, respond};
 use crate::shard::Shard;
@@ -93,7 +94,7 @@ async fn route(
             let body: NotifyBody = read_json(shard, req).await?;
             valid_name("user", &body.user)?;
             let user: Arc<str> = Arc::from(body.user.as_str());
-            let delivered = notify(shard, Audience::User(user), body.data.get()).await?;
+            let delivered = notify(shard, Audience::User(user), &body.data).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -101,7 +102,7 @@ async fn route(
         }
         (&Method::POST, ["broadcast"]) => {
             let body: BroadcastBody = read_json(shard, req).await?;
-            let delivered = notify(shard, Audience::All, body.data.get()).await?;
+            let delivered = notify(shard, Audience::All, &body.data).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -239,6 +240,16 @@ fn valid_name(field: &str, value: &str) -> Result<(), Refusal> {
     }
 }
 
+/// `data` of a body nests no deeper than `limits.max_json_depth` (serde
+/// keeps it as raw text without a recursion limit).
+fn shallow_enough(shard: &Shard, data: &RawValue) -> Result<(), Refusal> {
+    shallow(
+        "data",
+        data.get().as_bytes(),
+        shard.shared.config.limits.max_json_depth,
+    )
+}
+
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     respond(status, JSON, value.to_string())
 }
@@ -344,6 +355,7 @@ async fn create_room(shard: &Shard, body: CreateBody) -> Result<Response<Body>, 
     ask(shard, |tx| Op::Create {
         room,
         options,
+        creator: None,
         reply: Reply::Api(tx),
     })
     .await?;
@@ -378,6 +390,7 @@ async fn delete_room(shard: &Shard, room: &str) -> Result<Response<Body>, Refusa
 
 async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Refusal> {
     valid_name("room", &body.room)?;
+    shallow_enough(shard, &body.data)?;
     let publish = |tx| {
         Op::Publish(Publish {
             room: Arc::from(body.room.as_str()),
@@ -398,7 +411,9 @@ async fn publish(shard: &Shard, body: PublishBody) -> Result<Response<Body>, Ref
 
 /// Send a `notification` to `audience` on every node; returns how many
 /// connections of this node got it.
-async fn notify(shard: &Shard, audience: Audience, data: &str) -> Result<usize, Refusal> {
+async fn notify(shard: &Shard, audience: Audience, data: &RawValue) -> Result<usize, Refusal> {
+    shallow_enough(shard, data)?;
+    let data = data.get();
     let frame = encode::notification(encode::now_ms(), data.as_bytes());
     let (counted, mut counts) = mpsc::channel(MAX_SHARDS);
     let op = Op::ToUsers {

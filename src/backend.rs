@@ -20,6 +20,7 @@
 //! other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -30,8 +31,9 @@ use crate::op::Op;
 pub(crate) enum Backend {
     /// Each room's home shard.
     Local,
-    /// A sequencer outside the shards (cluster mode).
-    Remote(Remote),
+    /// A sequencer outside the shards (cluster mode); boxed, it holds
+    /// its counters.
+    Remote(Box<Remote>),
 }
 
 impl Backend {
@@ -78,6 +80,20 @@ impl Remote {
         let _ = self.ops.send(op).await;
     }
 
+    /// [`Remote::submit`], waiting at most `wait` for room in the queue;
+    /// hands `op` back if there was none by then.
+    pub(crate) async fn submit_within(&self, op: Op, wait: Duration) -> Result<(), Op> {
+        match tokio::time::timeout(wait, self.ops.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(op);
+                Ok(())
+            }
+            // The sequencer ends only with the process.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(op),
+        }
+    }
+
     /// Hand `op` to the sequencer without waiting; hand it back if its
     /// queue is full.
     pub(crate) fn try_submit(&self, op: Op) -> Result<(), Op> {
@@ -101,6 +117,18 @@ pub(crate) struct RemoteCounters {
     pub(crate) gaps: AtomicU64,
     /// Holes in a room's messages filled from its history.
     pub(crate) repairs: AtomicU64,
+    /// Bytes of catch-up messages it keeps (a gauge).
+    pub(crate) catchup_bytes: AtomicU64,
+    /// Catch-up messages it forgot for `limits.max_history_bytes_total`.
+    pub(crate) catchup_trimmed: AtomicU64,
+    /// 1 while its command connection to Redis is up.
+    pub(crate) commands_up: AtomicU64,
+    /// 1 while its subscriber connection to Redis is up.
+    pub(crate) subscriber_up: AtomicU64,
+    /// Times the command connection came back after a loss.
+    pub(crate) commands_reconnects: AtomicU64,
+    /// Times the subscriber connection came back after a loss.
+    pub(crate) subscriber_reconnects: AtomicU64,
 }
 
 impl RemoteCounters {

@@ -18,7 +18,7 @@ use crate::config::OverflowPolicy;
 use crate::error::Refusal;
 use crate::inbox::Weighed;
 use crate::observe::{Observed, RoomChange};
-use crate::op::{Audience, Origin, Reply, UserFrame};
+use crate::op::{Audience, Op, Origin, Reply, UserFrame};
 use crate::placement::{ShardSet, shard_of};
 use crate::room::namespaces::Rules;
 
@@ -482,6 +482,38 @@ impl Outbox {
             Reply::Api(tx) => {
                 let _ = tx.send(Err(refusal));
             }
+        }
+    }
+
+    /// Answer `op` with `refusal`, as the back end that did not run it
+    /// would have: a join's connection settles it, others get their
+    /// `error` or API answer. Frames for users and watches need none.
+    pub(crate) fn refuse_op(&mut self, op: Op, refusal: Refusal) {
+        match op {
+            Op::Join(join) => {
+                let refused = Delivery::JoinRefused {
+                    conn: join.origin.conn,
+                    room: join.room,
+                    id: join.origin.id,
+                    refusal,
+                };
+                self.for_conn(join.origin.conn, refused);
+            }
+            Op::Leave { origin, .. } | Op::Members { origin, .. } => {
+                self.answer(origin, Err(refusal));
+            }
+            Op::Publish(publish) => self.refuse(publish.reply, refusal),
+            Op::Create { reply, .. } => self.refuse(reply, refusal),
+            Op::Delete { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::Details { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::Rooms { reply, .. } => {
+                let _ = reply.send(Err(refusal));
+            }
+            Op::ToUsers { .. } | Op::WatchUser { .. } => {}
         }
     }
 

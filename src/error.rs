@@ -41,6 +41,11 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// HTTP only: the request body is not `application/json` (415).
     UnsupportedMediaType,
+    /// The user or connection made its maximum of rooms that still exist
+    /// (`limits.max_rooms_created_per_user`, `..._per_connection`).
+    TooManyRoomsCreated,
+    /// The process is over `limits.memory_budget_bytes`: no new room now.
+    OverMemoryBudget,
     /// HTTP only: the request head is larger than
     /// `limits.max_http_head_bytes` (431).
     HeadTooLarge,
@@ -50,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order ([`ErrorCode::index`]).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -68,6 +73,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::TooManyRoomsCreated,
+        ErrorCode::OverMemoryBudget,
         ErrorCode::HeadTooLarge,
         ErrorCode::InvalidData,
     ];
@@ -97,6 +104,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyRoomsCreated => "too_many_rooms_created",
+            ErrorCode::OverMemoryBudget => "over_memory_budget",
             ErrorCode::HeadTooLarge => "head_too_large",
             ErrorCode::InvalidData => "invalid_data",
         }
@@ -114,9 +123,11 @@ impl ErrorCode {
             ErrorCode::HeadTooLarge => 431,
             ErrorCode::InvalidData => 422,
             ErrorCode::RoomExists => 409,
-            ErrorCode::TooManyConnections | ErrorCode::RateLimited => 429,
+            ErrorCode::TooManyConnections
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManyRoomsCreated => 429,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => 409,
-            ErrorCode::ServerFull | ErrorCode::Unavailable => 503,
+            ErrorCode::ServerFull | ErrorCode::Unavailable | ErrorCode::OverMemoryBudget => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -259,11 +270,65 @@ impl Refusal {
         )
     }
 
+    /// `bad_request`: a JSON value (`field`) nests deeper than
+    /// `limits.max_json_depth`.
+    pub fn json_too_deep(field: &str, max: usize) -> Self {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "`{field}` nests arrays and objects more than {max} deep (limits.max_json_depth)"
+            ),
+        )
+    }
+
+    /// `too_many_rooms_created`: `who` (a user or a connection) made `max`
+    /// rooms that still exist.
+    pub fn too_many_rooms_created(who: &str, max: u32) -> Self {
+        Refusal::new(
+            ErrorCode::TooManyRoomsCreated,
+            format!(
+                "this {who} made {max} rooms that still exist, its maximum \
+                 (limits.max_rooms_created_per_{who}); delete one or let it expire"
+            ),
+        )
+    }
+
+    /// `over_memory_budget`: the process is over its memory budget, so no
+    /// room is made now.
+    pub fn over_memory_budget() -> Self {
+        Refusal::new(
+            ErrorCode::OverMemoryBudget,
+            "the server is over its memory budget (limits.memory_budget_bytes) and makes no new \
+             room now; try again later",
+        )
+    }
+
+    /// `server_full`: the process is over its memory budget, so it takes no
+    /// new connection now.
+    pub fn memory_full() -> Self {
+        Refusal::new(
+            ErrorCode::ServerFull,
+            "the server is over its memory budget (limits.memory_budget_bytes); try again later",
+        )
+    }
+
     /// `internal`: the broker is draining and runs no new operation.
     pub fn shutting_down() -> Self {
         Refusal::new(
             ErrorCode::Internal,
             "the server is shutting down; the operation did not run",
+        )
+    }
+
+    /// `unavailable`: a publish Redis took but `replicas` replicas did not
+    /// confirm in time (`cluster.wait_replicas`).
+    pub fn not_replicated(replicas: u32) -> Self {
+        Refusal::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the message was not confirmed by {replicas} Redis replica(s) in time \
+                 (cluster.wait_replicas); it may or may not have been delivered; try again"
+            ),
         )
     }
 

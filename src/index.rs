@@ -14,6 +14,7 @@ use papaya::{Compute, HashMap, Operation, ResizeMode};
 
 use crate::config::OverflowPolicy;
 use crate::error::{ErrorCode, Refusal};
+use crate::memory::MemoryGuard;
 
 /// A papaya map with blocking resizes. papaya 0.2.5's default (incremental)
 /// resize is only helped along by `insert`/`remove`, never by `compute`; a
@@ -24,6 +25,17 @@ use crate::error::{ErrorCode, Refusal};
 /// lock-free.
 fn new_map<K: std::hash::Hash + Eq, V>() -> HashMap<K, V> {
     HashMap::builder().resize_mode(ResizeMode::Blocking).build()
+}
+
+/// Who made a room: it counts against the quotas of rooms made per user and
+/// per connection until it goes (deleted, or expired). Rooms the API makes
+/// have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creator {
+    /// The user of the connection that made it.
+    pub user: Arc<str>,
+    /// That connection.
+    pub conn: u64,
 }
 
 /// What every shard may know about a room without asking its home.
@@ -45,23 +57,61 @@ pub struct RoomMeta {
     pub users: AtomicU32,
     /// Last assigned seq (written by the home shard only).
     pub seq: AtomicU64,
+    /// Who made it (`None`: the API).
+    pub creator: Option<Creator>,
 }
 
-/// Room name -> [`RoomMeta`], with a bound on the number of rooms.
+/// Bounds on the rooms one user and one connection may have made and that
+/// still exist (`limits.max_rooms_created_per_user`,
+/// `limits.max_rooms_created_per_connection`); 0 turns one off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreationCaps {
+    /// Per user id.
+    pub per_user: u32,
+    /// Per connection.
+    pub per_conn: u32,
+}
+
+/// Room name -> [`RoomMeta`], with a bound on the number of rooms, on the
+/// rooms each user and connection made, and (with a memory guard) no new
+/// room while the process is over its memory budget.
 pub struct RoomIndex {
     map: HashMap<Arc<str>, Arc<RoomMeta>>,
     count: AtomicU64,
     max_rooms: u64,
+    caps: CreationCaps,
+    /// Rooms that exist, by the user and the connection that made them
+    /// (entries vanish at 0, so they hold at most one per room).
+    by_user: HashMap<Arc<str>, u32>,
+    by_conn: HashMap<u64, u32>,
+    memory: Option<Arc<MemoryGuard>>,
 }
 
 impl RoomIndex {
-    /// An empty index holding at most `max_rooms` rooms.
+    /// An empty index holding at most `max_rooms` rooms, with no other
+    /// bound.
     pub fn new(max_rooms: u64) -> Self {
+        Self::with_caps(max_rooms, CreationCaps::default())
+    }
+
+    /// An empty index holding at most `max_rooms` rooms, and at most
+    /// `caps` rooms made by one user or one connection.
+    pub fn with_caps(max_rooms: u64, caps: CreationCaps) -> Self {
         RoomIndex {
             map: new_map(),
             count: AtomicU64::new(0),
             max_rooms,
+            caps,
+            by_user: new_map(),
+            by_conn: new_map(),
+            memory: None,
         }
+    }
+
+    /// Refuse new rooms while `memory` says the process is over budget.
+    pub(crate) fn with_memory(mut self, memory: Arc<MemoryGuard>) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     /// The room's metadata, if it exists.
@@ -84,15 +134,24 @@ impl RoomIndex {
         self.len() == 0
     }
 
-    /// Insert a new room; refused with `too_many_rooms` at `limits.max_rooms`.
-    /// Called by the room's home shard only, which knows it is absent.
+    /// Insert a new room, or refuse it, checking in this order: the memory
+    /// budget (`over_memory_budget`), its creator's quotas
+    /// (`too_many_rooms_created`), `limits.max_rooms` (`too_many_rooms`).
+    /// Each count is checked and raised in one CAS; a later refusal undoes
+    /// the earlier raises. Called by the room's home shard only, which knows
+    /// it is absent.
     pub fn insert(&self, room: Arc<str>, meta: Arc<RoomMeta>) -> Result<(), Refusal> {
-        let reserved = self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_rooms).then_some(n + 1)
-            });
-        if reserved.is_err() {
+        if let Some(memory) = self.memory.as_deref().filter(|m| m.over()) {
+            memory.refused_room();
+            return Err(Refusal::over_memory_budget());
+        }
+        if let Some(creator) = &meta.creator {
+            self.take_quota(creator)?;
+        }
+        if !try_raise(&self.count, self.max_rooms) {
+            if let Some(creator) = &meta.creator {
+                self.release_quota(creator);
+            }
             return Err(Refusal::new(
                 ErrorCode::TooManyRooms,
                 format!("the server holds its maximum of {} rooms", self.max_rooms),
@@ -102,10 +161,55 @@ impl RoomIndex {
         Ok(())
     }
 
-    /// Remove a room (home shard only).
+    /// List a room another back end admitted (the cluster's), whatever the
+    /// caps: counted, but not refused.
+    pub(crate) fn list(&self, room: Arc<str>, meta: Arc<RoomMeta>) {
+        if self.map.pin().insert(room, meta).is_none() {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Remove a room (home shard only); its creator may make another.
     pub fn remove(&self, room: &str) {
-        if self.map.pin().remove(room).is_some() {
+        let map = self.map.pin();
+        if let Some(meta) = map.remove(room) {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            if let Some(creator) = &meta.creator {
+                self.release_quota(creator);
+            }
+        }
+    }
+
+    /// Rooms that exist and that `user` made.
+    pub fn created_by_user(&self, user: &str) -> u32 {
+        self.by_user.pin().get(user).copied().unwrap_or(0)
+    }
+
+    /// Rooms that exist and that connection `conn` made.
+    pub fn created_by_conn(&self, conn: u64) -> u32 {
+        self.by_conn.pin().get(&conn).copied().unwrap_or(0)
+    }
+
+    fn take_quota(&self, creator: &Creator) -> Result<(), Refusal> {
+        let CreationCaps { per_user, per_conn } = self.caps;
+        if per_user > 0 && !raise_entry(&self.by_user, creator.user.clone(), per_user) {
+            return Err(Refusal::too_many_rooms_created("user", per_user));
+        }
+        if per_conn > 0 && !raise_entry(&self.by_conn, creator.conn, per_conn) {
+            if per_user > 0 {
+                lower_entry(&self.by_user, creator.user.clone());
+            }
+            return Err(Refusal::too_many_rooms_created("connection", per_conn));
+        }
+        Ok(())
+    }
+
+    fn release_quota(&self, creator: &Creator) {
+        if self.caps.per_user > 0 {
+            lower_entry(&self.by_user, creator.user.clone());
+        }
+        if self.caps.per_conn > 0 {
+            lower_entry(&self.by_conn, creator.conn);
         }
     }
 
@@ -368,13 +472,7 @@ impl ConnCaps {
         }
         if self.max_per_ip > 0 {
             let cap = self.max_per_ip;
-            let map = self.per_ip.pin();
-            let result = map.compute(ip, |entry| match entry {
-                Some((_, n)) if *n >= cap => Operation::Abort(()),
-                Some((_, n)) => Operation::Insert(n + 1),
-                None => Operation::Insert(1),
-            });
-            if matches!(result, Compute::Aborted(())) {
+            if !raise_entry(&self.per_ip, ip, cap) {
                 self.per_shard[shard].fetch_sub(1, Ordering::AcqRel);
                 self.total.fetch_sub(1, Ordering::AcqRel);
                 return Err(Refusal::new(
@@ -391,13 +489,29 @@ impl ConnCaps {
         self.total.fetch_sub(1, Ordering::AcqRel);
         self.per_shard[shard].fetch_sub(1, Ordering::AcqRel);
         if self.max_per_ip > 0 {
-            self.per_ip.pin().compute(ip, |entry| match entry {
-                Some((_, n)) if *n > 1 => Operation::Insert(n - 1),
-                Some(_) => Operation::Remove,
-                None => Operation::Abort(()),
-            });
+            lower_entry(&self.per_ip, ip);
         }
     }
+}
+
+/// Raise the count of `key` by one unless it is at `cap`.
+fn raise_entry<K: std::hash::Hash + Eq>(map: &HashMap<K, u32>, key: K, cap: u32) -> bool {
+    let map = map.pin();
+    let result = map.compute(key, |entry| match entry {
+        Some((_, n)) if *n >= cap => Operation::Abort(()),
+        Some((_, n)) => Operation::Insert(n + 1),
+        None => Operation::Insert(1),
+    });
+    !matches!(result, Compute::Aborted(()))
+}
+
+/// Lower the count of `key` by one; the entry goes at 0.
+fn lower_entry<K: std::hash::Hash + Eq>(map: &HashMap<K, u32>, key: K) {
+    map.pin().compute(key, |entry| match entry {
+        Some((_, n)) if *n > 1 => Operation::Insert(n - 1),
+        Some(_) => Operation::Remove,
+        None => Operation::Abort(()),
+    });
 }
 
 /// Raise `counter` by one unless it is at `cap`.
@@ -506,21 +620,76 @@ mod tests {
         assert!(users.is_empty());
     }
 
+    fn meta_of(creator: Option<Creator>) -> Arc<RoomMeta> {
+        Arc::new(RoomMeta {
+            home: 0,
+            private: false,
+            max_members: 1,
+            overflow: OverflowPolicy::Drop,
+            explicit: true,
+            members: AtomicU32::new(0),
+            users: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
+            creator,
+        })
+    }
+
+    #[test]
+    fn creation_caps_count_live_rooms_and_undo_on_refusal() {
+        let rooms = RoomIndex::with_caps(
+            4,
+            CreationCaps {
+                per_user: 3,
+                per_conn: 2,
+            },
+        );
+        let meta = |user: &str, conn: u64| {
+            meta_of(Some(Creator {
+                user: Arc::from(user),
+                conn,
+            }))
+        };
+        let code = |r: Result<(), Refusal>| r.map_err(|e| e.code);
+        assert_eq!(code(rooms.insert(Arc::from("a"), meta("u", 1))), Ok(()));
+        assert_eq!(code(rooms.insert(Arc::from("b"), meta("u", 1))), Ok(()));
+        // The connection is at 2.
+        let refused = rooms.insert(Arc::from("c"), meta("u", 1));
+        assert_eq!(code(refused), Err(ErrorCode::TooManyRoomsCreated));
+        assert_eq!(
+            rooms.created_by_user("u"),
+            2,
+            "the refusal undid the user's raise"
+        );
+        // Another connection of the user: the user is at 3.
+        assert_eq!(code(rooms.insert(Arc::from("c"), meta("u", 2))), Ok(()));
+        let refused = rooms.insert(Arc::from("d"), meta("u", 3));
+        assert_eq!(code(refused), Err(ErrorCode::TooManyRoomsCreated));
+        // The room cap refuses after the quotas passed, and undoes them.
+        assert_eq!(code(rooms.insert(Arc::from("d"), meta("v", 4))), Ok(()));
+        let refused = rooms.insert(Arc::from("e"), meta("w", 5));
+        assert_eq!(code(refused), Err(ErrorCode::TooManyRooms));
+        assert_eq!(
+            (rooms.created_by_user("w"), rooms.created_by_conn(5)),
+            (0, 0)
+        );
+        // A room that goes gives its creator's quota back.
+        rooms.remove("a");
+        assert_eq!(
+            (rooms.created_by_user("u"), rooms.created_by_conn(1)),
+            (2, 1)
+        );
+        assert_eq!(code(rooms.insert(Arc::from("a2"), meta("u", 1))), Ok(()));
+        for room in ["a2", "b", "c", "d"] {
+            rooms.remove(room);
+        }
+        assert!(rooms.by_user.is_empty() && rooms.by_conn.is_empty());
+        assert!(rooms.is_empty());
+    }
+
     #[test]
     fn room_cap() {
         let rooms = RoomIndex::new(1);
-        let meta = || {
-            Arc::new(RoomMeta {
-                home: 0,
-                private: false,
-                max_members: 1,
-                overflow: OverflowPolicy::Drop,
-                explicit: true,
-                members: AtomicU32::new(0),
-                users: AtomicU32::new(0),
-                seq: AtomicU64::new(0),
-            })
-        };
+        let meta = || meta_of(None);
         assert!(rooms.insert(Arc::from("a"), meta()).is_ok());
         let err = rooms.insert(Arc::from("b"), meta()).expect_err("full");
         assert_eq!(err.code, ErrorCode::TooManyRooms);

@@ -34,6 +34,7 @@ pub mod error;
 mod inbox;
 mod index;
 pub mod limits;
+mod memory;
 mod metrics;
 mod observe;
 mod op;
@@ -58,9 +59,9 @@ pub use server::SYSTEM_USER;
 /// of the API: no stability promise.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::cluster::subscriber;
+    pub use crate::cluster::{subscriber, wire};
     pub use crate::delivery::RoomFrame;
-    pub use crate::index::{ConnCaps, RoomIndex, RoomMeta, UserIndex};
+    pub use crate::index::{ConnCaps, CreationCaps, Creator, RoomIndex, RoomMeta, UserIndex};
     pub use crate::metrics::FRAME_KINDS;
     pub use crate::shard::outbound::{OutQueue, Pushed};
 
@@ -97,11 +98,13 @@ pub mod internals {
             }
         }
 
-        /// Decode a client event: its kind and channel (if it names one),
-        /// or the `pusher:error` code and message it gets.
+        /// Decode a client event (under the default
+        /// `limits.max_json_depth`): its kind and channel (if it names
+        /// one), or the `pusher:error` code and message it gets.
         pub fn decode(text: &str) -> Result<(String, Option<String>), (u16, String)> {
             use crate::pusher::wire::ClientEvent;
-            match crate::pusher::wire::decode(text) {
+            let max_depth = crate::config::LimitsConfig::default().max_json_depth;
+            match crate::pusher::wire::decode(text, max_depth) {
                 Ok(ClientEvent::Ping) => Ok(("ping".into(), None)),
                 Ok(ClientEvent::Pong) => Ok(("pong".into(), None)),
                 Ok(ClientEvent::Subscribe { channel, .. }) => {
@@ -309,7 +312,7 @@ impl Broker {
             .unwrap_or(addr);
         let (backend, ops) = if config.cluster.enabled() {
             let (remote, ops) = cluster::channel(&config);
-            (backend::Backend::Remote(remote), Some(ops))
+            (backend::Backend::Remote(Box::new(remote)), Some(ops))
         } else {
             (backend::Backend::Local, None)
         };

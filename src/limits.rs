@@ -77,6 +77,16 @@ pub const USER_WATCH_WAIT_MS: u64 = 2_000;
 /// `room.empty_ttl_ms` has passed.
 pub const ROOM_SWEEP_INTERVAL_MS: u64 = 1_000;
 
+/// How often the process's resident memory is read against
+/// `limits.memory_budget_bytes` ([`crate::memory`]).
+pub const MEMORY_SAMPLE_INTERVAL_MS: u64 = 250;
+
+/// When the history of a home shard's rooms is over its share of
+/// `limits.max_history_bytes_total`, the oldest messages of its largest
+/// rooms are dropped until it is back under this fraction of the share
+/// (in 1/8ths), so one trimming pass serves many publishes.
+pub const HISTORY_TRIM_TO_EIGHTHS: usize = 7;
+
 /// Smallest `limits.max_http_head_bytes` (hyper's smallest read buffer).
 pub const MIN_HTTP_HEAD_BYTES: usize = 8 * 1024;
 
@@ -91,6 +101,7 @@ pub const MAX_LINGERING_CLOSE_MS: u64 = 60_000;
 pub const TLS_RELOAD_POLL_MS: u64 = 1_000;
 
 const _: () = assert!(MAX_SHARDS <= 64, "shard sets are u64 bit masks");
+const _: () = assert!(HISTORY_TRIM_TO_EIGHTHS > 0 && HISTORY_TRIM_TO_EIGHTHS < 8);
 const _: () = assert!(SHARD_PUMP_BATCH <= SHARD_REQUEST_INBOX);
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN);
 const _: () = assert!(MAX_FRAME_ID < (1 << 53));

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::delivery::{RoomCounts, RoomDetails};
 use crate::error::Refusal;
 use crate::inbox::Weighed;
+pub(crate) use crate::index::Creator;
 use crate::protocol::decode::RoomOptions;
 
 /// Who asked: the connection a reply goes to.
@@ -78,6 +79,17 @@ pub(crate) struct Join {
     /// Answer with the room's users (each once, with its `info`), not only
     /// its counts: a Pusher presence subscription.
     pub(crate) list_users: bool,
+}
+
+impl Join {
+    /// The joining connection, as the creator of the room if the join
+    /// makes it.
+    pub(crate) fn creator(&self) -> Creator {
+        Creator {
+            user: self.user.clone(),
+            conn: self.origin.conn,
+        }
+    }
 }
 
 /// A publish into a room, by a member connection or by the HTTP API.
@@ -153,6 +165,8 @@ pub(crate) enum Op {
         room: Arc<str>,
         /// Its options.
         options: RoomOptions,
+        /// The connection that asks, for its quotas (`None`: the API).
+        creator: Option<Creator>,
         /// `Ok`, or `room_exists` / `too_many_rooms`.
         reply: Reply<()>,
     },
@@ -227,6 +241,20 @@ impl Op {
             | Op::Members { room, .. }
             | Op::Details { room, .. } => Some(room),
             Op::ToUsers { .. } | Op::WatchUser { .. } | Op::Rooms { .. } => None,
+        }
+    }
+}
+
+impl Op {
+    /// Whether a client waits for this op's outcome (its reply, or the
+    /// `send` ack behind a frame for users): such an op that cannot reach
+    /// its back end in time is answered `unavailable`. A closing
+    /// connection's leave and the user watches wait as long as it takes.
+    pub(crate) fn client_waits(&self) -> bool {
+        match self {
+            Op::Leave { origin, .. } => origin.id.is_some(),
+            Op::WatchUser { .. } => false,
+            _ => true,
         }
     }
 }

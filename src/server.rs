@@ -354,6 +354,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
             &stats,
             &crate::metrics::process_figures(
                 shard.shared.rooms.len(),
+                shard.shared.memory.figures(),
                 shard.shared.backend.remote_counters(),
                 crate::schema::invalid_data_counts(&shard.shared.namespaces, &shard.shared.schemas),
                 crate::pusher::webhook::figures(&shard.shared),
@@ -399,7 +400,10 @@ pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let status =
         StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = respond(status, JSON, refusal_body(refusal));
-    if refusal.code == ErrorCode::ServerFull {
+    if matches!(
+        refusal.code,
+        ErrorCode::ServerFull | ErrorCode::OverMemoryBudget
+    ) {
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

@@ -13,7 +13,8 @@ use crate::config::Config;
 use crate::edge::Edge;
 use crate::error::{ErrorCode, Refusal};
 use crate::inbox::ShardLink;
-use crate::index::{ConnCaps, RoomIndex, UserIndex};
+use crate::index::{ConnCaps, CreationCaps, RoomIndex, UserIndex};
+use crate::memory::MemoryGuard;
 use crate::observe::Observer;
 use crate::pusher::Pusher;
 use crate::room::namespaces::Namespaces;
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) auth: Authenticator,
     /// Rooms.
     pub(crate) rooms: RoomIndex,
+    /// The memory budget and its last reading.
+    pub(crate) memory: Arc<MemoryGuard>,
     /// Users and their shards.
     pub(crate) users: UserIndex,
     /// Connection caps.
@@ -65,8 +68,14 @@ impl Shared {
     ) -> Arc<Self> {
         let shards = config.server.shards;
         let l = &config.limits;
+        let memory = Arc::new(MemoryGuard::new(l.memory_budget_bytes));
+        let creation = CreationCaps {
+            per_user: l.max_rooms_created_per_user,
+            per_conn: l.max_rooms_created_per_connection,
+        };
         Arc::new(Shared {
-            rooms: RoomIndex::new(l.max_rooms),
+            rooms: RoomIndex::with_caps(l.max_rooms, creation).with_memory(memory.clone()),
+            memory,
             users: UserIndex::new(),
             caps: ConnCaps::new(
                 shards,
@@ -142,6 +151,10 @@ impl Shared {
                 ErrorCode::ServerFull,
                 "the server is shutting down",
             ));
+        }
+        if self.memory.over() {
+            self.memory.refused_connection();
+            return Err(Refusal::memory_full());
         }
         self.caps.try_acquire(shard, ip)?;
         let cap = self.config.limits.max_connections_per_user;

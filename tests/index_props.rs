@@ -47,6 +47,7 @@ fn meta() -> Arc<RoomMeta> {
         members: AtomicU32::new(0),
         users: AtomicU32::new(0),
         seq: AtomicU64::new(0),
+        creator: None,
     })
 }
 

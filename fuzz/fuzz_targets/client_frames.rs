@@ -12,7 +12,8 @@
 //!   same error and the same unconsumed bytes as feeding them in one piece;
 //! - a decoded frame's names (and a join's `epoch`) are valid, its `id` is
 //!   at most 2^53-1, its `data` is one JSON value borrowed from the
-//!   message, a `refresh` token is a non-empty borrowed string; a refused frame
+//!   message whose depth `protocol::json` measures in one pass exactly as a
+//!   recursive parse does (the `limits.max_json_depth` check), a `refresh` token is a non-empty borrowed string; a refused frame
 //!   has code `bad_request` or `unknown_type` and a message.
 
 #![no_main]
@@ -21,6 +22,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use shardcast::ErrorCode;
 use shardcast::limits::MAX_FRAME_ID;
+use shardcast::protocol::json;
 use shardcast::protocol::names::is_valid_name;
 use shardcast::protocol::{ClientFrame, decode_client_frame};
 use shardcast::ws::{Message, MessageReader, WsError};
@@ -106,6 +108,33 @@ fn borrowed_from(text: &str, part: &str) -> bool {
     p >= start && p + part.len() <= end
 }
 
+/// Nesting depth of a JSON value, by recursion (serde_json's `Value`
+/// parser stops at 128 levels, so this never goes deeper).
+fn value_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `data` is one JSON value, and the one-pass depth check (what the front
+/// doors bound with `limits.max_json_depth`) agrees with a recursive parse.
+fn check_depth_of(data: &str) {
+    let depth = json::depth(data.as_bytes());
+    for max in [0, 1, 2, 32, 64] {
+        assert_eq!(json::check_depth(data.as_bytes(), max).is_ok(), depth <= max);
+    }
+    if depth < 127 {
+        let value: serde_json::Value =
+            serde_json::from_str(data).expect("data is one JSON value");
+        assert_eq!(value_depth(&value), depth, "depth of {data}");
+    } else {
+        // Too deep for serde_json's recursion limit: what the bound is for.
+        assert!(serde_json::from_str::<serde_json::Value>(data).is_err());
+    }
+}
+
 fn check_decode(text: &str) {
     match decode_client_frame(text) {
         Ok(frame) => {
@@ -134,9 +163,10 @@ fn check_decode(text: &str) {
                 assert!(is_valid_name(name), "invalid name accepted: {name:?}");
                 assert!(borrowed_from(text, name));
             }
+            assert_eq!(frame.data(), data);
             if let Some(data) = data {
                 assert!(borrowed_from(text, data), "data is not borrowed");
-                serde_json::from_str::<serde_json::Value>(data).expect("data is one JSON value");
+                check_depth_of(data);
             }
             if let ClientFrame::Create { options, .. } = &frame {
                 assert_ne!(options.max_members, Some(0));

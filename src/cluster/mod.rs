@@ -30,7 +30,8 @@
 pub(crate) mod backplane;
 pub(crate) mod scripts;
 pub mod subscriber;
-pub(crate) mod wire;
+pub(crate) mod target;
+pub mod wire;
 
 use crate::backend::Remote;
 use crate::config::Config;

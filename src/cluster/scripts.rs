@@ -18,6 +18,15 @@
 //!
 //! Node keys: `sc:nodes` (sorted set: node id by heartbeat deadline, ms of
 //! Redis' clock) and `sc:n:<node>` (set of rooms where the node has members).
+//!
+//! Quota keys (the cluster-wide count of rooms a user, or a connection, made
+//! that still exist): `sc:uq:<user>` and `sc:cq:<node>/<conn>`, sorted sets
+//! of room names scored by when the room expires (ms of Redis' clock), or
+//! `+inf` while it has members or was made by `create`. A room's meta holds
+//! its creator (`cu`, `cc`); the scripts that empty, refill or delete a room
+//! move its score, and a count first drops the rooms whose time passed, so
+//! a room stops counting when it expires without any node being told. Each
+//! key expires with its last room.
 //! Channels `sc:u:<user>` (direct messages and notifications to a user) and
 //! `sc:all` (broadcasts).
 //!
@@ -46,6 +55,11 @@ pub(crate) enum Status {
     PrivateMembers,
     /// A live node has another namespace configuration.
     OtherNamespaces,
+    /// The creator (user or connection) made its maximum of rooms that
+    /// still exist: `{-9, max, "user" | "connection"}`.
+    Quota,
+    /// The node is over its memory budget and makes no room.
+    OverMemory,
     /// A status this build does not know (a script of another version).
     Unknown(i64),
 }
@@ -63,6 +77,8 @@ impl Status {
             -6 => Status::Exists,
             -7 => Status::PrivateMembers,
             -8 => Status::OtherNamespaces,
+            -9 => Status::Quota,
+            -10 => Status::OverMemory,
             other => Status::Unknown(other),
         }
     }
@@ -106,33 +122,122 @@ pub(crate) fn node_rooms_key(node: &str) -> String {
 pub(crate) fn member_field(node: &str, conn: u64) -> String {
     format!("{node}/{conn}")
 }
+/// Rooms a user made that still exist.
+pub(crate) fn user_quota_key(user: &str) -> String {
+    format!("sc:uq:{user}")
+}
+/// Rooms a connection (its presence field) made that still exist.
+pub(crate) fn conn_quota_key(field: &str) -> String {
+    format!("sc:cq:{field}")
+}
 
-/// KEYS: meta, presence, history, channel, users, node rooms.
+/// Lua shared by the scripts that make, empty, refill or delete rooms: the
+/// quota sorted sets (see the module documentation).
+macro_rules! quota_lua {
+    () => {
+        r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The key lives as long as its longest-lived room.
+local function quota_ttl(key)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #top == 0 then return end
+  if top[2] == 'inf' then redis.call('PERSIST', key)
+  else redis.call('PEXPIREAT', key, math.floor(tonumber(top[2]))) end
+end
+-- Rooms `key` counts that still exist.
+local function quota_count(key)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms())
+  return redis.call('ZCARD', key)
+end
+-- `room` counts in `key` until `deadline` ('+inf': while it lives on).
+local function quota_mark(key, room, deadline)
+  redis.call('ZADD', key, deadline, room)
+  quota_ttl(key)
+end
+-- The quota keys of the room whose meta is `meta`.
+local function quota_keys(meta)
+  local c = redis.call('HMGET', meta, 'cu', 'cc')
+  local keys = {}
+  if c[1] and c[1] ~= '' then keys[#keys + 1] = 'sc:uq:' .. c[1] end
+  if c[2] and c[2] ~= '' then keys[#keys + 1] = 'sc:cq:' .. c[2] end
+  return keys
+end
+-- The room of `meta` is empty and goes in `ttl` ms unless someone joins.
+local function quota_emptied(meta, room, ttl)
+  local deadline = now_ms() + tonumber(ttl)
+  for _, key in ipairs(quota_keys(meta)) do
+    if redis.call('ZSCORE', key, room) then quota_mark(key, room, deadline) end
+  end
+end
+-- The room of `meta` has members again.
+local function quota_refilled(meta, room)
+  for _, key in ipairs(quota_keys(meta)) do
+    if redis.call('ZSCORE', key, room) then quota_mark(key, room, '+inf') end
+  end
+end
+-- Making a room for user `user` (key `ukey`, cap `ucap`) on connection
+-- field `field` (key `ckey`, cap `ccap`); 0 caps are off, an empty user is
+-- the API. Returns the refusal, or nil.
+local function quota_refusal(user, ukey, ucap, field, ckey, ccap)
+  if user == '' then return nil end
+  if tonumber(ucap) > 0 and quota_count(ukey) >= tonumber(ucap) then
+    return {-9, tonumber(ucap), 'user'}
+  end
+  if tonumber(ccap) > 0 and quota_count(ckey) >= tonumber(ccap) then
+    return {-9, tonumber(ccap), 'connection'}
+  end
+  return nil
+end
+-- Count a room just made.
+local function quota_made(meta, room, user, ukey, field, ckey)
+  if user == '' then return end
+  redis.call('HSET', meta, 'cu', user, 'cc', field)
+  quota_mark(ukey, room, '+inf')
+  quota_mark(ckey, room, '+inf')
+end
+"#
+    };
+}
+
+/// KEYS: meta, presence, history, channel, users, node rooms, the joiner's
+/// user quota key, its connection quota key.
 /// ARGV: field, member value, create, may_create, auto_create,
 /// may_join_private, default max, default overflow, default history,
 /// since (-1: none), history_on_join, node, conn, room, the client's epoch
 /// (empty: none), a fresh epoch for a room this join makes, private
-/// (0/1), the user, most users to list (0: none). Auto-create and the
+/// (0/1), the user, most users to list (0: none), per-user cap,
+/// per-connection cap, over the memory budget (0/1). Auto-create and the
 /// defaults are those of the room's namespace ([`crate::room::namespaces`]).
 ///
 /// A room of a private namespace (`private` 1) is private whatever its
 /// hash says, and a join that would make one it may not enter is refused
 /// without making it. A `since` with an epoch other than the room's is
 /// answered like a join without `since`, with recovered 0 (v1.1). A room
-/// without an epoch (made by an older build) gets the fresh one.
+/// without an epoch (made by an older build) gets the fresh one. A join
+/// that makes the room counts it against the joiner's quotas; one that
+/// refills an empty room keeps it counting.
 ///
 /// Answer: `{0, seq, count, private (0/1), max, overflow, explicit,
 /// recovered (-1 none, 0, 1), rejoin (0/1), history length, epoch, users,
 /// first of its user (0/1), listed users n, n times (user, member value),
 /// message...}`, or `{status}`. The `J` event says `users` and `first` too.
-pub(crate) const JOIN: &str = r#"
+pub(crate) const JOIN: &str = concat!(
+    quota_lua!(),
+    r#"
 local meta, pres, hist, chan, users, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 if redis.call('EXISTS', meta) == 0 then
   if ARGV[3] ~= '1' or ARGV[5] ~= '1' then return {-1} end
   if ARGV[4] ~= '1' then return {-3} end
   if ARGV[17] == '1' and ARGV[6] ~= '1' then return {-4} end
+  if ARGV[22] == '1' then return {-10} end
+  local refused = quota_refusal(ARGV[18], KEYS[7], ARGV[20], ARGV[1], KEYS[8], ARGV[21])
+  if refused then return refused end
   redis.call('HSET', meta, 'seq', 0, 'private', ARGV[17], 'max', ARGV[7], 'ovf', ARGV[8],
     'explicit', 0, 'hist', ARGV[9], 'epoch', ARGV[16])
+  quota_made(meta, ARGV[14], ARGV[18], KEYS[7], ARGV[1], KEYS[8])
 end
 local m = redis.call('HMGET', meta, 'seq', 'private', 'max', 'ovf', 'explicit', 'hist', 'epoch')
 local seq = tonumber(m[1]) or 0
@@ -154,6 +259,7 @@ end
 redis.call('PERSIST', meta)
 redis.call('PERSIST', hist)
 local count = redis.call('HLEN', pres)
+if not rejoin and count == 1 then quota_refilled(meta, ARGV[14]) end
 local ucount = redis.call('HLEN', users)
 local out = {0, seq, count, private and 1 or 0, m[3], m[4], m[5], -1, rejoin and 1 or 0,
   tonumber(m[6]) or 0, epoch, ucount, first}
@@ -202,14 +308,17 @@ if not rejoin then
     .. ' ' .. first .. ' ' .. ARGV[2])
 end
 return out
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel, users, node rooms.
 /// ARGV: field, node, conn, node keeps members (0/1), room, empty ttl ms.
 ///
 /// Answer: `{0, count, last of its user (0/1), users, member value}` or
 /// `{status}`. The `L` event says `users` and `last` too.
-pub(crate) const LEAVE: &str = r#"
+pub(crate) const LEAVE: &str = concat!(
+    quota_lua!(),
+    r#"
 local meta, pres, hist, chan, users, noderooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local v = redis.call('HGET', pres, ARGV[1])
 if not v then
@@ -231,9 +340,11 @@ redis.call('PUBLISH', chan, 'L ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. count ..
 if count == 0 and redis.call('HGET', meta, 'explicit') == '0' then
   redis.call('PEXPIRE', meta, ARGV[6])
   redis.call('PEXPIRE', hist, ARGV[6])
+  quota_emptied(meta, ARGV[5], ARGV[6])
 end
 return {0, count, last, ucount, v}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel.
 /// ARGV: field (empty: the system, no membership check), JSON before the
@@ -263,27 +374,44 @@ redis.call('PUBLISH', chan, 'M ' .. seq .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. '
 return {0, seq}
 "#;
 
-/// KEYS: meta.
-/// ARGV: private (0/1), max members, overflow, history length, epoch.
+/// KEYS: meta, the creator's user quota key, its connection quota key.
+/// ARGV: private (0/1), max members, overflow, history length, epoch,
+/// room, creator user (empty: the API, not counted), creator field,
+/// per-user cap, per-connection cap, over the memory budget (0/1).
 ///
 /// Answer: `{0}` or `{status}`.
-pub(crate) const CREATE: &str = r#"
+pub(crate) const CREATE: &str = concat!(
+    quota_lua!(),
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-6} end
+if ARGV[11] == '1' then return {-10} end
+local refused = quota_refusal(ARGV[7], KEYS[2], ARGV[9], ARGV[8], KEYS[3], ARGV[10])
+if refused then return refused end
 redis.call('HSET', KEYS[1], 'seq', 0, 'private', ARGV[1], 'max', ARGV[2], 'ovf', ARGV[3],
   'explicit', 1, 'hist', ARGV[4], 'epoch', ARGV[5])
+quota_made(KEYS[1], ARGV[6], ARGV[7], KEYS[2], ARGV[8], KEYS[3])
 return {0}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel, users.
+/// ARGV: room.
 ///
 /// Answer: `{0, members it had}` or `{status}`.
-pub(crate) const DELETE: &str = r#"
+pub(crate) const DELETE: &str = concat!(
+    quota_lua!(),
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+for _, key in ipairs(quota_keys(KEYS[1])) do
+  redis.call('ZREM', key, ARGV[1])
+  quota_ttl(key)
+end
 local had = redis.call('HLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
 redis.call('PUBLISH', KEYS[4], 'X')
 return {0, had}
-"#;
+"#
+);
 
 /// KEYS: meta, presence, history, channel (unused), users.
 /// ARGV: asking member's field (empty: the API, no private check), most
@@ -331,7 +459,9 @@ return out
 /// user) for each change it made: kind `R` (the user's last connection
 /// left) or `V` (the room has no member left; user empty)}`, so the node
 /// that swept reports them, once for the cluster.
-pub(crate) const HEARTBEAT: &str = r#"
+pub(crate) const HEARTBEAT: &str = concat!(
+    quota_lua!(),
+    r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -377,6 +507,7 @@ for _, node in ipairs(dead) do
     if redis.call('HLEN', pres) == 0 and redis.call('HGET', meta, 'explicit') == '0' then
       redis.call('PEXPIRE', meta, ARGV[3])
       redis.call('PEXPIRE', hist, ARGV[3])
+      quota_emptied(meta, room, ARGV[3])
     end
   end
   redis.call('DEL', set)
@@ -386,7 +517,8 @@ end
 local out = {0, #dead}
 for _, x in ipairs(changes) do out[#out + 1] = x end
 return out
-"#;
+"#
+);
 
 /// KEYS: nodes, namespace fingerprints.
 /// ARGV: node, this node's namespace fingerprint, ttl ms.

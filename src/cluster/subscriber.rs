@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 
 /// What the subscriber connection brings.
 #[derive(Debug)]
@@ -51,9 +52,25 @@ pub struct Endpoint {
     port: u16,
     username: Option<String>,
     password: Option<String>,
+    /// `CLIENT SETNAME` of the connection, so `CLIENT LIST` tells which
+    /// node it is.
+    name: Option<String>,
+    /// TLS with this configuration (`rediss`).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Stream for S {}
+type BoxStream = Box<dyn Stream>;
+
 impl Endpoint {
+    /// The same endpoint, its connections named `name` (`[A-Za-z0-9_.:@-]`).
+    pub fn named(mut self, name: &str) -> Endpoint {
+        self.name = Some(name.to_string());
+        self
+    }
+
     /// The endpoint of `client`'s URL (plain TCP only).
     pub fn of(client: &redis::Client) -> Result<Endpoint, String> {
         let info = client.get_connection_info();
@@ -71,7 +88,21 @@ impl Endpoint {
             port,
             username: settings.username().map(String::from),
             password: settings.password().map(String::from),
+            name: None,
+            tls: None,
         })
+    }
+
+    /// The endpoint of a resolved Redis address.
+    pub(crate) fn at(addr: crate::cluster::target::Addr) -> Endpoint {
+        Endpoint {
+            host: addr.host,
+            port: addr.port,
+            username: addr.username,
+            password: addr.password,
+            name: None,
+            tls: addr.tls,
+        }
     }
 }
 
@@ -90,7 +121,7 @@ pub struct Bounds {
 
 /// The writing side, owned by the backplane; the reader task ends with it.
 pub struct Subscriber {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<BoxStream>,
     reader: JoinHandle<()>,
 }
 
@@ -155,8 +186,23 @@ pub async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (read, mut writer) = stream.into_split();
+    let stream: BoxStream = match &endpoint.tls {
+        None => Box::new(stream),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                .map_err(|e| format!("TLS server name {:?}: {e}", endpoint.host))?;
+            let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
+            match tokio::time::timeout(bounds.connect_timeout, handshake).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => return Err(format!("TLS handshake: {e}")),
+                Err(_) => return Err("no TLS handshake in time".into()),
+            }
+        }
+    };
+    let (read, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read);
+    // AUTH and CLIENT SETNAME, each answered +OK.
+    let mut setup = Vec::new();
     if let Some(password) = &endpoint.password {
         let mut out = Vec::new();
         match &endpoint.username {
@@ -167,16 +213,28 @@ pub async fn connect(
             ),
             None => push_command(&mut out, "AUTH", [password.as_bytes()].into_iter()),
         }
+        setup.push(("AUTH", out));
+    }
+    if let Some(name) = &endpoint.name {
+        let mut out = Vec::new();
+        push_command(
+            &mut out,
+            "CLIENT",
+            [&b"SETNAME"[..], name.as_bytes()].into_iter(),
+        );
+        setup.push(("CLIENT SETNAME", out));
+    }
+    for (what, out) in setup {
         let answer = async {
             writer.write_all(&out).await.map_err(|e| e.to_string())?;
             read_value(&mut reader, 1024).await
         };
         match tokio::time::timeout(bounds.connect_timeout, answer).await {
             Ok(Ok(Resp::Simple(ok))) if ok == "OK" => {}
-            Ok(Ok(Resp::Error(e))) => return Err(format!("AUTH refused: {e}")),
-            Ok(Ok(other)) => return Err(format!("unexpected AUTH answer {other:?}")),
+            Ok(Ok(Resp::Error(e))) => return Err(format!("{what} refused: {e}")),
+            Ok(Ok(other)) => return Err(format!("unexpected {what} answer {other:?}")),
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("no answer to AUTH".into()),
+            Err(_) => return Err(format!("no answer to {what}")),
         }
     }
     let (tx, rx) = mpsc::channel(bounds.queue.max(1));
@@ -195,7 +253,7 @@ pub async fn connect(
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 async fn read_loop(
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: BufReader<ReadHalf<BoxStream>>,
     events: mpsc::Sender<(SubEvent, u32)>,
     budget: Arc<Semaphore>,
     bounds: Bounds,
@@ -221,6 +279,28 @@ async fn read_loop(
         permit.forget();
         if events.send((event, weight as u32)).await.is_err() || lost {
             return;
+        }
+    }
+}
+
+/// Every event in `bytes`, read as the subscriber connection reads Redis
+/// (bulk strings up to `max_payload`), and why the reading ended (an error
+/// reply, bad bytes, or the end of the bytes), as the connection would
+/// have. For the `resp_reader` fuzz target.
+#[doc(hidden)]
+pub fn read_all(bytes: &[u8], max_payload: usize) -> (Vec<SubEvent>, String) {
+    use futures_util::FutureExt;
+    let mut reader = BufReader::new(bytes);
+    let mut events = Vec::new();
+    loop {
+        // A slice never makes a read wait.
+        let Some(value) = read_value(&mut reader, max_payload).now_or_never() else {
+            return (events, "a read of a slice waited".into());
+        };
+        match value.map(event_of) {
+            Ok(Some(SubEvent::Lost(reason))) => return (events, reason),
+            Ok(event) => events.extend(event),
+            Err(e) => return (events, e),
         }
     }
 }
@@ -268,8 +348,8 @@ fn event_of(value: Resp) -> Option<SubEvent> {
                 payload,
             })
         }
-        b"subscribe" => Some(SubEvent::Subscribed(text(parts.remove(0))?)),
-        b"unsubscribe" => Some(SubEvent::Unsubscribed(text(parts.remove(0))?)),
+        b"subscribe" => Some(SubEvent::Subscribed(text(parts.into_iter().next()?)?)),
+        b"unsubscribe" => Some(SubEvent::Unsubscribed(text(parts.into_iter().next()?)?)),
         b"pong" => Some(SubEvent::Pong),
         _ => None,
     }
@@ -282,7 +362,9 @@ async fn read_value<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
     max_payload: usize,
 ) -> Result<Resp, String> {
     let line = read_line(reader).await?;
-    let (kind, rest) = line.split_at(1);
+    let Some((kind, rest)) = line.split_at_checked(1) else {
+        return Err("malformed line from Redis".into());
+    };
     match kind {
         "+" => Ok(Resp::Simple(rest.to_string())),
         "-" => Ok(Resp::Error(rest.to_string())),
@@ -401,6 +483,22 @@ mod tests {
             event_of(pong.expect("frame")),
             Some(SubEvent::Pong)
         ));
+    }
+
+    #[test]
+    fn short_arrays_and_odd_bytes_are_errors_not_panics() {
+        // Seen reading the reader for the `resp_reader` fuzz target: a
+        // `subscribe` with no channel, and a line starting with a
+        // multi-byte character.
+        for input in [
+            &b"*1\r\n$9\r\nsubscribe\r\n"[..],
+            b"*1\r\n$11\r\nunsubscribe\r\n",
+            "\u{e9}x\r\n".as_bytes(),
+        ] {
+            let (events, end) = read_all(input, 64);
+            assert!(events.is_empty(), "{events:?}");
+            assert!(!end.is_empty());
+        }
     }
 
     #[tokio::test]

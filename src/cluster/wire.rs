@@ -24,7 +24,7 @@
 
 /// What a node can receive on a channel.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Event<'a> {
+pub enum Event<'a> {
     /// A room message.
     Message {
         /// Its seq.
@@ -70,7 +70,7 @@ pub(crate) enum Event<'a> {
 }
 
 /// Read a room channel's payload.
-pub(crate) fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
+pub fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
     match payload.first()? {
         b'M' => {
             let newline = payload.iter().position(|&b| b == b'\n')?;
@@ -117,7 +117,7 @@ pub(crate) fn parse_room(payload: &[u8]) -> Option<Event<'_>> {
 }
 
 /// Read a user or broadcast channel's payload.
-pub(crate) fn parse_frame(payload: &[u8]) -> Option<Event<'_>> {
+pub fn parse_frame(payload: &[u8]) -> Option<Event<'_>> {
     let newline = payload.iter().position(|&b| b == b'\n')?;
     let node = std::str::from_utf8(payload.get(..newline)?).ok()?;
     Some(Event::Frame {
@@ -150,7 +150,7 @@ pub(crate) fn close_payload(node: &str, reason: &str) -> Vec<u8> {
 }
 
 /// The payload [`parse_frame`] reads.
-pub(crate) fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
+pub fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(node.len() + 1 + json.len());
     out.extend_from_slice(node.as_bytes());
     out.push(b'\n');
@@ -160,7 +160,7 @@ pub(crate) fn frame_payload(node: &str, json: &[u8]) -> Vec<u8> {
 
 /// A presence hash value: `user`, `user\tname` or `user\tname\tinfo`
 /// (an empty name when only the info is given).
-pub(crate) fn member_value(user: &str, name: Option<&str>, info: Option<&str>) -> String {
+pub fn member_value(user: &str, name: Option<&str>, info: Option<&str>) -> String {
     match (name, info) {
         (name, Some(info)) => format!("{user}\t{}\t{info}", name.unwrap_or("")),
         (Some(name), None) => format!("{user}\t{name}"),
@@ -169,7 +169,7 @@ pub(crate) fn member_value(user: &str, name: Option<&str>, info: Option<&str>) -
 }
 
 /// The (user, name, info) of a presence hash value.
-pub(crate) fn parse_member(value: &str) -> (&str, Option<&str>, Option<&str>) {
+pub fn parse_member(value: &str) -> (&str, Option<&str>, Option<&str>) {
     let mut parts = value.splitn(3, '\t');
     let user = parts.next().unwrap_or("");
     let name = parts.next().filter(|n| !n.is_empty());
@@ -178,12 +178,12 @@ pub(crate) fn parse_member(value: &str) -> (&str, Option<&str>, Option<&str>) {
 }
 
 /// The room of a room channel name, `sc:{R}:c`.
-pub(crate) fn room_of_channel(channel: &str) -> Option<&str> {
+pub fn room_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("sc:{")?.strip_suffix("}:c")
 }
 
 /// The user of a user channel name, `sc:u:<user>`.
-pub(crate) fn user_of_channel(channel: &str) -> Option<&str> {
+pub fn user_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("sc:u:")
 }
 

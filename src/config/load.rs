@@ -10,7 +10,8 @@ use crate::limits::{MAX_SHARDS, RESERVED_FDS};
 
 impl Config {
     /// Load from `file` (if any), the process environment and `overrides`,
-    /// then validate and resolve `shards = 0` and `node_id = ""`.
+    /// then validate and resolve `shards = 0`, `node_id = ""` and
+    /// `memory_budget_bytes = 0`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         Self::load_from(file, &env, overrides)
@@ -71,6 +72,9 @@ impl Config {
         }
         if config.server.node_id.is_empty() {
             config.server.node_id = random_node_id();
+        }
+        if config.limits.memory_budget_bytes == 0 {
+            config.limits.memory_budget_bytes = crate::memory::default_budget().unwrap_or(u64::MAX);
         }
         config.validate()?;
         Ok(config)

@@ -191,6 +191,20 @@ pub struct ClusterConfig {
     /// A node that has not renewed its heartbeat for this long is dead: its
     /// members leave presence and the room counts.
     pub node_ttl_ms: u64,
+    /// `rediss://`: PEM file of the roots Redis' certificate must chain to
+    /// (unset: the system's roots).
+    pub tls_ca_file: Option<String>,
+    /// `rediss://`: PEM client certificate (with `tls_key_file`), for a
+    /// Redis that asks for one.
+    pub tls_cert_file: Option<String>,
+    /// `rediss://`: the client certificate's PEM key.
+    pub tls_key_file: Option<String>,
+    /// Replicas that must have a write before it is acknowledged (`WAIT`
+    /// after each batch of commands, for at most half
+    /// `command_timeout_ms`); a publish not confirmed gets `unavailable`.
+    /// 0 = off. With Sentinel, 1 means an acknowledged publish survives
+    /// the primary's loss.
+    pub wait_replicas: u32,
 }
 
 impl Default for ClusterConfig {
@@ -205,6 +219,10 @@ impl Default for ClusterConfig {
             subscriber_queue: 8_192,
             subscriber_queue_bytes: 16 * 1024 * 1024,
             node_ttl_ms: 10_000,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            wait_replicas: 0,
         }
     }
 }
@@ -374,6 +392,21 @@ pub struct LimitsConfig {
     pub max_rooms_per_connection: usize,
     /// Rooms in the whole process.
     pub max_rooms: u64,
+    /// Rooms one user id may have made (by `create`, or by a `join` that
+    /// made the room) that still exist; 0 = off. The API is not counted.
+    /// In cluster mode the count is the whole cluster's.
+    pub max_rooms_created_per_user: u32,
+    /// The same per connection; 0 = off.
+    pub max_rooms_created_per_connection: u32,
+    /// Bytes of room history the process keeps, all rooms together (each
+    /// home shard keeps its share; in cluster mode, the catch-up messages
+    /// a node keeps). Beyond it the oldest messages of the largest rooms
+    /// go first.
+    pub max_history_bytes_total: u64,
+    /// Resident memory above which new connections get 503 and new rooms
+    /// `over_memory_budget`. 0 at load: 80% of the smaller of the cgroup's
+    /// memory limit and the machine's memory.
+    pub memory_budget_bytes: u64,
     /// Outbound queue bound per connection, in frames.
     pub outbound_queue_messages: usize,
     /// Outbound queue bound per connection, in bytes.
@@ -394,6 +427,10 @@ pub struct LimitsConfig {
     pub heartbeat_timeout_ms: u64,
     /// Most entries in a `members` reply.
     pub max_presence_list: usize,
+    /// Deepest nesting of arrays and objects in client JSON values
+    /// (`data` of frames and API bodies): parsers that recurse choke on
+    /// deeper values stored in history.
+    pub max_json_depth: usize,
     /// Largest HTTP request head (request line and headers), bytes; larger
     /// gets 431. Room for the largest token the claim limits allow.
     pub max_http_head_bytes: usize,
@@ -413,6 +450,10 @@ impl Default for LimitsConfig {
             max_message_bytes: 64 * 1024,
             max_rooms_per_connection: 128,
             max_rooms: 1_000_000,
+            max_rooms_created_per_user: 1_000,
+            max_rooms_created_per_connection: 100,
+            max_history_bytes_total: 256 * 1024 * 1024,
+            memory_budget_bytes: 0,
             outbound_queue_messages: 4096,
             outbound_queue_bytes: 1024 * 1024,
             slow_consumer_policy: OverflowPolicy::Disconnect,
@@ -423,6 +464,7 @@ impl Default for LimitsConfig {
             heartbeat_interval_ms: 25_000,
             heartbeat_timeout_ms: 60_000,
             max_presence_list: 1000,
+            max_json_depth: 32,
             max_http_head_bytes: 64 * 1024,
             lingering_close_ms: 5_000,
         }

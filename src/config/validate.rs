@@ -58,7 +58,7 @@ impl Config {
         }
         self.validate_edge()?;
         let l = &self.limits;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 12] = [
             ("limits.max_connections", l.max_connections),
             ("limits.max_message_bytes", l.max_message_bytes as u64),
             (
@@ -74,6 +74,9 @@ impl Config {
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
             ("limits.heartbeat_interval_ms", l.heartbeat_interval_ms),
             ("limits.heartbeat_timeout_ms", l.heartbeat_timeout_ms),
+            ("limits.max_json_depth", l.max_json_depth as u64),
+            ("limits.max_history_bytes_total", l.max_history_bytes_total),
+            ("limits.memory_budget_bytes", l.memory_budget_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -126,9 +129,7 @@ impl Config {
         self.validate_namespaces()?;
         let c = &self.cluster;
         if c.enabled() {
-            if !c.redis_url.starts_with("redis://") {
-                return Err(invalid("cluster.redis_url", "must start with redis://"));
-            }
+            crate::cluster::target::check_url(c).map_err(|e| invalid("cluster.redis_url", e))?;
             for (key, value) in [
                 ("cluster.connect_timeout_ms", c.connect_timeout_ms),
                 ("cluster.command_timeout_ms", c.command_timeout_ms),

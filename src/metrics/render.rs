@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use super::{HistogramSnapshot, LATENCY_BUCKETS_SECS};
 use crate::backend::RemoteCounters;
+use crate::memory::MemoryFigures;
 
 /// Histograms by shard, for the exposition.
 struct ShardHistograms(Vec<(usize, HistogramSnapshot)>);
@@ -82,6 +83,8 @@ fn to_i64(v: impl TryInto<i64>) -> i64 {
 pub(crate) struct ProcessFigures {
     /// Rooms that exist.
     pub(crate) rooms: u64,
+    /// The memory budget and what it refused.
+    pub(crate) memory: MemoryFigures,
     /// Resident memory, bytes.
     pub(crate) rss_bytes: Option<u64>,
     /// CPU time, seconds.
@@ -114,6 +117,13 @@ pub(crate) struct RemoteFigures {
     pub(crate) gaps: u64,
     /// Holes filled from a room's history stream.
     pub(crate) repairs: u64,
+    /// Bytes of catch-up messages kept.
+    pub(crate) catchup_bytes: u64,
+    /// Catch-up messages forgotten for the history budget.
+    pub(crate) catchup_trimmed: u64,
+    /// The command and subscriber connections: up (0/1), and how many
+    /// times each came back.
+    pub(crate) links: [(&'static str, u64, u64); 2],
     /// Operations refused by the cluster, by code.
     pub(crate) refusals: Vec<(&'static str, u64)>,
 }
@@ -126,6 +136,20 @@ impl RemoteFigures {
             published: counters.published.load(Relaxed),
             gaps: counters.gaps.load(Relaxed),
             repairs: counters.repairs.load(Relaxed),
+            catchup_bytes: counters.catchup_bytes.load(Relaxed),
+            catchup_trimmed: counters.catchup_trimmed.load(Relaxed),
+            links: [
+                (
+                    "commands",
+                    counters.commands_up.load(Relaxed),
+                    counters.commands_reconnects.load(Relaxed),
+                ),
+                (
+                    "subscriber",
+                    counters.subscriber_up.load(Relaxed),
+                    counters.subscriber_reconnects.load(Relaxed),
+                ),
+            ],
             refusals: crate::error::ErrorCode::ALL
                 .iter()
                 .zip(&counters.refusals)
@@ -195,6 +219,16 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         "Open WebSocket connections, by protocol (native, pusher)",
     );
     let homed = gauge_family(&mut r, "rooms_homed", "Rooms homed on the shard");
+    let history = gauge_family(
+        &mut r,
+        "history_bytes",
+        "Bytes of history kept by the rooms homed on the shard",
+    );
+    let trimmed = counter_family(
+        &mut r,
+        "history_trimmed_messages",
+        "Messages dropped from history for limits.max_history_bytes_total (oldest of the largest rooms first)",
+    );
     let inbox = gauge_family(&mut r, "inbox_items", "Items waiting in a shard inbox");
     for s in shards {
         let i = s.shard;
@@ -253,6 +287,12 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
         homed
             .get_or_create(&shard_label(i))
             .set(to_i64(s.rooms_homed));
+        history
+            .get_or_create(&shard_label(i))
+            .set(to_i64(s.history_bytes));
+        trimmed
+            .get_or_create(&shard_label(i))
+            .inc_by(s.history_trimmed_total);
         inbox
             .get_or_create(&with(i, "inbox", "requests"))
             .set(to_i64(s.request_inbox));
@@ -282,6 +322,34 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
             g,
         );
     }
+    let memory = &process.memory;
+    let budget = Gauge::<i64>::default();
+    budget.set(to_i64(memory.budget));
+    r.register(
+        "memory_budget_bytes",
+        "limits.memory_budget_bytes: above it new connections and rooms are refused",
+        budget,
+    );
+    let over = Gauge::<i64>::default();
+    over.set(i64::from(memory.over));
+    r.register(
+        "memory_over_budget",
+        "1 while the last reading of resident memory was above the budget",
+        over,
+    );
+    let refused = counter_family(
+        &mut r,
+        "memory_budget_refusals",
+        "Connections (503 server_full) and rooms (over_memory_budget) refused over the memory budget",
+    );
+    for (what, n) in [
+        ("connection", memory.refused_connections),
+        ("room", memory.refused_rooms),
+    ] {
+        refused
+            .get_or_create(&vec![("what".into(), what.into())])
+            .inc_by(n);
+    }
     if let Some(cpu) = process.cpu_seconds {
         let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         c.inc_by(cpu);
@@ -308,10 +376,37 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
                 "Holes in a room's messages filled from its history stream in Redis",
                 cluster.repairs,
             ),
+            (
+                "cluster_catchup_trimmed_messages",
+                "Catch-up messages this node forgot for limits.max_history_bytes_total",
+                cluster.catchup_trimmed,
+            ),
         ] {
             let counter = Counter::<u64>::default();
             counter.inc_by(value);
             r.register(name, help, counter);
+        }
+        let catchup = Gauge::<i64>::default();
+        catchup.set(to_i64(cluster.catchup_bytes));
+        r.register(
+            "cluster_catchup_bytes",
+            "Bytes of recent room messages this node keeps to catch up late joiners",
+            catchup,
+        );
+        let connected = gauge_family(
+            &mut r,
+            "cluster_connected",
+            "1 while this node's Redis connection is up, by connection (commands, subscriber)",
+        );
+        let reconnects = counter_family(
+            &mut r,
+            "cluster_reconnects",
+            "Times this node's Redis connection came back after a loss, by connection",
+        );
+        for (link, up, back) in cluster.links {
+            let label = vec![("connection".to_string(), link.to_string())];
+            connected.get_or_create(&label).set(to_i64(up));
+            reconnects.get_or_create(&label).inc_by(back);
         }
         let refusals = counter_family(
             &mut r,
@@ -365,18 +460,12 @@ pub(crate) fn render(shards: &[crate::shard::ShardStats], process: &ProcessFigur
 /// RSS (bytes) and CPU seconds of this process, from /proc (Linux).
 pub(crate) fn process_figures(
     rooms: u64,
+    memory: MemoryFigures,
     remote: Option<&RemoteCounters>,
     invalid_data: Vec<(std::sync::Arc<str>, u64)>,
     webhooks: Option<WebhookFigures>,
 ) -> ProcessFigures {
-    let rss_bytes = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map(|kib| kib * 1024)
-        });
+    let rss_bytes = crate::memory::resident_bytes();
     let cpu_seconds = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
         tasks
             .filter_map(|t| t.ok())
@@ -391,6 +480,7 @@ pub(crate) fn process_figures(
     });
     ProcessFigures {
         rooms,
+        memory,
         rss_bytes,
         cpu_seconds,
         cluster: remote.map(RemoteFigures::of),

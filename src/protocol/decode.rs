@@ -109,6 +109,16 @@ impl ClientFrame<'_> {
         }
     }
 
+    /// The raw JSON of the frame's `data`, for frames that carry one.
+    pub fn data(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Publish { data, .. }
+            | ClientFrame::Send { data, .. }
+            | ClientFrame::Broadcast { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
     /// The frame's `id`.
     pub fn id(&self) -> Option<u64> {
         match self {

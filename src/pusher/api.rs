@@ -25,6 +25,7 @@ use super::{App, Pusher, sign};
 use crate::delivery::RoomDetails;
 use crate::error::{ErrorCode, Refusal};
 use crate::op::{Audience, Op, Publish, Reply, UserFrame};
+use crate::protocol::json::shallow;
 use crate::server::{JSON, SYSTEM_USER, respond};
 use crate::shard::Shard;
 
@@ -129,7 +130,7 @@ async fn route(shard: &Shard, pusher: &Pusher, req: Request<Incoming>) -> Result
             // Check every event before publishing any.
             for event in &batch.batch {
                 event.channels(1)?;
-                event.check(pusher)?;
+                event.check(pusher, shard.shared.config.limits.max_json_depth)?;
             }
             let mut infos = Vec::with_capacity(batch.batch.len());
             for event in &batch.batch {
@@ -310,8 +311,9 @@ impl EventBody<'_> {
         Ok(channels)
     }
 
-    /// Its name, size and `socket_id`, checked.
-    fn check(&self, pusher: &Pusher) -> Result<Option<u64>, ApiError> {
+    /// Its name, size, depth (at most `max_depth` nested arrays and
+    /// objects, `limits.max_json_depth`) and `socket_id`, checked.
+    fn check(&self, pusher: &Pusher, max_depth: usize) -> Result<Option<u64>, ApiError> {
         if !is_valid_event(&self.name) {
             return Err(ApiError::bad(
                 "the event name must be 1-200 characters without control characters",
@@ -324,6 +326,7 @@ impl EventBody<'_> {
                 format!("the event's data is larger than {max} bytes"),
             ));
         }
+        shallow("data", self.data.get().as_bytes(), max_depth)?;
         self.socket_id.as_deref().map(excluded_conn).transpose()
     }
 }
@@ -345,7 +348,10 @@ async fn publish(
     event: &EventBody<'_>,
     channels: &[String],
 ) -> Result<Value, ApiError> {
-    let exclude = event.check(pusher)?.and_then(std::num::NonZeroU64::new);
+    let max_depth = shard.shared.config.limits.max_json_depth;
+    let exclude = event
+        .check(pusher, max_depth)?
+        .and_then(std::num::NonZeroU64::new);
     let data = Bytes::copy_from_slice(event.data.get().as_bytes());
     let name = Arc::new(event.name.clone());
     for channel in channels {

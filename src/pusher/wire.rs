@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::names::{Kind, is_valid_channel, is_valid_event};
+use crate::protocol::json::shallow;
 use crate::ws::encode::{FrameBuf, text_payload};
 
 /// A client event, decoded and checked for shape.
@@ -142,8 +143,11 @@ fn object_data<'a, T: Deserialize<'a>>(
     serde_json::from_str::<T>(raw.get()).map_err(|e| bad(format!("invalid `data` of {event}: {e}")))
 }
 
-/// Decode one client text message.
-pub(crate) fn decode(text: &str) -> Result<ClientEvent<'_>, WireError> {
+/// Decode one client text message. A client event's `data` may nest at
+/// most `max_depth` arrays and objects (`limits.max_json_depth`), as a
+/// native frame's `data`: it is stored in the room's history and handed
+/// to every member.
+pub(crate) fn decode(text: &str, max_depth: usize) -> Result<ClientEvent<'_>, WireError> {
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
         bad(format!(
             "not a Pusher event (a JSON object with `event`): {e}"
@@ -198,6 +202,9 @@ pub(crate) fn decode(text: &str) -> Result<ClientEvent<'_>, WireError> {
             };
             valid_channel(&channel)?;
             let data = envelope.data.map(|d| d.get());
+            if let Some(data) = data {
+                shallow("data", data.as_bytes(), max_depth).map_err(|r| bad(r.message))?;
+            }
             Ok(ClientEvent::Client {
                 event,
                 channel,
@@ -500,6 +507,9 @@ mod tests {
     use super::*;
     use crate::protocol::encode;
 
+    /// `limits.max_json_depth`'s default.
+    const MAX_DEPTH: usize = 32;
+
     fn json(frame: &Bytes) -> serde_json::Value {
         serde_json::from_slice(&text_payload(frame)).expect("valid JSON")
     }
@@ -507,12 +517,10 @@ mod tests {
     #[test]
     fn decodes_what_pusher_js_sends() {
         assert_eq!(
-            decode(r#"{"event":"pusher:ping","data":{}}"#),
+            decode(r#"{"event":"pusher:ping","data":{}}"#, MAX_DEPTH),
             Ok(ClientEvent::Ping)
         );
-        let sub = decode(
-            r#"{"event":"pusher:subscribe","data":{"auth":"k:s","channel":"presence-a","channel_data":"{\"user_id\":\"1\"}"}}"#,
-        )
+        let sub = decode(r#"{"event":"pusher:subscribe","data":{"auth":"k:s","channel":"presence-a","channel_data":"{\"user_id\":\"1\"}"}}"#, MAX_DEPTH)
         .expect("subscribe");
         assert_eq!(
             sub,
@@ -522,8 +530,11 @@ mod tests {
                 channel_data: Some(r#"{"user_id":"1"}"#.into()),
             }
         );
-        let client = decode(r#"{"event":"client-typing","channel":"private-a","data":{"x":1}}"#)
-            .expect("client event");
+        let client = decode(
+            r#"{"event":"client-typing","channel":"private-a","data":{"x":1}}"#,
+            MAX_DEPTH,
+        )
+        .expect("client event");
         assert!(matches!(
             client,
             ClientEvent::Client {
@@ -546,10 +557,30 @@ mod tests {
             r#"{"event":"client-x","data":{}}"#,
             r#"{"event":"whatever","data":{}}"#,
         ] {
-            let e = decode(bad).expect_err(bad);
+            let e = decode(bad, MAX_DEPTH).expect_err(bad);
             assert_eq!(e.code, codes::GENERIC);
             assert!(!e.message.is_empty());
         }
+    }
+
+    #[test]
+    fn client_event_data_nests_no_deeper_than_the_limit() {
+        let event = |depth: usize| {
+            let data = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            format!(r#"{{"event":"client-x","channel":"private-a","data":{data}}}"#)
+        };
+        assert!(decode(&event(MAX_DEPTH), MAX_DEPTH).is_ok());
+        for depth in [MAX_DEPTH + 1, 30_000] {
+            let e = decode(&event(depth), MAX_DEPTH).expect_err("too deep");
+            assert_eq!(e.code, codes::GENERIC);
+            assert!(e.message.contains("limits.max_json_depth"), "{e}");
+        }
+        // Only client events carry data for others.
+        let deep_ping = format!(
+            r#"{{"event":"pusher:ping","data":{{"x":{}}}}}"#,
+            "[".repeat(40) + &"]".repeat(40)
+        );
+        assert_eq!(decode(&deep_ping, MAX_DEPTH), Ok(ClientEvent::Ping));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! joiner catches up with.
 //!
 //! **Invariant:** at most `max_len` entries and at most `max_bytes` bytes of
-//! frames, except that the newest entry is always kept (a single message
-//! larger than the byte bound); seqs increase from front to back.
+//! frames, except that [`HistoryRing::push`] always keeps the newest entry
+//! (a single message larger than the byte bound); [`HistoryRing::pop_oldest`]
+//! (an owner over a budget of its own) may take every entry; seqs increase
+//! from front to back.
 
 use std::collections::VecDeque;
 
@@ -108,9 +110,15 @@ impl<M> HistoryRing<M> {
     }
 
     /// Bytes of frames kept.
-    #[cfg(test)]
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Drop the oldest entry; the bytes it held, if there was one.
+    pub(crate) fn pop_oldest(&mut self) -> Option<usize> {
+        let old = self.entries.pop_front()?;
+        self.bytes -= old.frame.len();
+        Some(old.frame.len())
     }
 
     /// Forget everything.
@@ -118,6 +126,36 @@ impl<M> HistoryRing<M> {
         self.entries.clear();
         self.bytes = 0;
     }
+}
+
+/// Free bytes from several rings sharing one budget: the oldest message of
+/// the largest ring first, until `total` (their bytes together) is at most
+/// `target`. `rings` lists (bytes, key) of the rings that hold any;
+/// `pop_oldest(key)` drops the oldest message of that ring and says (bytes
+/// freed, bytes left), or `None` if it held none. Returns the new total and
+/// how many messages were dropped. O(rings + dropped × log rings).
+pub(crate) fn trim_largest_first<K: Ord>(
+    rings: impl Iterator<Item = (usize, K)>,
+    mut total: usize,
+    target: usize,
+    mut pop_oldest: impl FnMut(&K) -> Option<(usize, usize)>,
+) -> (usize, u64) {
+    let mut largest: std::collections::BinaryHeap<(usize, K)> = rings.collect();
+    let mut dropped = 0;
+    while total > target {
+        let Some((_, key)) = largest.pop() else {
+            break;
+        };
+        let Some((freed, left)) = pop_oldest(&key) else {
+            continue;
+        };
+        total -= freed;
+        dropped += 1;
+        if left > 0 {
+            largest.push((left, key));
+        }
+    }
+    (total, dropped)
 }
 
 #[cfg(test)]
@@ -149,6 +187,45 @@ mod tests {
         ring.push(9, frame(500), ());
         assert_eq!(seqs(ring.last(10)), vec![9]);
         assert_eq!(ring.bytes(), 500);
+    }
+
+    #[test]
+    fn pop_oldest_gives_back_its_bytes_and_keeps_order() {
+        let mut ring = HistoryRing::new(10, 1000);
+        for seq in 1..=3 {
+            ring.push(seq, frame(seq as usize * 10), ());
+        }
+        assert_eq!(ring.pop_oldest(), Some(10));
+        assert_eq!((ring.bytes(), ring.oldest()), (50, Some(2)));
+        assert!(!ring.covers(0, 3), "seq 1 is gone");
+        assert_eq!(ring.pop_oldest(), Some(20));
+        assert_eq!(ring.pop_oldest(), Some(30));
+        assert_eq!(ring.pop_oldest(), None);
+        assert!(ring.is_empty() && ring.bytes() == 0);
+    }
+
+    #[test]
+    fn trimming_takes_from_the_largest_ring_first() {
+        let mut rings: Vec<HistoryRing> = (0..3).map(|_| HistoryRing::new(100, 1 << 20)).collect();
+        for (i, ring) in rings.iter_mut().enumerate() {
+            for seq in 1..=5 {
+                ring.push(seq, frame(10 * (i + 1)), ());
+            }
+        }
+        // 50 + 100 + 150 bytes; down to 200: 150 -> 120 -> 90 (now below
+        // the 100-byte ring), 100 -> 80, 90 -> 60.
+        let listed: Vec<(usize, usize)> = rings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.bytes(), i))
+            .collect();
+        let (total, dropped) = trim_largest_first(listed.into_iter(), 300, 200, |i| {
+            let ring = &mut rings[*i];
+            ring.pop_oldest().map(|freed| (freed, ring.bytes()))
+        });
+        assert_eq!((total, dropped), (190, 4));
+        let left: Vec<usize> = rings.iter().map(HistoryRing::bytes).collect();
+        assert_eq!(left, vec![50, 80, 60]);
     }
 
     #[test]

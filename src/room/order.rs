@@ -13,7 +13,16 @@
 //! later seq exactly once and in order, or a `gap` covering exactly the
 //! seqs it cannot have; the order never goes back; everything it holds is
 //! bounded (`catchup_messages` messages and `max_bytes` bytes of recent
-//! messages, the same for a repair's waiting messages).
+//! messages, the same for a repair's waiting messages); and a join answered
+//! ahead of the messages heard is admitted within a bounded time even if
+//! those messages never come ([`RoomOrder::overdue`]).
+//!
+//! That last one is the fix of a hang seen after Redis restarts: a join
+//! answered with `seq` S waited for message S, which Redis had lost with
+//! its stream (or this node missed and could not repair), and was admitted
+//! only if someone published again. Its connection got no `join` reply.
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -75,12 +84,13 @@ pub(crate) enum CatchUp {
     },
 }
 
-/// A join answered with `at`, waiting for message `at`.
+/// A join answered with `at`, waiting for message `at` since `since`.
 #[derive(Debug)]
 struct Pending<A> {
     at: u64,
     conn: u64,
     admission: A,
+    since: Instant,
 }
 
 /// A hole being filled: the messages that came after it wait here.
@@ -89,6 +99,9 @@ struct Repair {
     id: u64,
     waiting: Vec<(u64, Bytes, Option<u64>)>,
     waiting_bytes: usize,
+    /// Read after joins answered up to this seq ran in Redis: whatever the
+    /// stream lacks up to it is gone (unless it waits here).
+    through: Option<u64>,
 }
 
 /// The bounds of one room's order.
@@ -142,6 +155,18 @@ impl<A> RoomOrder<A> {
         self.delivered
     }
 
+    /// Bytes of the recent messages kept to catch up late joiners.
+    pub(crate) fn recent_bytes(&self) -> usize {
+        self.recent.bytes()
+    }
+
+    /// Forget the oldest recent message (the node is over its history
+    /// budget); the bytes freed, if there was one. A member admitted later
+    /// gets a `gap` for it.
+    pub(crate) fn forget_oldest_recent(&mut self) -> Option<usize> {
+        self.recent.pop_oldest()
+    }
+
     /// Whether no join waits for its message.
     pub(crate) fn nothing_pending(&self) -> bool {
         self.pending.is_empty()
@@ -186,6 +211,7 @@ impl<A> RoomOrder<A> {
                     id,
                     waiting_bytes: frame.len(),
                     waiting: vec![(seq, frame, skip)],
+                    through: None,
                 });
             }
             _ => self.deliver(seq, frame, skip, steps),
@@ -193,28 +219,124 @@ impl<A> RoomOrder<A> {
     }
 
     /// The answer to repair `id`: the stream's messages (seq, frame) after
-    /// the hole, oldest first.
+    /// the hole, oldest first (at most `limits.messages`: the read's
+    /// `COUNT`).
     pub(crate) fn repaired(&mut self, id: u64, found: Vec<(u64, Bytes)>, steps: &mut Vec<Step<A>>) {
         if self.repair.as_ref().is_none_or(|r| r.id != id) {
             return; // an answer for a repair given up or replaced
         }
-        let waiting = self.repair.take().map(|r| r.waiting).unwrap_or_default();
+        let Some(repair) = self.repair.take() else {
+            return;
+        };
+        // A full read may have left messages in the stream: nothing is
+        // known lost then (the next overdue check reads on).
+        let through = repair
+            .through
+            .filter(|_| found.len() < self.limits.messages.max(1));
         for (seq, frame) in found {
             self.deliver_if_new(seq, frame, None, steps);
         }
-        for (seq, frame, skip) in waiting {
+        if let Some(through) = through {
+            let first_waiting = repair.waiting.iter().map(|(seq, ..)| *seq).min();
+            let before_waiting =
+                first_waiting.map_or(through, |w| through.min(w.saturating_sub(1)));
+            self.lost_through(before_waiting, steps);
+        }
+        for (seq, frame, skip) in repair.waiting {
             self.deliver_if_new(seq, frame, skip, steps);
+        }
+        if let Some(through) = through {
+            self.lost_through(through, steps);
         }
     }
 
-    /// A join of `conn` was answered with `at` (the room's seq when it ran):
-    /// it is admitted right after message `at`.
-    pub(crate) fn answered(&mut self, at: u64, conn: u64, admission: A, steps: &mut Vec<Step<A>>) {
+    /// Joins have waited at least `wait` (since `now`) for messages that did
+    /// not come: read the stream for them (a repair that knows they exist),
+    /// or, with no command connection (`ids` is `None`), say `gap` for them
+    /// and admit the joins now.
+    pub(crate) fn overdue(
+        &mut self,
+        now: Instant,
+        wait: Duration,
+        ids: Option<&mut RepairIds>,
+        steps: &mut Vec<Step<A>>,
+    ) {
+        let late = self
+            .pending
+            .iter()
+            .filter(|p| now.saturating_duration_since(p.since) >= wait)
+            .map(|p| p.at)
+            .max();
+        let Some(through) = late else {
+            return;
+        };
+        match (ids, &self.repair) {
+            // A repair is on its way. It may have read the stream before
+            // these joins ran, so it proves nothing about their messages:
+            // the next check, after it, reads again.
+            (_, Some(_)) => {}
+            (Some(ids), None) => {
+                let id = ids.next();
+                steps.push(Step::Fetch {
+                    id,
+                    after: self.delivered.unwrap_or(0),
+                    below: None,
+                });
+                self.repair = Some(Repair {
+                    id,
+                    waiting: Vec::new(),
+                    waiting_bytes: 0,
+                    through: Some(through),
+                });
+            }
+            (None, None) => self.lost_through(through, steps),
+        }
+    }
+
+    /// Messages up to `through` will not come: say `gap` for those not
+    /// delivered, and admit the joins that waited for them.
+    fn lost_through(&mut self, through: u64, steps: &mut Vec<Step<A>>) {
+        let Some(last) = self.delivered else {
+            return;
+        };
+        if through <= last {
+            return;
+        }
+        steps.push(Step::Gap {
+            from: last + 1,
+            to: through,
+        });
+        self.delivered = Some(through);
+        self.admit_due(through, steps);
+    }
+
+    /// Admit the joins waiting for a message up to `seq`.
+    fn admit_due(&mut self, seq: u64, steps: &mut Vec<Step<A>>) {
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.at <= seq);
+        self.pending = rest;
+        for p in due {
+            self.admit(p.at, p.conn, p.admission, steps);
+        }
+    }
+
+    /// A join of `conn` was answered with `at` (the room's seq when it ran)
+    /// at `now`: it is admitted right after message `at`.
+    pub(crate) fn answered(
+        &mut self,
+        at: u64,
+        conn: u64,
+        admission: A,
+        now: Instant,
+        steps: &mut Vec<Step<A>>,
+    ) {
         match self.delivered {
             Some(last) if last < at => self.pending.push(Pending {
                 at,
                 conn,
                 admission,
+                since: now,
             }),
             Some(_) => self.admit(at, conn, admission, steps),
             None => {
@@ -274,6 +396,7 @@ impl<A> RoomOrder<A> {
             id,
             waiting: Vec::new(),
             waiting_bytes: 0,
+            through: None,
         });
     }
 
@@ -303,13 +426,7 @@ impl<A> RoomOrder<A> {
         self.delivered = Some(seq);
         self.recent.push(seq, frame.clone(), skip);
         steps.push(Step::Deliver { seq, frame, skip });
-        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| p.at <= seq);
-        self.pending = rest;
-        for p in due {
-            self.admit(p.at, p.conn, p.admission, steps);
-        }
+        self.admit_due(seq, steps);
     }
 
     /// Admit `conn`, answered at `at`, with what came after `at`: the

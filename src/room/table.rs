@@ -6,6 +6,13 @@
 //! does no I/O: each op goes in with the time, and what must be sent comes
 //! out as [`Delivery`]s in an [`Outbox`] (API answers go to their channel).
 //!
+//! Rooms are made through the broker's [`RoomIndex`], which counts them
+//! against their creator's quotas (per user, per connection), `max_rooms`
+//! and the memory budget; a room that goes gives its creator's quota back.
+//! The table keeps its share of `limits.max_history_bytes_total` (the total
+//! divided by the shards): past it, the oldest messages of its largest
+//! rooms go first ([`RoomTable::trim_history`]).
+//!
 //! **Architecture Invariants:**
 //!
 //! * Only the request pump of a room's home shard applies ops to the room,
@@ -14,6 +21,9 @@
 //! * A room's [`ShardCounts`] hold exactly its members' shards, so a
 //!   message reaches every member's shard once and no other.
 //! * Once sealed (drain) the table sequences nothing more.
+//! * `history_bytes` is the sum of its rooms' history bytes, and is at most
+//!   its share of the history budget after every op (one message larger
+//!   than the share is kept alone until the next).
 //!
 //! About 550 lines: every op on a room is here, since each one checks and
 //! updates the same state (members, caps, seq, history, expiry); the tests
@@ -36,12 +46,13 @@ use crate::delivery::{
 use crate::epoch::{Epoch, Resume};
 use crate::error::Refusal;
 use crate::index::{RoomIndex, RoomMeta};
+use crate::limits::HISTORY_TRIM_TO_EIGHTHS;
 use crate::observe::RoomChange;
-use crate::op::{Join, Op, Origin, Publish};
+use crate::op::{Creator, Join, Op, Origin, Publish};
 use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::decode::RoomOptions;
 use crate::protocol::encode::{self, PresenceKind};
-use crate::room::history::HistoryRing;
+use crate::room::history::{HistoryRing, trim_largest_first};
 use crate::room::namespaces::{Namespaces, NsId, RoomSettings};
 use crate::ws::encode::text_payload;
 
@@ -113,6 +124,8 @@ struct Settings {
     room: RoomConfig,
     namespaces: Namespaces,
     max_presence_list: usize,
+    /// This home's share of `limits.max_history_bytes_total`.
+    history_share: usize,
 }
 
 /// The rooms homed on one shard.
@@ -123,23 +136,42 @@ pub(crate) struct RoomTable {
     expiring: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     sealed: bool,
     published: u64,
+    /// Bytes of history of the rooms homed here.
+    history_bytes: usize,
+    /// Messages dropped from history for the history budget.
+    trimmed: u64,
 }
 
 impl RoomTable {
     /// The table of home shard `home` under `config`.
     pub(crate) fn new(home: usize, config: &Config) -> Self {
+        let shards = config.server.shards.max(1) as u64;
+        let share = config.limits.max_history_bytes_total / shards;
         RoomTable {
             settings: Settings {
                 home,
                 room: config.room.clone(),
                 namespaces: Namespaces::new(config),
                 max_presence_list: config.limits.max_presence_list,
+                history_share: usize::try_from(share).unwrap_or(usize::MAX),
             },
             rooms: HashMap::new(),
             expiring: BinaryHeap::new(),
             sealed: false,
             published: 0,
+            history_bytes: 0,
+            trimmed: 0,
         }
+    }
+
+    /// Bytes of history kept by the rooms homed here.
+    pub(crate) fn history_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
+    /// Messages dropped from history for the history budget so far.
+    pub(crate) fn history_trimmed(&self) -> u64 {
+        self.trimmed
     }
 
     /// Rooms homed here.
@@ -186,9 +218,10 @@ impl RoomTable {
             Op::Create {
                 room,
                 options,
+                creator,
                 reply,
             } => {
-                let result = self.create(index, &room, &options, now);
+                let result = self.create(index, &room, &options, creator, now);
                 out.settle(reply, result, |()| Ack::Room(room));
             }
             Op::Delete { room, reply } => {
@@ -209,13 +242,14 @@ impl RoomTable {
     }
 
     /// `create`: make `room` with `options`, as far as its namespace
-    /// allows (a create may only tighten the namespace's options). It lives
-    /// until deleted.
+    /// allows (a create may only tighten the namespace's options), counted
+    /// against `creator`'s quotas (`None`: the API). It lives until deleted.
     fn create(
         &mut self,
         index: &RoomIndex,
         room: &Arc<str>,
         options: &RoomOptions,
+        creator: Option<Creator>,
         now: Now,
     ) -> Result<(), Refusal> {
         if self.rooms.contains_key(room) {
@@ -224,19 +258,19 @@ impl RoomTable {
         let namespaces = &self.settings.namespaces;
         let ns = namespaces.find(room);
         let settings = namespaces.created_settings(ns, room, options)?;
-        self.make(index, room, ns, settings, true, now)
+        self.make(index, room, (ns, settings), true, creator, now)
     }
 
-    /// Make `room` in namespace `ns` with `settings`. `explicit` rooms live
-    /// until deleted; others expire `room.empty_ttl_ms` after their last
-    /// member leaves.
+    /// Make `room` in namespace `ns` with `settings`, made by `creator`
+    /// (`None`: the API). `explicit` rooms live until deleted; others
+    /// expire `room.empty_ttl_ms` after their last member leaves.
     fn make(
         &mut self,
         index: &RoomIndex,
         room: &Arc<str>,
-        ns: NsId,
-        settings: RoomSettings,
+        (ns, settings): (NsId, RoomSettings),
         explicit: bool,
+        creator: Option<Creator>,
         now: Now,
     ) -> Result<(), Refusal> {
         let s = &self.settings;
@@ -249,6 +283,7 @@ impl RoomTable {
             members: AtomicU32::new(0),
             users: AtomicU32::new(0),
             seq: AtomicU64::new(0),
+            creator,
         });
         index.insert(room.clone(), meta.clone())?;
         let mut home = Room {
@@ -295,7 +330,8 @@ impl RoomTable {
             if settings.private && !join.may_join_private {
                 return Err(Refusal::private_room(room));
             }
-            self.make(index, room, ns, settings, false, now)?;
+            let creator = Some(join.creator());
+            self.make(index, room, (ns, settings), false, creator, now)?;
         }
         let s = &self.settings;
         let Some(home) = self.rooms.get_mut(room) else {
@@ -497,7 +533,9 @@ impl RoomTable {
             message.data,
             message.event,
         );
+        let before = home.history.bytes();
         home.history.push(seq, frame.clone(), ());
+        self.history_bytes = self.history_bytes - before + home.history.bytes();
         home.meta.seq.store(seq, Ordering::Relaxed);
         out.fan_out(
             home.shards.shards(),
@@ -508,7 +546,38 @@ impl RoomTable {
             now.stamp_us,
         );
         self.published += 1;
+        if self.history_bytes > self.settings.history_share {
+            self.trim_history();
+        }
         Ok(seq)
+    }
+
+    /// Over the history budget: drop the oldest messages of the largest
+    /// rooms (by bytes of history) until the share is
+    /// [`HISTORY_TRIM_TO_EIGHTHS`]/8 full, so one pass serves many
+    /// publishes. O(rooms with history + messages dropped × log rooms).
+    fn trim_history(&mut self) {
+        let target = self.settings.history_share / 8 * HISTORY_TRIM_TO_EIGHTHS;
+        let rooms = &mut self.rooms;
+        let listed: Vec<(usize, Arc<str>)> = rooms
+            .iter()
+            .filter(|(_, home)| home.history.bytes() > 0)
+            .map(|(name, home)| (home.history.bytes(), name.clone()))
+            .collect();
+        let (total, dropped) =
+            trim_largest_first(listed.into_iter(), self.history_bytes, target, |name| {
+                let history = &mut rooms.get_mut(name)?.history;
+                history.pop_oldest().map(|freed| (freed, history.bytes()))
+            });
+        self.history_bytes = total;
+        self.trimmed += dropped;
+    }
+
+    /// `room` is gone from the table: forget its history bytes, and free
+    /// its name and its creator's quota in the index.
+    fn forget(&mut self, index: &RoomIndex, room: &str, home: &Room) {
+        self.history_bytes -= home.history.bytes();
+        index.remove(room);
     }
 
     fn members(&self, origin: Origin, room: &Arc<str>) -> Result<Box<MemberList>, Refusal> {
@@ -571,7 +640,7 @@ impl RoomTable {
         let Some(home) = self.rooms.remove(room) else {
             return Err(Refusal::room_not_found(room));
         };
-        index.remove(room);
+        self.forget(index, room, &home);
         if !home.members.is_empty() {
             out.observe(room, RoomChange::Vacated);
         }
@@ -615,8 +684,9 @@ impl RoomTable {
             }
             match home.empty_since {
                 Some(since) if since + ttl <= now => {
-                    self.rooms.remove(&room);
-                    index.remove(&room);
+                    if let Some(home) = self.rooms.remove(&room) {
+                        self.forget(index, &room, &home);
+                    }
                 }
                 // Emptied again since it was scheduled: wait its full ttl.
                 Some(_) => schedule(&mut self.expiring, ttl, &room, home),

@@ -70,6 +70,7 @@ fn create(room: &str, options: RoomOptions) -> (Op, oneshot::Receiver<Result<(),
     let op = Op::Create {
         room: Arc::from(room),
         options,
+        creator: None,
         reply: Reply::Api(tx),
     };
     (op, rx)

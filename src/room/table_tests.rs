@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::delivery::Ack;
+use crate::index::CreationCaps;
 use crate::observe::RoomChange;
 use crate::op::Reply;
 use crate::ws::encode::text_payload;
@@ -165,6 +166,7 @@ fn a_private_room_needs_a_grant() {
     let create = Op::Create {
         room: Arc::from("p"),
         options,
+        creator: None,
         reply: Reply::Api(tx),
     };
     apply(&mut table, &index, create, t0);
@@ -306,6 +308,7 @@ fn empty_auto_created_rooms_expire_and_explicit_ones_stay() {
     let create = Op::Create {
         room: Arc::from("kept"),
         options: RoomOptions::default(),
+        creator: None,
         reply: Reply::Api(tx),
     };
     apply(&mut table, &index, create, t0);
@@ -319,6 +322,116 @@ fn empty_auto_created_rooms_expire_and_explicit_ones_stay() {
     table.expire(&index, t0 + Duration::from_millis(1_000));
     assert!(!index.contains("auto") && index.contains("kept"));
     assert_eq!(table.len(), 1);
+}
+
+#[test]
+fn rooms_made_count_against_their_creator_until_they_go() {
+    let caps = CreationCaps {
+        per_user: 0,
+        per_conn: 2,
+    };
+    let (index, t0) = (RoomIndex::with_caps(100, caps), Instant::now());
+    let mut table = RoomTable::new(0, &config(|_| {}));
+    for room in ["a", "b"] {
+        let out = apply(&mut table, &index, join(3, room, None), t0);
+        assert!(
+            matches!(&out[..], [(_, Delivery::Joined { .. })]),
+            "{out:?}"
+        );
+    }
+    let refused = apply(&mut table, &index, join(3, "c", Some(9)), t0);
+    assert!(
+        matches!(&refused[..], [(_, Delivery::JoinRefused { refusal, id: Some(9), .. })]
+            if refusal.code == crate::error::ErrorCode::TooManyRoomsCreated),
+        "{refused:?}"
+    );
+    // `create` counts too; joining a room someone else made does not.
+    let (tx, rx) = oneshot::channel();
+    let create = Op::Create {
+        room: Arc::from("d"),
+        options: RoomOptions::default(),
+        creator: Some(Creator {
+            user: Arc::from("u3"),
+            conn: 3,
+        }),
+        reply: Reply::Api(tx),
+    };
+    apply(&mut table, &index, create, t0);
+    let refusal = rx.blocking_recv().ok().and_then(Result::err);
+    assert_eq!(
+        refusal.map(|r| r.code),
+        Some(crate::error::ErrorCode::TooManyRoomsCreated)
+    );
+    apply(&mut table, &index, join(4, "e", None), t0);
+    let out = apply(&mut table, &index, join(3, "e", None), t0);
+    assert!(
+        matches!(&out[..], [(_, Delivery::Joined { .. }), ..]),
+        "{out:?}"
+    );
+    // Room "a" empties and expires: conn 3 may make another.
+    let leave = Op::Leave {
+        origin: Origin { conn: 3, id: None },
+        room: Arc::from("a"),
+    };
+    apply(&mut table, &index, leave, t0);
+    assert_eq!(index.created_by_conn(3), 2, "an empty room still counts");
+    table.expire(&index, t0 + Duration::from_millis(1_000));
+    assert_eq!(index.created_by_conn(3), 1);
+    let out = apply(&mut table, &index, join(3, "c", None), t0);
+    assert!(
+        matches!(&out[..], [(_, Delivery::Joined { .. })]),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn over_the_history_budget_the_largest_rooms_lose_their_oldest_first() {
+    let index = RoomIndex::new(100);
+    let t0 = Instant::now();
+    let mut table = RoomTable::new(
+        0,
+        &config(|c| c.limits.max_history_bytes_total = (SHARDS * 10_000) as u64),
+    );
+    for (conn, room) in [(1, "big"), (2, "small")] {
+        apply(&mut table, &index, join(conn, room, None), t0);
+    }
+    let send = |table: &mut RoomTable, conn: u64, room: &str, size: usize| {
+        let op = Op::Publish(Publish {
+            room: Arc::from(room),
+            from: Arc::from("u"),
+            data: Bytes::from(vec![b'1'; size]),
+            event: None,
+            exclude: None,
+            privileged: false,
+            reply: Reply::Conn(Origin { conn, id: None }),
+        });
+        apply(table, &index, op, t0);
+    };
+    for _ in 0..5 {
+        send(&mut table, 2, "small", 100);
+    }
+    let small = table.rooms["small"].history.bytes();
+    for _ in 0..40 {
+        send(&mut table, 1, "big", 1_000);
+        assert!(table.history_bytes() <= 10_000, "{}", table.history_bytes());
+    }
+    assert!(table.history_trimmed() > 0);
+    assert_eq!(
+        table.rooms["small"].history.bytes(),
+        small,
+        "the small room keeps its history"
+    );
+    let big = &table.rooms["big"].history;
+    assert_eq!(big.newest(), Some(40), "the newest message is kept");
+    assert!(big.oldest() > Some(1), "the oldest went first");
+    // A room that goes takes its bytes with it.
+    let (tx, _rx) = oneshot::channel();
+    let delete = Op::Delete {
+        room: Arc::from("big"),
+        reply: tx,
+    };
+    apply(&mut table, &index, delete, t0);
+    assert_eq!(table.history_bytes(), small);
 }
 
 #[test]
@@ -519,8 +632,11 @@ proptest! {
     /// room exceeds its cap.
     #[test]
     fn members_see_gap_free_seqs_and_caps_hold(actions in prop::collection::vec(action(), 1..200)) {
-        let index = RoomIndex::new(100);
-        let mut table = RoomTable::new(0, &config(|_| {}));
+        let index = RoomIndex::with_caps(100, CreationCaps { per_user: 3, per_conn: 2 });
+        let share = 400;
+        let mut table = RoomTable::new(0, &config(|c| {
+            c.limits.max_history_bytes_total = (SHARDS * share) as u64;
+        }));
         let mut clock = Instant::now();
         // (conn, room) -> next seq it must see; the shards' view of members.
         let mut members: HashMap<(u64, Arc<str>), u64> = HashMap::new();
@@ -534,7 +650,7 @@ proptest! {
                 Action::Create { room, max } => {
                     let (tx, _rx) = oneshot::channel();
                     let options = RoomOptions { max_members: Some(max), ..RoomOptions::default() };
-                    Op::Create { room: name(room), options, reply: Reply::Api(tx) }
+                    Op::Create { room: name(room), options, creator: None, reply: Reply::Api(tx) }
                 }
                 Action::Delete { room } => {
                     let (tx, _rx) = oneshot::channel();
@@ -589,6 +705,22 @@ proptest! {
                 prop_assert!(n <= caps.get(room).copied().unwrap_or(u32::MAX), "{} over its cap", room);
             }
             prop_assert_eq!(index.len() as usize, table.len());
+            // Quotas count exactly the rooms that exist, by their creators.
+            let mut made: HashMap<Arc<str>, u32> = HashMap::new();
+            for (_, meta) in index.snapshot(1000) {
+                if let Some(creator) = &meta.creator {
+                    *made.entry(creator.user.clone()).or_default() += 1;
+                    prop_assert!(index.created_by_conn(creator.conn) <= 2);
+                }
+            }
+            for (user, n) in &made {
+                prop_assert_eq!(index.created_by_user(user), *n);
+                prop_assert!(*n <= 3, "{} made {} rooms", user, n);
+            }
+            // The history budget: the sum is right and within the share.
+            let sum: usize = table.rooms.values().map(|r| r.history.bytes()).sum();
+            prop_assert_eq!(sum, table.history_bytes());
+            prop_assert!(table.history_bytes() <= share, "{} bytes of history", sum);
         }
         let rooms: HashSet<&Arc<str>> = members.keys().map(|(_, r)| r).collect();
         for room in rooms {

@@ -67,6 +67,10 @@ pub(crate) struct ShardStats {
     pub(crate) slow_consumer_closes_total: u64,
     /// Room messages sequenced here.
     pub(crate) published_total: u64,
+    /// Bytes of history of the rooms homed here.
+    pub(crate) history_bytes: usize,
+    /// Messages dropped from that history for the history budget.
+    pub(crate) history_trimmed_total: u64,
     /// Requests waiting in the inbox.
     pub(crate) request_inbox: usize,
     /// Deliveries waiting in the inbox.
@@ -244,6 +248,8 @@ impl Shard {
             dropped_total: dropped + self.counters.dropped_closed.get(),
             slow_consumer_closes_total: self.counters.slow_consumer_closes.get(),
             published_total: homes.published(),
+            history_bytes: homes.history_bytes(),
+            history_trimmed_total: homes.history_trimmed(),
             request_inbox: self.link().requests.len(),
             delivery_inbox: self.link().deliveries.len(),
             counters: self.counters.snapshot(),
@@ -298,6 +304,10 @@ async fn run(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener)
     tokio::task::spawn_local(shard.clone().delivery_pump());
     tokio::task::spawn_local(shard.clone().orphan_janitor());
     tokio::task::spawn_local(shard.clone().room_sweeper());
+    if index == 0 {
+        tokio::task::spawn_local(crate::memory::watch(shared.memory.clone()));
+    }
+    tokio::task::spawn_local(crate::memory::give_back_while_over(shared.memory.clone()));
     let _ = shutdown.wait_for(|draining| *draining).await;
     // The listener stays open while draining: /readyz answers 503 to load
     // balancers and upgrades are refused with 503 `server_full`.

@@ -1,10 +1,24 @@
 //! The outbound queue of one connection, and its overflow policy.
 //!
 //! Pure: no I/O, no clock. The connection's writer takes batches from it;
-//! fan-out pushes into it. **Invariant:** the queue never holds more than
-//! `max_frames` frames or `max_bytes` bytes, except one frame of any size
-//! when it is empty (a `join` ack with a long history), and the close frame
-//! that ends a connection.
+//! fan-out pushes into it.
+//!
+//! Two kinds of frames share it. **Traffic** (room messages, presence,
+//! direct messages, notifications, the server's heartbeat ping) comes from
+//! others: when it does not fit, the room's overflow policy decides (4000
+//! or drop): that is what makes a slow consumer. **Replies** answer the
+//! connection's own frames (`ack`, `error`, `pong`, WebSocket pongs, join
+//! acks and their catch-up): they are always queued, and the reader stops
+//! reading the client while replies fill the queue's bounds
+//! ([`OutQueue::replies_full`]), so a client that sends a burst and reads
+//! gets every answer instead of a 4000.
+//!
+//! **Invariant:** traffic never takes more than `max_frames` frames or
+//! `max_bytes` bytes, except one frame of any size when no traffic is
+//! queued; replies take at most the same bounds plus the replies to the
+//! connection's operations still in flight when the reader stopped (at most
+//! the shard inboxes' capacity); and the close frame that ends a
+//! connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,7 +85,12 @@ impl GapStyle {
 pub struct OutQueue {
     frames: VecDeque<Queued>,
     bytes: usize,
-    max_frames: usize,
+    /// Of `frames` and `bytes`, the replies (saturating). These two and
+    /// `max_frames` are `u32` so that the queue stays 96 bytes (a fan-out
+    /// touches a thousand of them per message).
+    reply_frames: u32,
+    reply_bytes: u32,
+    max_frames: u32,
     max_bytes: usize,
     gaps: Vec<PendingGap>,
     closing: bool,
@@ -86,7 +105,9 @@ impl OutQueue {
             frames: VecDeque::new(),
             gap_style: GapStyle::Native,
             bytes: 0,
-            max_frames,
+            reply_frames: 0,
+            reply_bytes: 0,
+            max_frames: u32::try_from(max_frames).unwrap_or(u32::MAX),
             max_bytes,
             gaps: Vec::new(),
             closing: false,
@@ -125,9 +146,20 @@ impl OutQueue {
         self.closing
     }
 
+    /// Whether `extra_frames` of traffic totalling `extra_bytes` fit beside
+    /// the traffic queued (replies do not count).
     fn fits(&self, extra_frames: usize, extra_bytes: usize) -> bool {
-        self.frames.len() + extra_frames <= self.max_frames
-            && (self.frames.is_empty() || self.bytes + extra_bytes <= self.max_bytes)
+        let frames = self.frames.len() - self.reply_frames as usize;
+        let bytes = self.bytes - self.reply_bytes as usize;
+        frames + extra_frames <= self.max_frames as usize
+            && (frames == 0 || bytes + extra_bytes <= self.max_bytes)
+    }
+
+    /// Whether replies fill the queue's bounds: the reader stops reading
+    /// the client until the writer has taken them.
+    pub fn replies_full(&self) -> bool {
+        self.reply_frames >= self.max_frames
+            || self.reply_bytes as usize >= self.max_bytes.min(u32::MAX as usize)
     }
 
     fn enqueue(&mut self, frame: Bytes, stamp_us: u64) {
@@ -135,8 +167,23 @@ impl OutQueue {
         self.frames.push_back((frame, stamp_us));
     }
 
-    /// Push a frame that is not a room message (ack, error, direct, ...).
-    /// Such a frame that does not fit means the client is too slow.
+    /// Push a reply to the connection's own frame (`ack`, `error`, `pong`,
+    /// ...): always queued while the connection is open.
+    pub fn push_reply(&mut self, frame: Bytes) -> Pushed {
+        if self.closing {
+            return Pushed::Closed;
+        }
+        let wake = self.frames.is_empty();
+        self.reply_frames = self.reply_frames.saturating_add(1);
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        self.reply_bytes = self.reply_bytes.saturating_add(len);
+        self.enqueue(frame, 0);
+        Pushed::Queued { wake }
+    }
+
+    /// Push traffic that is not a room message (presence, `direct`,
+    /// `room_closed`, ...). Such a frame that does not fit means the client
+    /// is too slow.
     pub fn push_control(&mut self, frame: Bytes) -> Pushed {
         if self.closing {
             return Pushed::Closed;
@@ -228,6 +275,8 @@ impl OutQueue {
         debug_assert!(inflight.is_empty());
         std::mem::swap(&mut self.frames, inflight);
         self.bytes = 0;
+        self.reply_frames = 0;
+        self.reply_bytes = 0;
         debug_assert!(self.frames.is_empty());
     }
 
@@ -241,6 +290,8 @@ impl OutQueue {
         if discard {
             self.frames.clear();
             self.bytes = 0;
+            self.reply_frames = 0;
+            self.reply_bytes = 0;
         }
         self.gaps.clear();
         self.enqueue(frame, 0);
@@ -268,7 +319,7 @@ mod tests {
     #[test]
     fn a_queue_is_no_larger_for_its_gap_style() {
         // A fan-out touches a thousand queues per message: the protocol's
-        // byte sits in what was padding.
+        // byte sits in what was padding, and the reply counts are u32.
         assert!(std::mem::size_of::<OutQueue>() <= 96);
     }
 
@@ -338,6 +389,37 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[1], m);
         assert!(text_payload(&out[0]).starts_with(b"{\"type\":\"gap\""));
+    }
+
+    #[test]
+    fn replies_never_overflow_and_never_crowd_out_traffic() {
+        let room: Arc<str> = Arc::from("r");
+        let mut q = OutQueue::new(2, 100);
+        for _ in 0..5 {
+            assert!(matches!(q.push_reply(frame(30)), Pushed::Queued { .. }));
+        }
+        assert!(q.replies_full(), "5 replies over a bound of 2 frames");
+        // Traffic still has its own room: two frames, then the policy.
+        let m = frame(10);
+        assert!(matches!(
+            q.push_room(&room, 1, &m, OverflowPolicy::Disconnect, 0),
+            Pushed::Queued { .. }
+        ));
+        assert!(matches!(q.push_control(frame(10)), Pushed::Queued { .. }));
+        assert_eq!(
+            q.push_room(&room, 2, &m, OverflowPolicy::Disconnect, 0),
+            Pushed::Overflow
+        );
+        assert_eq!((q.len(), q.bytes()), (7, 170));
+        // The writer takes everything: the reader may read again.
+        assert_eq!(take(&mut q).len(), 7);
+        assert!(!q.replies_full());
+        // Replies fill the bound in bytes too.
+        assert!(matches!(q.push_reply(frame(100)), Pushed::Queued { .. }));
+        assert!(q.replies_full());
+        assert!(q.close(frame(2), true));
+        assert!(!q.replies_full());
+        assert_eq!(q.push_reply(frame(1)), Pushed::Closed);
     }
 
     #[test]

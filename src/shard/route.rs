@@ -16,9 +16,12 @@
 //! A front door routes on the shard of the connection that asked, so a
 //! refusal is answered here.
 
+use std::time::Duration;
+
 use crate::backend::Backend;
-use crate::delivery::Delivery;
-use crate::op::{Audience, Op, Reply};
+use crate::delivery::{Delivery, Outbox};
+use crate::error::Refusal;
+use crate::op::{Audience, Op};
 use crate::placement::{ShardSet, home_of};
 use crate::schema::admit_publish;
 
@@ -47,14 +50,15 @@ impl Shard {
             counted,
         } = op
         {
-            // Every node delivers to its own connections.
+            // Every node delivers to its own connections. (A backplane that
+            // takes no op in time does not hold up this node's delivery.)
             if let Backend::Remote(remote) = &self.shared.backend {
                 let relay = Op::ToUsers {
                     audience: audience.clone(),
                     frame: frame.clone(),
                     counted: None,
                 };
-                remote.submit(relay).await;
+                let _ = remote.submit_within(relay, self.remote_wait()).await;
             }
             let shards = match &audience {
                 Audience::User(user) => ShardSet::from_bits(self.shared.users.shards(user)),
@@ -70,28 +74,20 @@ impl Shard {
             }
             return;
         }
-        if let Op::Rooms {
-            prefix,
-            limit,
-            reply,
-        } = op
-        {
-            match &self.shared.backend {
-                // The index holds every room of a single node.
-                Backend::Local => {
-                    let _ = reply.send(Ok(self.shared.rooms.counts(&prefix, limit)));
-                }
-                Backend::Remote(remote) => {
-                    let op = Op::Rooms {
-                        prefix,
-                        limit,
-                        reply,
-                    };
-                    remote.submit(op).await;
-                }
+        let op = match op {
+            // The index holds every room of a single node; a cluster's
+            // rooms are listed by the remote sequencer, like any op a
+            // client waits for.
+            Op::Rooms {
+                prefix,
+                limit,
+                reply,
+            } if matches!(self.shared.backend, Backend::Local) => {
+                let _ = reply.send(Ok(self.shared.rooms.counts(&prefix, limit)));
+                return;
             }
-            return;
-        }
+            op => op,
+        };
         match &self.shared.backend {
             Backend::Local => {
                 // A single node relays no user between nodes (WatchUser).
@@ -101,7 +97,31 @@ impl Shard {
                     let _ = self.shared.links[home].requests.send(op).await;
                 }
             }
+            Backend::Remote(remote) if op.client_waits() => {
+                if let Err(op) = remote.submit_within(op, self.remote_wait()).await {
+                    self.refuse_here(op, Refusal::unavailable());
+                }
+            }
             Backend::Remote(remote) => remote.submit(op).await,
+        }
+    }
+
+    /// How long an op a client waits for may wait for room in the remote
+    /// sequencer's queue: `cluster.command_timeout_ms`, the bound on
+    /// anything it waits for from Redis.
+    fn remote_wait(&self) -> Duration {
+        Duration::from_millis(self.shared.config.cluster.command_timeout_ms)
+    }
+
+    /// Answer `op`, from a front door of this shard, with `refusal` here, as
+    /// its back end would have.
+    fn refuse_here(&self, op: Op, refusal: Refusal) {
+        let mut out = Outbox::new(self.shared.shards());
+        out.refuse_op(op, refusal);
+        for (shard, delivery) in out.drain() {
+            // Its connection is on this shard (the front door's).
+            debug_assert_eq!(shard, self.index);
+            self.apply_delivery(delivery);
         }
     }
 
@@ -159,22 +179,8 @@ impl Shard {
         else {
             return Some(op);
         };
-        let Op::Publish(publish) = op else {
-            return None;
-        };
-        match publish.reply {
-            // The asking connection lives on this shard (see the module
-            // docs).
-            Reply::Conn(origin) => self.apply_delivery(Delivery::Answer {
-                conn: origin.conn,
-                id: origin.id,
-                answer: Err(refusal),
-            }),
-            Reply::Api(tx) => {
-                // The API request may have timed out and gone.
-                let _ = tx.send(Err(refusal));
-            }
-        }
+        // The asking connection lives on this shard (see the module docs).
+        self.refuse_here(op, refusal);
         None
     }
 

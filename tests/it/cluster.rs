@@ -11,83 +11,7 @@ use shardcast::{Broker, Config, Overrides};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
-
-/// A `redis-server` of this test's own; killed on drop.
-pub(crate) struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    /// Start one. The tests that call this are ignored where `build.rs`
-    /// found no `redis-server` on `PATH`, and run (and fail here) under CI.
-    pub(crate) fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Redis { child: None, port };
-        redis.spawn();
-        redis
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (not on PATH? .ci/run installs it)");
-        self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kill it (all data is lost: it keeps nothing on disk) and start a
-    /// fresh one on the same port after `down`.
-    fn restart(&mut self, down: Duration) {
-        self.stop();
-        std::thread::sleep(down);
-        self.spawn();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-pub(crate) fn node(redis: &Redis, name: &str) -> TestBroker {
-    let url = redis.url();
-    let name = name.to_string();
-    TestBroker::new().with(move |c| {
-        c.cluster.redis_url = url;
-        c.server.node_id = name;
-        c.cluster.node_ttl_ms = 1_500;
-        c.cluster.command_timeout_ms = 1_000;
-        c.cluster.reconnect_max_backoff_ms = 200;
-        c.auth.default_perms.push(shardcast::perms::Perm::Broadcast);
-    })
-}
+use crate::redis::{Redis, node};
 
 /// Frames of type `kind` until one matches `pred`.
 async fn recv_until(c: &mut Client, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -506,11 +430,21 @@ impl Drop for ChildNode {
 
 /// Start a node as a child process: (the child, its address).
 fn spawn_node(redis: &Redis, id: &str, ttl_ms: u64) -> (ChildNode, std::net::SocketAddr) {
+    let ttl = ttl_ms.to_string();
+    spawn_node_with(redis, id, &[("SHARDCAST_CLUSTER__NODE_TTL_MS", &ttl)])
+}
+
+/// Start a node as a child process with `env`: (the child, its address).
+fn spawn_node_with(
+    redis: &Redis,
+    id: &str,
+    env: &[(&str, &str)],
+) -> (ChildNode, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
         .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
         .args(["--redis", &redis.url()])
         .env("SHARDCAST_SERVER__NODE_ID", id)
-        .env("SHARDCAST_CLUSTER__NODE_TTL_MS", ttl_ms.to_string())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -988,6 +922,172 @@ async fn a_room_redis_lost_comes_back_with_one_new_epoch() {
     assert_eq!(ack["epoch"], json!(new));
     assert_eq!(ack["recovered"], false, "{ack}");
     assert_eq!(ack["seq"], seq);
+}
+
+/// The quotas of rooms made per user and per connection hold for the whole
+/// cluster (counted in Redis), count only rooms that still exist (deleted,
+/// or expired after `room.empty_ttl_ms` empty), and leave the API alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn room_quotas_are_cluster_wide_and_free_up_when_rooms_go() {
+    let redis = Redis::start();
+    let quotas = |c: &mut Config| {
+        c.limits.max_rooms_created_per_user = 3;
+        c.limits.max_rooms_created_per_connection = 2;
+        c.room.empty_ttl_ms = 300;
+    };
+    let a = node(&redis, "node-a").with(quotas).start();
+    let b = node(&redis, "node-b").with(quotas).start();
+    let mut on_a = a.user("maker").await;
+    on_a.join("q1").await;
+    on_a.ok(json!({"type": "create", "room": "q2"})).await;
+    let refused = on_a
+        .err(
+            json!({"type": "join", "room": "q3"}),
+            "too_many_rooms_created",
+        )
+        .await;
+    assert_says(&refused, "max_rooms_created_per_connection");
+    // The same user on the other node: one more, then the user's cap.
+    let mut on_b = b.user("maker").await;
+    on_b.ok(json!({"type": "create", "room": "q3"})).await;
+    let refused = on_b
+        .err(
+            json!({"type": "create", "room": "q4"}),
+            "too_many_rooms_created",
+        )
+        .await;
+    assert_says(&refused, "max_rooms_created_per_user");
+    // Joining rooms others made is free, and so is the API.
+    on_b.join("q1").await;
+    for i in 0..5 {
+        let (status, _) = http(
+            a.addr,
+            "POST",
+            "/api/rooms",
+            &[("Content-Type", "application/json")],
+            Some(&format!(r#"{{"room":"api-{i}"}}"#)),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    // A deleted room stops counting at once.
+    let (status, _) = http(b.addr, "DELETE", "/api/rooms/q3", &[], None).await;
+    assert_eq!(status, 200);
+    on_b.ok(json!({"type": "create", "room": "q4"})).await;
+    // An auto-made room stops counting once it expired empty.
+    on_a.ok(json!({"type": "leave", "room": "q1"})).await;
+    on_b.ok(json!({"type": "leave", "room": "q1"})).await;
+    let started = Instant::now();
+    loop {
+        let reply = on_b.request(json!({"type": "create", "room": "q5"})).await;
+        if reply["type"] == "ack" {
+            break;
+        }
+        assert_eq!(reply["code"], "too_many_rooms_created", "{reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "q1 expired 300 ms after it emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node over its memory budget makes no room (the scripts refuse it with
+/// `over_memory_budget`) and takes no connection, but its members keep
+/// joining rooms that exist; the other node is not affected. Node B (a
+/// child process) goes over its budget holding the catch-up messages of
+/// rooms filled from node A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn a_node_over_its_memory_budget_makes_no_room() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a").start();
+    let (b, b_addr) = spawn_node_with(
+        &redis,
+        "node-b",
+        &[("SHARDCAST_LIMITS__MEMORY_BUDGET_BYTES", "67108864")],
+    );
+    let mut member = Client::connect(&format!("ws://{b_addr}/ws?user=member")).await;
+    member.recv_type("welcome").await;
+    let mut publisher = a.user("publisher").await;
+    let payload = "x".repeat(60_000);
+    let mut rooms = 0;
+    loop {
+        let room = format!("full-{rooms}");
+        let joined = member.request(json!({"type": "join", "room": room})).await;
+        if joined["code"] == "over_memory_budget" {
+            break;
+        }
+        assert_eq!(joined["type"], "ack", "{joined}");
+        publisher.join(&room).await;
+        for _ in 0..20 {
+            let publish =
+                json!({"type": "publish", "room": room, "data": payload, "exclude_self": true});
+            publisher.send(publish).await;
+        }
+        publisher.request(json!({"type": "ping"})).await;
+        while member.recv_type("message").await["seq"] != 20 {}
+        rooms += 1;
+        assert!(rooms < 100, "node b never went over its 64 MiB budget");
+        tokio::time::sleep(Duration::from_millis(300)).await; // a reading
+    }
+    member
+        .err(
+            json!({"type": "create", "room": "new"}),
+            "over_memory_budget",
+        )
+        .await;
+    member.join("full-0").await;
+    let mut other = a.user("other").await;
+    other.join("new").await;
+    match tokio_tungstenite::connect_async(format!("ws://{b_addr}/ws?user=late")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 503)
+        }
+        other => panic!(
+            "node b took a connection over its budget: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    drop(b);
+}
+
+/// A node's catch-up messages (what it keeps of each room to catch up late
+/// joiners) share `limits.max_history_bytes_total`: past it, the oldest of
+/// the largest rooms go first, and a late joiner gets a `gap` for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_redis), ignore = "redis-server not found on PATH")]
+async fn a_nodes_catch_up_messages_stay_within_the_history_budget() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a").start();
+    let b = node(&redis, "node-b")
+        .with(|c| c.limits.max_history_bytes_total = 1 << 20)
+        .start();
+    let mut member = b.user("member").await;
+    let mut publisher = a.user("publisher").await;
+    let payload = "y".repeat(50_000);
+    for r in 0..4 {
+        let room = format!("cu-{r}");
+        member.join(&room).await;
+        publisher.join(&room).await;
+        for _ in 0..10 {
+            let publish =
+                json!({"type": "publish", "room": room, "data": payload, "exclude_self": true});
+            publisher.send(publish).await;
+        }
+        publisher.request(json!({"type": "ping"})).await;
+        while member.recv_type("message").await["seq"] != 10 {}
+    }
+    let (_, metrics) = http_get(b.addr, "/metrics HTTP/1.1").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(value("shardcast_cluster_catchup_bytes") <= (1 << 20) as f64);
+    assert!(value("shardcast_cluster_catchup_trimmed_messages_total") > 0.0);
 }
 
 /// A loopback proxy to `upstream` that holds every chunk a client sends

@@ -8,9 +8,9 @@ use serde_json::json;
 use shardcast::StartError;
 use shardcast::config::{NamespaceConfig, OverflowPolicy};
 
-use crate::cluster::{Redis, node};
 use crate::harness::*;
 use crate::namespaces::{chat_schema, details, namespace, post, token};
+use crate::redis::{Redis, node};
 
 /// Like the README's example: `chat-` with the chat schema, `team-`
 /// private, `news-` for the API only and without events, `game-` made by

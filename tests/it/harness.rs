@@ -46,6 +46,14 @@ impl TestBroker {
         self
     }
 
+    /// Start, expecting a refusal: its message.
+    pub(crate) fn start_err(self) -> String {
+        match Broker::start(self.config) {
+            Ok(_) => panic!("the broker started"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     pub(crate) fn start(self) -> Running {
         self.try_start().expect("broker starts")
     }
@@ -357,6 +365,30 @@ pub(crate) fn raw_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> 
     out
 }
 
+/// Take one whole server frame (not masked) off the front of `buf`:
+/// (opcode, payload), or None if `buf` does not hold a whole frame yet.
+pub(crate) fn take_server_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (hdr, len) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (10, u64::from_be_bytes(b) as usize)
+        }
+        126 | 127 => return None,
+        n => (2, n as usize),
+    };
+    if buf.len() < hdr + len {
+        return None;
+    }
+    let frame = (buf[0] & 0x0F, buf[hdr..hdr + len].to_vec());
+    buf.drain(..hdr + len);
+    Some(frame)
+}
+
 /// Read server frames from a raw connection until a close frame; return its
 /// code (None if the socket closed first).
 pub(crate) async fn raw_close_code(s: &mut TcpStream) -> Option<u16> {
@@ -364,26 +396,10 @@ pub(crate) async fn raw_close_code(s: &mut TcpStream) -> Option<u16> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        // Parse whole frames in buf.
-        while buf.len() >= 2 {
-            let len7 = (buf[1] & 0x7F) as usize;
-            let (hdr, len) = match len7 {
-                126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
-                127 if buf.len() >= 10 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&buf[2..10]);
-                    (10, u64::from_be_bytes(b) as usize)
-                }
-                126 | 127 => break,
-                n => (2, n),
-            };
-            if buf.len() < hdr + len {
-                break;
+        while let Some((opcode, payload)) = take_server_frame(&mut buf) {
+            if opcode == 0x8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             }
-            if buf[0] & 0x0F == 0x8 {
-                return (len >= 2).then(|| u16::from_be_bytes([buf[hdr], buf[hdr + 1]]));
-            }
-            buf.drain(..hdr + len);
         }
         let n = tokio::time::timeout(RECV_TIMEOUT, s.read(&mut chunk))
             .await

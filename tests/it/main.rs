@@ -1,7 +1,9 @@
 //! Integration tests: the real broker on port 0, real WebSocket clients.
 
+mod abuse;
 mod api;
 mod auth;
+mod backplane;
 mod browser;
 mod closes;
 mod cluster;
@@ -20,5 +22,7 @@ mod protocol;
 mod pusher;
 mod pusher_browser;
 mod pusher_js;
+mod redis;
+mod redis_ha;
 mod rfc6455;
 mod tls;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
+use crate::pusher_browser::sign;
 use crate::pusher_js::{APP_KEY, pusher_on};
 
 fn pusher_url(broker: &Running, path_and_query: &str) -> String {
@@ -147,6 +148,147 @@ async fn bad_input_gets_pusher_error_and_touches_nobody_else() {
     assert_eq!(status, 200);
     let got = next_event(&mut watcher, "still").await;
     assert_eq!(got["channel"], "calm");
+}
+
+/// `[[...1...]]`, `n` arrays deep.
+fn nested(n: usize) -> String {
+    format!("{}1{}", "[".repeat(n), "]".repeat(n))
+}
+
+/// Subscribe to `channel` (private or, with `channel_data`, presence),
+/// signed for socket `socket_id`: the server's answer.
+async fn subscribe_signed(
+    c: &mut Client,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> Value {
+    let signed = match channel_data {
+        Some(data) => format!("{socket_id}:{channel}:{data}"),
+        None => format!("{socket_id}:{channel}"),
+    };
+    let mut data = json!({"channel": channel, "auth": format!("{APP_KEY}:{}", sign(&signed))});
+    if let Some(channel_data) = channel_data {
+        data["channel_data"] = json!(channel_data);
+    }
+    send(c, json!({"event": "pusher:subscribe", "data": data})).await;
+    loop {
+        let v = c.recv().await;
+        let event = v["event"].as_str().unwrap_or_default();
+        if event.ends_with("subscription_succeeded") || event.ends_with("subscription_error") {
+            return v;
+        }
+    }
+}
+
+/// Issue 15's JSON depth bound holds on the Pusher endpoint with the native
+/// one's check and limit (`limits.max_json_depth`): a client event whose
+/// `data` nests deeper gets `pusher:error` 4300 naming the limit, reaches
+/// nobody, and the connection stays (as a native client gets `bad_request`
+/// and stays). Presence `channel_data` nested deeper is a 400 subscription
+/// error, and an HTTP API event's `data` a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_deeper_than_the_limit_is_refused_on_the_pusher_endpoint_too() {
+    let broker = TestBroker::new().with(|c| pusher_on(c, None)).start();
+    let (mut sender, sender_id) = connect(&broker).await;
+    let (mut watcher, watcher_id) = connect(&broker).await;
+    for (c, id) in [(&mut sender, &sender_id), (&mut watcher, &watcher_id)] {
+        let ok = subscribe_signed(c, id, "private-deep", None).await;
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ok}"
+        );
+    }
+    for depth in [33, 30_000] {
+        let frame = format!(
+            r#"{{"event":"client-deep","channel":"private-deep","data":{}}}"#,
+            nested(depth)
+        );
+        sender.send_raw(Message::text(frame)).await;
+        let refused = sender.recv().await;
+        assert_eq!(refused["event"], "pusher:error", "{refused}");
+        assert_eq!(refused["data"]["code"], 4300, "{refused}");
+        let message = refused["data"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("limits.max_json_depth") && message.contains("32"),
+            "{refused}"
+        );
+    }
+    // The connection stays, and exactly at the limit is fine: the watcher
+    // gets that event and none of the refused ones.
+    let at_limit: Value = serde_json::from_str(&nested(32)).expect("32 deep");
+    send(
+        &mut sender,
+        json!({"event": "client-ok", "channel": "private-deep", "data": at_limit}),
+    )
+    .await;
+    let got = watcher.recv().await;
+    assert_eq!(
+        (got["event"].clone(), got["data"].clone()),
+        (json!("client-ok"), at_limit),
+        "{got}"
+    );
+    send(&mut sender, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(sender.recv().await["event"], "pusher:pong");
+    // A presence member's info goes to every member: the same bound.
+    let channel_data = format!(r#"{{"user_id":"u1","user_info":{}}}"#, nested(33));
+    let refused = subscribe_signed(
+        &mut sender,
+        &sender_id,
+        "presence-deep",
+        Some(&channel_data),
+    )
+    .await;
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    assert_eq!(refused["data"]["status"], 400, "{refused}");
+    assert!(
+        refused["data"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("limits.max_json_depth")),
+        "{refused}"
+    );
+    // The HTTP API's events: 400, saying why.
+    let body = format!(
+        r#"{{"name":"deep","channel":"private-deep","data":{}}}"#,
+        nested(33)
+    );
+    let (status, text) = signed_text(broker.addr, "POST", "/apps/app1/events", &[], &body).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("limits.max_json_depth"), "{text}");
+}
+
+/// A subscription that makes its channel's room is a room made by the
+/// connection (issue 15's quotas hold through the same room operation as
+/// a native `join`): past `limits.max_rooms_created_per_connection` it is
+/// refused with the quota's status, and channels others made stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_that_make_rooms_count_against_the_room_quotas() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.max_rooms_created_per_connection = 1;
+        })
+        .start();
+    let (mut maker, _) = connect(&broker).await;
+    subscribe(&mut maker, "made-1").await;
+    send(
+        &mut maker,
+        json!({"event":"pusher:subscribe","data":{"channel":"made-2"}}),
+    )
+    .await;
+    let refused = next_event(&mut maker, "pusher:subscription_error").await;
+    assert_eq!(refused["channel"], "made-2", "{refused}");
+    assert_eq!(refused["data"]["status"], 429, "{refused}");
+    assert!(
+        refused["data"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_rooms_created_per_connection")),
+        "{refused}"
+    );
+    // Another connection makes its own, and joins the first one's.
+    let (mut other, _) = connect(&broker).await;
+    subscribe(&mut other, "made-2").await;
+    subscribe(&mut other, "made-1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +497,6 @@ async fn signed_text(
     params: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use hmac::{Hmac, Mac};
     use md5::Digest;
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -375,10 +516,7 @@ async fn signed_text(
     all.sort();
     let query: Vec<String> = all.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let query = query.join("&");
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(crate::pusher_js::APP_SECRET.as_bytes())
-        .expect("hmac");
-    mac.update(format!("{method}\n{path}\n{query}").as_bytes());
-    let signature = hex::encode(mac.finalize().into_bytes());
+    let signature = sign(&format!("{method}\n{path}\n{query}"));
     let target = format!("{path}?{query}&auth_signature={signature}");
     let headers: &[(&str, &str)] = if body.is_empty() {
         &[]

@@ -67,7 +67,7 @@ try {
 type Reports = Arc<Mutex<Vec<String>>>;
 
 /// The hex HMAC-SHA256 of `message` under the test app's secret.
-fn sign(message: &str) -> String {
+pub(crate) fn sign(message: &str) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(APP_SECRET.as_bytes()).expect("hmac");
     mac.update(message.as_bytes());

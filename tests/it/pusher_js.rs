@@ -103,11 +103,14 @@ fn run(program: &str, args: &[&str], env: &[(&str, String)], timeout: Duration) 
 }
 
 /// The npm packages, installed from the lock file if they are missing.
+/// One test at a time: `npm ci` first deletes `node_modules`, so a second
+/// one running beside it (the tests of this binary run in parallel) would
+/// pull the packages from under the first's Node.
 pub(crate) fn ensure_packages() {
-    // One test at a time: `npm ci` starts by deleting node_modules, under
-    // the feet of a test that found them there.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if js_dir().join("node_modules/pusher-js").is_dir() {
         return;
     }
@@ -168,12 +171,12 @@ async fn pusher_js_laravel_echo_and_the_pusher_sdk_work_unchanged() {
     ignore = "node or redis-server not found on PATH (the two-node pusher-js tests need both)"
 )]
 async fn pusher_js_across_two_nodes_of_a_cluster() {
-    let redis = crate::cluster::Redis::start();
+    let redis = crate::redis::Redis::start();
     let webhook_port = free_port();
-    let a = crate::cluster::node(&redis, "node-a")
+    let a = crate::redis::node(&redis, "node-a")
         .with(|c| pusher_on(c, Some(webhook_port)))
         .start();
-    let b = crate::cluster::node(&redis, "node-b")
+    let b = crate::redis::node(&redis, "node-b")
         .with(|c| pusher_on(c, Some(webhook_port)))
         .start();
     let hosts = [a.addr, b.addr];

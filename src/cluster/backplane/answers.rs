@@ -136,6 +136,19 @@ pub(super) fn refusal_of(status: Status, room: &str, items: &[Value]) -> Refusal
         }
         Status::Exists => Refusal::room_exists(room),
         Status::PrivateMembers => Refusal::private_members(room),
+        Status::Quota => {
+            let max = items
+                .get(1)
+                .and_then(int)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX));
+            let who = match items.get(2).and_then(text) {
+                Some("connection") => "connection",
+                _ => "user",
+            };
+            Refusal::too_many_rooms_created(who, max as u32)
+        }
+        Status::OverMemory => Refusal::over_memory_budget(),
         Status::Ok | Status::OtherNamespaces | Status::Unknown(_) => Refusal::new(
             ErrorCode::Internal,
             format!("unexpected answer from the cluster backplane for room {room}"),

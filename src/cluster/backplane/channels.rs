@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::rooms::Sub;
-use super::{Backplane, Drain};
+use super::{Backplane, Drain, Link};
 use crate::cluster::scripts;
-use crate::cluster::subscriber::{self, SubEvent, SubReceiver, Subscriber};
+use crate::cluster::subscriber::{SubEvent, SubReceiver, Subscriber};
 use crate::cluster::wire::{self, Event};
 use crate::delivery::{Delivery, PresenceChange, RoomFrame};
 use crate::op::{Audience, UserFrame};
@@ -159,12 +159,16 @@ impl Backplane {
             return;
         };
         state.sub = Sub::On;
+        state.pending_since = None;
         let held = std::mem::take(&mut state.held);
         let mut steps = Vec::new();
         if self.cmd.is_some() {
             // Heard again after a reconnect: fetch what was published
             // meanwhile.
             state.order.heard_again(&mut self.repair_ids, &mut steps);
+        } else {
+            // No command connection to read with: when it is back.
+            state.repair_due = true;
         }
         let room: Arc<str> = Arc::from(room);
         self.carry_out(&room, steps);
@@ -178,6 +182,7 @@ impl Backplane {
     pub(super) fn pubsub_lost(&mut self, reason: &str) {
         if self.sub.is_some() {
             tracing::warn!(%reason, "cluster: Redis subscriber connection lost; reconnecting");
+            self.connection_changed(Link::Subscriber, false);
         }
         self.sub = None;
         self.events = None;
@@ -190,6 +195,7 @@ impl Backplane {
             let held = match self.rooms.get_mut(&room) {
                 Some(state) => {
                     state.sub = Sub::Off;
+                    state.pending_since = None;
                     state.order.unheard();
                     std::mem::take(&mut state.held)
                 }
@@ -206,10 +212,14 @@ impl Backplane {
     ) -> super::BoxFuture<Result<(Subscriber, SubReceiver), String>> {
         let wait = Duration::from_millis(self.pubsub_backoff);
         self.pubsub_backoff = (self.pubsub_backoff * 2).min(self.cfg.reconnect_max_backoff_ms);
-        let (endpoint, bounds) = (self.endpoint.clone(), self.bounds);
+        let target = self.target.clone();
+        let setup = super::connect::SubscriberSetup {
+            name: self.sub_name.clone(),
+            bounds: self.bounds,
+        };
         Box::pin(async move {
             tokio::time::sleep(wait).await;
-            subscriber::connect(&endpoint, bounds).await
+            super::connect::connect_subscriber(&target, &setup).await
         })
     }
 
@@ -219,13 +229,16 @@ impl Backplane {
             Err(reason) => return tracing::debug!(%reason, "cluster: resubscribe failed"),
         };
         tracing::info!("cluster: Redis subscriber connection back; resubscribing");
+        self.connection_changed(Link::Subscriber, true);
         self.sub = Some(sub);
         self.events = Some(events);
         self.pubsub_backoff = super::FIRST_BACKOFF_MS;
         let mut channels = vec![scripts::ALL_CHANNEL.to_string()];
         channels.extend(self.users.keys().map(|u| scripts::user_channel(u)));
+        let now = Instant::now();
         for (room, state) in &mut self.rooms {
             state.sub = Sub::Pending;
+            state.pending_since = Some(now);
             channels.push(scripts::room_channel(room));
         }
         self.change_subscription(true, channels);

@@ -10,10 +10,11 @@ use redis::{AsyncConnectionConfig, Cmd, Value};
 use tokio::sync::mpsc;
 
 use super::answers::{int, text};
-use super::{Backplane, BoxFuture, FIRST_BACKOFF_MS, Prepared, Then};
+use super::{Backplane, BoxFuture, FIRST_BACKOFF_MS, Link, Prepared, Then};
 use crate::cluster::ClusterError;
 use crate::cluster::scripts::{self, Status};
-use crate::cluster::subscriber::{self, Bounds, Endpoint};
+use crate::cluster::subscriber::{self, Bounds, Endpoint, SubReceiver, Subscriber};
+use crate::cluster::target::{Resolved, Target};
 use crate::config::ClusterConfig;
 use crate::epoch::Epoch;
 use crate::op::Op;
@@ -27,8 +28,7 @@ pub(crate) fn spawn(
 ) -> Result<std::thread::JoinHandle<()>, ClusterError> {
     let cfg = shared.config.cluster.clone();
     let shown_url = crate::config::redact_url_password(&cfg.redis_url);
-    let client = redis::Client::open(cfg.redis_url.as_str())
-        .map_err(|e| ClusterError::Url(e.to_string()))?;
+    let target = Arc::new(Target::from_config(&cfg)?);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ClusterError>>();
     let unreachable = {
         let url = shown_url.clone();
@@ -52,18 +52,12 @@ pub(crate) fn spawn(
                 }
             };
             runtime.block_on(async move {
-                let setup = match subscriber_setup(&shared, &client) {
-                    Ok(setup) => setup,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(unreachable(e)));
-                        return;
-                    }
-                };
-                let commands = connect_commands(&client, &cfg).await;
-                let pubsub = subscriber::connect(&setup.0, setup.1).await;
+                let setup = subscriber_setup(&shared);
+                let commands = connect_commands(&target, &cfg).await;
+                let pubsub = connect_subscriber(&target, &setup).await;
                 match (commands, pubsub) {
                     (Ok(cmd), Ok(pubsub)) => {
-                        let mut backplane = Backplane::new(shared, client, cfg, cmd, pubsub, setup);
+                        let mut backplane = Backplane::new(shared, target, cfg, cmd, pubsub, setup);
                         // A node restarted under the same id before its
                         // heartbeat ran out: what Redis still lists for it
                         // is stale (it has no members yet).
@@ -97,10 +91,23 @@ pub(crate) fn spawn(
     }
 }
 
+/// Resolve the target (the primary, with Sentinel) within
+/// `cluster.connect_timeout_ms`.
+async fn resolve(target: &Target, cfg: &ClusterConfig) -> Result<Resolved, String> {
+    let limit = Duration::from_millis(cfg.connect_timeout_ms);
+    match tokio::time::timeout(limit, target.resolve()).await {
+        Ok(resolved) => resolved,
+        Err(_) => Err(format!("no Redis named within {} ms", limit.as_millis())),
+    }
+}
+
+/// Connect the command connection to the Redis `target` names now, and
+/// load the scripts.
 async fn connect_commands(
-    client: &redis::Client,
+    target: &Target,
     cfg: &ClusterConfig,
 ) -> Result<MultiplexedConnection, String> {
+    let client = resolve(target, cfg).await?.client;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
         .set_response_timeout(Some(Duration::from_millis(cfg.command_timeout_ms)));
@@ -119,10 +126,31 @@ async fn connect_commands(
     Ok(conn)
 }
 
-/// The subscriber connection's endpoint and bounds for `shared`'s config.
-fn subscriber_setup(shared: &Shared, client: &redis::Client) -> Result<(Endpoint, Bounds), String> {
+/// Connect the subscriber connection to the Redis `target` names now.
+pub(super) async fn connect_subscriber(
+    target: &Target,
+    setup: &SubscriberSetup,
+) -> Result<(Subscriber, SubReceiver), String> {
+    let limit = setup.bounds.connect_timeout;
+    let resolved = match tokio::time::timeout(limit, target.resolve()).await {
+        Ok(resolved) => resolved?,
+        Err(_) => return Err(format!("no Redis named within {} ms", limit.as_millis())),
+    };
+    let endpoint = Endpoint::at(resolved.addr).named(&setup.name);
+    subscriber::connect(&endpoint, setup.bounds).await
+}
+
+/// What the subscriber connection is made with.
+pub(super) struct SubscriberSetup {
+    /// Its `CLIENT SETNAME`.
+    pub(super) name: String,
+    pub(super) bounds: Bounds,
+}
+
+/// The subscriber connection's name and bounds for `shared`'s config.
+fn subscriber_setup(shared: &Shared) -> SubscriberSetup {
     let config = &shared.config;
-    let endpoint = Endpoint::of(client)?;
+    let name = format!("shardcast:{}:subscriber", config.server.node_id);
     // A room message is its data plus an envelope; API publishes are
     // bounded by the API's body limit.
     let largest_data = config
@@ -135,7 +163,7 @@ fn subscriber_setup(shared: &Shared, client: &redis::Client) -> Result<(Endpoint
         max_payload: largest_data + MESSAGE_ENVELOPE_BYTES,
         connect_timeout: Duration::from_millis(config.cluster.connect_timeout_ms),
     };
-    Ok((endpoint, bounds))
+    SubscriberSetup { name, bounds }
 }
 
 /// Room and user names, ids and timestamps around a message's data.
@@ -192,10 +220,10 @@ impl Backplane {
     ) -> BoxFuture<Result<MultiplexedConnection, String>> {
         let wait = Duration::from_millis(self.cmd_backoff);
         self.cmd_backoff = (self.cmd_backoff * 2).min(self.cfg.reconnect_max_backoff_ms);
-        let (client, cfg) = (self.client.clone(), self.cfg.clone());
+        let (target, cfg) = (self.target.clone(), self.cfg.clone());
         Box::pin(async move {
             tokio::time::sleep(wait).await;
-            connect_commands(&client, &cfg).await
+            connect_commands(&target, &cfg).await
         })
     }
 
@@ -203,12 +231,34 @@ impl Backplane {
         match result {
             Ok(conn) => {
                 tracing::info!("cluster: Redis command connection back");
+                self.connection_changed(Link::Commands, true);
                 self.cmd = Some(conn);
                 self.cmd_backoff = FIRST_BACKOFF_MS;
                 self.restore_all();
                 self.heartbeat(self.cfg.node_ttl_ms as i64);
+                self.repair_rooms_heard_meanwhile();
             }
             Err(reason) => tracing::debug!(%reason, "cluster: reconnect failed"),
+        }
+    }
+
+    /// The rooms the subscriber heard again while commands were down: read
+    /// what they missed now.
+    fn repair_rooms_heard_meanwhile(&mut self) {
+        let due: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| state.repair_due)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            let Some(state) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            state.repair_due = false;
+            let mut steps = Vec::new();
+            state.order.heard_again(&mut self.repair_ids, &mut steps);
+            self.carry_out(&room, steps);
         }
     }
 

@@ -48,7 +48,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::subscriber::{Bounds, Endpoint, SubReceiver, Subscriber};
+use super::subscriber::{Bounds, SubReceiver, Subscriber};
+use super::target::Target;
 use crate::backend::RemoteCounters;
 use crate::config::ClusterConfig;
 use crate::delivery::{Outbox, RoomCounts, RoomDetails};
@@ -66,6 +67,17 @@ pub(crate) const MAX_BATCH: usize = 512;
 /// First wait before reconnecting; it doubles up to
 /// `cluster.reconnect_max_backoff_ms`.
 const FIRST_BACKOFF_MS: u64 = 50;
+
+/// How often the loop checks that nothing waits on it past its deadline
+/// ([`Backplane::check_deadlines`]).
+const DEADLINE_TICK_MS: u64 = 100;
+
+/// The node's two Redis connections.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Commands,
+    Subscriber,
+}
 
 /// What to do with a command's answer.
 enum Then {
@@ -134,7 +146,8 @@ enum Drain {
 
 struct Backplane {
     shared: Arc<Shared>,
-    client: redis::Client,
+    /// Where it connects (the primary, with Sentinel).
+    target: Arc<Target>,
     cfg: ClusterConfig,
     node: Arc<str>,
     shas: Shas,
@@ -142,7 +155,8 @@ struct Backplane {
     /// The subscriber connection's writing side and its events.
     sub: Option<Subscriber>,
     events: Option<SubReceiver>,
-    endpoint: Endpoint,
+    /// The subscriber connection's `CLIENT SETNAME` and bounds.
+    sub_name: String,
     bounds: Bounds,
     /// Subscribes written and not confirmed yet, by channel.
     pending_subs: HashMap<String, u32>,
@@ -156,6 +170,9 @@ struct Backplane {
     /// Where a drain is, once it started.
     drain: Option<Drain>,
     rooms: HashMap<Arc<str>, RoomState>,
+    /// Bytes of the rooms' catch-up messages (bounded by
+    /// `limits.max_history_bytes_total`).
+    recent_bytes: usize,
     /// Users with connections here: shards holding them.
     users: HashMap<Arc<str>, u32>,
     /// Connections waiting for their user's channel to be heard, by
@@ -163,6 +180,8 @@ struct Backplane {
     heard_waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
     ready: VecDeque<Prepared>,
     in_flight: Vec<Then>,
+    /// The batch in flight ends with a `WAIT` (`cluster.wait_replicas`).
+    batch_waits: bool,
     repair_ids: RepairIds,
     /// What the loop decided for the shards, sent before the next event.
     out: Outbox,
@@ -175,11 +194,11 @@ struct Backplane {
 impl Backplane {
     fn new(
         shared: Arc<Shared>,
-        client: redis::Client,
+        target: Arc<Target>,
         cfg: ClusterConfig,
         cmd: MultiplexedConnection,
         (sub, events): (Subscriber, SubReceiver),
-        (endpoint, bounds): (Endpoint, Bounds),
+        setup: connect::SubscriberSetup,
     ) -> Self {
         let node: Arc<str> = Arc::from(shared.config.server.node_id.as_str());
         let out = Outbox::new(shared.shards());
@@ -187,25 +206,27 @@ impl Backplane {
         Backplane {
             fingerprint,
             shared,
-            client,
+            target,
             cfg,
             node,
             shas: Shas::new(),
             cmd: Some(cmd),
             sub: Some(sub),
             events: Some(events),
-            endpoint,
-            bounds,
+            sub_name: setup.name,
+            bounds: setup.bounds,
             pending_subs: HashMap::new(),
             sub_changes: Vec::new(),
             ping_sent: None,
             sub_failed: None,
             drain: None,
             rooms: HashMap::new(),
+            recent_bytes: 0,
             users: HashMap::new(),
             heard_waiters: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: Vec::new(),
+            batch_waits: false,
             repair_ids: RepairIds::default(),
             out,
             cmd_backoff: FIRST_BACKOFF_MS,
@@ -223,6 +244,17 @@ impl Backplane {
         let mut pubsub_reconnect: Option<BoxFuture<Result<(Subscriber, SubReceiver), String>>> =
             None;
         let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut deadlines = tokio::time::interval(Duration::from_millis(DEADLINE_TICK_MS));
+        deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(counters) = self.counters() {
+            // Both connections work at start (spawn checked): no reconnect.
+            counters
+                .commands_up
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .subscriber_up
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.change_subscription(true, vec![super::scripts::ALL_CHANNEL.to_string()]);
         loop {
             self.flush().await;
@@ -276,9 +308,13 @@ impl Backplane {
                     Some(op) => self.on_op(op),
                     None => return,
                 },
+                _ = deadlines.tick() => self.check_deadlines(),
                 _ = heartbeat.tick() => {
                     self.heartbeat(self.cfg.node_ttl_ms as i64);
                     self.check_subscriber().await;
+                    if self.shared.memory.over() {
+                        crate::memory::give_back_freed_memory();
+                    }
                 }
             }
         }
@@ -298,6 +334,18 @@ impl Backplane {
             self.in_flight.push(prepared.then);
         }
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
+        // `cluster.wait_replicas`: a publish is acknowledged only once that
+        // many replicas have it (and everything before it).
+        self.batch_waits = self.cfg.wait_replicas > 0
+            && self
+                .in_flight
+                .iter()
+                .any(|then| matches!(then, Then::Publish { .. }));
+        if self.batch_waits {
+            pipe.cmd("WAIT")
+                .arg(self.cfg.wait_replicas)
+                .arg((self.cfg.command_timeout_ms / 2).max(1));
+        }
         Box::pin(async move {
             match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await {
                 Ok(Ok(values)) => Ok(values),
@@ -309,14 +357,25 @@ impl Backplane {
 
     fn finish_batch(&mut self, result: Result<Vec<Value>, String>) {
         let thens = std::mem::take(&mut self.in_flight);
+        let waited = std::mem::take(&mut self.batch_waits);
+        let result = result.map(|mut values| {
+            // The WAIT behind the batch: how many replicas have it.
+            let replicas = if waited { values.pop() } else { None };
+            let confirmed = !waited
+                || matches!(replicas, Some(Value::Int(n)) if n >= i64::from(self.cfg.wait_replicas));
+            (values, confirmed)
+        });
         match result {
-            Ok(values) if values.len() == thens.len() => {
-                let mut noscript = false;
+            Ok((values, confirmed)) if values.len() == thens.len() => {
+                let (mut noscript, mut readonly) = (false, false);
                 for (then, value) in thens.into_iter().zip(values) {
                     if let Value::ServerError(e) = &value {
                         noscript |= e.code() == "NOSCRIPT";
+                        readonly |= e.code() == "READONLY";
                         tracing::warn!(error = ?e, "cluster command refused by Redis");
                         self.fail(then);
+                    } else if !confirmed && matches!(then, Then::Publish { .. }) {
+                        self.unconfirmed(then);
                     } else {
                         self.answer(then, value);
                     }
@@ -326,8 +385,12 @@ impl Backplane {
                     // loads the scripts.
                     self.commands_lost("Redis lost the scripts (SCRIPT FLUSH?)");
                 }
+                if readonly {
+                    // A primary demoted by a failover: find the new one.
+                    self.commands_lost("the Redis server is a replica now (failover?)");
+                }
             }
-            Ok(values) => {
+            Ok((values, _)) => {
                 tracing::error!(
                     sent = thens.len(),
                     answers = values.len(),
@@ -350,6 +413,7 @@ impl Backplane {
     fn commands_lost(&mut self, reason: &str) {
         if self.cmd.take().is_some() {
             tracing::warn!(%reason, "cluster: Redis command connection lost; reconnecting");
+            self.connection_changed(Link::Commands, false);
         }
         let ready: Vec<Prepared> = self.ready.drain(..).collect();
         for prepared in ready {
@@ -362,6 +426,12 @@ impl Backplane {
     /// Send what the loop decided to the shards, in order (waiting while a
     /// shard's inbox is full).
     async fn flush(&mut self) {
+        if let Some(counters) = self.shared.backend.remote_counters() {
+            let bytes = self.recent_bytes as u64;
+            counters
+                .catchup_bytes
+                .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         for observed in self.out.take_observed() {
             self.shared.observer.report(observed);
         }
@@ -383,9 +453,28 @@ impl Backplane {
         self.shared.backend.remote_counters()
     }
 
+    /// `link` went down or came back: the gauge of `/metrics` (and a
+    /// reconnect counted when it comes back after a loss).
+    fn connection_changed(&self, link: Link, up: bool) {
+        let Some(counters) = self.counters() else {
+            return;
+        };
+        let (gauge, reconnects) = match link {
+            Link::Commands => (&counters.commands_up, &counters.commands_reconnects),
+            Link::Subscriber => (&counters.subscriber_up, &counters.subscriber_reconnects),
+        };
+        let was = gauge.swap(u64::from(up), std::sync::atomic::Ordering::Relaxed);
+        if up && was == 0 {
+            RemoteCounters::bump(reconnects);
+        }
+    }
+
     fn count_refusal(&self, refusal: &Refusal) {
         if let Some(counters) = self.counters() {
             counters.refused(refusal.code);
+        }
+        if refusal.code == crate::error::ErrorCode::OverMemoryBudget {
+            self.shared.memory.refused_room();
         }
     }
 }

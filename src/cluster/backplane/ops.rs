@@ -2,6 +2,7 @@
 //! its answer (or its failure) does.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use redis::{Cmd, Value};
@@ -18,7 +19,7 @@ use crate::delivery::{Ack, Delivery, JoinAck, MemberList, RoomCounts, UserEntry}
 use crate::epoch::Epoch;
 use crate::error::Refusal;
 use crate::observe::RoomChange;
-use crate::op::{Audience, Join, Op, Origin, Publish, UserFrame};
+use crate::op::{Audience, Creator, Join, Op, Origin, Publish, UserFrame};
 use crate::protocol::encode;
 use crate::room::namespaces::RoomSettings;
 use crate::ws::encode::{data_frame, text_payload};
@@ -84,6 +85,7 @@ impl Backplane {
             Op::Create {
                 room,
                 options,
+                creator,
                 reply,
             } => {
                 // A create may only tighten its namespace's options.
@@ -93,13 +95,11 @@ impl Backplane {
                     Ok(settings) => settings,
                     Err(refusal) => return self.settle_refused(reply, refusal),
                 };
-                let cmd = self.create_cmd(
-                    &room,
-                    &RoomFacts {
-                        room: settings,
-                        explicit: true,
-                    },
-                );
+                let facts = RoomFacts {
+                    room: settings,
+                    explicit: true,
+                };
+                let cmd = self.create_cmd(&room, &facts, creator.as_ref());
                 let then = Then::Create {
                     room: room.clone(),
                     reply,
@@ -119,7 +119,8 @@ impl Backplane {
                 });
             }
             Op::Delete { room, reply } => {
-                let cmd = room_script(&self.shas.delete, &room, None);
+                let mut cmd = room_script(&self.shas.delete, &room, None);
+                cmd.arg(&*room);
                 let then = Then::Delete {
                     room: room.clone(),
                     reply,
@@ -199,9 +200,20 @@ impl Backplane {
         // The room's namespace decides whether a join may make it, and how.
         let namespaces = &self.shared.namespaces;
         let rules = namespaces.rules(namespaces.find(&room));
+        let limits = &self.shared.config.limits;
         let value = wire::member_value(&user, name.as_deref(), info.as_deref().map(String::as_str));
-        let mut cmd = room_script(&self.shas.join, &room, Some(&node));
-        cmd.arg(scripts::member_field(&node, origin.conn))
+        let field = scripts::member_field(&node, origin.conn);
+        let (user_quota, conn_quota) = (
+            scripts::user_quota_key(&user),
+            scripts::conn_quota_key(&field),
+        );
+        let mut cmd = room_script_with(
+            &self.shas.join,
+            &room,
+            Some(&node),
+            &[&user_quota, &conn_quota],
+        );
+        cmd.arg(&field)
             .arg(&value)
             .arg(u8::from(create))
             .arg(u8::from(may_create))
@@ -220,10 +232,13 @@ impl Backplane {
             .arg(u8::from(rules.private))
             .arg(&*user)
             .arg(if list_users {
-                self.shared.config.limits.max_presence_list
+                limits.max_presence_list
             } else {
                 0
-            });
+            })
+            .arg(limits.max_rooms_created_per_user)
+            .arg(limits.max_rooms_created_per_connection)
+            .arg(u8::from(self.shared.memory.over()));
         self.room_state(&room).joining += 1;
         let then = Then::Join {
             origin,
@@ -262,13 +277,35 @@ impl Backplane {
         cmd
     }
 
-    pub(super) fn create_cmd(&self, room: &str, facts: &RoomFacts) -> Cmd {
-        let mut cmd = evalsha(&self.shas.create, &[&scripts::meta_key(room)]);
+    /// CREATE of `room` by `creator` (`None`: the API, not counted).
+    pub(super) fn create_cmd(
+        &self,
+        room: &str,
+        facts: &RoomFacts,
+        creator: Option<&Creator>,
+    ) -> Cmd {
+        let (user, field) = match creator {
+            Some(c) => (&*c.user, scripts::member_field(&self.node, c.conn)),
+            None => ("", String::new()),
+        };
+        let keys = [
+            scripts::meta_key(room),
+            scripts::user_quota_key(user),
+            scripts::conn_quota_key(&field),
+        ];
+        let limits = &self.shared.config.limits;
+        let mut cmd = evalsha(&self.shas.create, &keys.each_ref().map(String::as_str));
         cmd.arg(u8::from(facts.room.private))
             .arg(facts.room.max_members)
             .arg(facts.room.overflow.as_str())
             .arg(facts.room.history)
-            .arg(Epoch::new().as_str());
+            .arg(Epoch::new().as_str())
+            .arg(room)
+            .arg(user)
+            .arg(&field)
+            .arg(limits.max_rooms_created_per_user)
+            .arg(limits.max_rooms_created_per_connection)
+            .arg(u8::from(self.shared.memory.over()));
         cmd
     }
 
@@ -311,6 +348,7 @@ impl Backplane {
             Sub::On | Sub::Pending => state.held.push(prepared),
             Sub::Off => {
                 state.sub = Sub::Pending;
+                state.pending_since = Some(std::time::Instant::now());
                 state.held.push(prepared);
                 self.change_subscription(true, vec![scripts::room_channel(room)]);
             }
@@ -334,34 +372,16 @@ impl Backplane {
     /// delivery on this node); a closing connection's leave still runs, so
     /// presence stays right until this node removes itself.
     fn refuse_while_draining(&mut self, op: Op) {
-        let refusal = Refusal::shutting_down();
         match op {
-            Op::Join(join) => {
-                self.count_refusal(&refusal);
-                let refused = Delivery::JoinRefused {
-                    conn: join.origin.conn,
-                    room: join.room,
-                    id: join.origin.id,
-                    refusal,
-                };
-                self.out.for_conn(join.origin.conn, refused);
-            }
             Op::Leave { origin, room } if origin.id.is_none() => {
                 self.member_gone(&room, origin.conn, None);
             }
-            Op::Leave { origin, .. } | Op::Members { origin, .. } => self.refuse(origin, refusal),
-            Op::Publish(publish) => self.settle_refused(publish.reply, refusal),
-            Op::Create { reply, .. } => self.settle_refused(reply, refusal),
-            Op::Delete { reply, .. } => {
-                let _ = reply.send(Err(refusal));
-            }
-            Op::Details { reply, .. } => {
-                let _ = reply.send(Err(refusal));
-            }
-            Op::Rooms { reply, .. } => {
-                let _ = reply.send(Err(refusal));
-            }
             Op::ToUsers { .. } | Op::WatchUser { .. } => {}
+            op => {
+                let refusal = Refusal::shutting_down();
+                self.count_refusal(&refusal);
+                self.out.refuse_op(op, refusal);
+            }
         }
     }
 
@@ -369,6 +389,16 @@ impl Backplane {
     fn settle_refused<T>(&mut self, reply: crate::op::Reply<T>, refusal: Refusal) {
         self.count_refusal(&refusal);
         self.out.refuse(reply, refusal);
+    }
+
+    /// A publish Redis sequenced that `cluster.wait_replicas` replicas did
+    /// not confirm in time: `unavailable`, not an ack (it may or may not
+    /// survive a failover; the publisher may retry).
+    pub(super) fn unconfirmed(&mut self, then: Then) {
+        if let Then::Publish { reply, .. } = then {
+            let refusal = Refusal::not_replicated(self.cfg.wait_replicas);
+            self.settle_refused(reply, refusal);
+        }
     }
 
     /// Answer `then` with `unavailable` (Redis is unreachable), or, while
@@ -636,7 +666,7 @@ impl Backplane {
         let admission = Admission { facts, ack };
         state
             .order
-            .answered(seq, origin.conn, admission, &mut steps);
+            .answered(seq, origin.conn, admission, Instant::now(), &mut steps);
         self.carry_out(&room, steps);
     }
 
@@ -662,17 +692,17 @@ pub(super) enum Skip {
 /// A call of a room script with the keys every room script takes: meta,
 /// presence, history, channel, users, and (JOIN, LEAVE) `node`'s room set.
 fn room_script(sha: &str, room: &str, node: Option<&str>) -> Cmd {
+    room_script_with(sha, room, node, &[])
+}
+
+/// [`room_script`] with `extra` keys after the room's (and the node's).
+fn room_script_with(sha: &str, room: &str, node: Option<&str>, extra: &[&str]) -> Cmd {
     let (meta, presence) = (scripts::meta_key(room), scripts::presence_key(room));
     let (history, channel) = (scripts::history_key(room), scripts::room_channel(room));
     let users = scripts::users_key(room);
-    match node {
-        Some(node) => {
-            let node_rooms = scripts::node_rooms_key(node);
-            evalsha(
-                sha,
-                &[&meta, &presence, &history, &channel, &users, &node_rooms],
-            )
-        }
-        None => evalsha(sha, &[&meta, &presence, &history, &channel, &users]),
-    }
+    let node_rooms = node.map(scripts::node_rooms_key);
+    let mut keys = vec![&*meta, &*presence, &*history, &*channel, &*users];
+    keys.extend(node_rooms.as_deref());
+    keys.extend_from_slice(extra);
+    evalsha(sha, &keys)
 }

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -18,8 +19,10 @@ use crate::backend::RemoteCounters;
 use crate::cluster::{RoomFacts, scripts};
 use crate::delivery::{Admitted, Delivery, JoinAck, RoomFrame};
 use crate::index::RoomMeta;
+use crate::limits::HISTORY_TRIM_TO_EIGHTHS;
 use crate::placement::{ShardCounts, shard_of};
 use crate::protocol::encode;
+use crate::room::history::trim_largest_first;
 use crate::room::order::{CatchUp, OrderLimits, RoomOrder, Step};
 
 /// Subscription state of a room channel.
@@ -49,6 +52,12 @@ pub(super) struct RoomState {
     /// Joins sent to Redis and not answered yet.
     pub(super) joining: u32,
     pub(super) sub: Sub,
+    /// Since when its subscribe waits for Redis' confirmation
+    /// (while [`Sub::Pending`]).
+    pub(super) pending_since: Option<Instant>,
+    /// Heard again while the command connection was down: the repair of
+    /// what it missed is due once commands are back.
+    pub(super) repair_due: bool,
     /// Ops waiting for the subscription.
     pub(super) held: Vec<Prepared>,
     pub(super) order: RoomOrder<Admission>,
@@ -69,6 +78,8 @@ impl RoomState {
             meta: None,
             joining: 0,
             sub: Sub::Off,
+            pending_since: None,
+            repair_due: false,
             held: Vec::new(),
             order: RoomOrder::new(limits),
             facts: None,
@@ -112,10 +123,13 @@ impl Backplane {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = state.order.recent_bytes();
         let ids = self.cmd.is_some().then_some(&mut self.repair_ids);
         let mut steps = Vec::new();
         state.order.message(seq, frame, skip, ids, &mut steps);
+        self.recent_bytes = self.recent_bytes - before + state.order.recent_bytes();
         self.carry_out(room, steps);
+        self.within_history_budget();
     }
 
     /// The stream's answer to repair `id` of `room` (empty if it failed).
@@ -123,9 +137,79 @@ impl Backplane {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = state.order.recent_bytes();
         let mut steps = Vec::new();
         state.order.repaired(id, found, &mut steps);
+        self.recent_bytes = self.recent_bytes - before + state.order.recent_bytes();
         self.carry_out(room, steps);
+        self.within_history_budget();
+    }
+
+    /// Every op waiting on this backplane ends within a bounded time
+    /// (checked every [`super::DEADLINE_TICK_MS`]): a subscribe Redis has not
+    /// confirmed within `cluster.command_timeout_ms` drops the subscriber
+    /// connection (its held ops get `unavailable`, a reconnect follows),
+    /// and a join answered ahead of messages that have not come within that
+    /// time is settled by the room's order (a read of the stream, or a
+    /// `gap`), see [`RoomOrder::overdue`].
+    pub(super) fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let wait = Duration::from_millis(self.cfg.command_timeout_ms);
+        let unconfirmed = self.rooms.iter().any(|(_, state)| {
+            state.sub == Sub::Pending
+                && state
+                    .pending_since
+                    .is_some_and(|since| now.saturating_duration_since(since) > wait)
+        });
+        if unconfirmed {
+            self.pubsub_lost("Redis did not confirm a subscribe in time");
+        }
+        let overdue: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| !state.order.nothing_pending())
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in overdue {
+            let Some(state) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let ids = self.cmd.is_some().then_some(&mut self.repair_ids);
+            let mut steps = Vec::new();
+            state.order.overdue(now, wait, ids, &mut steps);
+            self.carry_out(&room, steps);
+        }
+    }
+
+    /// Over `limits.max_history_bytes_total` (the catch-up messages of all
+    /// rooms): forget the oldest ones of the largest rooms first, down to
+    /// [`HISTORY_TRIM_TO_EIGHTHS`]/8 of the budget.
+    fn within_history_budget(&mut self) {
+        let budget = usize::try_from(self.shared.config.limits.max_history_bytes_total)
+            .unwrap_or(usize::MAX);
+        if self.recent_bytes <= budget {
+            return;
+        }
+        let target = budget / 8 * HISTORY_TRIM_TO_EIGHTHS;
+        let rooms = &mut self.rooms;
+        let listed: Vec<(usize, Arc<str>)> = rooms
+            .iter()
+            .filter(|(_, state)| state.order.recent_bytes() > 0)
+            .map(|(room, state)| (state.order.recent_bytes(), room.clone()))
+            .collect();
+        let (total, dropped) =
+            trim_largest_first(listed.into_iter(), self.recent_bytes, target, |room| {
+                let order = &mut rooms.get_mut(room)?.order;
+                order
+                    .forget_oldest_recent()
+                    .map(|freed| (freed, order.recent_bytes()))
+            });
+        self.recent_bytes = total;
+        if let Some(counters) = self.shared.backend.remote_counters() {
+            counters
+                .catchup_trimmed
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
     }
 
     /// Do what the room's order decided, in order.
@@ -204,10 +288,12 @@ impl Backplane {
                 members: AtomicU32::new(0),
                 users: AtomicU32::new(0),
                 seq: AtomicU64::new(0),
+                // Counted against its creator's quotas in Redis.
+                creator: None,
             });
-            // The index lists the rooms with members here; its room cap does
-            // not apply to a room Redis admitted already.
-            let _ = self.shared.rooms.insert(room.clone(), meta.clone());
+            // The index lists the rooms with members here; its caps do not
+            // apply to a room Redis admitted already.
+            self.shared.rooms.list(room.clone(), meta.clone());
             meta
         });
         meta.members
@@ -281,6 +367,7 @@ impl Backplane {
             return;
         };
         let mut steps = Vec::new();
+        self.recent_bytes -= state.order.recent_bytes();
         state.order.closed(&mut steps);
         self.carry_out(room, steps);
         let Some(state) = self.rooms.get_mut(room) else {
@@ -310,6 +397,7 @@ impl Backplane {
             return;
         }
         if let Some(state) = self.rooms.remove(room) {
+            self.recent_bytes -= state.order.recent_bytes();
             if state.meta.is_some() {
                 self.shared.rooms.remove(room);
             }

@@ -20,10 +20,11 @@ use crate::auth::{Authenticator, Grant};
 use crate::config::AuthMode;
 use crate::error::{ErrorCode, Refusal};
 use crate::metrics::FRAME_INVALID;
-use crate::op::{Audience, Join, Op, Origin, Publish, Reply, UserFrame};
+use crate::op::{Audience, Creator, Join, Op, Origin, Publish, Reply, UserFrame};
 use crate::perms::Perm;
 use crate::protocol::decode::{ClientFrame, decode_client_frame};
 use crate::protocol::encode;
+use crate::protocol::json::shallow;
 use crate::shard::Shard;
 use crate::shard::Waiting;
 
@@ -44,14 +45,14 @@ pub(super) fn handle<'a>(
     match shard.route_or_wait(op) {
         None => {
             if let Some(frame) = then {
-                conn.send(frame);
+                conn.reply(frame);
             }
             None
         }
         Some(wait) => Some(Box::pin(async move {
             wait.await;
             if let Some(frame) = then {
-                conn.send(frame);
+                conn.reply(frame);
             }
         })),
     }
@@ -88,6 +89,13 @@ pub(super) fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) -> Opt
     };
     conn.counters.frame_in(frame.kind_index());
     let id = frame.id();
+    if let Some(data) = frame.data() {
+        let max_depth = shard.shared.config.limits.max_json_depth;
+        if let Err(refusal) = shallow("data", data.as_bytes(), max_depth) {
+            conn.refuse(id, &refusal);
+            return None;
+        }
+    }
     match dispatch(shard, conn, &payload, text, frame) {
         Ok(routed) => routed,
         Err(refusal) => {
@@ -122,7 +130,7 @@ fn dispatch(
     let limits = &shard.shared.config.limits;
     let op = match frame {
         ClientFrame::Ping { id } => {
-            conn.send(encode::pong(id));
+            conn.reply(encode::pong(id));
             return Ok(None);
         }
         ClientFrame::Join {
@@ -180,6 +188,10 @@ fn dispatch(
             Op::Create {
                 room: Arc::from(room),
                 options,
+                creator: Some(Creator {
+                    user: conn.user(),
+                    conn: conn.id,
+                }),
                 reply: Reply::Conn(Origin { conn: conn.id, id }),
             }
         }
@@ -243,7 +255,7 @@ fn dispatch(
             let exp = grant.exp;
             conn.refresh(grant);
             if let Some(id) = id {
-                conn.send(encode::ack_refresh(id, exp));
+                conn.reply(encode::ack_refresh(id, exp));
             }
             return Ok(None);
         }

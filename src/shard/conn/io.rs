@@ -1,10 +1,13 @@
 //! A connection's socket loops: the reader (frames in, heartbeat, token
 //! expiry) and the writer (queued frames out in vectored batches).
 //!
-//! **Invariant:** the reader holds no buffer while the connection is idle,
+//! **Invariants:** the reader holds no buffer while the connection is idle,
 //! the writer holds no slots once the queue is empty and at most
 //! [`WRITER_KEEP_CAPACITY`] while more waits; the reader is the only task that handles the client's frames, so
-//! they take effect in the order the client sent them.
+//! they take effect in the order the client sent them; the reader reads
+//! nothing while replies fill the outbound queue (the writer wakes it when
+//! it takes them), so a client's own burst pushes back on the client
+//! instead of overflowing its queue.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -77,17 +80,22 @@ pub(super) async fn read_loop(
     // handled first, then the loop ends.
     let mut peer_done = false;
     loop {
-        // Handle every complete message in the buffer.
+        // Handle every complete message in the buffer, unless replies fill
+        // the outbound queue: then stop reading the client until the writer
+        // has taken them (a client that sends a burst is not a slow consumer).
         loop {
             if conn.queue.borrow().is_closing() {
                 return ReadEnd::ServerClose;
             }
+            if conn.replies_full() {
+                break;
+            }
             match reader.next(buf) {
                 Ok(Some(Message::Text(payload))) if conn.echo => {
-                    conn.send(conn.own_data_frame(true, &payload));
+                    conn.reply(conn.own_data_frame(true, &payload));
                 }
                 Ok(Some(Message::Binary(payload))) if conn.echo => {
-                    conn.send(conn.own_data_frame(false, &payload));
+                    conn.reply(conn.own_data_frame(false, &payload));
                 }
                 Ok(Some(Message::Text(payload))) => {
                     if let Some(wait) = dispatch::handle(shard, conn, payload) {
@@ -104,7 +112,7 @@ pub(super) async fn read_loop(
                         ),
                     )
                 }
-                Ok(Some(Message::Ping(payload))) => conn.send(pong_frame(&payload)),
+                Ok(Some(Message::Ping(payload))) => conn.reply(pong_frame(&payload)),
                 Ok(Some(Message::Pong)) => awaiting_pong = None,
                 Ok(Some(Message::Close(code, _))) => return ReadEnd::PeerClose(code),
                 Ok(None) => break,
@@ -114,7 +122,12 @@ pub(super) async fn read_loop(
                 }
             }
         }
-        if peer_done {
+        let paused = conn.replies_full();
+        conn.reader_paused.set(paused);
+        if paused && conn.is_dead() {
+            return ReadEnd::Eof; // the writer failed: nobody takes the replies
+        }
+        if peer_done && !paused {
             return ReadEnd::Eof;
         }
         if conn.expires_at.get() != expiry_at {
@@ -139,7 +152,7 @@ pub(super) async fn read_loop(
         tokio::select! {
             biased;
             _ = conn.reader_wake.wait() => {}
-            more = read.read_burst(buf) => peer_done = !more,
+            more = read.read_burst(buf), if !paused => peer_done = !more,
             _ = async {
                 match expiry.as_mut() {
                     Some(timer) => timer.await,
@@ -189,6 +202,9 @@ pub(super) async fn write_loop(conn: Rc<Conn>, mut write: WriteHalf) {
             queue.take_all(&mut inflight);
             queue.is_closing()
         };
+        if conn.reader_paused.get() && !inflight.is_empty() {
+            conn.reader_wake.notify(); // the replies it waited on are taken
+        }
         if inflight.is_empty() {
             conn.writer_wake.wait().await;
             continue;

@@ -130,6 +130,9 @@ pub(crate) struct Conn {
     queue: RefCell<OutQueue>,
     writer_wake: LocalSignal,
     reader_wake: LocalSignal,
+    /// The reader stopped reading until replies are taken (the writer
+    /// wakes it when it takes them).
+    reader_paused: Cell<bool>,
     /// Rooms joined (as acknowledged by the back end).
     rooms: RefCell<HashSet<Arc<str>>>,
     /// Joins sent to the back end and not answered yet, by room.
@@ -166,6 +169,7 @@ impl Conn {
             queue: RefCell::new(queue),
             writer_wake: LocalSignal::default(),
             reader_wake: LocalSignal::default(),
+            reader_paused: Cell::new(false),
             rooms: RefCell::default(),
             joining: RefCell::default(),
             dead: Cell::new(false),
@@ -218,11 +222,24 @@ impl Conn {
         self.dead.get()
     }
 
-    /// Queue a frame that is not a room message; a full queue closes the
-    /// connection with 4000.
+    /// Queue traffic that is not a room message (presence, `direct`, ...);
+    /// a full queue closes the connection with 4000.
     pub(crate) fn send(&self, frame: Bytes) {
         let pushed = self.queue.borrow_mut().push_control(frame);
         self.after_push(pushed);
+    }
+
+    /// Queue a reply to one of the connection's own frames. Never a slow
+    /// consumer: the reader stops reading while replies fill the queue.
+    pub(crate) fn reply(&self, frame: Bytes) {
+        let pushed = self.queue.borrow_mut().push_reply(frame);
+        self.after_push(pushed);
+    }
+
+    /// Whether the reader must stop reading until the writer has taken the
+    /// queued replies.
+    fn replies_full(&self) -> bool {
+        self.queue.borrow().replies_full()
     }
 
     /// The form of room frame `frame` of `room` this connection gets, if
@@ -372,7 +389,7 @@ impl Conn {
                 encode::ack_members(id, &list.room, entries, list.total)
             }
         };
-        self.send(frame);
+        self.reply(frame);
     }
 
     /// The back end admitted this connection to `room`: it is a member from
@@ -387,7 +404,7 @@ impl Conn {
         self.join_settled(room);
         if let Some(p) = self.pusher() {
             for frame in p.joined(room, ack, catchup) {
-                self.send(frame);
+                self.reply(frame);
             }
             return newly && !self.is_dead();
         }
@@ -402,10 +419,10 @@ impl Conn {
                 history,
                 ack.recovered,
             );
-            self.send(frame);
+            self.reply(frame);
         }
         for frame in catchup {
-            self.send(frame);
+            self.reply(frame);
         }
         newly && !self.is_dead()
     }
@@ -416,7 +433,7 @@ impl Conn {
         match self.pusher() {
             Some(p) => {
                 self.counters.error_out(refusal.code);
-                self.send(p.subscription_refused(room, refusal));
+                self.reply(p.subscription_refused(room, refusal));
             }
             None => self.refuse(id, refusal),
         }
@@ -432,7 +449,7 @@ impl Conn {
         if let Some(p) = self.pusher() {
             p.left(room);
         } else if let Some(id) = id {
-            self.send(encode::ack_room(id, room));
+            self.reply(encode::ack_room(id, room));
         }
         was
     }
@@ -490,8 +507,8 @@ impl Conn {
     fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
         self.counters.error_out(refusal.code);
         match self.pusher() {
-            Some(_) => self.send(pusher::error_frame(refusal)),
-            None => self.send(encode::error(id, refusal.code, &refusal.message)),
+            Some(_) => self.reply(pusher::error_frame(refusal)),
+            None => self.reply(encode::error(id, refusal.code, &refusal.message)),
         }
     }
 
@@ -582,8 +599,8 @@ async fn watch_user(shard: &Shard, conn: &Conn) {
 fn greet(shard: &Shard, conn: &Conn) {
     let limits = &shard.shared.config.limits;
     match &conn.protocol {
-        Protocol::Pusher(p) => conn.send(p.established(&shard.shared.config.pusher)),
-        Protocol::Native if !conn.echo => conn.send(encode::welcome(
+        Protocol::Pusher(p) => conn.reply(p.established(&shard.shared.config.pusher)),
+        Protocol::Native if !conn.echo => conn.reply(encode::welcome(
             conn.id,
             &conn.user(),
             shard.index,

@@ -29,6 +29,7 @@ use crate::delivery::{JoinAck, RoomFrame};
 use crate::error::{ErrorCode, Refusal, close};
 use crate::metrics::FRAME_INVALID;
 use crate::op::{Join, Op, Origin, Publish, Reply};
+use crate::protocol::json::shallow;
 use crate::pusher::App;
 use crate::pusher::names::{self, Kind, channel_name};
 use crate::pusher::sign;
@@ -185,7 +186,8 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
     let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
         return; // the reader validated UTF-8 already
     };
-    let event = match wire::decode(text) {
+    let max_depth = shard.shared.config.limits.max_json_depth;
+    let event = match wire::decode(text, max_depth) {
         Ok(event) => event,
         Err(e) => {
             conn.counters.frame_in(FRAME_INVALID);
@@ -195,7 +197,7 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
     match event {
         ClientEvent::Ping => {
             conn.counters.frame_in(slot::PING);
-            conn.send(wire::pong());
+            conn.reply(wire::pong());
         }
         ClientEvent::Pong => conn.counters.frame_in(slot::PING),
         ClientEvent::Subscribe {
@@ -216,7 +218,7 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
                 } else {
                     "SubscriptionError"
                 };
-                conn.send(wire::subscription_error(&channel, kind, &why, status));
+                conn.reply(wire::subscription_error(&channel, kind, &why, status));
             }
         }
         ClientEvent::Unsubscribe { channel } => {
@@ -233,7 +235,7 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
         ClientEvent::Signin { auth, user_data } => {
             conn.counters.frame_in(slot::SIGNIN);
             match signin(shard, conn, p, &auth, &user_data).await {
-                Ok(()) => conn.send(wire::signin_success(&user_data)),
+                Ok(()) => conn.reply(wire::signin_success(&user_data)),
                 Err(e) => wire_error(conn, &e),
             }
         }
@@ -256,7 +258,7 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
 
 fn wire_error(conn: &Conn, e: &WireError) {
     conn.counters.error_out(ErrorCode::BadRequest);
-    conn.send(wire::error(Some(e.code), &e.message));
+    conn.reply(wire::error(Some(e.code), &e.message));
 }
 
 /// What a `pusher:subscribe` asks.
@@ -317,7 +319,8 @@ async fn subscribe(
         .map_err(|e| (401, e.to_string()))?;
     }
     let (user, info) = if presence {
-        member_of(asked.channel_data.unwrap_or(""))?
+        let max_depth = shard.shared.config.limits.max_json_depth;
+        member_of(asked.channel_data.unwrap_or(""), max_depth)?
     } else {
         (conn.user(), None)
     };
@@ -359,8 +362,11 @@ async fn subscribe(
     Ok(())
 }
 
-/// The `user_id` and compact `user_info` of a presence `channel_data`.
-fn member_of(channel_data: &str) -> Result<Member, SubscribeRefusal> {
+/// The `user_id` and compact `user_info` of a presence `channel_data`,
+/// which nests at most `max_depth` arrays and objects (its `user_info`
+/// goes to every member of the channel).
+fn member_of(channel_data: &str, max_depth: usize) -> Result<Member, SubscribeRefusal> {
+    shallow("channel_data", channel_data.as_bytes(), max_depth).map_err(|r| (400, r.message))?;
     let data: ChannelData = serde_json::from_str(channel_data)
         .map_err(|e| (400, format!("invalid channel_data: {e}")))?;
     let user = match data.user_id {
@@ -399,6 +405,8 @@ async fn signin(
     };
     sign::check_signin(&p.app.key, &p.app.secret, &p.socket_id, user_data, auth)
         .map_err(|e| refused(e.to_string()))?;
+    let max_depth = shard.shared.config.limits.max_json_depth;
+    shallow("user_data", user_data.as_bytes(), max_depth).map_err(|r| refused(r.message))?;
     #[derive(serde::Deserialize)]
     struct UserData {
         id: serde_json::Value,
@@ -544,14 +552,25 @@ mod tests {
     #[test]
     fn channel_data_gives_a_user_and_compact_info() {
         let (user, info) =
-            member_of(r#"{"user_id": 42, "user_info": {"name": "A\tB"}}"#).expect("member");
+            member_of(r#"{"user_id": 42, "user_info": {"name": "A\tB"}}"#, 32).expect("member");
         assert_eq!(&*user, "42");
         assert_eq!(
             info.as_deref().map(String::as_str),
             Some(r#"{"name":"A\tB"}"#)
         );
-        assert!(member_of(r#"{"user_id": ""}"#).is_err());
-        assert!(member_of(r#"{"user_id": true}"#).is_err());
-        assert!(member_of("nope").is_err());
+        assert!(member_of(r#"{"user_id": ""}"#, 32).is_err());
+        assert!(member_of(r#"{"user_id": true}"#, 32).is_err());
+        assert!(member_of("nope", 32).is_err());
+        let deep = |n: usize| {
+            format!(
+                r#"{{"user_id":1,"user_info":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(member_of(&deep(1), 2).is_ok());
+        let (status, why) = member_of(&deep(2), 2).expect_err("3 deep");
+        assert_eq!(status, 400);
+        assert!(why.contains("limits.max_json_depth"), "{why}");
     }
 }
