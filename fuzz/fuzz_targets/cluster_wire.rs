@@ -21,7 +21,10 @@ use shardcast::internals::wire::{
 };
 
 fn borrowed_from(whole: &[u8], part: &[u8]) -> bool {
-    let (start, end) = (whole.as_ptr() as usize, whole.as_ptr() as usize + whole.len());
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
     let p = part.as_ptr() as usize;
     p >= start && p + part.len() <= end
 }
@@ -77,7 +80,10 @@ fn check_room(payload: &[u8]) {
             info,
             ..
         } => {
-            for part in [Some(*node), Some(*user), *name, *info].into_iter().flatten() {
+            for part in [Some(*node), Some(*user), *name, *info]
+                .into_iter()
+                .flatten()
+            {
                 assert!(borrowed_from(payload, part.as_bytes()));
             }
             assert!(!node.contains(' ') && !user.contains('\t'));

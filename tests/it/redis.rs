@@ -86,9 +86,26 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Where it would write an RDB file: a replica's full sync writes one
+    /// even with `--save ""`, and the tests' working directory is the
+    /// source tree. One name per server, in the temp directory (`args` may
+    /// name another directory).
+    fn rdb_file(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("shardcast-redis-{}.rdb", self.port))
+    }
+
     fn spawn(&mut self) {
+        let rdb = self.rdb_file();
+        let (dir, file) = (
+            rdb.parent().unwrap_or(&rdb),
+            rdb.file_name().unwrap_or_default(),
+        );
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--dbfilename")
+            .arg(file)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -127,6 +144,7 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(self.rdb_file());
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
