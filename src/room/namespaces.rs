@@ -2,7 +2,7 @@
 //! room takes from its kind (`[[room.namespaces]]`).
 //!
 //! A room belongs to the namespace with the longest prefix its name starts
-//! with, or to none. Its [`Rules`] are that namespace's options, each one
+//! with, or to none (a Pusher channel's room `#A#C` by its channel name `C`). Its [`Rules`] are that namespace's options, each one
 //! the namespace leaves out taken from `[room]` (and `overflow` from
 //! `limits.slow_consumer_policy`); a room outside every namespace has the
 //! `[room]` defaults, as before namespaces existed.
@@ -136,16 +136,19 @@ impl Namespaces {
         self.list.len()
     }
 
-    /// The namespace of `room`: the longest prefix it starts with.
+    /// The namespace of `room`: the longest prefix its name starts with.
+    /// A Pusher channel's room `#A#C` is named by its channel `C` (a prefix
+    /// cannot hold `#`, and no native room name can).
     #[inline]
     pub(crate) fn find(&self, room: &str) -> NsId {
         if self.list.is_empty() {
             return None;
         }
+        let name = crate::pusher::names::channel_of(room).map_or(room, |(_, channel)| channel);
         self.longest_first
             .iter()
             .copied()
-            .find(|&i| room.starts_with(&*self.list[i].prefix))
+            .find(|&i| name.starts_with(&*self.list[i].prefix))
     }
 
     /// The rules of namespace `ns` (or outside every namespace).

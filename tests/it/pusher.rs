@@ -716,3 +716,84 @@ async fn the_pusher_api_refuses_with_the_documented_status_and_says_why() {
     .await;
     assert_eq!((status, body), (200, json!({})));
 }
+
+/// Issue 17's namespaces hold behind the Pusher endpoint too: a channel
+/// takes the rules of the namespace its channel name starts with. A public
+/// channel in a private namespace cannot be subscribed (its room would be
+/// public, which the namespace forbids), a signed private channel there
+/// can; a namespace's cap closes a full channel; and a client event's
+/// `data` is checked against the namespace's schema before anyone gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_apply_to_pusher_channels_by_channel_name() {
+    use crate::namespaces::namespace;
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat.schema.json");
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.room.namespaces = vec![
+                namespace("team-", |n| n.private = Some(true)),
+                namespace("private-team-", |n| n.private = Some(true)),
+                namespace("game-", |n| n.max_members = Some(1)),
+                namespace("private-chat-", |n| n.schema_file = schema.into()),
+            ];
+        })
+        .start();
+    let (mut a, a_id) = connect(&broker).await;
+    let (mut b, b_id) = connect(&broker).await;
+
+    send(
+        &mut a,
+        json!({"event":"pusher:subscribe","data":{"channel":"team-red"}}),
+    )
+    .await;
+    let refused = next_event(&mut a, "pusher:subscription_error").await;
+    assert_eq!(refused["channel"], "team-red", "{refused}");
+    assert_eq!(refused["data"]["status"], 403, "{refused}");
+    let ok = subscribe_signed(&mut a, &a_id, "private-team-red", None).await;
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+
+    subscribe(&mut a, "game-1").await;
+    send(
+        &mut b,
+        json!({"event":"pusher:subscribe","data":{"channel":"game-1"}}),
+    )
+    .await;
+    let full = next_event(&mut b, "pusher:subscription_error").await;
+    assert_eq!(full["channel"], "game-1", "{full}");
+    assert!(
+        full["data"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full")),
+        "{full}"
+    );
+
+    for (c, id) in [(&mut a, &a_id), (&mut b, &b_id)] {
+        let ok = subscribe_signed(c, id, "private-chat-1", None).await;
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ok}"
+        );
+    }
+    send(
+        &mut a,
+        json!({"event":"client-say","channel":"private-chat-1","data":{"text": 42}}),
+    )
+    .await;
+    let refused = next_event(&mut a, "pusher:error").await;
+    assert!(
+        refused["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("schema") && m.contains("private-chat-")),
+        "{refused}"
+    );
+    send(
+        &mut a,
+        json!({"event":"client-say","channel":"private-chat-1","data":{"text": "hi"}}),
+    )
+    .await;
+    let got = next_event(&mut b, "client-say").await;
+    assert_eq!(got["data"], json!({"text": "hi"}), "{got}");
+}

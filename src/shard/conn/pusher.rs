@@ -354,7 +354,10 @@ async fn subscribe(
         epoch: None,
         create: true,
         may_create: true,
-        may_join_private: true,
+        // A channel the app's signature admits (private-, presence-) may
+        // be a private room (a namespace with `private = true`); a public
+        // channel may not.
+        may_join_private: kind.needs_auth(),
         info,
         list_users: presence,
     };
