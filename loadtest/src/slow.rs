@@ -272,7 +272,9 @@ pub(crate) async fn run(args: SlowArgs) -> Result<(Value, bool), String> {
         .collect();
     let mut slow_stats = Vec::with_capacity(slow_tasks.len());
     for t in slow_tasks {
-        slow_stats.push(t.await.map_err(|e| e.to_string())?);
+        let (stats, conn) = t.await.map_err(|e| e.to_string())?;
+        slow_stats.push(stats);
+        keep.push(conn);
     }
     ticker.abort();
     drop(keep);
@@ -435,8 +437,23 @@ async fn join_group(g: Group<'_>) -> Result<Vec<(WsConn, u64)>, String> {
 
 /// Read a slow member's socket until it has every seq up to `final_seq`
 /// (received or named by `gap` frames), the server closes it, or `deadline`.
+/// The connection is handed back open: a member that left while the others
+/// still drain would queue a `left` event to their stalled queues (and close
+/// them with 4000 even in a `drop` room).
 async fn drain_slow(
-    mut conn: WsConn,
+    conn: WsConn,
+    joined_at: u64,
+    final_seq: u64,
+    deadline: tokio::time::Instant,
+) -> (SlowStats, WsConn) {
+    let mut conn = conn;
+    let stats = drain_slow_stats(&mut conn, joined_at, final_seq, deadline).await;
+    (stats, conn)
+}
+
+/// [`drain_slow`]'s reading.
+async fn drain_slow_stats(
+    conn: &mut WsConn,
     joined_at: u64,
     final_seq: u64,
     deadline: tokio::time::Instant,
