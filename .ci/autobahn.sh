@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # WebSocket conformance: the Autobahn|Testsuite fuzzing client against the
 # broker's echo endpoint, which runs through the same connection layer as
-# /ws. Cases 1-10 with compression off, then 1-13 (12 and 13 are
-# permessage-deflate) with server.compression on. 0 FAILED is the bar.
+# /ws. Cases 1-13 (12 and 13 are permessage-deflate) in one run with
+# server.compression on: cases 1-11 do not offer the extension, so they take
+# the very path of a broker with compression off (a separate run of 1-10
+# with it off took CI minutes and tested nothing more). 0 FAILED is the bar.
 # Uses ../shared/tools/autobahn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +44,5 @@ run() {
 }
 
 PORT="${AUTOBAHN_PORT:-19101}"
-echo "== Autobahn 1-10, compression off"
-run "$PORT" false 0
 echo "== Autobahn 1-13, server.compression = true (permessage-deflate)"
-run "$((PORT + 1))" true 1
+run "$PORT" true 1
