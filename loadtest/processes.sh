@@ -1,4 +1,4 @@
-# Shell helpers shared by loadtest/cluster-bench.sh and cluster-faults.sh
+# Shell helpers shared by loadtest/cluster-bench.sh, cluster-faults.sh and edge-bench.sh
 # (sourced, not run): the processes a script starts, and loopback ports.
 #
 # The sourcing script sets START_LIMIT_SECS and STOP_LIMIT_SECS, defines
