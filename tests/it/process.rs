@@ -58,18 +58,24 @@ impl ChildBroker {
         let mut child = cmd.spawn().expect("spawn shardcast");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        // The lines up to the listening one (start-up warnings) count too.
+        let mut first = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
                 .expect("broker exited before listening")
                 .expect("read stderr");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let addr = rest.split_whitespace().next().expect("addr");
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().expect("addr").to_string());
+            first.push(line);
+            if let Some(addr) = addr {
                 break addr.parse().expect("socket address");
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(first));
         let keep = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {

@@ -462,3 +462,56 @@ async fn sighup_reloads_the_certificate_of_the_binary() {
     let (_, serial) = tls_connect(&ca, child.addr).await;
     assert_eq!(serial, vec![1]);
 }
+
+/// A certificate that expires within 14 days starts with a warning saying
+/// when; a peer that opens TCP to a TLS listener and never completes its
+/// handshake is cut off at `limits.handshake_timeout_ms`, like a slow
+/// plain upgrade, and its descriptor comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soon_expiring_certificate_warns_and_a_stalled_handshake_is_cut_off() {
+    let ca = TestCa::new("expiring");
+    let now = unix_now();
+    let (cert, key, _) = ca.leaf(7, now - 3600, now + 3 * 86_400);
+    let (cert_path, key_path) = (ca.dir.join("cert.pem"), ca.dir.join("key.pem"));
+    write_atomically(&cert_path, &cert);
+    write_atomically(&key_path, &key);
+    let cert_s = cert_path.display().to_string();
+    let key_s = key_path.display().to_string();
+    let child = crate::process::ChildBroker::spawn(&[
+        ("SHARDCAST_SERVER__TLS_CERT_FILE", &cert_s),
+        ("SHARDCAST_SERVER__TLS_KEY_FILE", &key_s),
+        ("SHARDCAST_LIMITS__HANDSHAKE_TIMEOUT_MS", "500"),
+    ]);
+    assert!(
+        child.log_count("the TLS certificate expires within 14 days") >= 1,
+        "no expiry warning at start"
+    );
+    let (_, serial) = tls_connect(&ca, child.addr).await;
+    assert_eq!(serial, vec![7], "the soon-expiring pair still serves");
+
+    let fds_before = child.open_fds();
+    let mut stalled = TcpStream::connect(child.addr).await.expect("connect");
+    // Half a ClientHello record header, then silence.
+    stalled.write_all(&[0x16, 0x03]).await.expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(RECV_TIMEOUT, stalled.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the stalled handshake was not closed: {read:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed before the handshake timeout: {took:?}"
+    );
+    drop(stalled);
+    let started = Instant::now();
+    while child.open_fds() > fds_before {
+        assert!(
+            started.elapsed() < RECV_TIMEOUT,
+            "descriptor not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
