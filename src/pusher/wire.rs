@@ -318,6 +318,13 @@ pub(crate) fn pong() -> Bytes {
     Event::new("pusher:pong", 8).raw_data(b"{}").finish()
 }
 
+/// `pusher:ping`: the server's heartbeat on a Pusher connection (its
+/// clients answer `pusher:pong`; browsers do not let a page see WebSocket
+/// pings).
+pub(crate) fn ping() -> Bytes {
+    Event::new("pusher:ping", 8).raw_data(b"{}").finish()
+}
+
 /// `pusher_internal:subscription_succeeded` of a channel that is not a
 /// presence channel.
 pub(crate) fn subscribed(channel: &str) -> Bytes {

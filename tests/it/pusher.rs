@@ -797,3 +797,35 @@ async fn namespaces_apply_to_pusher_channels_by_channel_name() {
     let got = next_event(&mut b, "client-say").await;
     assert_eq!(got["data"], json!({"text": "hi"}), "{got}");
 }
+
+/// The server's heartbeat on a Pusher connection is `pusher:ping` (a page
+/// cannot see WebSocket pings): a client that answers `pusher:pong` stays
+/// past the heartbeat timeout, one that stays silent is closed with 4201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_pings_with_pusher_ping_and_closes_the_silent_with_4201() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.heartbeat_interval_ms = 200;
+            c.limits.heartbeat_timeout_ms = 600;
+        })
+        .start();
+    let (mut answering, _) = connect(&broker).await;
+    let (mut silent, _) = connect(&broker).await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let ping = next_event(&mut answering, "pusher:ping").await;
+        assert_eq!(ping["data"], json!({}), "{ping}");
+        pings += 1;
+        send(&mut answering, json!({"event":"pusher:pong","data":{}})).await;
+    }
+    assert!(pings >= 3, "{pings} pings in 1.5 s at a 200 ms interval");
+    assert_eq!(silent.close_code().await, Some(4201));
+    // The answering one is still there.
+    send(&mut answering, json!({"event":"pusher:ping","data":{}})).await;
+    assert_eq!(
+        next_event(&mut answering, "pusher:pong").await["event"],
+        "pusher:pong"
+    );
+}

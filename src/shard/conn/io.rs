@@ -26,7 +26,7 @@ use crate::limits::WRITE_BATCH_FRAMES;
 use crate::metrics::FRAME_BINARY;
 use crate::shard::Shard;
 use crate::shard::outbound::Queued;
-use crate::ws::encode::{ping_frame, pong_frame};
+use crate::ws::encode::pong_frame;
 use crate::ws::{Message, MessageReader};
 
 /// Capacity a writer's in-flight buffer keeps after a burst; more is given
@@ -98,6 +98,11 @@ pub(super) async fn read_loop(
                     conn.reply(conn.own_data_frame(false, &payload));
                 }
                 Ok(Some(Message::Text(payload))) => {
+                    if conn.is_pusher() {
+                        // Pusher counts any event as activity (its
+                        // `pusher:pong` among them).
+                        awaiting_pong = None;
+                    }
                     if let Some(wait) = dispatch::handle(shard, conn, payload) {
                         wait.await;
                     }
@@ -168,7 +173,7 @@ pub(super) async fn read_loop(
                     conn.close_with(close::HEARTBEAT_TIMEOUT, "heartbeat timeout: no pong", true);
                     return ReadEnd::ServerClose;
                 }
-                conn.send(ping_frame());
+                conn.send(conn.heartbeat_ping());
                 awaiting_pong = Some(now);
                 next_ping = now + interval;
             }

@@ -321,6 +321,15 @@ impl Conn {
         }
     }
 
+    /// The server's heartbeat in this connection's protocol: a WebSocket
+    /// ping, or Pusher's `pusher:ping` event.
+    fn heartbeat_ping(&self) -> Bytes {
+        match self.protocol {
+            Protocol::Native => crate::ws::encode::ping_frame(),
+            Protocol::Pusher(_) => crate::pusher::wire::ping(),
+        }
+    }
+
     /// Queue a room event (`joined`/`left`, `gap`) in this connection's
     /// protocol, if it has a form there.
     pub(crate) fn send_event(&self, room: &str, frame: &RoomFrame) {
