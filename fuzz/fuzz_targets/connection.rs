@@ -70,6 +70,9 @@ fn config() -> Config {
     l.handshake_timeout_ms = 5_000;
     l.heartbeat_interval_ms = 3_600_000; // the witness never has to pong
     l.max_presence_list = 8;
+    // No memory budget (what `Config::load_from` makes of 0 where the
+    // machine's memory cannot be read): a fuzz run never comes near it.
+    l.memory_budget_bytes = u64::MAX;
     let r = &mut c.room;
     r.default_max_members = 16;
     r.history = 16;
