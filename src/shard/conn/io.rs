@@ -2,8 +2,8 @@
 //! expiry) and the writer (queued frames out in vectored batches).
 //!
 //! **Invariants:** the reader holds no buffer while the connection is idle,
-//! the writer holds no slots once the queue is empty and at most
-//! [`WRITER_KEEP_CAPACITY`] while more waits; the reader is the only task that handles the client's frames, so
+//! the writer keeps [`WRITER_IDLE_CAPACITY`] slots once the queue is
+//! empty and at most [`WRITER_KEEP_CAPACITY`] while more waits; the reader is the only task that handles the client's frames, so
 //! they take effect in the order the client sent them; the reader reads
 //! nothing while replies fill the outbound queue (the writer wakes it when
 //! it takes them), so a client's own burst pushes back on the client
@@ -32,6 +32,11 @@ use crate::ws::{Message, MessageReader};
 /// Capacity a writer's in-flight buffer keeps after a burst; more is given
 /// back so a connection that was once busy does not stay large.
 const WRITER_KEEP_CAPACITY: usize = 256;
+
+/// Slots a writer keeps once its queue is empty: enough that a delivery to
+/// a quiet connection (a message, or a message and its ack) allocates
+/// nothing, few enough that an idle connection stays small.
+const WRITER_IDLE_CAPACITY: usize = 2;
 
 /// How the read loop ended.
 pub(super) enum ReadEnd {
@@ -231,9 +236,10 @@ pub(super) async fn write_loop(conn: Rc<Conn>, mut write: WriteHalf) {
         }
         inflight.clear();
         if conn.queue.borrow().is_empty() {
-            // Nothing waits: the connection goes idle holding no slots (a
-            // push into the empty queue allocates its few slots again).
-            inflight = VecDeque::new();
+            // Nothing waits: the connection goes idle with the few slots a
+            // single delivery needs (no allocation on the message path of
+            // a quiet connection, no burst's worth of slots kept).
+            inflight.shrink_to(WRITER_IDLE_CAPACITY);
         } else if inflight.capacity() > WRITER_KEEP_CAPACITY {
             inflight.shrink_to(WRITER_KEEP_CAPACITY);
         }
