@@ -21,6 +21,15 @@
 //! answered with `seq` S waited for message S, which Redis had lost with
 //! its stream (or this node missed and could not repair), and was admitted
 //! only if someone published again. Its connection got no `join` reply.
+//!
+//! A hole found while the node cannot read the stream (its command
+//! connection is down or a read failed) is not a loss: the messages after
+//! it wait, and the read is sent when the command connection is back
+//! ([`RoomOrder::send_repair`]) or at the next [`RoomOrder::overdue`] check.
+//! Only a hole that could not be read for `wait` is given up with a `gap`.
+//! Before, such a hole became a `gap` at once: after a Redis restart, a
+//! node whose subscriber connection came back before its command connection
+//! told its members that a message Redis had acknowledged was lost.
 
 use std::time::{Duration, Instant};
 
@@ -96,7 +105,12 @@ struct Pending<A> {
 /// A hole being filled: the messages that came after it wait here.
 #[derive(Debug)]
 struct Repair {
-    id: u64,
+    /// The read in flight; `None` while it waits to be sent (no command
+    /// connection, or the last read failed).
+    id: Option<u64>,
+    /// The first [`RoomOrder::overdue`] check that found it unsent: it is
+    /// given up `wait` after that.
+    unsent_since: Option<Instant>,
     waiting: Vec<(u64, Bytes, Option<u64>)>,
     waiting_bytes: usize,
     /// Read after joins answered up to this seq ran in Redis: whatever the
@@ -172,6 +186,12 @@ impl<A> RoomOrder<A> {
         self.pending.is_empty()
     }
 
+    /// Whether [`RoomOrder::overdue`] has something to check: a join
+    /// waiting for its message, or a repair waiting to be sent.
+    pub(crate) fn waits_on_time(&self) -> bool {
+        !self.pending.is_empty() || self.repair_unsent()
+    }
+
     /// Message `seq` arrived on the room's channel. `ids` is `None` when no
     /// repair can be fetched now (no command connection).
     pub(crate) fn message(
@@ -198,23 +218,48 @@ impl<A> RoomOrder<A> {
             }
             return self.deliver_if_new(seq, frame, skip, steps);
         }
-        match (self.delivered, ids) {
-            (Some(last), _) if seq <= last => {} // delivered already
-            (Some(last), Some(ids)) if seq > last + 1 => {
-                let id = ids.next();
-                steps.push(Step::Fetch {
-                    id,
-                    after: last,
-                    below: Some(seq),
-                });
+        match self.delivered {
+            Some(last) if seq <= last => {} // delivered already
+            Some(last) if seq > last + 1 => {
                 self.repair = Some(Repair {
-                    id,
+                    id: None,
+                    unsent_since: None,
                     waiting_bytes: frame.len(),
                     waiting: vec![(seq, frame, skip)],
                     through: None,
                 });
+                if let Some(ids) = ids {
+                    self.send_repair(ids, steps);
+                }
             }
             _ => self.deliver(seq, frame, skip, steps),
+        }
+    }
+
+    /// Whether a repair waits to be sent ([`RoomOrder::send_repair`]).
+    pub(crate) fn repair_unsent(&self) -> bool {
+        self.repair.as_ref().is_some_and(|r| r.id.is_none())
+    }
+
+    /// Send the read of a repair that waits to be sent (the command
+    /// connection is up again): everything after the last delivered seq,
+    /// below the first message waiting.
+    pub(crate) fn send_repair(&mut self, ids: &mut RepairIds, steps: &mut Vec<Step<A>>) {
+        let after = self.delivered.unwrap_or(0);
+        let Some(repair) = self.repair.as_mut().filter(|r| r.id.is_none()) else {
+            return;
+        };
+        let id = ids.next();
+        repair.id = Some(id);
+        let below = repair.waiting.first().map(|(seq, ..)| *seq);
+        steps.push(Step::Fetch { id, after, below });
+    }
+
+    /// Repair `id`'s read failed (its connection broke, or Redis refused
+    /// it): the repair waits to be sent again; what waits on it stays.
+    pub(crate) fn repair_failed(&mut self, id: u64) {
+        if let Some(repair) = self.repair.as_mut().filter(|r| r.id == Some(id)) {
+            repair.id = None;
         }
     }
 
@@ -222,12 +267,23 @@ impl<A> RoomOrder<A> {
     /// the hole, oldest first (at most `limits.messages`: the read's
     /// `COUNT`).
     pub(crate) fn repaired(&mut self, id: u64, found: Vec<(u64, Bytes)>, steps: &mut Vec<Step<A>>) {
-        if self.repair.as_ref().is_none_or(|r| r.id != id) {
+        if self.repair.as_ref().is_none_or(|r| r.id != Some(id)) {
             return; // an answer for a repair given up or replaced
         }
-        let Some(repair) = self.repair.take() else {
-            return;
-        };
+        if let Some(repair) = self.repair.take() {
+            self.finish_repair(repair, found, steps);
+        }
+    }
+
+    /// End `repair` with what its read `found` (nothing, when it is given
+    /// up): deliver what is new, in order, with a `gap` for what neither
+    /// brought.
+    fn finish_repair(
+        &mut self,
+        repair: Repair,
+        found: Vec<(u64, Bytes)>,
+        steps: &mut Vec<Step<A>>,
+    ) {
         // A full read may have left messages in the stream: nothing is
         // known lost then (the next overdue check reads on).
         let through = repair
@@ -254,13 +310,27 @@ impl<A> RoomOrder<A> {
     /// not come: read the stream for them (a repair that knows they exist),
     /// or, with no command connection (`ids` is `None`), say `gap` for them
     /// and admit the joins now.
+    ///
+    /// A repair waiting to be sent is sent now if `ids` allows, and given up
+    /// (`gap` for its hole) once `wait` has passed since the first check
+    /// that found it unsent.
     pub(crate) fn overdue(
         &mut self,
         now: Instant,
         wait: Duration,
-        ids: Option<&mut RepairIds>,
+        mut ids: Option<&mut RepairIds>,
         steps: &mut Vec<Step<A>>,
     ) {
+        if let Some(repair) = self.repair.as_mut().filter(|r| r.id.is_none()) {
+            let since = *repair.unsent_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= wait {
+                if let Some(repair) = self.repair.take() {
+                    self.finish_repair(repair, Vec::new(), steps);
+                }
+            } else if let Some(ids) = ids.as_deref_mut() {
+                self.send_repair(ids, steps);
+            }
+        }
         let late = self
             .pending
             .iter()
@@ -276,18 +346,14 @@ impl<A> RoomOrder<A> {
             // the next check, after it, reads again.
             (_, Some(_)) => {}
             (Some(ids), None) => {
-                let id = ids.next();
-                steps.push(Step::Fetch {
-                    id,
-                    after: self.delivered.unwrap_or(0),
-                    below: None,
-                });
                 self.repair = Some(Repair {
-                    id,
+                    id: None,
+                    unsent_since: None,
                     waiting: Vec::new(),
                     waiting_bytes: 0,
                     through: Some(through),
                 });
+                self.send_repair(ids, steps);
             }
             (None, None) => self.lost_through(through, steps),
         }
@@ -378,26 +444,23 @@ impl<A> RoomOrder<A> {
         self.repair = None;
     }
 
-    /// The node hears the room again: fetch what was published meanwhile.
-    pub(crate) fn heard_again(&mut self, ids: &mut RepairIds, steps: &mut Vec<Step<A>>) {
-        let Some(last) = self.delivered else {
-            return;
-        };
-        if self.repair.is_some() {
+    /// The node hears the room again: fetch what was published meanwhile
+    /// (once `ids` is given, if not now: see [`RoomOrder::send_repair`]).
+    /// Messages heard from now on wait for that read.
+    pub(crate) fn heard_again(&mut self, ids: Option<&mut RepairIds>, steps: &mut Vec<Step<A>>) {
+        if self.delivered.is_none() || self.repair.is_some() {
             return;
         }
-        let id = ids.next();
-        steps.push(Step::Fetch {
-            id,
-            after: last,
-            below: None,
-        });
         self.repair = Some(Repair {
-            id,
+            id: None,
+            unsent_since: None,
             waiting: Vec::new(),
             waiting_bytes: 0,
             through: None,
         });
+        if let Some(ids) = ids {
+            self.send_repair(ids, steps);
+        }
     }
 
     fn deliver_if_new(

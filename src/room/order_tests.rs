@@ -224,8 +224,11 @@ fn catch_up_says_gap_for_a_hole_this_node_lost_among_recent_messages() {
     let (mut steps, mut ids) = (Vec::new(), RepairIds::default());
     order.answered(0, 1, (), t0(), &mut steps);
     order.message(1, frame(1), None, Some(&mut ids), &mut steps);
-    // 2 never arrives and no repair can be read: delivered with a gap.
+    // 2 never arrives and no repair can be read within the wait:
+    // delivered with a gap.
     order.message(3, frame(3), None, None, &mut steps);
+    order.overdue(t0(), WAIT, None, &mut steps);
+    order.overdue(t0() + WAIT, WAIT, None, &mut steps);
     steps.clear();
     order.answered(0, 2, (), t0(), &mut steps);
     assert_eq!(
@@ -272,6 +275,110 @@ fn an_answer_to_a_dropped_repair_is_ignored() {
     assert!(steps.is_empty());
 }
 
+/// The loss seen in CI after a Redis restart: the subscriber connection
+/// came back before the command connection, and the next message heard
+/// (published on the other node) was one past a message this node had not
+/// heard yet. That hole is not a loss: the message waits until the stream
+/// can be read, and nothing is a `gap`.
+#[test]
+fn a_hole_found_without_commands_waits_for_them_instead_of_a_gap() {
+    let mut order: RoomOrder<()> = RoomOrder::new(ROOMY);
+    let (mut ids, mut steps) = (RepairIds::default(), Vec::new());
+    order.answered(0, 1, (), t0(), &mut steps);
+    order.message(1, frame(1), None, Some(&mut ids), &mut steps);
+    order.unheard();
+    steps.clear();
+    // Heard again, commands still down; then 3 arrives (2 was published
+    // while this node did not hear the room).
+    order.heard_again(None, &mut steps);
+    order.message(3, frame(3), None, None, &mut steps);
+    assert!(steps.is_empty(), "3 waits: {steps:?}");
+    assert!(order.repair_unsent() && order.waits_on_time());
+    // A check before the commands are back: still waiting, not a gap.
+    order.overdue(t0(), WAIT, None, &mut steps);
+    assert!(steps.is_empty(), "{steps:?}");
+    // The commands are back: the read is sent, below the waiting 3.
+    order.send_repair(&mut ids, &mut steps);
+    let Some(Step::Fetch { id, after, below }) = steps.pop() else {
+        panic!("a read: {steps:?}");
+    };
+    assert_eq!((after, below), (1, Some(3)));
+    order.repaired(id, vec![(2, frame(2))], &mut steps);
+    let delivered: Vec<u64> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Deliver { seq, .. } => *seq,
+            other => panic!("only deliveries: {other:?}"),
+        })
+        .collect();
+    assert_eq!(delivered, vec![2, 3]);
+    assert!(!order.waits_on_time());
+}
+
+/// A read that fails (its connection broke with the batch) is sent again,
+/// and what waited on it stays; the answer to the failed read is ignored.
+#[test]
+fn a_failed_read_is_sent_again_and_nothing_waiting_is_dropped() {
+    let mut order: RoomOrder<()> = RoomOrder::new(ROOMY);
+    let (mut ids, mut steps) = (RepairIds::default(), Vec::new());
+    order.answered(0, 1, (), t0(), &mut steps);
+    order.message(1, frame(1), None, Some(&mut ids), &mut steps);
+    order.message(3, frame(3), None, Some(&mut ids), &mut steps);
+    let Some(Step::Fetch { id: first, .. }) = steps.pop() else {
+        panic!("a read");
+    };
+    steps.clear();
+    order.repair_failed(first);
+    order.message(4, frame(4), None, Some(&mut ids), &mut steps);
+    assert!(steps.is_empty(), "4 waits too: {steps:?}");
+    // The next check sends it again (the command connection is up).
+    order.overdue(t0(), WAIT, Some(&mut ids), &mut steps);
+    let Some(Step::Fetch { id, after, below }) = steps.pop() else {
+        panic!("a second read: {steps:?}");
+    };
+    assert_ne!(id, first);
+    assert_eq!((after, below), (1, Some(3)));
+    order.repaired(first, vec![], &mut steps);
+    assert!(steps.is_empty(), "a stale answer is ignored");
+    order.repaired(id, vec![(2, frame(2))], &mut steps);
+    let delivered: Vec<u64> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Deliver { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![2, 3, 4]);
+}
+
+/// A hole that cannot be read for `wait` (the command connection stays
+/// down) is given up: a `gap` for it, and what waited is delivered.
+#[test]
+fn a_hole_unread_for_the_wait_is_given_up_with_a_gap() {
+    let mut order: RoomOrder<()> = RoomOrder::new(ROOMY);
+    let mut steps = Vec::new();
+    order.answered(0, 1, (), t0(), &mut steps);
+    order.message(1, frame(1), None, None, &mut steps);
+    order.message(4, frame(4), None, None, &mut steps);
+    steps.clear();
+    order.overdue(t0(), WAIT, None, &mut steps);
+    order.overdue(t0() + WAIT / 2, WAIT, None, &mut steps);
+    assert!(steps.is_empty(), "{steps:?}");
+    order.overdue(t0() + WAIT, WAIT, None, &mut steps);
+    assert_eq!(
+        steps,
+        vec![
+            Step::Gap { from: 2, to: 3 },
+            Step::Deliver {
+                seq: 4,
+                frame: frame(4),
+                skip: None
+            },
+        ]
+    );
+    assert!(!order.waits_on_time());
+}
+
 /// What the node can be told, in the model.
 #[derive(Debug, Clone)]
 enum Event {
@@ -312,6 +419,14 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
+/// The same events but [`Event::Tick`]: no deadline passes.
+fn timeless_event() -> impl Strategy<Value = Event> {
+    event().prop_map(|e| match e {
+        Event::Tick => Event::Hear,
+        other => other,
+    })
+}
+
 /// Redis and the connections between it and the node.
 struct Model {
     seq: u64,
@@ -334,6 +449,8 @@ struct Model {
     admitting: HashMap<u64, u64>,
     /// The node's clock.
     clock: Instant,
+    /// `gap`s said (as steps or in a catch-up).
+    gaps: usize,
 }
 
 impl Model {
@@ -350,6 +467,7 @@ impl Model {
                     }
                 }
                 Step::Gap { from, to } => {
+                    self.gaps += 1;
                     let conns: Vec<u64> = self.members.keys().copied().collect();
                     for conn in conns {
                         self.see(conn, from, to)?;
@@ -365,7 +483,10 @@ impl Model {
                                 let seq = seq_of(f);
                                 self.see(conn, seq, seq)?;
                             }
-                            CatchUp::Gap { from, to } => self.see(conn, *from, *to)?,
+                            CatchUp::Gap { from, to } => {
+                                self.gaps += 1;
+                                self.see(conn, *from, *to)?;
+                            }
                         }
                     }
                 }
@@ -399,6 +520,86 @@ impl Model {
     }
 }
 
+/// Drive an order through `events` (then the command and subscriber
+/// connections come back and everything settles), checking every step;
+/// the model at the end. With `known_start`, a member (conn 100) is
+/// admitted at seq 0 first, so the order knows where the room stands.
+fn drive(
+    events: &[Event],
+    stream_len: usize,
+    limits: OrderLimits,
+    known_start: bool,
+) -> Result<Model, TestCaseError> {
+    let mut order: RoomOrder<()> = RoomOrder::new(limits);
+    let mut ids = RepairIds::default();
+    let mut steps = Vec::new();
+    let mut m = Model {
+        seq: 0,
+        stream: VecDeque::new(),
+        stream_len,
+        count: limits.messages,
+        skips: HashMap::new(),
+        channel: VecDeque::new(),
+        subscribed: true,
+        commands: true,
+        answers: VecDeque::new(),
+        fetches: VecDeque::new(),
+        joined: Vec::new(),
+        answered: Vec::new(),
+        members: HashMap::new(),
+        admitting: HashMap::new(),
+        clock: t0(),
+        gaps: 0,
+    };
+    if known_start {
+        order.answered(0, 100, (), m.clock, &mut steps);
+        m.apply(&mut steps)?;
+    }
+    let finish = [Event::Commands { up: true }, Event::Resubscribe];
+    for e in events.iter().chain(finish.iter()) {
+        step(&mut m, &mut order, &mut ids, &mut steps, e)?;
+    }
+    // Quiesce: answers, channel and repairs all handled, and time passes
+    // (twice: a repair in flight at the first check proves nothing; and
+    // once more for each `count` messages the stream holds, since a full
+    // read leaves the rest to the next check). Every answered join is
+    // admitted then, with no later message.
+    let quiesce = |m: &mut Model,
+                   order: &mut RoomOrder<()>,
+                   ids: &mut RepairIds,
+                   steps: &mut Vec<Step<()>>| {
+        while !(m.answers.is_empty() && m.channel.is_empty() && m.fetches.is_empty()) {
+            for e in [Event::Answer, Event::Hear, Event::Repair { fail: false }] {
+                step(m, order, ids, steps, &e)?;
+            }
+        }
+        Ok::<(), TestCaseError>(())
+    };
+    for _ in 0..2 + stream_len.min(events.len() + 1).div_ceil(m.count.max(1)) {
+        quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
+        step(&mut m, &mut order, &mut ids, &mut steps, &Event::Tick)?;
+    }
+    quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
+    prop_assert!(
+        m.admitting.is_empty(),
+        "joins never admitted: {:?}",
+        m.admitting
+    );
+    // One more message reveals a lost tail in a live room.
+    step(
+        &mut m,
+        &mut order,
+        &mut ids,
+        &mut steps,
+        &Event::Publish { skip: None },
+    )?;
+    quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
+    for (conn, next) in &m.members {
+        prop_assert_eq!(*next, m.seq + 1, "member {} is behind", conn);
+    }
+    Ok(m)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -410,45 +611,27 @@ proptest! {
         small_bytes in any::<bool>(),
     ) {
         let limits = OrderLimits { messages: recent, bytes: if small_bytes { 6 } else { 1 << 20 } };
-        let mut order: RoomOrder<()> = RoomOrder::new(limits);
-        let mut ids = RepairIds::default();
-        let mut steps = Vec::new();
-        let mut m = Model {
-            seq: 0, stream: VecDeque::new(), stream_len, count: recent,
-            skips: HashMap::new(), channel: VecDeque::new(), subscribed: true, commands: true,
-            answers: VecDeque::new(), fetches: VecDeque::new(), joined: Vec::new(),
-            answered: Vec::new(), members: HashMap::new(), admitting: HashMap::new(),
-            clock: t0(),
-        };
-        let finish = [Event::Commands { up: true }, Event::Resubscribe];
-        for e in events.iter().chain(finish.iter()) {
-            step(&mut m, &mut order, &mut ids, &mut steps, e)?;
-        }
-        // Quiesce: answers, channel and repairs all handled, and time passes
-        // (twice: a repair in flight at the first check proves nothing; and
-        // once more for each `recent` messages the stream holds, since a
-        // full read leaves the rest to the next check). Every answered join
-        // is admitted then, with no later message.
-        let quiesce = |m: &mut Model, order: &mut RoomOrder<()>, ids: &mut RepairIds, steps: &mut Vec<Step<()>>| {
-            while !(m.answers.is_empty() && m.channel.is_empty() && m.fetches.is_empty()) {
-                for e in [Event::Answer, Event::Hear, Event::Repair { fail: false }] {
-                    step(m, order, ids, steps, &e)?;
-                }
-            }
-            Ok::<(), TestCaseError>(())
-        };
-        for _ in 0..2 + stream_len.div_ceil(recent) {
-            quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
-            step(&mut m, &mut order, &mut ids, &mut steps, &Event::Tick)?;
-        }
-        quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
-        prop_assert!(m.admitting.is_empty(), "joins never admitted: {:?}", m.admitting);
-        // One more message reveals a lost tail in a live room.
-        step(&mut m, &mut order, &mut ids, &mut steps, &Event::Publish { skip: None })?;
-        quiesce(&mut m, &mut order, &mut ids, &mut steps)?;
-        for (conn, next) in &m.members {
-            prop_assert_eq!(*next, m.seq + 1, "member {} is behind", conn);
-        }
+        drive(&events, stream_len, limits, false)?;
+    }
+
+    /// When Redis keeps every message and no bound or deadline is reached
+    /// (no time passes until the connections are back), nothing is a
+    /// `gap`, however the connections drop and come back: a hole waits
+    /// for the stream to be readable.
+    ///
+    /// Claimed once the order knows where the room stands (a member was
+    /// admitted). Before that, a limit remains: if the subscriber
+    /// connection drops between a room's first join running in Redis and
+    /// its answer, the first message heard after resubscribing starts the
+    /// order, and that join's member gets a `gap` for the messages before
+    /// it (found by this property without `known_start`).
+    #[test]
+    fn nothing_the_stream_still_has_is_ever_a_gap(
+        events in prop::collection::vec(timeless_event(), 1..160),
+    ) {
+        let limits = OrderLimits { messages: 1000, bytes: 1 << 20 };
+        let m = drive(&events, 10_000, limits, true)?;
+        prop_assert_eq!(m.gaps, 0, "a gap over messages the stream has: {:?}", events);
     }
 }
 
@@ -488,9 +671,7 @@ fn step(
         Event::Resubscribe => {
             if !m.subscribed {
                 m.subscribed = true;
-                if m.commands {
-                    order.heard_again(ids, steps);
-                }
+                order.heard_again(m.commands.then_some(&mut *ids), steps);
             }
         }
         Event::Join { conn } => {
@@ -518,17 +699,18 @@ fn step(
         }
         Event::Repair { fail } => {
             if let Some((id, after, below)) = m.fetches.pop_front() {
-                let found = if fail || !m.commands {
-                    Vec::new()
+                if fail || !m.commands {
+                    order.repair_failed(id);
                 } else {
-                    m.stream
+                    let found = m
+                        .stream
                         .iter()
                         .filter(|s| **s > after && below.is_none_or(|b| **s < b))
                         .take(m.count.max(1))
                         .map(|s| (*s, frame(*s)))
-                        .collect()
-                };
-                order.repaired(id, found, steps);
+                        .collect();
+                    order.repaired(id, found, steps);
+                }
             }
         }
         Event::Tick => {
@@ -538,11 +720,13 @@ fn step(
         }
         Event::Commands { up } => {
             m.commands = up;
-            if !up {
+            if up {
+                // The backplane sends the repairs that waited for it.
+                order.send_repair(ids, steps);
+            } else {
                 // The reads in flight fail.
                 while let Some((id, _, _)) = m.fetches.pop_front() {
-                    order.repaired(id, Vec::new(), steps);
-                    m.apply(steps)?;
+                    order.repair_failed(id);
                 }
             }
         }

@@ -162,14 +162,10 @@ impl Backplane {
         state.pending_since = None;
         let held = std::mem::take(&mut state.held);
         let mut steps = Vec::new();
-        if self.cmd.is_some() {
-            // Heard again after a reconnect: fetch what was published
-            // meanwhile.
-            state.order.heard_again(&mut self.repair_ids, &mut steps);
-        } else {
-            // No command connection to read with: when it is back.
-            state.repair_due = true;
-        }
+        // Heard again after a reconnect: fetch what was published meanwhile
+        // (when the command connection is back, if it is not yet).
+        let ids = self.cmd.is_some().then_some(&mut self.repair_ids);
+        state.order.heard_again(ids, &mut steps);
         let room: Arc<str> = Arc::from(room);
         self.carry_out(&room, steps);
         for prepared in held {

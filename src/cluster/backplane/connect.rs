@@ -236,28 +236,28 @@ impl Backplane {
                 self.cmd_backoff = FIRST_BACKOFF_MS;
                 self.restore_all();
                 self.heartbeat(self.cfg.node_ttl_ms as i64);
-                self.repair_rooms_heard_meanwhile();
+                self.send_waiting_repairs();
             }
             Err(reason) => tracing::debug!(%reason, "cluster: reconnect failed"),
         }
     }
 
-    /// The rooms the subscriber heard again while commands were down: read
-    /// what they missed now.
-    fn repair_rooms_heard_meanwhile(&mut self) {
+    /// The rooms whose repair waited for the command connection (heard
+    /// again, or a hole found, while it was down; or a read that failed):
+    /// read what they missed now.
+    fn send_waiting_repairs(&mut self) {
         let due: Vec<Arc<str>> = self
             .rooms
             .iter()
-            .filter(|(_, state)| state.repair_due)
+            .filter(|(_, state)| state.order.repair_unsent())
             .map(|(room, _)| room.clone())
             .collect();
         for room in due {
             let Some(state) = self.rooms.get_mut(&room) else {
                 continue;
             };
-            state.repair_due = false;
             let mut steps = Vec::new();
-            state.order.heard_again(&mut self.repair_ids, &mut steps);
+            state.order.send_repair(&mut self.repair_ids, &mut steps);
             self.carry_out(&room, steps);
         }
     }

@@ -429,7 +429,7 @@ impl Backplane {
             Then::Rooms { reply } => {
                 let _ = reply.send(Err(refusal));
             }
-            Then::Repair { room, id } => self.repair_done(&room, id, Vec::new()),
+            Then::Repair { room, id } => self.repair_failed(&room, id),
             Then::Nothing | Then::Swept => {}
         }
     }

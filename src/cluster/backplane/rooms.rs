@@ -55,9 +55,6 @@ pub(super) struct RoomState {
     /// Since when its subscribe waits for Redis' confirmation
     /// (while [`Sub::Pending`]).
     pub(super) pending_since: Option<Instant>,
-    /// Heard again while the command connection was down: the repair of
-    /// what it missed is due once commands are back.
-    pub(super) repair_due: bool,
     /// Ops waiting for the subscription.
     pub(super) held: Vec<Prepared>,
     pub(super) order: RoomOrder<Admission>,
@@ -79,7 +76,6 @@ impl RoomState {
             joining: 0,
             sub: Sub::Off,
             pending_since: None,
-            repair_due: false,
             held: Vec::new(),
             order: RoomOrder::new(limits),
             facts: None,
@@ -132,7 +128,15 @@ impl Backplane {
         self.within_history_budget();
     }
 
-    /// The stream's answer to repair `id` of `room` (empty if it failed).
+    /// Repair `id` of `room` could not read the stream: it is sent again
+    /// when the command connection is back, or at the next deadline check.
+    pub(super) fn repair_failed(&mut self, room: &Arc<str>, id: u64) {
+        if let Some(state) = self.rooms.get_mut(room) {
+            state.order.repair_failed(id);
+        }
+    }
+
+    /// The stream's answer to repair `id` of `room`.
     pub(super) fn repair_done(&mut self, room: &Arc<str>, id: u64, found: Vec<(u64, Bytes)>) {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
@@ -149,9 +153,11 @@ impl Backplane {
     /// (checked every [`super::DEADLINE_TICK_MS`]): a subscribe Redis has not
     /// confirmed within `cluster.command_timeout_ms` drops the subscriber
     /// connection (its held ops get `unavailable`, a reconnect follows),
-    /// and a join answered ahead of messages that have not come within that
+    /// a join answered ahead of messages that have not come within that
     /// time is settled by the room's order (a read of the stream, or a
-    /// `gap`), see [`RoomOrder::overdue`].
+    /// `gap`), and a repair that could not read the stream is sent again
+    /// or, after that time, given up with a `gap`; see
+    /// [`RoomOrder::overdue`].
     pub(super) fn check_deadlines(&mut self) {
         let now = Instant::now();
         let wait = Duration::from_millis(self.cfg.command_timeout_ms);
@@ -167,7 +173,7 @@ impl Backplane {
         let overdue: Vec<Arc<str>> = self
             .rooms
             .iter()
-            .filter(|(_, state)| !state.order.nothing_pending())
+            .filter(|(_, state)| state.order.waits_on_time())
             .map(|(room, _)| room.clone())
             .collect();
         for room in overdue {
