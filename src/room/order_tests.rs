@@ -23,6 +23,17 @@ fn seq_of(frame: &Bytes) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// The seqs delivered among `steps`, in order.
+fn delivered_seqs<A>(steps: &[Step<A>]) -> Vec<u64> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Deliver { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The one instant the examples answer joins at.
 fn t0() -> Instant {
     static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -46,13 +57,7 @@ fn in_order_messages_are_delivered_as_they_come() {
         order.message(seq, frame(seq), None, Some(&mut ids), &mut steps);
     }
     order.message(2, frame(2), None, Some(&mut ids), &mut steps); // a duplicate
-    let delivered: Vec<u64> = steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Deliver { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let delivered = delivered_seqs(&steps);
     assert_eq!(delivered, vec![1, 2, 3]);
 }
 
@@ -341,13 +346,7 @@ fn a_failed_read_is_sent_again_and_nothing_waiting_is_dropped() {
     order.repaired(first, vec![], &mut steps);
     assert!(steps.is_empty(), "a stale answer is ignored");
     order.repaired(id, vec![(2, frame(2))], &mut steps);
-    let delivered: Vec<u64> = steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Deliver { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let delivered = delivered_seqs(&steps);
     assert_eq!(delivered, vec![2, 3, 4]);
 }
 
