@@ -58,16 +58,21 @@ impl Backend {
 /// The handle of a remote sequencer: its bounded op queue and counters.
 pub(crate) struct Remote {
     ops: mpsc::Sender<Op>,
+    /// Longest wait for room in the queue of an op a client waits for
+    /// ([`Remote::submit_within`]).
+    wait: Duration,
     /// What the sequencer did, for `/metrics` (written by its thread only).
     pub(crate) counters: RemoteCounters,
 }
 
 impl Remote {
-    /// A handle and the receiving end of its queue of `capacity` ops.
-    pub(crate) fn channel(capacity: usize) -> (Remote, mpsc::Receiver<Op>) {
+    /// A handle and the receiving end of its queue of `capacity` ops; an
+    /// op a client waits for waits at most `wait` for room in it.
+    pub(crate) fn channel(capacity: usize, wait: Duration) -> (Remote, mpsc::Receiver<Op>) {
         let (ops, rx) = mpsc::channel(capacity.max(1));
         let remote = Remote {
             ops,
+            wait,
             counters: RemoteCounters::default(),
         };
         (remote, rx)
@@ -80,10 +85,10 @@ impl Remote {
         let _ = self.ops.send(op).await;
     }
 
-    /// [`Remote::submit`], waiting at most `wait` for room in the queue;
-    /// hands `op` back if there was none by then.
-    pub(crate) async fn submit_within(&self, op: Op, wait: Duration) -> Result<(), Op> {
-        match tokio::time::timeout(wait, self.ops.reserve()).await {
+    /// [`Remote::submit`], waiting at most the handle's bound for room in
+    /// the queue; hands `op` back if there was none by then.
+    pub(crate) async fn submit_within(&self, op: Op) -> Result<(), Op> {
+        match tokio::time::timeout(self.wait, self.ops.reserve()).await {
             Ok(Ok(permit)) => {
                 permit.send(op);
                 Ok(())

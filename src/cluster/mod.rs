@@ -84,7 +84,10 @@ pub(crate) struct RoomFacts {
 }
 
 /// The backplane's handle (the remote back end) and the receiving end of
-/// its bounded op queue, for [`backplane::spawn`].
+/// its bounded op queue, for [`backplane::spawn`]. An op a client waits
+/// for waits for room in the queue at most `cluster.command_timeout_ms`,
+/// the bound on anything it waits for from Redis.
 pub(crate) fn channel(config: &Config) -> (Remote, tokio::sync::mpsc::Receiver<crate::op::Op>) {
-    Remote::channel(config.cluster.command_queue)
+    let wait = std::time::Duration::from_millis(config.cluster.command_timeout_ms);
+    Remote::channel(config.cluster.command_queue, wait)
 }

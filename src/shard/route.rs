@@ -16,8 +16,6 @@
 //! A front door routes on the shard of the connection that asked, so a
 //! refusal is answered here.
 
-use std::time::Duration;
-
 use crate::backend::Backend;
 use crate::delivery::{Delivery, Outbox};
 use crate::error::Refusal;
@@ -58,7 +56,7 @@ impl Shard {
                     frame: frame.clone(),
                     counted: None,
                 };
-                let _ = remote.submit_within(relay, self.remote_wait()).await;
+                let _ = remote.submit_within(relay).await;
             }
             let shards = match &audience {
                 Audience::User(user) => ShardSet::from_bits(self.shared.users.shards(user)),
@@ -98,19 +96,12 @@ impl Shard {
                 }
             }
             Backend::Remote(remote) if op.client_waits() => {
-                if let Err(op) = remote.submit_within(op, self.remote_wait()).await {
+                if let Err(op) = remote.submit_within(op).await {
                     self.refuse_here(op, Refusal::unavailable());
                 }
             }
             Backend::Remote(remote) => remote.submit(op).await,
         }
-    }
-
-    /// How long an op a client waits for may wait for room in the remote
-    /// sequencer's queue: `cluster.command_timeout_ms`, the bound on
-    /// anything it waits for from Redis.
-    fn remote_wait(&self) -> Duration {
-        Duration::from_millis(self.shared.config.cluster.command_timeout_ms)
     }
 
     /// Answer `op`, from a front door of this shard, with `refusal` here, as
