@@ -258,6 +258,18 @@ pub(crate) enum WriteHalf {
     Tls(tokio::io::WriteHalf<Tls>),
 }
 
+impl WriteHalf {
+    /// Write `bufs` now if the socket takes them without waiting: the
+    /// bytes written, or `WouldBlock`. `None` over TLS, whose writes go
+    /// through its session (the writer task does those).
+    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        match self {
+            WriteHalf::Plain(tcp) => Some(tcp.try_write_vectored(bufs)),
+            WriteHalf::Tls(_) => None,
+        }
+    }
+}
+
 macro_rules! delegate_write {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {

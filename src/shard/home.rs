@@ -35,6 +35,9 @@ impl Shard {
                 }
                 continue;
             }
+            // The batch's deliveries to this shard's connections are
+            // written once, at its end (see `cork`).
+            self.cork();
             for op in batch.drain(..) {
                 let now = Now::read();
                 self.homes
@@ -42,17 +45,32 @@ impl Shard {
                     .apply(&self.shared.rooms, op, now, &mut out);
                 self.send_out(&mut out).await;
             }
+            self.uncork();
             tokio::task::yield_now().await;
         }
     }
 
-    /// Send what a sequencer decided, in order.
+    /// Send what a sequencer decided, in order. Called corked: waiting for
+    /// room in another shard's inbox uncorks first, so this shard's
+    /// connections are not held up meanwhile.
     async fn send_out(&self, out: &mut Outbox) {
         for observed in out.take_observed() {
             self.shared.observer.report(observed);
         }
         for (shard, delivery) in out.drain() {
-            self.deliver(shard, delivery).await;
+            if shard == self.index {
+                self.apply_delivery(delivery);
+                continue;
+            }
+            let Some(link) = self.shared.links.get(shard) else {
+                continue;
+            };
+            if let Err(delivery) = link.deliveries.try_send(delivery) {
+                self.uncork();
+                // A gone shard means shutdown.
+                let _ = link.deliveries.send(delivery).await;
+                self.cork();
+            }
         }
     }
 
@@ -64,7 +82,9 @@ impl Shard {
         for shard in 0..self.shared.shards() {
             out.push(shard, Delivery::Sealed);
         }
+        self.cork();
         self.send_out(out).await;
+        self.uncork();
     }
 
     /// Remove auto-created rooms that stayed empty for `room.empty_ttl_ms`.

@@ -33,9 +33,11 @@ impl Shard {
                 self.link().deliveries.arrived.notified().await;
                 continue;
             }
+            self.cork();
             for delivery in batch.drain(..) {
                 self.apply_delivery(delivery);
             }
+            self.uncork();
             tokio::task::yield_now().await;
         }
     }

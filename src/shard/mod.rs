@@ -15,6 +15,7 @@
 //! lock-free indexes of [`crate::shared::Shared`].
 
 pub(crate) mod conn;
+mod cork;
 mod drain;
 mod home;
 mod members;
@@ -100,6 +101,8 @@ pub(crate) struct Shard {
     seals_signal: LocalSignal,
     /// Counters for `/api/stats` and `/metrics`.
     pub(crate) counters: Rc<ShardCounters>,
+    /// Writers to flush at the end of a pump's batch.
+    cork: Rc<cork::Cork>,
 }
 
 impl Shard {
@@ -118,7 +121,29 @@ impl Shard {
             seals: Cell::new(0),
             seals_signal: LocalSignal::default(),
             counters: Rc::default(),
+            cork: Rc::default(),
         })
+    }
+
+    /// Start a batch of deliveries: connections they wake are flushed at
+    /// [`Shard::uncork`] (see [`cork`]). Never held across a waiting
+    /// `.await`.
+    pub(super) fn cork(&self) {
+        self.cork.open();
+    }
+
+    /// End a batch of deliveries: write what it queued for each connection
+    /// it woke, straight to the socket where the writer is asleep.
+    pub(super) fn uncork(&self) {
+        let Some(mut listed) = self.cork.close() else {
+            return;
+        };
+        let conns = self.conns.borrow();
+        for id in listed.drain(..) {
+            if let Some(conn) = conns.get(&id) {
+                conn.flush_now();
+            }
+        }
     }
 
     fn link(&self) -> &ShardLink {

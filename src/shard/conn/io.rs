@@ -201,61 +201,149 @@ fn expiry_instant(exp: u64) -> Instant {
 const FAR_FUTURE_SECS: u64 = 365 * 24 * 3600;
 
 /// Write queued frames in vectored batches until the close frame is out.
+/// While it sleeps the write half waits in the connection, where
+/// [`Conn::flush_now`] can write through it.
 pub(super) async fn write_loop(conn: Rc<Conn>, mut write: WriteHalf) {
-    let mut inflight: VecDeque<Queued> = VecDeque::new();
     loop {
-        let closing = {
-            let mut queue = conn.queue.borrow_mut();
-            if queue.is_empty() {
-                queue.flush_gaps();
+        // Write everything there is, frames left by a flush first.
+        loop {
+            let inflight = conn.take_batch();
+            if inflight.is_empty() {
+                conn.inflight.replace(inflight);
+                break;
             }
-            queue.take_all(&mut inflight);
-            queue.is_closing()
-        };
-        if conn.reader_paused.get() && !inflight.is_empty() {
-            conn.reader_wake.notify(); // the replies it waited on are taken
-        }
-        if inflight.is_empty() {
-            conn.writer_wake.wait().await;
-            continue;
-        }
-        // TLS may hold written bytes in its buffer: flush them (a no-op on
-        // plain TCP).
-        if write_frames(&mut write, &inflight).await.is_err() || write.flush().await.is_err() {
-            conn.dead.set(true);
-            conn.reader_wake.notify();
-            return;
-        }
-        let written_us = crate::metrics::now_us();
-        for (_, stamp_us) in &inflight {
-            if *stamp_us > 0 {
-                conn.counters
-                    .publish_to_write
-                    .record(written_us.saturating_sub(*stamp_us));
+            let offset = conn.inflight_offset.replace(0);
+            // TLS may hold written bytes in its buffer: flush them (a no-op
+            // on plain TCP).
+            if write_frames(&mut write, &inflight, offset).await.is_err()
+                || write.flush().await.is_err()
+            {
+                conn.dead.set(true);
+                conn.reader_wake.notify();
+                return;
             }
+            let written = inflight.len();
+            conn.written(inflight, written);
         }
-        inflight.clear();
-        if conn.queue.borrow().is_empty() {
-            // Nothing waits: the connection goes idle with the few slots a
-            // single delivery needs (no allocation on the message path of
-            // a quiet connection, no burst's worth of slots kept).
-            inflight.shrink_to(WRITER_IDLE_CAPACITY);
-        } else if inflight.capacity() > WRITER_KEEP_CAPACITY {
-            inflight.shrink_to(WRITER_KEEP_CAPACITY);
-        }
-        if closing {
+        if conn.queue.borrow().is_closing() {
             // The close frame was the last one queued: it is out.
             let _ = write.shutdown().await;
             return;
         }
+        *conn.write.borrow_mut() = Some(write);
+        conn.writer_wake.wait().await;
+        write = match conn.write.borrow_mut().take() {
+            Some(write) => write,
+            None => return, // the connection is being torn down
+        };
     }
 }
 
-/// Write `frames` with vectored writes of up to [`WRITE_BATCH_FRAMES`]
-/// slices each. The slices live on the stack of each poll, not in the
+impl Conn {
+    /// The frames to write next: those a flush left half written, else
+    /// everything queued (with the `gap`s the queue has room for now).
+    /// Wakes a reader that waits for its replies to be taken.
+    fn take_batch(&self) -> VecDeque<Queued> {
+        let mut inflight = self.inflight.take();
+        if inflight.is_empty() {
+            let mut queue = self.queue.borrow_mut();
+            if queue.is_empty() {
+                queue.flush_gaps();
+            }
+            queue.take_all(&mut inflight);
+        }
+        if self.reader_paused.get() && !inflight.is_empty() {
+            self.reader_wake.notify(); // the replies it waited on are taken
+        }
+        inflight
+    }
+
+    /// The first `count` frames of `inflight` are out: time them, and keep
+    /// the rest (and the deque's slots) for the next write.
+    fn written(&self, mut inflight: VecDeque<Queued>, count: usize) {
+        let written_us = crate::metrics::now_us();
+        for (_, stamp_us) in inflight.drain(..count) {
+            if stamp_us > 0 {
+                self.counters
+                    .publish_to_write
+                    .record(written_us.saturating_sub(stamp_us));
+            }
+        }
+        if inflight.is_empty() {
+            if self.queue.borrow().is_empty() {
+                // Nothing waits: the connection goes idle with the few
+                // slots a single delivery needs (no allocation on the
+                // message path of a quiet connection, no burst's worth of
+                // slots kept).
+                inflight.shrink_to(WRITER_IDLE_CAPACITY);
+            } else if inflight.capacity() > WRITER_KEEP_CAPACITY {
+                inflight.shrink_to(WRITER_KEEP_CAPACITY);
+            }
+        }
+        self.inflight.replace(inflight);
+    }
+
+    /// Write what is queued straight to the socket, in one vectored write,
+    /// if the writer task sleeps with nothing in flight and the socket
+    /// takes it now; whatever is left (a full socket, TLS, a close, an
+    /// error) is the writer task's, woken for it. Called at the end of a
+    /// pump's batch ([`crate::shard::Shard::uncork`]).
+    pub(crate) fn flush_now(&self) {
+        let slot = self.write.borrow();
+        let direct = match slot.as_ref() {
+            Some(write) => {
+                !matches!(write, WriteHalf::Tls(_))
+                    && self.inflight.borrow().is_empty()
+                    && !self.queue.borrow().is_closing()
+            }
+            None => false,
+        };
+        if !direct {
+            drop(slot);
+            return self.writer_wake.notify();
+        }
+        let inflight = self.take_batch();
+        if inflight.is_empty() {
+            self.inflight.replace(inflight);
+            return;
+        }
+        let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];
+        let count = inflight.len().min(WRITE_BATCH_FRAMES);
+        for (slice, (frame, _)) in slices.iter_mut().zip(inflight.iter()) {
+            *slice = IoSlice::new(frame);
+        }
+        let wrote = slot
+            .as_ref()
+            .and_then(|write| write.try_write_vectored(&slices[..count]));
+        drop(slot);
+        let mut left = match wrote {
+            Some(Ok(n)) => n,
+            // Full, or failed: the writer task waits, or sees the error.
+            _ => 0,
+        };
+        let mut done = 0;
+        while done < inflight.len() && left >= inflight[done].0.len() {
+            left -= inflight[done].0.len();
+            done += 1;
+        }
+        self.inflight_offset.set(left);
+        let rest = inflight.len() > done;
+        self.written(inflight, done);
+        if rest {
+            self.writer_wake.notify();
+        }
+    }
+}
+
+/// Write `frames`, the first from `offset`, with vectored writes of up to
+/// [`WRITE_BATCH_FRAMES`] slices each. The slices live on the stack of each poll, not in the
 /// future, so an idle connection's task stays small.
-async fn write_frames(write: &mut WriteHalf, frames: &VecDeque<Queued>) -> std::io::Result<()> {
-    let (mut index, mut offset) = (0usize, 0usize);
+async fn write_frames(
+    write: &mut WriteHalf,
+    frames: &VecDeque<Queued>,
+    mut offset: usize,
+) -> std::io::Result<()> {
+    let mut index = 0usize;
     while index < frames.len() {
         let written = std::future::poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];

@@ -14,7 +14,7 @@ mod io;
 pub(crate) mod pusher;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,12 +24,13 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Shard;
-use super::outbound::{GapStyle, OutQueue, Pushed};
+use super::cork::Cork;
+use super::outbound::{GapStyle, OutQueue, Pushed, Queued};
 use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
 use crate::delivery::{Ack, JoinAck, RoomFrame};
-use crate::edge::stream::{ReadHalf, Stream};
+use crate::edge::stream::{ReadHalf, Stream, WriteHalf};
 use crate::error::{Refusal, close};
 use crate::limits::{PENDING_JOIN_WAIT_MS, USER_WATCH_WAIT_MS};
 use crate::op::{Op, Origin, UserFrame};
@@ -128,6 +129,16 @@ pub(crate) struct Conn {
     expires_at: Cell<Option<u64>>,
     echo: bool,
     queue: RefCell<OutQueue>,
+    /// The socket's writing side while the writer task sleeps (it takes it
+    /// while it writes); [`Conn::flush_now`] writes through it.
+    write: RefCell<Option<WriteHalf>>,
+    /// Frames taken from the queue and not fully written yet (the first
+    /// from `inflight_offset`).
+    inflight: RefCell<VecDeque<Queued>>,
+    inflight_offset: Cell<usize>,
+    /// The shard's cork: a wake-up during a pump's batch is a flush at its
+    /// end.
+    cork: Rc<Cork>,
     writer_wake: LocalSignal,
     reader_wake: LocalSignal,
     /// The reader stopped reading until replies are taken (the writer
@@ -167,6 +178,10 @@ impl Conn {
             expires_at: Cell::new(identity.expires_at),
             echo: identity.echo,
             queue: RefCell::new(queue),
+            write: RefCell::new(None),
+            inflight: RefCell::default(),
+            inflight_offset: Cell::new(0),
+            cork: shard.cork.clone(),
             writer_wake: LocalSignal::default(),
             reader_wake: LocalSignal::default(),
             reader_paused: Cell::new(false),
@@ -340,7 +355,11 @@ impl Conn {
 
     fn after_push(&self, pushed: Pushed) {
         match pushed {
-            Pushed::Queued { wake: true } => self.writer_wake.notify(),
+            Pushed::Queued { wake: true } => {
+                if !self.cork.defer(self.id) {
+                    self.writer_wake.notify();
+                }
+            }
             Pushed::Overflow => {
                 self.counters
                     .slow_consumer_closes
@@ -660,6 +679,9 @@ async fn finish(
         }
     }
     writer.abort();
+    // The socket closes with its read half (dropped with this task) and its
+    // write half, which the writer may have left with the connection.
+    conn.write.borrow_mut().take();
     teardown(shard, conn).await;
 }
 
