@@ -102,8 +102,32 @@ impl<T: Weighed> Inbox<T> {
         }
     }
 
-    /// Put `item` in if it fits; hand it back if not.
+    /// [`Inbox::try_send`] without waking the receiver: the sender rings
+    /// ([`Inbox::ring`]) once it has put in its batch, and before it waits
+    /// for anything, so one wake-up carries many items.
+    pub(crate) fn try_send_quiet(&self, item: T) -> Result<(), T> {
+        match self.try_put_quiet(item) {
+            Ok(None) | Err(ShardGone) => Ok(()),
+            Ok(Some(back)) => Err(back),
+        }
+    }
+
+    /// Wake the receiver for what was put in quietly.
+    pub(crate) fn ring(&self) {
+        self.arrived.notify_one();
+    }
+
+    /// Put `item` in if it fits (waking the receiver); hand it back if not.
     fn try_put(&self, item: T) -> Result<Option<T>, ShardGone> {
+        let put = self.try_put_quiet(item);
+        if matches!(put, Ok(None)) {
+            self.arrived.notify_one();
+        }
+        put
+    }
+
+    /// Put `item` in if it fits; hand it back if not.
+    fn try_put_quiet(&self, item: T) -> Result<Option<T>, ShardGone> {
         let weight = item.weight();
         let before = self.bytes.fetch_add(weight, Ordering::AcqRel);
         if before > 0 && before + weight > self.max_bytes {
@@ -111,10 +135,7 @@ impl<T: Weighed> Inbox<T> {
             return Ok(Some(item));
         }
         match self.tx.try_send(item) {
-            Ok(()) => {
-                self.arrived.notify_one();
-                Ok(None)
-            }
+            Ok(()) => Ok(None),
             Err(TrySendError::Full(back)) => {
                 self.bytes.fetch_sub(weight, Ordering::AcqRel);
                 Ok(Some(back))
@@ -209,6 +230,29 @@ mod tests {
             sender.await.expect("join").expect("sent");
             inbox.drain(&mut out, 10);
             assert_eq!(out, vec![1, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn a_quiet_send_wakes_nobody_until_the_ring() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let inbox = Arc::new(Inbox::<u64>::new(2, 1 << 20));
+            let arrived = inbox.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            inbox.try_send_quiet(1).expect("room for it");
+            inbox.try_send_quiet(2).expect("room for it");
+            assert_eq!(inbox.try_send_quiet(3), Err(3), "full: handed back");
+            let quiet = tokio::time::timeout(std::time::Duration::from_millis(20), &mut arrived);
+            assert!(quiet.await.is_err(), "no wake-up yet");
+            inbox.ring();
+            arrived.await;
+            let mut out = Vec::new();
+            assert_eq!(inbox.drain(&mut out, 10), 2);
         });
     }
 

@@ -5,6 +5,9 @@
 //! **Architecture Invariant:** only this pump touches the shard's room
 //! table, one op at a time, and it sends an op's deliveries before taking
 //! the next op, so every member shard sees a room's frames in `seq` order.
+//! It wakes each shard it sent deliveries to once per batch of ops, and
+//! before it waits for anything (so no shard sleeps on deliveries it was
+//! not told of).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use tokio::time::Instant;
 use super::Shard;
 use crate::delivery::{Delivery, Outbox};
 use crate::limits::{ROOM_SWEEP_INTERVAL_MS, SHARD_PUMP_BATCH};
+use crate::placement::ShardSet;
 use crate::room::table::Now;
 
 impl Shard {
@@ -36,24 +40,28 @@ impl Shard {
                 continue;
             }
             // The batch's deliveries to this shard's connections are
-            // written once, at its end (see `cork`).
+            // written once, at its end (see `cork`), and each other shard
+            // is woken once for its part.
+            let mut rung = ShardSet::default();
             self.cork();
             for op in batch.drain(..) {
                 let now = Now::read();
                 self.homes
                     .borrow_mut()
                     .apply(&self.shared.rooms, op, now, &mut out);
-                self.send_out(&mut out).await;
+                self.send_out(&mut out, &mut rung).await;
             }
-            self.uncork();
+            self.end_batch(&mut rung);
             tokio::task::yield_now().await;
         }
     }
 
-    /// Send what a sequencer decided, in order. Called corked: waiting for
-    /// room in another shard's inbox uncorks first, so this shard's
-    /// connections are not held up meanwhile.
-    async fn send_out(&self, out: &mut Outbox) {
+    /// Send what a sequencer decided, in order, within a batch: corked, and
+    /// other shards' inboxes filled without waking them (`rung` lists
+    /// them, for [`Shard::end_batch`]). Waiting for room in an inbox ends
+    /// the batch first, so no shard waits on one this pump has not woken
+    /// and this shard's connections are not held up meanwhile.
+    async fn send_out(&self, out: &mut Outbox, rung: &mut ShardSet) {
         for observed in out.take_observed() {
             self.shared.observer.report(observed);
         }
@@ -65,13 +73,27 @@ impl Shard {
             let Some(link) = self.shared.links.get(shard) else {
                 continue;
             };
-            if let Err(delivery) = link.deliveries.try_send(delivery) {
-                self.uncork();
-                // A gone shard means shutdown.
-                let _ = link.deliveries.send(delivery).await;
-                self.cork();
+            match link.deliveries.try_send_quiet(delivery) {
+                Ok(()) => rung.insert(shard),
+                Err(delivery) => {
+                    self.end_batch(rung);
+                    // A gone shard means shutdown.
+                    let _ = link.deliveries.send(delivery).await;
+                    self.cork();
+                }
             }
         }
+    }
+
+    /// End a batch: wake the other shards it put deliveries in, then write
+    /// what it queued for this shard's connections.
+    fn end_batch(&self, rung: &mut ShardSet) {
+        for shard in std::mem::take(rung).iter() {
+            if let Some(link) = self.shared.links.get(shard) {
+                link.deliveries.ring();
+            }
+        }
+        self.uncork();
     }
 
     /// Drain: stop sequencing the rooms homed here, and tell every shard so
@@ -82,9 +104,10 @@ impl Shard {
         for shard in 0..self.shared.shards() {
             out.push(shard, Delivery::Sealed);
         }
+        let mut rung = ShardSet::default();
         self.cork();
-        self.send_out(out).await;
-        self.uncork();
+        self.send_out(out, &mut rung).await;
+        self.end_batch(&mut rung);
     }
 
     /// Remove auto-created rooms that stayed empty for `room.empty_ttl_ms`.
