@@ -10,7 +10,7 @@
 //!
 //! Here: the router and how an answer is awaited ([`ask`]). Who may ask is
 //! [`access`]; bodies are [`body`]; the endpoints are [`rooms`],
-//! [`messages`], [`connections`] and [`stats`].
+//! [`messages`], [`connections`] and [`stats`](mod@stats).
 
 use std::net::IpAddr;
 use std::rc::Rc;

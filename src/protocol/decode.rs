@@ -2,7 +2,7 @@
 //! (shape: JSON, object, `type`, fields, names; rights and state are checked
 //! by the caller).
 //!
-//! The first pass, every field as a raw slice of the frame, is [`fields`];
+//! The first pass, every field as a raw slice of the frame, is `fields.rs`;
 //! here, which fields each `type` allows and what their values must be.
 
 use serde::de;

@@ -2,8 +2,8 @@
 //! HTTP until an upgrade, and the one router of paths ([`route`]: the
 //! protocols' upgrades, `/api`, `/apps`, health, readiness, the pages).
 //!
-//! * [`upgrade`]: the native protocol's upgrade and the hand-over of the
-//!   socket to [`crate::shard::conn`].
+//! * [`upgrade`](mod@upgrade): the native protocol's upgrade and the
+//!   hand-over of the socket to [`crate::shard::conn`].
 //! * [`pages`]: the status page, `/client.js`, `/metrics`.
 //! * [`responses`]: how responses and refusals are built.
 //!

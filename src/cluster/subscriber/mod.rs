@@ -15,7 +15,7 @@
 //! `Subscribed` event means every later message of that channel follows.
 //!
 //! Here: where to connect, the connection and its read loop; the RESP it
-//! speaks is [`resp`].
+//! speaks is `resp.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
