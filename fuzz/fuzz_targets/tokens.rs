@@ -22,7 +22,7 @@
 //!   - only the checker of the signing key can accept the token.
 //!
 //! Never panics. (The `Authorization: Bearer` / `?token=` extraction is
-//! private to `server.rs`, so it is not fuzzed here.)
+//! private to `server/upgrade.rs`, so it is not fuzzed here.)
 
 #![no_main]
 

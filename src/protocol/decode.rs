@@ -1,16 +1,21 @@
 //! Client frames: parse and validate, in PROTOCOL.md's order of checks
 //! (shape: JSON, object, `type`, fields, names; rights and state are checked
 //! by the caller).
+//!
+//! The first pass, every field as a raw slice of the frame, is `fields.rs`;
+//! here, which fields each `type` allows and what their values must be.
 
-use std::fmt;
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de;
 use serde_json::value::RawValue;
 
 use crate::config::OverflowPolicy;
 use crate::error::{ErrorCode, Refusal};
 use crate::limits::{MAX_FRAME_ID, MAX_ROOM_HISTORY};
 use crate::protocol::names::is_valid_name;
+
+mod fields;
+
+use fields::{Fields, Stray};
 
 /// A valid client frame. Names borrow from the frame's bytes; `data` is the
 /// raw JSON text of the value, passed through without re-encoding.
@@ -156,160 +161,6 @@ pub struct DecodeError {
     pub id: Option<u64>,
     /// Why the frame was refused.
     pub refusal: Refusal,
-}
-
-/// Every field any client frame may carry, as raw JSON.
-#[derive(Default)]
-struct Fields<'a> {
-    kind: Option<&'a RawValue>,
-    id: Option<&'a RawValue>,
-    room: Option<&'a RawValue>,
-    since: Option<&'a RawValue>,
-    create: Option<&'a RawValue>,
-    max_members: Option<&'a RawValue>,
-    private: Option<&'a RawValue>,
-    history: Option<&'a RawValue>,
-    overflow: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
-    exclude_self: Option<&'a RawValue>,
-    to: Option<&'a RawValue>,
-    epoch: Option<&'a RawValue>,
-    token: Option<&'a RawValue>,
-    /// The first key that is no field of any frame, or a repeated key.
-    stray: Option<Stray>,
-}
-
-enum Stray {
-    Unknown(String),
-    Duplicate(&'static str),
-}
-
-const ALL_FIELDS: [&str; 14] = [
-    "type",
-    "id",
-    "room",
-    "since",
-    "create",
-    "max_members",
-    "private",
-    "history",
-    "overflow",
-    "data",
-    "exclude_self",
-    "to",
-    "epoch",
-    "token",
-];
-
-impl<'a> Fields<'a> {
-    fn slot(&mut self, key: &str) -> Option<(&'static str, &mut Option<&'a RawValue>)> {
-        let slot = match key {
-            "type" => ("type", &mut self.kind),
-            "id" => ("id", &mut self.id),
-            "room" => ("room", &mut self.room),
-            "since" => ("since", &mut self.since),
-            "create" => ("create", &mut self.create),
-            "max_members" => ("max_members", &mut self.max_members),
-            "private" => ("private", &mut self.private),
-            "history" => ("history", &mut self.history),
-            "overflow" => ("overflow", &mut self.overflow),
-            "data" => ("data", &mut self.data),
-            "exclude_self" => ("exclude_self", &mut self.exclude_self),
-            "to" => ("to", &mut self.to),
-            "epoch" => ("epoch", &mut self.epoch),
-            "token" => ("token", &mut self.token),
-            _ => return None,
-        };
-        Some(slot)
-    }
-
-    /// The fields present, by name.
-    fn present(&self) -> impl Iterator<Item = &'static str> + '_ {
-        let values = [
-            self.kind,
-            self.id,
-            self.room,
-            self.since,
-            self.create,
-            self.max_members,
-            self.private,
-            self.history,
-            self.overflow,
-            self.data,
-            self.exclude_self,
-            self.to,
-            self.epoch,
-            self.token,
-        ];
-        ALL_FIELDS
-            .into_iter()
-            .zip(values)
-            .filter_map(|(name, v)| v.map(|_| name))
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor;
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields = Fields::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    let known = match key {
-                        Key::Known(name) => fields.slot(name),
-                        Key::Unknown(_) => None,
-                    };
-                    match known {
-                        Some((name, slot)) => {
-                            let value: &'de RawValue = map.next_value()?;
-                            if slot.replace(value).is_some() && fields.stray.is_none() {
-                                fields.stray = Some(Stray::Duplicate(name));
-                            }
-                        }
-                        None => {
-                            map.next_value::<IgnoredAny>()?;
-                            if let (None, Key::Unknown(name)) = (&fields.stray, key) {
-                                fields.stray = Some(Stray::Unknown(name));
-                            }
-                        }
-                    }
-                }
-                Ok(fields)
-            }
-        }
-        deserializer.deserialize_map(FieldsVisitor)
-    }
-}
-
-/// An object key: one of [`ALL_FIELDS`] (matched without allocating, also
-/// when the key is written with escapes), or an unknown key kept for the
-/// error message.
-enum Key {
-    Known(&'static str),
-    Unknown(String),
-}
-
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match ALL_FIELDS.iter().find(|f| **f == key) {
-                    Some(name) => Key::Known(name),
-                    None => Key::Unknown(key.chars().take(64).collect()),
-                })
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
 }
 
 /// The frame types, with the fields each may carry besides `type` and `id`.

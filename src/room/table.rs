@@ -25,7 +25,7 @@
 //!   its share of the history budget after every op (one message larger
 //!   than the share is kept alone until the next).
 //!
-//! About 550 lines: every op on a room is here, since each one checks and
+//! About 800 lines: every op on a room is here, since each one checks and
 //! updates the same state (members, caps, seq, history, expiry); the tests
 //! are beside it in `table_tests.rs`.
 

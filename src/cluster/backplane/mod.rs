@@ -7,7 +7,8 @@
 //! and turns both into [`Delivery`]s for the shards holding the members.
 //!
 //! * [`connect`]: start, (re)connect, heartbeat, restore after a reconnect.
-//! * [`ops`]: the command each op becomes, and what its answer does.
+//! * [`ops`]: the command each op becomes.
+//! * [`outcomes`]: what its answer (or its failure) does.
 //! * [`rooms`]: each room's order on this node (driving
 //!   [`crate::room::order`]), membership and fan-out.
 //! * [`channels`]: subscriptions and what arrives on them.
@@ -35,6 +36,7 @@ mod channels;
 mod connect;
 mod drain;
 mod ops;
+mod outcomes;
 mod rooms;
 
 use std::collections::{HashMap, VecDeque};

@@ -13,17 +13,25 @@
 //! Subscribe and unsubscribe commands are written by the backplane; their
 //! confirmations come back in the same stream as the messages, so a
 //! `Subscribed` event means every later message of that channel follows.
+//!
+//! Here: where to connect, the connection and its read loop; the RESP it
+//! speaks is `resp.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
+
+mod resp;
+
+pub use resp::read_all;
+use resp::{Resp, event_of, push_command, read_value};
 
 /// What the subscriber connection brings.
 #[derive(Debug)]
@@ -280,246 +288,5 @@ async fn read_loop(
         if events.send((event, weight as u32)).await.is_err() || lost {
             return;
         }
-    }
-}
-
-/// Every event in `bytes`, read as the subscriber connection reads Redis
-/// (bulk strings up to `max_payload`), and why the reading ended (an error
-/// reply, bad bytes, or the end of the bytes), as the connection would
-/// have. For the `resp_reader` fuzz target.
-#[doc(hidden)]
-pub fn read_all(bytes: &[u8], max_payload: usize) -> (Vec<SubEvent>, String) {
-    use futures_util::FutureExt;
-    let mut reader = BufReader::new(bytes);
-    let mut events = Vec::new();
-    loop {
-        // A slice never makes a read wait.
-        let Some(value) = read_value(&mut reader, max_payload).now_or_never() else {
-            return (events, "a read of a slice waited".into());
-        };
-        match value.map(event_of) {
-            Ok(Some(SubEvent::Lost(reason))) => return (events, reason),
-            Ok(event) => events.extend(event),
-            Err(e) => return (events, e),
-        }
-    }
-}
-
-/// A RESP2 value, as much of it as a subscriber needs.
-#[derive(Debug)]
-enum Resp {
-    Simple(String),
-    Error(String),
-    /// An integer (subscription counts; the value is not needed).
-    Int,
-    Bulk(Option<Bytes>),
-    Array(Vec<Resp>),
-}
-
-fn event_of(value: Resp) -> Option<SubEvent> {
-    let Resp::Array(mut parts) = value else {
-        return match value {
-            Resp::Error(e) => Some(SubEvent::Lost(format!("Redis error: {e}"))),
-            // A `PING` outside subscribed mode (after unsubscribing from
-            // everything) is answered as a plain status.
-            Resp::Simple(s) if s == "PONG" => Some(SubEvent::Pong),
-            _ => None,
-        };
-    };
-    if parts.is_empty() {
-        return None;
-    }
-    let kind = match parts.remove(0) {
-        Resp::Bulk(Some(k)) => k,
-        _ => return None,
-    };
-    let text = |r: Resp| match r {
-        Resp::Bulk(Some(b)) => String::from_utf8(b.to_vec()).ok(),
-        _ => None,
-    };
-    match &kind[..] {
-        b"message" if parts.len() == 2 => {
-            let payload = match parts.pop()? {
-                Resp::Bulk(Some(b)) => b,
-                _ => return None,
-            };
-            Some(SubEvent::Message {
-                channel: text(parts.pop()?)?,
-                payload,
-            })
-        }
-        b"subscribe" => Some(SubEvent::Subscribed(text(parts.into_iter().next()?)?)),
-        b"unsubscribe" => Some(SubEvent::Unsubscribed(text(parts.into_iter().next()?)?)),
-        b"pong" => Some(SubEvent::Pong),
-        _ => None,
-    }
-}
-
-/// Read one RESP2 value; bulk strings longer than `max_payload` and
-/// arrays longer than a few elements end the connection.
-async fn read_value<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
-    reader: &mut R,
-    max_payload: usize,
-) -> Result<Resp, String> {
-    let line = read_line(reader).await?;
-    let Some((kind, rest)) = line.split_at_checked(1) else {
-        return Err("malformed line from Redis".into());
-    };
-    match kind {
-        "+" => Ok(Resp::Simple(rest.to_string())),
-        "-" => Ok(Resp::Error(rest.to_string())),
-        ":" => rest
-            .parse::<i64>()
-            .map(|_| Resp::Int)
-            .map_err(|_| format!("bad integer {rest:?}")),
-        "$" => {
-            let len: i64 = rest.parse().map_err(|_| format!("bad length {rest:?}"))?;
-            if len < 0 {
-                return Ok(Resp::Bulk(None));
-            }
-            let len = len as usize;
-            if len > max_payload {
-                return Err(format!(
-                    "a message of {len} bytes is over the {max_payload}-byte bound"
-                ));
-            }
-            let mut buf = vec![0u8; len + 2];
-            reader
-                .read_exact(&mut buf)
-                .await
-                .map_err(|e| e.to_string())?;
-            buf.truncate(len);
-            Ok(Resp::Bulk(Some(Bytes::from(buf))))
-        }
-        "*" => {
-            let n: i64 = rest
-                .parse()
-                .map_err(|_| format!("bad array length {rest:?}"))?;
-            if n > MAX_ARRAY {
-                return Err(format!(
-                    "an array of {n} elements on the subscriber connection"
-                ));
-            }
-            let mut parts = Vec::with_capacity(n.max(0) as usize);
-            for _ in 0..n.max(0) {
-                parts.push(Box::pin(read_scalar(reader, max_payload)).await?);
-            }
-            Ok(Resp::Array(parts))
-        }
-        other => Err(format!("unexpected RESP type {other:?}")),
-    }
-}
-
-/// Pub/sub frames are flat arrays of at most four elements.
-const MAX_ARRAY: i64 = 8;
-
-/// A value inside an array: never itself an array on this connection.
-async fn read_scalar<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
-    reader: &mut R,
-    max_payload: usize,
-) -> Result<Resp, String> {
-    match read_value(reader, max_payload).await? {
-        Resp::Array(_) => Err("nested array on the subscriber connection".into()),
-        scalar => Ok(scalar),
-    }
-}
-
-/// Longest header line (type byte, number or short status, CRLF).
-const MAX_LINE: usize = 1024;
-
-async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> Result<String, String> {
-    let mut line = Vec::with_capacity(32);
-    let mut limited = reader.take(MAX_LINE as u64);
-    let n = limited
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Err("Redis closed the subscriber connection".into());
-    }
-    if !line.ends_with(b"\r\n") || line.len() < 3 {
-        return Err("malformed line from Redis".into());
-    }
-    line.truncate(line.len() - 2);
-    String::from_utf8(line).map_err(|_| "non-UTF-8 header line from Redis".into())
-}
-
-/// A command as a RESP array of bulk strings.
-fn push_command<'a>(out: &mut Vec<u8>, name: &str, args: impl ExactSizeIterator<Item = &'a [u8]>) {
-    out.extend_from_slice(
-        format!("*{}\r\n${}\r\n{name}\r\n", args.len() + 1, name.len()).as_bytes(),
-    );
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn parse(bytes: &[u8]) -> Result<Resp, String> {
-        let mut reader = BufReader::new(bytes);
-        read_value(&mut reader, 16).await
-    }
-
-    #[tokio::test]
-    async fn reads_pubsub_frames() {
-        let msg = parse(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n").await;
-        match event_of(msg.expect("frame")) {
-            Some(SubEvent::Message { channel, payload }) => {
-                assert_eq!((channel.as_str(), &payload[..]), ("ch", &b"hello"[..]));
-            }
-            other => panic!("{other:?}"),
-        }
-        let sub = parse(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n").await;
-        assert!(
-            matches!(event_of(sub.expect("frame")), Some(SubEvent::Subscribed(c)) if c == "ch")
-        );
-        let pong = parse(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n").await;
-        assert!(matches!(
-            event_of(pong.expect("frame")),
-            Some(SubEvent::Pong)
-        ));
-    }
-
-    #[test]
-    fn short_arrays_and_odd_bytes_are_errors_not_panics() {
-        // Seen reading the reader for the `resp_reader` fuzz target: a
-        // `subscribe` with no channel, and a line starting with a
-        // multi-byte character.
-        for input in [
-            &b"*1\r\n$9\r\nsubscribe\r\n"[..],
-            b"*1\r\n$11\r\nunsubscribe\r\n",
-            "\u{e9}x\r\n".as_bytes(),
-        ] {
-            let (events, end) = read_all(input, 64);
-            assert!(events.is_empty(), "{events:?}");
-            assert!(!end.is_empty());
-        }
-    }
-
-    #[tokio::test]
-    async fn refuses_what_it_cannot_bound() {
-        assert!(
-            parse(b"$17\r\n01234567890123456\r\n").await.is_err(),
-            "over max_payload"
-        );
-        assert!(parse(b"*100\r\n").await.is_err(), "long array");
-        assert!(parse(b"*1\r\n*1\r\n:1\r\n").await.is_err(), "nested array");
-        assert!(parse(b"?x\r\n").await.is_err(), "unknown type");
-        assert!(parse(b"").await.is_err(), "closed");
-        assert!(parse(b":12").await.is_err(), "no CRLF");
-        let long_line = vec![b'+'; 4096];
-        assert!(parse(&long_line).await.is_err(), "endless line");
-    }
-
-    #[test]
-    fn commands_are_resp_arrays() {
-        let mut out = Vec::new();
-        push_command(&mut out, "SUBSCRIBE", [&b"a"[..], b"bc"].into_iter());
-        assert_eq!(out, b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$2\r\nbc\r\n");
     }
 }
