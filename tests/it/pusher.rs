@@ -319,6 +319,71 @@ async fn over_capacity_is_4100_and_a_drain_is_4200() {
     );
 }
 
+/// A connection that has not signed in has no user to count: each one is
+/// its own (`~pusher-<conn>`), so `limits.max_connections_per_user` cannot
+/// bound them. `limits.max_connections_per_ip` (and the global and
+/// per-shard caps) does: past it, 4100. A sign-in then counts against the
+/// per-user cap like a native user's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_pusher_connections_are_bounded_per_ip_and_signed_in_ones_per_user() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.max_connections_per_ip = 3;
+            c.limits.max_connections_per_user = 1;
+        })
+        .start();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(&broker).await);
+    }
+    let mut fourth =
+        Client::connect(&pusher_url(&broker, &format!("/app/{APP_KEY}?protocol=7"))).await;
+    let error = fourth.recv().await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(error["data"]["code"], 4100, "{error}");
+    let why = error["data"]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("127.0.0.1 holds its maximum of 3"),
+        "the per-IP cap refused it: {error}"
+    );
+    assert_eq!(fourth.close_code().await, Some(4100));
+    // One closes: its place is free again.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c =
+            Client::connect(&pusher_url(&broker, &format!("/app/{APP_KEY}?protocol=7"))).await;
+        let hello = c.recv().await;
+        if hello["event"] == "pusher:connection_established" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{hello}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Signed in as one user, the second connection is over the per-user cap.
+    let user_data = r#"{"id":"u1"}"#;
+    for (i, (c, socket_id)) in open.iter_mut().enumerate() {
+        let auth = format!(
+            "{APP_KEY}:{}",
+            sign(&format!("{socket_id}::user::{user_data}"))
+        );
+        send(
+            c,
+            json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
+        )
+        .await;
+        let answer = c.recv().await;
+        if i == 0 {
+            assert_eq!(answer["event"], "pusher:signin_success", "{answer}");
+        } else {
+            assert_eq!(answer["event"], "pusher:error", "{answer}");
+            let why = answer["data"]["message"].as_str().unwrap_or_default();
+            assert!(why.contains("maximum of 1 connections"), "{answer}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_pusher_consumer_is_closed_with_4100() {
     let broker = TestBroker::new()
