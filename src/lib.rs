@@ -48,6 +48,7 @@ mod schema;
 mod server;
 mod shard;
 mod shared;
+mod tls_client;
 pub mod ws;
 
 pub use cluster::ClusterError;

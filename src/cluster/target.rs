@@ -291,31 +291,8 @@ impl Tls {
             }
             _ => None, // both or neither: checked by `parse`
         };
-        let mut roots = rustls::RootCertStore::empty();
-        match &ca {
-            Some(pem) => {
-                for cert in CertificateDer::pem_slice_iter(pem) {
-                    let cert = cert.map_err(|e| format!("cluster.tls_ca_file: {e}"))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("cluster.tls_ca_file: {e}"))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        if roots.is_empty() {
-            return Err("no root certificate to check Redis' certificate with".into());
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
+        let roots = crate::tls_client::roots(ca.as_deref(), "cluster.tls_ca_file", "Redis")?;
+        let builder = crate::tls_client::builder(roots)?;
         let config = match &client {
             Some((cert, key)) => {
                 let chain = CertificateDer::pem_slice_iter(cert)

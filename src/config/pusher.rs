@@ -76,6 +76,9 @@ pub struct PusherApp {
     pub secret_file: Option<String>,
     /// Allow `client-*` events on private and presence channels.
     pub client_events: bool,
-    /// POST webhooks here (`http://host:port/path`); empty: none.
+    /// POST webhooks here (`http://` or `https://host:port/path`); empty: none.
     pub webhook_url: String,
+    /// `https://` webhooks: PEM roots the receiver's certificate must chain
+    /// to (else the system's).
+    pub webhook_ca_file: Option<String>,
 }

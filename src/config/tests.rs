@@ -244,7 +244,7 @@ fn pusher_apps_are_checked_and_their_secrets_redacted() {
     assert!(!shown.contains("s3cret-value"), "{shown}");
     assert!(shown.contains(r#"secret = "<redacted>""#), "{shown}");
     type Breaks = fn(&mut Config);
-    let problems: [(&str, Breaks); 9] = [
+    let problems: [(&str, Breaks); 10] = [
         ("pusher.apps", |c| c.pusher.apps.clear()),
         ("pusher.apps.id", |c| {
             c.pusher.apps.push(pusher_app("1", "key-2"))
@@ -259,7 +259,11 @@ fn pusher_apps_are_checked_and_their_secrets_redacted() {
             c.pusher.apps[0].secret_file = Some("/run/x".into())
         }),
         ("pusher.apps.webhook_url", |c| {
-            c.pusher.apps[0].webhook_url = "https://hooks.example/".into()
+            c.pusher.apps[0].webhook_url = "ftp://hooks.example/".into()
+        }),
+        ("pusher.apps.webhook_ca_file", |c| {
+            c.pusher.apps[0].webhook_url = "http://hooks.example/".into();
+            c.pusher.apps[0].webhook_ca_file = Some("/etc/hooks-ca.pem".into());
         }),
         ("room.auto_create", |c| c.room.auto_create = false),
     ];
@@ -269,6 +273,16 @@ fn pusher_apps_are_checked_and_their_secrets_redacted() {
         let err = c.validate().expect_err(key);
         assert!(err.to_string().contains(key), "{key}: {err}");
     }
+    // An https:// receiver with a CA file of its own: valid, and printed.
+    let mut c = base();
+    c.pusher.apps[0].webhook_url = "https://hooks.example/pusher".into();
+    c.pusher.apps[0].webhook_ca_file = Some("/etc/hooks-ca.pem".into());
+    c.validate().expect("https webhook");
+    let shown = c.to_toml();
+    assert!(
+        shown.contains(r#"webhook_ca_file = "/etc/hooks-ca.pem""#),
+        "{shown}"
+    );
     // A printed config fed back says the secret was redacted.
     let mut c = base();
     c.pusher.apps[0].secret = REDACTED.into();

@@ -246,12 +246,18 @@ impl Config {
                 }
                 _ => {}
             }
-            if !app.webhook_url.is_empty() && !app.webhook_url.starts_with("http://") {
+            let https = app.webhook_url.starts_with("https://");
+            if !app.webhook_url.is_empty() && !https && !app.webhook_url.starts_with("http://") {
                 return Err(invalid(
                     "pusher.apps.webhook_url",
+                    format!("of app {:?} must start with http:// or https://", app.id),
+                ));
+            }
+            if app.webhook_ca_file.is_some() && !https {
+                return Err(invalid(
+                    "pusher.apps.webhook_ca_file",
                     format!(
-                        "of app {:?} must start with http:// (TLS to the receiver is not \
-                         supported; put a local relay in front of an https receiver)",
+                        "of app {:?} is set but its webhook_url does not use https://",
                         app.id
                     ),
                 ));

@@ -32,7 +32,7 @@ pub(crate) mod wire;
 
 use std::sync::Arc;
 
-use crate::config::{ConfigError, PusherConfig};
+use crate::config::{ConfigError, PusherApp, PusherConfig};
 use crate::observe::Observer;
 
 /// One configured app, resolved (its secret read).
@@ -55,6 +55,34 @@ impl App {
     pub(crate) fn room(&self, channel: &str) -> Arc<str> {
         Arc::from(names::room_of(&self.id, channel))
     }
+}
+
+/// Where `app`'s webhooks go; for an `https://` URL, with the roots of its
+/// `webhook_ca_file` (read now: a bad one stops startup, naming it) or the
+/// system's.
+fn webhook_target(app: &PusherApp) -> Result<webhook::Target, ConfigError> {
+    let invalid = |key, problem: String| ConfigError::Invalid {
+        key,
+        problem: format!("of app {:?}: {problem}", app.id),
+    };
+    let target = webhook::Target::parse(&app.webhook_url)
+        .map_err(|p| invalid("pusher.apps.webhook_url", p))?;
+    if !target.is_https() {
+        return Ok(target);
+    }
+    let key = "pusher.apps.webhook_ca_file";
+    let ca = match &app.webhook_ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?,
+        ),
+        None => None,
+    };
+    let what = app.webhook_ca_file.as_deref().unwrap_or(key);
+    let roots = crate::tls_client::roots(ca.as_deref(), what, "the webhook receiver")
+        .map_err(|p| invalid(key, p))?;
+    target
+        .secure(roots)
+        .map_err(|p| invalid("pusher.apps.webhook_url", p))
 }
 
 /// The Pusher endpoint's state shared by every shard.
@@ -92,12 +120,7 @@ impl Pusher {
             let webhook = if app.webhook_url.is_empty() {
                 None
             } else {
-                Some(webhook::Target::parse(&app.webhook_url).map_err(|problem| {
-                    ConfigError::Invalid {
-                        key: "pusher.apps.webhook_url",
-                        problem: format!("of app {:?}: {problem}", app.id),
-                    }
-                })?)
+                Some(webhook_target(app)?)
             };
             apps.push(Arc::new(App {
                 id: app.id.clone(),

@@ -13,6 +13,11 @@
 //! `pusher.webhook_attempts` attempts, waiting `pusher.webhook_backoff_ms`
 //! doubled after each failure.
 //!
+//! An `https://` receiver's certificate must chain to the app's
+//! `webhook_ca_file` (PEM), else to the system's roots, and name the URL's
+//! host; the TLS handshake is part of the attempt, so within
+//! `pusher.webhook_timeout_ms`, and one that fails is a failed attempt.
+//!
 //! **Invariant:** nothing on the message path waits for a webhook: the
 //! queues are bounded (`pusher.webhook_queue`) and filled with `try_send`;
 //! an event that does not fit, and a batch that fails every attempt, are
@@ -27,7 +32,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use http_body_util::Full;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
+use tokio_rustls::{TlsConnector, rustls};
 
 use super::App;
 use super::names::{Kind, channel_of};
@@ -38,31 +46,54 @@ use crate::observe::{Observed, RoomChange};
 /// How long the sender waits for more events before sending a batch.
 pub(crate) const BATCH_WAIT_MS: u64 = 50;
 
-/// Where an app's webhooks go: `http://host:port/path`.
+/// Where an app's webhooks go: `http://host:port/path`, or
+/// `https://host:port/path` checked against the roots of [`Target::secure`].
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     host: String,
     port: u16,
     authority: String,
     path: String,
+    https: bool,
+    /// `https://`: the TLS client, once [`Target::secure`] gave it roots.
+    tls: Option<Tls>,
+}
+
+/// The TLS client of an `https://` target, and the name its receiver's
+/// certificate must carry.
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
-    /// Parse a webhook URL (plain HTTP).
+    /// Parse a webhook URL (`http://` or `https://`). An `https://` target
+    /// sends nothing until [`Target::secure`] gives it its roots.
     pub(crate) fn parse(url: &str) -> Result<Target, String> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{url:?} must start with http://"));
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{url:?} must start with http:// or https://")),
+        };
         let host = uri
             .host()
             .ok_or_else(|| format!("{url:?} names no host"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = uri
             .authority()
             .map_or_else(|| host.clone(), |a| a.as_str().to_string());
@@ -74,7 +105,27 @@ impl Target {
             port,
             authority,
             path,
+            https,
+            tls: None,
         })
+    }
+
+    /// Whether the receiver speaks TLS (`https://`).
+    pub(crate) fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// An `https://` target whose receiver's certificate must chain to
+    /// `roots`, and name its host.
+    pub(crate) fn secure(mut self, roots: RootCertStore) -> Result<Target, String> {
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|e| format!("{:?} is not a TLS server name: {e}", self.host))?;
+        let config = crate::tls_client::builder(roots)?.with_no_client_auth();
+        self.tls = Some(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        });
+        Ok(self)
     }
 }
 
@@ -293,11 +344,38 @@ impl Sender_ {
     }
 }
 
-/// One POST; `Ok` on a 2xx answer.
+/// One POST, over TLS for an `https://` target (the whole of it, the
+/// handshake too, within the caller's `webhook_timeout_ms`); `Ok` on a 2xx
+/// answer.
 async fn post(target: &Target, key: &str, signature: &str, body: Bytes) -> Result<(), String> {
     let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    match (&target.tls, target.https) {
+        (None, false) => exchange(stream, target, key, signature, body).await,
+        (Some(tls), _) => {
+            let stream = tls
+                .connector
+                .connect(tls.name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(stream, target, key, signature, body).await
+        }
+        (None, true) => Err("https:// target without TLS roots".into()),
+    }
+}
+
+/// The request and its answer on a connected `stream`.
+async fn exchange<S>(
+    stream: S,
+    target: &Target,
+    key: &str,
+    signature: &str,
+    body: Bytes,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -326,14 +404,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_are_plain_http_urls() {
+    fn targets_are_http_or_https_urls() {
         let t = Target::parse("http://127.0.0.1:9000/hooks?x=1").expect("url");
         assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("127.0.0.1", 9000, "/hooks?x=1")
+            (t.host.as_str(), t.port, t.path.as_str(), t.is_https()),
+            ("127.0.0.1", 9000, "/hooks?x=1", false)
         );
         assert_eq!(Target::parse("http://h").expect("url").port, 80);
-        assert!(Target::parse("https://h/").is_err());
+        let t = Target::parse("https://h.example/").expect("url");
+        assert_eq!((t.port, t.is_https()), (443, true));
+        assert!(Target::parse("ftp://h/").is_err());
         assert!(Target::parse("not a url").is_err());
     }
 }

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::harness::*;
 use crate::pusher_browser::sign;
 use crate::pusher_js::{APP_KEY, pusher_on};
+use crate::tls::TestCa;
 
 fn pusher_url(broker: &Running, path_and_query: &str) -> String {
     format!("ws://{}{}", broker.addr, path_and_query)
@@ -318,6 +319,71 @@ async fn over_capacity_is_4100_and_a_drain_is_4200() {
     );
 }
 
+/// A connection that has not signed in has no user to count: each one is
+/// its own (`~pusher-<conn>`), so `limits.max_connections_per_user` cannot
+/// bound them. `limits.max_connections_per_ip` (and the global and
+/// per-shard caps) does: past it, 4100. A sign-in then counts against the
+/// per-user cap like a native user's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_pusher_connections_are_bounded_per_ip_and_signed_in_ones_per_user() {
+    let broker = TestBroker::new()
+        .with(|c| {
+            pusher_on(c, None);
+            c.limits.max_connections_per_ip = 3;
+            c.limits.max_connections_per_user = 1;
+        })
+        .start();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(&broker).await);
+    }
+    let mut fourth =
+        Client::connect(&pusher_url(&broker, &format!("/app/{APP_KEY}?protocol=7"))).await;
+    let error = fourth.recv().await;
+    assert_eq!(error["event"], "pusher:error", "{error}");
+    assert_eq!(error["data"]["code"], 4100, "{error}");
+    let why = error["data"]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("127.0.0.1 holds its maximum of 3"),
+        "the per-IP cap refused it: {error}"
+    );
+    assert_eq!(fourth.close_code().await, Some(4100));
+    // One closes: its place is free again.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c =
+            Client::connect(&pusher_url(&broker, &format!("/app/{APP_KEY}?protocol=7"))).await;
+        let hello = c.recv().await;
+        if hello["event"] == "pusher:connection_established" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{hello}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Signed in as one user, the second connection is over the per-user cap.
+    let user_data = r#"{"id":"u1"}"#;
+    for (i, (c, socket_id)) in open.iter_mut().enumerate() {
+        let auth = format!(
+            "{APP_KEY}:{}",
+            sign(&format!("{socket_id}::user::{user_data}"))
+        );
+        send(
+            c,
+            json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
+        )
+        .await;
+        let answer = c.recv().await;
+        if i == 0 {
+            assert_eq!(answer["event"], "pusher:signin_success", "{answer}");
+        } else {
+            assert_eq!(answer["event"], "pusher:error", "{answer}");
+            let why = answer["data"]["message"].as_str().unwrap_or_default();
+            assert!(why.contains("maximum of 1 connections"), "{answer}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_pusher_consumer_is_closed_with_4100() {
     let broker = TestBroker::new()
@@ -350,32 +416,79 @@ async fn native_clients_cannot_reach_pusher_channels() {
         .await;
 }
 
+/// The requests a webhook receiver read, each as text (head and body).
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A webhook receiver that answers every request after `delay` with
-/// `status`, and counts requests.
-async fn receiver(
+/// `status`, and keeps the requests; over TLS with `tls`.
+async fn receiver_on(
     status: u16,
     delay: Duration,
-) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (u16, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let seen = count.clone();
+    let requests = Requests::default();
+    let seen = requests.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen = seen.clone();
+        while let Ok((s, _)) = listener.accept().await {
+            let (seen, tls) = (seen.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let _ = s.read(&mut buf).await;
-                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
+                match tls {
+                    None => answer(s, status, delay, &seen).await,
+                    Some(tls) => {
+                        if let Ok(s) = tls.accept(s).await {
+                            answer(s, status, delay, &seen).await;
+                        }
+                    }
+                }
             });
         }
     });
-    (port, count)
+    (port, requests)
+}
+
+/// [`receiver_on`] over plain HTTP.
+async fn receiver(status: u16, delay: Duration) -> (u16, Requests) {
+    receiver_on(status, delay, None).await
+}
+
+/// Read one request (its head, then `Content-Length` bytes of body), keep
+/// it, and answer `status` after `delay`.
+async fn answer<S>(mut s: S, status: u16, delay: Duration, seen: &Requests)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RECV_TIMEOUT, read).await;
+    seen.lock()
+        .expect("requests")
+        .push(String::from_utf8_lossy(&buf).to_string());
+    tokio::time::sleep(delay).await;
+    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(reply.as_bytes()).await;
+    let _ = s.flush().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +524,7 @@ async fn failing_webhooks_are_retried_then_dropped_and_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        requests.load(std::sync::atomic::Ordering::Relaxed),
+        requests.lock().expect("requests").len(),
         3,
         "three attempts"
     );
@@ -458,13 +571,133 @@ async fn a_stuck_webhook_receiver_never_slows_delivery() {
         started.elapsed()
     );
     let (_, text) = http_get(broker.addr, "/metrics HTTP/1.1").await;
-    let dropped = text
-        .lines()
-        .find(|l| l.starts_with(r#"shardcast_pusher_webhook_events_total{outcome="dropped"}"#))
+    let dropped = metric(
+        &text,
+        r#"shardcast_pusher_webhook_events_total{outcome="dropped"}"#,
+    );
+    assert!(dropped > 0, "the bounded queue dropped nothing:\n{text}");
+}
+
+/// The value of the series `series` in the metrics text `text` (0 if
+/// absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(dropped > 0, "the bounded queue dropped nothing:\n{text}");
+        .unwrap_or(0)
+}
+
+/// Wait until `broker`'s metrics pass `done`; its metrics text.
+async fn metrics_until(broker: &Running, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, text) = http_get(broker.addr, "/metrics HTTP/1.1").await;
+        if done(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "not in time:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The test app's webhooks to `https://localhost:{port}/pusher/webhooks`,
+/// with roots from `ca_file` (else the system's).
+fn https_hooks(c: &mut shardcast::Config, port: u16, ca_file: Option<&std::path::Path>) {
+    pusher_on(c, None);
+    c.pusher.webhook_backoff_ms = 20;
+    c.pusher.apps[0].webhook_url = format!("https://localhost:{port}/pusher/webhooks");
+    c.pusher.apps[0].webhook_ca_file = ca_file.map(|p| p.display().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_reach_a_receiver_of_a_private_ca_signed() {
+    let ca = TestCa::new("hooks");
+    let (port, requests) = receiver_on(200, Duration::ZERO, Some(ca.acceptor(1))).await;
+    let ca_file = ca.write_ca();
+    let broker = TestBroker::new()
+        .with(|c| https_hooks(c, port, Some(&ca_file)))
+        .start();
+    let (mut c, _) = connect(&broker).await;
+    subscribe(&mut c, "secure-hooks").await;
+    let sent = r#"shardcast_pusher_webhook_events_total{outcome="sent"}"#;
+    let text = metrics_until(&broker, |t| metric(t, sent) >= 1).await;
+    assert_eq!(
+        metric(&text, "shardcast_pusher_webhook_failed_attempts_total"),
+        0,
+        "{text}"
+    );
+    let request = requests.lock().expect("requests")[0].clone();
+    let (head, body) = request.split_once("\r\n\r\n").expect("a whole request");
+    assert!(
+        head.starts_with("POST /pusher/webhooks HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    assert_eq!(
+        header("host").as_deref(),
+        Some(&*format!("localhost:{port}"))
+    );
+    assert_eq!(header("x-pusher-key").as_deref(), Some(APP_KEY));
+    assert_eq!(
+        header("x-pusher-signature"),
+        Some(sign(body)),
+        "signed with the app's secret"
+    );
+    let hook: Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(hook["events"][0]["name"], "channel_occupied", "{hook}");
+    assert_eq!(hook["events"][0]["channel"], "secure-hooks", "{hook}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_of_an_unknown_ca_is_sent_nothing_and_its_events_are_dropped() {
+    let trusted = TestCa::new("hooks-trusted");
+    let unknown = TestCa::new("hooks-unknown");
+    let (port, requests) = receiver_on(200, Duration::ZERO, Some(unknown.acceptor(2))).await;
+    let trusted_file = trusted.write_ca();
+    // Another CA's file, then the system's roots: neither knows its CA.
+    for ca_file in [Some(trusted_file.as_path()), None] {
+        let broker = TestBroker::new()
+            .with(|c| {
+                https_hooks(c, port, ca_file);
+                c.pusher.webhook_attempts = 2;
+            })
+            .start();
+        let (mut c, _) = connect(&broker).await;
+        subscribe(&mut c, "unchecked").await;
+        let dropped = r#"shardcast_pusher_webhook_events_total{outcome="dropped"}"#;
+        let text = metrics_until(&broker, |t| metric(t, dropped) >= 1).await;
+        assert_eq!(
+            metric(&text, "shardcast_pusher_webhook_failed_attempts_total"),
+            2,
+            "{ca_file:?}: {text}"
+        );
+        let sent = r#"shardcast_pusher_webhook_events_total{outcome="sent"}"#;
+        assert_eq!(metric(&text, sent), 0, "{text}");
+    }
+    assert!(
+        requests.lock().expect("requests").is_empty(),
+        "a request went to a receiver whose certificate did not check"
+    );
+}
+
+#[test]
+fn a_bad_webhook_ca_file_stops_startup_naming_it() {
+    let ca = TestCa::new("hooks-bad");
+    let garbage = ca.dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    for path in [garbage, ca.dir.join("missing.pem")] {
+        let err = TestBroker::new()
+            .with(|c| https_hooks(c, 1, Some(&path)))
+            .start_err();
+        assert!(err.contains("pusher.apps.webhook_ca_file"), "{err}");
+        assert!(err.contains(&*path.display().to_string()), "{err}");
+    }
 }
 
 /// POST `body` to the Pusher API at `path`, signed for the test app.

@@ -37,6 +37,7 @@ pub(crate) fn pusher_on(c: &mut Config, webhook_port: Option<u16>) {
         webhook_url: webhook_port
             .map(|p| format!("http://127.0.0.1:{p}/pusher/webhooks"))
             .unwrap_or_default(),
+        webhook_ca_file: None,
     }];
 }
 

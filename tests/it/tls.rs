@@ -93,6 +93,35 @@ impl TestCa {
         .with_no_client_auth();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
+
+    /// A rustls server showing a leaf of this CA (for `localhost` and
+    /// `127.0.0.1`, valid for a day around now).
+    pub(crate) fn acceptor(&self, serial: u64) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let now = unix_now();
+        let (cert, key, _) = self.leaf(serial, now - 3600, now + 86_400);
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("leaf PEM");
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("pair");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// The CA's certificate written to `ca.pem` in its directory.
+    pub(crate) fn write_ca(&self) -> PathBuf {
+        let path = self.dir.join("ca.pem");
+        write_atomically(&path, &self.ca_pem);
+        path
+    }
 }
 
 impl Drop for TestCa {
