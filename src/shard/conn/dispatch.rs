@@ -39,7 +39,7 @@ pub(super) fn handle<'a>(
     payload: Bytes,
 ) -> Option<Waiting<'a>> {
     if let super::Protocol::Pusher(_) = conn.protocol {
-        return Some(Box::pin(super::pusher::handle_text(shard, conn, payload)));
+        return super::pusher::handle_text(shard, conn, payload);
     }
     let Routed { op, then } = handle_text(shard, conn, payload)?;
     match shard.route_or_wait(op) {

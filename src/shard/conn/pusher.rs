@@ -15,6 +15,7 @@
 //! closes a connection for bad input, and nothing one connection sends
 //! reaches another except through the route.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -35,7 +36,7 @@ use crate::pusher::names::{self, Kind, channel_name};
 use crate::pusher::sign;
 use crate::pusher::wire::{self, ClientEvent, PresenceMember, WireError, codes};
 use crate::ratelimit::TokenBucket;
-use crate::shard::Shard;
+use crate::shard::{Shard, Waiting};
 
 /// `shardcast_frames_in_total` slots Pusher events are counted in (the
 /// native frame of the same meaning).
@@ -178,66 +179,83 @@ pub(crate) fn error_frame(refusal: &Refusal) -> Bytes {
     wire::error(Some(code), &refusal.message)
 }
 
-/// Handle one text message of a Pusher connection.
-pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) {
-    let Some(p) = conn.pusher() else {
-        return;
-    };
-    let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
-        return; // the reader validated UTF-8 already
-    };
+/// Handle one text message of a Pusher connection: answered here, or its
+/// op on the way. Returns what the reader must await before its next
+/// frame, boxed: a subscribe, a sign-in, or an op that waits for room on
+/// its way. Pings and client events that go through (the common frames)
+/// allocate no future.
+pub(super) fn handle_text<'a>(
+    shard: &'a Shard,
+    conn: &'a Rc<Conn>,
+    payload: Bytes,
+) -> Option<Waiting<'a>> {
+    let p = conn.pusher()?;
+    // The reader validated UTF-8 already.
+    let text = simdutf8::basic::from_utf8(&payload).ok()?;
     let max_depth = shard.shared.config.limits.max_json_depth;
     let event = match wire::decode(text, max_depth) {
         Ok(event) => event,
         Err(e) => {
             conn.counters.frame_in(FRAME_INVALID);
-            return wire_error(conn, &e);
+            wire_error(conn, &e);
+            return None;
         }
     };
     match event {
         ClientEvent::Ping => {
             conn.counters.frame_in(slot::PING);
             conn.reply(wire::pong());
+            None
         }
-        ClientEvent::Pong => conn.counters.frame_in(slot::PING),
+        ClientEvent::Pong => {
+            conn.counters.frame_in(slot::PING);
+            None
+        }
         ClientEvent::Subscribe {
             channel,
             auth,
             channel_data,
         } => {
             conn.counters.frame_in(slot::SUBSCRIBE);
-            let asked = Subscription {
-                channel: &channel,
-                auth: auth.as_deref(),
-                channel_data: channel_data.as_deref(),
-            };
-            if let Err((status, why)) = subscribe(shard, conn, p, asked).await {
-                conn.counters.error_out(ErrorCode::Forbidden);
-                let kind = if status == 401 {
-                    "AuthError"
-                } else {
-                    "SubscriptionError"
+            let channel = channel.into_owned();
+            let auth = auth.map(Cow::into_owned);
+            let channel_data = channel_data.map(Cow::into_owned);
+            Some(Box::pin(async move {
+                let asked = Subscription {
+                    channel: &channel,
+                    auth: auth.as_deref(),
+                    channel_data: channel_data.as_deref(),
                 };
-                conn.reply(wire::subscription_error(&channel, kind, &why, status));
-            }
+                if let Err((status, why)) = subscribe(shard, conn, p, asked).await {
+                    conn.counters.error_out(ErrorCode::Forbidden);
+                    let kind = if status == 401 {
+                        "AuthError"
+                    } else {
+                        "SubscriptionError"
+                    };
+                    conn.reply(wire::subscription_error(&channel, kind, &why, status));
+                }
+            }))
         }
         ClientEvent::Unsubscribe { channel } => {
             conn.counters.frame_in(slot::UNSUBSCRIBE);
             // Unsubscribing from a channel one is not in is no error.
-            if let Some(room) = conn.known_room(&names::room_of(&p.app.id, &channel)) {
-                let origin = Origin {
-                    conn: conn.id,
-                    id: None,
-                };
-                shard.route(Op::Leave { origin, room }).await;
-            }
+            let room = conn.known_room(&names::room_of(&p.app.id, &channel))?;
+            let origin = Origin {
+                conn: conn.id,
+                id: None,
+            };
+            shard.route_or_wait(Op::Leave { origin, room })
         }
         ClientEvent::Signin { auth, user_data } => {
             conn.counters.frame_in(slot::SIGNIN);
-            match signin(shard, conn, p, &auth, &user_data).await {
-                Ok(()) => conn.reply(wire::signin_success(&user_data)),
-                Err(e) => wire_error(conn, &e),
-            }
+            let (auth, user_data) = (auth.into_owned(), user_data.into_owned());
+            Some(Box::pin(async move {
+                match signin(shard, conn, p, &auth, &user_data).await {
+                    Ok(()) => conn.reply(wire::signin_success(&user_data)),
+                    Err(e) => wire_error(conn, &e),
+                }
+            }))
         }
         ClientEvent::Client {
             event,
@@ -249,8 +267,12 @@ pub(super) async fn handle_text(shard: &Shard, conn: &Rc<Conn>, payload: Bytes) 
                 Some(data) => super::dispatch::slice_of(&payload, text, data),
                 None => Bytes::from_static(b"null"),
             };
-            if let Err(e) = client_event(shard, conn, p, &event, &channel, data).await {
-                wire_error(conn, &e);
+            match client_event(shard, conn, p, &event, &channel, data) {
+                Ok(publish) => shard.route_or_wait(publish),
+                Err(e) => {
+                    wire_error(conn, &e);
+                    None
+                }
             }
         }
     }
@@ -433,16 +455,16 @@ async fn signin(
         .map_err(|r| refused(r.message))
 }
 
-/// A `client-*` event: checked, then published to the channel's other
-/// members (and reported to the app's webhook).
-async fn client_event(
+/// A `client-*` event: checked (and reported to the app's webhook); the
+/// publish to the channel's other members, to route.
+fn client_event(
     shard: &Shard,
     conn: &Rc<Conn>,
     p: &PusherConn,
     event: &str,
     channel: &str,
     data: Bytes,
-) -> Result<(), WireError> {
+) -> Result<Op, WireError> {
     let refused = |message: &str| WireError {
         code: codes::GENERIC,
         message: message.to_string(),
@@ -506,8 +528,7 @@ async fn client_event(
             id: None,
         }),
     };
-    shard.route(Op::Publish(publish)).await;
-    Ok(())
+    Ok(Op::Publish(publish))
 }
 
 #[cfg(test)]
