@@ -10,10 +10,20 @@
 //! when a *user* (not a connection) came or went, so
 //! `pusher_internal:member_added`/`member_removed` go out once per user.
 //!
+//! This file holds a Pusher connection's state ([`PusherConn`]), the forms
+//! of what it is sent, and [`handle_text`], which reads one event and hands
+//! it on; the events that need more than a line live beside it:
+//! `pusher/subscribe.rs` (signatures, presence members, the join),
+//! `pusher/signin.rs` and `pusher/client_event.rs`.
+//!
 //! **Invariant:** every refusal reaches the client as `pusher:error` or
 //! `pusher:subscription_error` with the protocol's code; nothing here
 //! closes a connection for bad input, and nothing one connection sends
 //! reaches another except through the route.
+
+mod client_event;
+mod signin;
+mod subscribe;
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -29,14 +39,15 @@ use crate::config::PusherConfig;
 use crate::delivery::{JoinAck, RoomFrame};
 use crate::error::{ErrorCode, Refusal, close};
 use crate::metrics::FRAME_INVALID;
-use crate::op::{Join, Op, Origin, Publish, Reply};
-use crate::protocol::json::shallow;
+use crate::op::{Op, Origin};
 use crate::pusher::App;
 use crate::pusher::names::{self, Kind, channel_name};
-use crate::pusher::sign;
 use crate::pusher::wire::{self, ClientEvent, PresenceMember, WireError, codes};
 use crate::ratelimit::TokenBucket;
 use crate::shard::{Shard, Waiting};
+use client_event::client_event;
+use signin::signin;
+use subscribe::{Subscription, subscribe};
 
 /// `shardcast_frames_in_total` slots Pusher events are counted in (the
 /// native frame of the same meaning).
@@ -283,254 +294,6 @@ fn wire_error(conn: &Conn, e: &WireError) {
     conn.reply(wire::error(Some(e.code), &e.message));
 }
 
-/// What a `pusher:subscribe` asks.
-struct Subscription<'a> {
-    channel: &'a str,
-    auth: Option<&'a str>,
-    channel_data: Option<&'a str>,
-}
-
-/// Why a subscription is refused: an HTTP-like status and why.
-type SubscribeRefusal = (u16, String);
-
-/// A presence member: its user id and compact `user_info`.
-type Member = (Arc<str>, Option<Arc<String>>);
-
-/// A presence member, as `channel_data` gives it.
-#[derive(serde::Deserialize)]
-struct ChannelData {
-    user_id: serde_json::Value,
-    #[serde(default)]
-    user_info: Option<serde_json::Value>,
-}
-
-/// Check a subscription and route its join. A refusal is (status, why).
-async fn subscribe(
-    shard: &Shard,
-    conn: &Rc<Conn>,
-    p: &PusherConn,
-    asked: Subscription<'_>,
-) -> Result<(), SubscribeRefusal> {
-    let kind = Kind::of(asked.channel);
-    let presence = kind == Kind::Presence;
-    if kind == Kind::ServerToUser {
-        // Only the signed-in user's own channel, no signature needed.
-        let own = names::room_of(&p.app.id, &asked.channel[names::SERVER_TO_USER.len()..]);
-        if *conn.user() != *own {
-            return Err((
-                403,
-                "sign in as this user to subscribe to its channel".into(),
-            ));
-        }
-    } else if kind.needs_auth() {
-        let Some(auth) = asked.auth else {
-            return Err((401, format!("{} needs an auth signature", asked.channel)));
-        };
-        let data = if presence { asked.channel_data } else { None };
-        if presence && data.is_none() {
-            return Err((400, "a presence channel needs channel_data".into()));
-        }
-        sign::check_channel_auth(
-            &p.app.key,
-            &p.app.secret,
-            &p.socket_id,
-            asked.channel,
-            data,
-            auth,
-        )
-        .map_err(|e| (401, e.to_string()))?;
-    }
-    let (user, info) = if presence {
-        let max_depth = shard.shared.config.limits.max_json_depth;
-        member_of(asked.channel_data.unwrap_or(""), max_depth)?
-    } else {
-        (conn.user(), None)
-    };
-    let room = p.app.room(asked.channel);
-    let room = match conn.known_room(&room) {
-        Some(known) => known,
-        None => {
-            let limits = &shard.shared.config.limits;
-            let held = conn.rooms.borrow().len() + conn.joining.borrow().len();
-            if held >= limits.max_rooms_per_connection {
-                let refusal =
-                    Refusal::too_many_rooms_per_connection(limits.max_rooms_per_connection);
-                return Err((refusal.code.http_status(), refusal.message));
-            }
-            room
-        }
-    };
-    if presence {
-        p.presence.borrow_mut().insert(room.clone(), user.clone());
-    }
-    *conn.joining.borrow_mut().entry(room.clone()).or_insert(0) += 1;
-    let join = Join {
-        origin: Origin {
-            conn: conn.id,
-            id: Some(p.next_id()),
-        },
-        room,
-        user,
-        name: None,
-        since: None,
-        epoch: None,
-        create: true,
-        may_create: true,
-        // A channel the app's signature admits (private-, presence-) may
-        // be a private room (a namespace with `private = true`); a public
-        // channel may not.
-        may_join_private: kind.needs_auth(),
-        info,
-        list_users: presence,
-    };
-    shard.route(Op::Join(join)).await;
-    Ok(())
-}
-
-/// The `user_id` and compact `user_info` of a presence `channel_data`,
-/// which nests at most `max_depth` arrays and objects (its `user_info`
-/// goes to every member of the channel).
-fn member_of(channel_data: &str, max_depth: usize) -> Result<Member, SubscribeRefusal> {
-    shallow("channel_data", channel_data.as_bytes(), max_depth).map_err(|r| (400, r.message))?;
-    let data: ChannelData = serde_json::from_str(channel_data)
-        .map_err(|e| (400, format!("invalid channel_data: {e}")))?;
-    let user = match data.user_id {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => {
-            return Err((
-                400,
-                "channel_data.user_id must be a string or a number".into(),
-            ));
-        }
-    };
-    if !names::is_valid_user_id(&user) {
-        return Err((
-            400,
-            "channel_data.user_id must be 1-128 bytes without control characters".into(),
-        ));
-    }
-    // Compact JSON (no raw tabs or newlines), kept as the member's info.
-    let info = data.user_info.map(|v| Arc::new(v.to_string()));
-    Ok((Arc::from(user.as_str()), info))
-}
-
-/// `pusher:signin`: check the signature, then the connection's user is
-/// the app's user `id` (what `terminate_connections` names).
-async fn signin(
-    shard: &Shard,
-    conn: &Rc<Conn>,
-    p: &PusherConn,
-    auth: &str,
-    user_data: &str,
-) -> Result<(), WireError> {
-    let refused = |message: String| WireError {
-        code: codes::POLICY,
-        message,
-    };
-    sign::check_signin(&p.app.key, &p.app.secret, &p.socket_id, user_data, auth)
-        .map_err(|e| refused(e.to_string()))?;
-    let max_depth = shard.shared.config.limits.max_json_depth;
-    shallow("user_data", user_data.as_bytes(), max_depth).map_err(|r| refused(r.message))?;
-    #[derive(serde::Deserialize)]
-    struct UserData {
-        id: serde_json::Value,
-    }
-    let data: UserData =
-        serde_json::from_str(user_data).map_err(|e| refused(format!("invalid user_data: {e}")))?;
-    let id = match data.id {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => return Err(refused("user_data.id must be a string".into())),
-    };
-    if !names::is_valid_user_id(&id) {
-        return Err(refused(
-            "user_data.id must be 1-128 bytes without control characters".into(),
-        ));
-    }
-    let user: Arc<str> = Arc::from(names::room_of(&p.app.id, &id));
-    shard
-        .rename_user(conn, user)
-        .await
-        .map_err(|r| refused(r.message))
-}
-
-/// A `client-*` event: checked (and reported to the app's webhook); the
-/// publish to the channel's other members, to route.
-fn client_event(
-    shard: &Shard,
-    conn: &Rc<Conn>,
-    p: &PusherConn,
-    event: &str,
-    channel: &str,
-    data: Bytes,
-) -> Result<Op, WireError> {
-    let refused = |message: &str| WireError {
-        code: codes::GENERIC,
-        message: message.to_string(),
-    };
-    if !p.app.client_events {
-        return Err(refused("client events are not enabled for this app"));
-    }
-    match Kind::of(channel) {
-        Kind::Private | Kind::Presence => {}
-        Kind::Public | Kind::ServerToUser => {
-            return Err(refused("client events need a private or presence channel"));
-        }
-        Kind::Encrypted => {
-            return Err(refused(
-                "client events are not supported on encrypted channels",
-            ));
-        }
-    }
-    let max = shard.shared.config.pusher.max_event_bytes;
-    if data.len() > max {
-        return Err(WireError {
-            code: codes::TOO_LARGE,
-            message: format!("the event's data is larger than {max} bytes"),
-        });
-    }
-    let room = p.app.room(channel);
-    // Subscribed, not only subscribing: the protocol's rule.
-    let Some(room) = conn.rooms.borrow().get(&room).cloned() else {
-        return Err(refused(
-            "subscribe to the channel before sending client events on it",
-        ));
-    };
-    if !p.client_bucket.borrow_mut().try_take(Instant::now()) {
-        return Err(WireError {
-            code: codes::CLIENT_RATE,
-            message: format!(
-                "client event rejected: only {} accepted per second",
-                shard.shared.config.pusher.client_event_rate_per_sec
-            ),
-        });
-    }
-    let user = p.presence.borrow().get(&room).cloned();
-    if let Some(hooks) = &shard
-        .shared
-        .pusher
-        .as_ref()
-        .and_then(|p| p.webhooks.as_ref())
-    {
-        hooks.client_event(&p.app, channel, event, &data, &p.socket_id, user.as_deref());
-    }
-    let publish = Publish {
-        room,
-        from: user.unwrap_or_else(|| conn.user()),
-        data,
-        event: Some(Arc::new(event.to_string())),
-        exclude: std::num::NonZeroU64::new(conn.id),
-        // A namespace with `client_publish = false` refuses client events.
-        privileged: false,
-        reply: Reply::Conn(Origin {
-            conn: conn.id,
-            id: None,
-        }),
-    };
-    Ok(Op::Publish(publish))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,30 +334,5 @@ mod tests {
         assert_eq!(close_code(close::HEARTBEAT_TIMEOUT), 4201);
         assert_eq!(close_code(close::SLOW_CONSUMER), 4100);
         assert_eq!(close_code(close::TOO_BIG), close::TOO_BIG);
-    }
-
-    #[test]
-    fn channel_data_gives_a_user_and_compact_info() {
-        let (user, info) =
-            member_of(r#"{"user_id": 42, "user_info": {"name": "A\tB"}}"#, 32).expect("member");
-        assert_eq!(&*user, "42");
-        assert_eq!(
-            info.as_deref().map(String::as_str),
-            Some(r#"{"name":"A\tB"}"#)
-        );
-        assert!(member_of(r#"{"user_id": ""}"#, 32).is_err());
-        assert!(member_of(r#"{"user_id": true}"#, 32).is_err());
-        assert!(member_of("nope", 32).is_err());
-        let deep = |n: usize| {
-            format!(
-                r#"{{"user_id":1,"user_info":{}1{}}}"#,
-                "[".repeat(n),
-                "]".repeat(n)
-            )
-        };
-        assert!(member_of(&deep(1), 2).is_ok());
-        let (status, why) = member_of(&deep(2), 2).expect_err("3 deep");
-        assert_eq!(status, 400);
-        assert!(why.contains("limits.max_json_depth"), "{why}");
     }
 }
