@@ -1,16 +1,21 @@
-//! One WebSocket connection: its state ([`Conn`]), the socket loops that
-//! move its frames ([`io`]), and the front doors that turn its frames into
-//! ops: [`dispatch`] for the native protocol, [`pusher`] for the Pusher
-//! Channels protocol. The queue, the socket loops, the caps and the
-//! teardown are the same for both; a connection's [`Protocol`] decides
-//! only how its frames are read and how what it is sent is written.
+//! One WebSocket connection: its state ([`Conn`]) and how what it is sent
+//! is queued and written for its protocol (this file), its life from the
+//! upgrade to its teardown ([`life`]), the socket loops that move its
+//! frames ([`io`]), what the back end answered it ([`answers`]), and the
+//! front doors that turn its frames into ops: [`dispatch`] for the native
+//! protocol, [`pusher`] for the Pusher Channels protocol. The queue, the
+//! socket loops, the caps and the teardown are the same for both; a
+//! connection's [`Protocol`] decides only how its frames are read and how
+//! what it is sent is written.
 //!
 //! **Invariant:** a connection holds no read buffer while idle, and its
 //! outbound memory is bounded by its [`OutQueue`]; the only frame that may
 //! bypass the queue's bounds is the close frame that ends it.
 
+mod answers;
 mod dispatch;
 mod io;
+mod life;
 pub(crate) mod pusher;
 
 use std::cell::{Cell, RefCell};
@@ -18,7 +23,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -29,23 +33,15 @@ use super::outbound::{GapStyle, OutQueue, Pushed, Queued};
 use super::signal::LocalSignal;
 use crate::auth::{Grant, RoomPatterns};
 use crate::config::OverflowPolicy;
-use crate::delivery::{Ack, JoinAck, RoomFrame};
-use crate::edge::stream::{ReadHalf, Stream, WriteHalf};
+use crate::delivery::RoomFrame;
+use crate::edge::stream::WriteHalf;
 use crate::error::{Refusal, close};
-use crate::limits::{PENDING_JOIN_WAIT_MS, USER_WATCH_WAIT_MS};
-use crate::op::{Op, Origin, UserFrame};
+use crate::op::UserFrame;
 use crate::perms::{Perm, Perms};
-use crate::protocol::encode::{self, MemberEntry};
 use crate::ratelimit::TokenBucket;
-use crate::shared::Permit;
 use crate::ws::deflate::{Deflate, compressed_frame};
 use crate::ws::encode::close_frame;
-use io::ReadEnd;
-
-/// How long the server waits for the peer's answer to a close it sent for a
-/// reason other than a slow consumer (the client reads; it should answer
-/// promptly).
-const CLOSE_HANDSHAKE_MS: u64 = 2_000;
+pub(crate) use life::serve;
 
 /// Who a connection is, decided before the upgrade.
 pub(crate) struct Identity {
@@ -391,123 +387,6 @@ impl Conn {
             self.reader_wake.notify();
         }
     }
-
-    /// The back end answered this connection's op: encode the `ack` (if
-    /// the frame had an id) or the `error`.
-    pub(crate) fn answer(&self, id: Option<u64>, answer: Result<Ack, Refusal>) {
-        let ack = match answer {
-            Err(refusal) => return self.refuse(id, &refusal),
-            Ok(ack) => ack,
-        };
-        if self.pusher().is_some() {
-            return; // Pusher has no acks
-        }
-        let Some(id) = id else {
-            return;
-        };
-        let frame = match ack {
-            Ack::Room(room) => encode::ack_room(id, &room),
-            Ack::Published { room, seq } => encode::ack_publish(id, &room, seq),
-            Ack::Members(list) => {
-                let entries = list.members.iter().map(|m| MemberEntry {
-                    conn: m.conn,
-                    user: &m.user,
-                    name: m.name.as_deref(),
-                });
-                encode::ack_members(id, &list.room, entries, list.total)
-            }
-        };
-        self.reply(frame);
-    }
-
-    /// The back end admitted this connection to `room`: it is a member from
-    /// now on (unless it is closing); its ack and catch-up go out.
-    pub(crate) fn joined(
-        &self,
-        room: &Arc<str>,
-        ack: Option<JoinAck>,
-        catchup: Vec<Bytes>,
-    ) -> bool {
-        let newly = self.rooms.borrow_mut().insert(room.clone());
-        self.join_settled(room);
-        if let Some(p) = self.pusher() {
-            for frame in p.joined(room, ack, catchup) {
-                self.reply(frame);
-            }
-            return newly && !self.is_dead();
-        }
-        if let Some(ack) = ack {
-            let history = ack.history.iter().map(|b| &b[..]);
-            let frame = encode::ack_join(
-                ack.id,
-                room,
-                ack.seq,
-                &ack.epoch,
-                ack.members,
-                history,
-                ack.recovered,
-            );
-            self.reply(frame);
-        }
-        for frame in catchup {
-            self.reply(frame);
-        }
-        newly && !self.is_dead()
-    }
-
-    /// The back end refused this connection's join of `room`.
-    pub(crate) fn join_refused(&self, room: &str, id: Option<u64>, refusal: &Refusal) {
-        self.join_settled(room);
-        match self.pusher() {
-            Some(p) => {
-                self.counters.error_out(refusal.code);
-                self.reply(p.subscription_refused(room, refusal));
-            }
-            None => self.refuse(id, refusal),
-        }
-    }
-
-    /// The back end removed this connection from `room`; true if it was a
-    /// member here.
-    pub(crate) fn left(&self, room: &str, id: Option<u64>) -> bool {
-        let was = self.rooms.borrow_mut().remove(room);
-        if was {
-            self.forget_room(room);
-        }
-        if let Some(p) = self.pusher() {
-            p.left(room);
-        } else if let Some(id) = id {
-            self.reply(encode::ack_room(id, room));
-        }
-        was
-    }
-
-    /// `room` was deleted: the connection is no longer in it.
-    pub(crate) fn room_closed(&self, room: &str, frame: Bytes) {
-        self.rooms.borrow_mut().remove(room);
-        self.forget_room(room);
-        match self.pusher() {
-            Some(p) => p.left(room),
-            None => self.send(frame),
-        }
-    }
-
-    /// A join of `room` was answered by the back end.
-    fn join_settled(&self, room: &str) {
-        let mut joining = self.joining.borrow_mut();
-        if let Some(n) = joining.get_mut(room) {
-            *n -= 1;
-            if *n == 0 {
-                joining.remove(room);
-            }
-        }
-        if joining.is_empty() {
-            // Joins are rare: an idle connection keeps no table for them.
-            *joining = HashMap::new();
-            self.reader_wake.notify();
-        }
-    }
-
     /// The room this connection is in, or is joining, as the shared name.
     fn known_room(&self, room: &str) -> Option<Arc<str>> {
         if let Some(r) = self.rooms.borrow().get(room) {
@@ -523,21 +402,6 @@ impl Conn {
     pub(crate) fn queue_figures(&self) -> (usize, usize, u64) {
         let q = self.queue.borrow();
         (q.len(), q.bytes(), q.dropped())
-    }
-
-    /// Forget pending gaps of a room the connection left.
-    fn forget_room(&self, room: &str) {
-        self.queue.borrow_mut().forget_room(room);
-    }
-
-    /// Send an `error` frame (counted by code): `pusher:error` on a
-    /// Pusher connection.
-    fn refuse(&self, id: Option<u64>, refusal: &Refusal) {
-        self.counters.error_out(refusal.code);
-        match self.pusher() {
-            Some(_) => self.reply(pusher::error_frame(refusal)),
-            None => self.reply(encode::error(id, refusal.code, &refusal.message)),
-        }
     }
 
     /// The connection's rights now.
@@ -569,166 +433,5 @@ impl Conn {
         } else {
             Err(Refusal::rate_limited())
         }
-    }
-}
-
-/// Serve an upgraded connection until it closes: spawn the future this
-/// returns as the connection's task.
-///
-/// The connection's state is built here, outside the future, and the
-/// rare long steps (user registration, the closing handshake, teardown)
-/// wait in boxes: the future every idle connection keeps is the size of
-/// its read loop, not of its largest step.
-pub(crate) fn serve(
-    shard: Rc<Shard>,
-    identity: Identity,
-    stream: Stream,
-    prefix: Bytes,
-    permit: Permit,
-) -> impl std::future::Future<Output = ()> {
-    let conn = Conn::new(identity, stream.is_tls(), &shard);
-    let mut buf = io::first_read_buffer(prefix);
-    async move {
-        if shard.register(&conn) {
-            Box::pin(watch_user(&shard, &conn)).await;
-        }
-        shard
-            .counters
-            .connects
-            .set(shard.counters.connects.get() + 1);
-        greet(&shard, &conn);
-        let (mut read, write) = stream.into_split();
-        let writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
-        let end = io::read_loop(&shard, &conn, &mut read, &mut buf).await;
-        drop(buf);
-        Box::pin(finish(&shard, &conn, end, read, writer)).await;
-        drop(permit);
-    }
-}
-
-/// Tell the nodes that relay users that this connection's user is here,
-/// and wait (bounded) until this node hears it, so that a frame sent to
-/// the user right after the welcome reaches it.
-async fn watch_user(shard: &Shard, conn: &Conn) {
-    let (heard, heard_rx) = tokio::sync::oneshot::channel();
-    let watch = Op::WatchUser {
-        user: conn.user(),
-        watch: true,
-        heard: Some(heard),
-    };
-    shard.route_boxed(watch).await;
-    // Dropped at once where nothing relays users between nodes.
-    let wait = Duration::from_millis(USER_WATCH_WAIT_MS);
-    let _ = tokio::time::timeout(wait, heard_rx).await;
-}
-
-/// The connection's first frame: `welcome`, or Pusher's
-/// `connection_established` (echo connections get none).
-fn greet(shard: &Shard, conn: &Conn) {
-    let limits = &shard.shared.config.limits;
-    match &conn.protocol {
-        Protocol::Pusher(p) => conn.reply(p.established(&shard.shared.config.pusher)),
-        Protocol::Native if !conn.echo => conn.reply(encode::welcome(
-            conn.id,
-            &conn.user(),
-            shard.index,
-            &shard.shared.config.server.node_id,
-            limits.heartbeat_interval_ms,
-        )),
-        Protocol::Native => {}
-    }
-}
-
-/// After the read loop: count the disconnect, let the close frame out and
-/// the peer answer it (within a grace), stop the writer, and tear down.
-async fn finish(
-    shard: &Shard,
-    conn: &Rc<Conn>,
-    end: ReadEnd,
-    mut read: ReadHalf,
-    mut writer: tokio::task::JoinHandle<()>,
-) {
-    let limits = &shard.shared.config.limits;
-    let close_code = match end {
-        ReadEnd::Eof => None,
-        ReadEnd::PeerClose(code) => Some(code.unwrap_or(close::NORMAL)),
-        ReadEnd::ServerClose => conn.close_code.get(),
-    };
-    shard.counters.disconnected(close_code);
-    let grace = match end {
-        ReadEnd::Eof => Duration::ZERO,
-        ReadEnd::PeerClose(code) => {
-            let code = code.unwrap_or(close::NORMAL);
-            conn.close_with(code, "", false);
-            Duration::from_millis(CLOSE_HANDSHAKE_MS)
-        }
-        ReadEnd::ServerClose => match conn.close_code.get() {
-            Some(close::SLOW_CONSUMER) => Duration::from_millis(limits.slow_close_grace_ms),
-            _ => Duration::from_millis(CLOSE_HANDSHAKE_MS),
-        },
-    };
-    conn.dead.set(true);
-    if !grace.is_zero() {
-        let deadline = Instant::now() + grace;
-        // The writer ends once the close frame is out; then wait for the
-        // peer's close (or EOF) so it can read ours, up to the grace.
-        if tokio::time::timeout_at(deadline, &mut writer).await.is_ok()
-            && matches!(end, ReadEnd::ServerClose)
-        {
-            let _ = tokio::time::timeout_at(deadline, read.discard_until_eof()).await;
-        }
-    }
-    writer.abort();
-    // The socket closes with its read half (dropped with this task) and its
-    // write half, which the writer may have left with the connection.
-    conn.write.borrow_mut().take();
-    teardown(shard, conn).await;
-}
-
-/// Leave every room and drop the connection from the shard's tables.
-async fn teardown(shard: &Shard, conn: &Rc<Conn>) {
-    // Joins in flight must settle first, or their rooms would keep a member
-    // that is gone.
-    let deadline = Instant::now() + Duration::from_millis(PENDING_JOIN_WAIT_MS);
-    while !conn.joining.borrow().is_empty() {
-        if tokio::time::timeout_at(deadline, conn.reader_wake.wait())
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    let rooms: Vec<Arc<str>> = conn.rooms.borrow_mut().drain().collect();
-    for room in &rooms {
-        shard.remove_member(room, conn.id);
-    }
-    let dropped = conn.queue.borrow().dropped();
-    shard
-        .counters
-        .dropped_closed
-        .set(shard.counters.dropped_closed.get() + dropped);
-    let last_of_user = shard.unregister(conn);
-    if conn.renamed.get() {
-        // Its permit gives back the id it connected with; this one is
-        // given back here.
-        shard.shared.users.disconnect(&conn.user());
-    }
-    if shard.shared.is_draining() {
-        return; // the whole broker is going; rooms go with it
-    }
-    if last_of_user {
-        let watch = Op::WatchUser {
-            user: conn.user(),
-            watch: false,
-            heard: None,
-        };
-        shard.route_boxed(watch).await;
-    }
-    for room in rooms {
-        let origin = Origin {
-            conn: conn.id,
-            id: None,
-        };
-        shard.route_boxed(Op::Leave { origin, room }).await;
     }
 }
