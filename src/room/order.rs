@@ -30,6 +30,14 @@
 //! Before, such a hole became a `gap` at once: after a Redis restart, a
 //! node whose subscriber connection came back before its command connection
 //! told its members that a message Redis had acknowledged was lost.
+//!
+//! About 530 lines, and one file on purpose: it is one state machine. Every
+//! input (a message, a join answer, a repair answer, a lost subscription,
+//! the clock) reads and updates the same four things — the last seq
+//! delivered, the recent messages, the joins waiting, the repair in flight
+//! — and the invariants above hold only over all of its transitions read
+//! together; the [`Step`]s it returns are its vocabulary. The tests are
+//! beside it in `order_tests.rs`.
 
 use std::time::{Duration, Instant};
 
