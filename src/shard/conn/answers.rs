@@ -3,10 +3,11 @@
 //! ack and catch-up), refused joins, leaves and deleted rooms, and the
 //! count of its joins in flight.
 //!
-//! **Invariant:** a room is in the connection's rooms exactly when the back
-//! end admitted it and has not removed it since; every answered join
-//! settles one join in flight, and the last one to settle drops the table
-//! of them (an idle connection keeps none) and wakes the reader.
+//! **Invariant:** while the connection lives, a room is in its rooms
+//! exactly when the back end admitted it and has not removed it since (or
+//! deleted the room); every answered join settles one join in flight, and
+//! the last one to settle drops the table of them (an idle connection
+//! keeps none) and wakes the reader.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -5,9 +5,10 @@
 //!
 //! **Invariant:** the future an idle connection keeps is the size of its
 //! read loop: registration, the closing handshake and teardown wait in
-//! boxes. A connection leaves every room it is in (after its joins in
-//! flight settled, within a bound) and the shard's tables before its task
-//! ends, unless the whole broker is draining.
+//! boxes. Before its task ends a connection is out of the shard's tables
+//! and of every room's local members (after its joins in flight settled,
+//! within a bound), and, unless the whole broker is draining, the back end
+//! has been asked to remove it from each room.
 
 use std::rc::Rc;
 use std::sync::Arc;
