@@ -8,6 +8,8 @@
 //! - `has_chromium`: `$SHARDCAST_CHROMIUM` is set, or `chromium` or
 //!   `chromium-browser` is on `PATH` (the status page test).
 //! - `has_node`: `node` is on `PATH` (tests of the JavaScript client).
+//! - `has_python3`: `python3` is on `PATH` (tests with Python's `urllib`
+//!   and `ssl` as the client).
 //!
 //! Under `CI` (set and not `false`/`0`) every cfg is set, so a test whose
 //! program is missing runs and fails loudly: `.ci/run` installs them.
@@ -32,6 +34,7 @@ fn main() {
         ("has_redis_sentinel", on_path("redis-sentinel")),
         ("has_chromium", chromium),
         ("has_node", on_path("node")),
+        ("has_python3", on_path("python3")),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if found || ci {

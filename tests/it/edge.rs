@@ -392,6 +392,7 @@ async fn post_big_body(program: &'static str, script: &'static str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_python3), ignore = "python3 not found on PATH")]
 async fn an_oversize_body_gets_its_413_in_python_urllib() {
     let python = r#"
 import json, sys, urllib.request, urllib.error

@@ -399,6 +399,7 @@ fn startup_refuses_unusable_pairs_saying_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_python3), ignore = "python3 not found on PATH")]
 async fn python_ssl_client_speaks_wss_with_the_test_ca() {
     let ca = TestCa::new("python");
     let (cert, key, _) = ca.write_leaf(7);
