@@ -243,6 +243,12 @@ impl OutQueue {
         }
     }
 
+    /// Whether `gap`s wait to be queued ([`OutQueue::flush_gaps`]): the
+    /// writer must take another turn even with nothing queued.
+    pub fn gaps_pending(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
     /// Queue the `gap` frames that fit now. Call when the writer has drained
     /// a batch. Returns whether anything was queued.
     pub fn flush_gaps(&mut self) -> bool {

@@ -302,6 +302,57 @@ async fn slow_consumer_is_disconnected_and_fast_members_get_everything() {
 
 /// Invariant 1 (drop policy): the slow member keeps its connection, and the
 /// messages it got plus the gaps it was told of cover every seq exactly once.
+/// A burst larger than the queue, handled in one batch, to a member
+/// that reads: the queue takes what fits, the rest is dropped, and the
+/// batch's direct write empties the queue. The `gap` for the dropped
+/// messages must still go out although no later message comes (before the
+/// fix, the direct write left it for the room's next message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_after_the_last_dropped_message_goes_out_without_a_next_one() {
+    use futures_util::SinkExt;
+    const BURST: u64 = 100;
+    let broker = TestBroker::new()
+        .with(|c| {
+            c.limits.outbound_queue_messages = 16;
+            c.limits.outbound_queue_bytes = 1 << 20;
+        })
+        .start();
+    let mut owner = broker.user("owner").await;
+    owner
+        .ok(json!({"type":"create","room":"burst","overflow":"drop"}))
+        .await;
+    owner.join("burst").await;
+    let mut member = broker.user("member").await;
+    member.join("burst").await;
+    // One write carries the whole burst, so the broker reads it at once
+    // and its pumps handle it in one batch.
+    for i in 0..BURST {
+        let frame = json!({"type":"publish","room":"burst","data":i,"exclude_self":true});
+        owner
+            .ws
+            .feed(Message::text(frame.to_string()))
+            .await
+            .expect("feed");
+    }
+    owner.ws.flush().await.expect("flush");
+    let mut next = 1;
+    while next <= BURST {
+        let v = member.recv().await;
+        match v["type"].as_str() {
+            Some("message") => {
+                assert_eq!(v["seq"], next, "{v}");
+                next += 1;
+            }
+            Some("gap") => {
+                assert_eq!(v["from"], next, "{v}");
+                next = v["to"].as_u64().expect("to") + 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(next, BURST + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_policy_reports_every_missed_seq_as_a_gap() {
     const MESSAGES: u64 = 20_000;

@@ -329,7 +329,10 @@ impl Conn {
         self.inflight_offset.set(left);
         let rest = inflight.len() > done;
         self.written(inflight, done);
-        if rest {
+        // Like the writer after each write: `gap`s for messages dropped
+        // while these frames were queued go out now that there is room,
+        // not with the room's next message (which may never come).
+        if rest || self.queue.borrow().gaps_pending() {
             self.writer_wake.notify();
         }
     }
