@@ -140,8 +140,8 @@ pub(super) fn gone() -> Refusal {
 }
 
 /// Route the op `make` builds around a reply channel, and wait for the
-/// answer of whichever back end runs it.
-pub(super) async fn ask<T>(
+/// answer of whichever back end runs it (also for the Pusher HTTP API).
+pub(crate) async fn ask<T>(
     shard: &Shard,
     make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Op,
 ) -> Result<T, Refusal> {

@@ -9,7 +9,6 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,10 +17,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use tokio::sync::oneshot;
 
 use super::names::{Kind, app_prefix, channel_of, is_valid_channel, is_valid_event, room_of};
 use super::{App, Pusher, sign};
+use crate::api::ask;
 use crate::delivery::RoomDetails;
 use crate::error::{ErrorCode, Refusal};
 use crate::op::{Audience, Op, Publish, Reply, UserFrame};
@@ -30,9 +29,6 @@ use crate::server::{JSON, SYSTEM_USER, respond};
 use crate::shard::Shard;
 
 type Body = Full<Bytes>;
-
-/// How long the API waits for the back end before giving up (500).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most channels `GET /apps/{id}/channels` lists.
 pub(crate) const MAX_LISTED_CHANNELS: usize = 10_000;
@@ -428,23 +424,6 @@ async fn channel_infos(
         );
     }
     Ok(all)
-}
-
-/// Route the op `make` builds around a reply channel, and wait for the
-/// back end's answer.
-async fn ask<T>(
-    shard: &Shard,
-    make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Op,
-) -> Result<T, Refusal> {
-    let (tx, rx) = oneshot::channel();
-    shard.route(make(tx)).await;
-    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-        Ok(Ok(result)) => result,
-        _ => Err(Refusal::new(
-            ErrorCode::Internal,
-            "the back end did not answer (shutting down?)",
-        )),
-    }
 }
 
 #[cfg(test)]
