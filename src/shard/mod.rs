@@ -102,7 +102,7 @@ pub(crate) struct Shard {
     /// Counters for `/api/stats` and `/metrics`.
     pub(crate) counters: Rc<ShardCounters>,
     /// Writers to flush at the end of a pump's batch.
-    cork: Rc<cork::Cork>,
+    cork: Rc<cork::Cork<std::rc::Weak<Conn>>>,
 }
 
 impl Shard {
@@ -138,9 +138,9 @@ impl Shard {
         let Some(mut listed) = self.cork.close() else {
             return;
         };
-        let conns = self.conns.borrow();
-        for id in listed.drain(..) {
-            if let Some(conn) = conns.get(&id) {
+        for conn in listed.drain(..) {
+            // A connection gone since it was listed has nothing to write.
+            if let Some(conn) = conn.upgrade() {
                 conn.flush_now();
             }
         }

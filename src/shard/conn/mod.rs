@@ -21,7 +21,7 @@ pub(crate) mod pusher;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -99,6 +99,8 @@ pub(crate) enum Protocol {
 
 /// A connection's state shared by its reader, its writer and fan-out.
 pub(crate) struct Conn {
+    /// This connection, as the shard's cork lists it.
+    me: Weak<Conn>,
     /// Connection id (its shard is [`crate::placement::shard_of`]).
     pub(crate) id: u64,
     /// User id (a Pusher `pusher:signin` changes it).
@@ -134,7 +136,7 @@ pub(crate) struct Conn {
     inflight_offset: Cell<usize>,
     /// The shard's cork: a wake-up during a pump's batch is a flush at its
     /// end.
-    cork: Rc<Cork>,
+    cork: Rc<Cork<Weak<Conn>>>,
     writer_wake: LocalSignal,
     reader_wake: LocalSignal,
     /// The reader stopped reading until replies are taken (the writer
@@ -159,7 +161,8 @@ impl Conn {
         if let Protocol::Pusher(_) = identity.protocol {
             queue.set_gap_style(GapStyle::Pusher);
         }
-        Rc::new(Conn {
+        Rc::new_cyclic(|me| Conn {
+            me: me.clone(),
             id: identity.id,
             user: RefCell::new(identity.user),
             name: identity.name,
@@ -352,7 +355,7 @@ impl Conn {
     fn after_push(&self, pushed: Pushed) {
         match pushed {
             Pushed::Queued { wake: true } => {
-                if !self.cork.defer(self.id) {
+                if !self.cork.defer(|| self.me.clone()) {
                     self.writer_wake.notify();
                 }
             }
