@@ -307,14 +307,10 @@ impl Conn {
             self.inflight.replace(inflight);
             return;
         }
-        let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];
-        let count = inflight.len().min(WRITE_BATCH_FRAMES);
-        for (slice, (frame, _)) in slices.iter_mut().zip(inflight.iter()) {
-            *slice = IoSlice::new(frame);
-        }
-        let wrote = slot
-            .as_ref()
-            .and_then(|write| write.try_write_vectored(&slices[..count]));
+        let wrote = with_slices(&inflight, 0, 0, |slices| {
+            slot.as_ref()
+                .and_then(|write| write.try_write_vectored(slices))
+        });
         drop(slot);
         let mut left = match wrote {
             Some(Ok(n)) => n,
@@ -339,8 +335,7 @@ impl Conn {
 }
 
 /// Write `frames`, the first from `offset`, with vectored writes of up to
-/// [`WRITE_BATCH_FRAMES`] slices each. The slices live on the stack of each poll, not in the
-/// future, so an idle connection's task stays small.
+/// [`WRITE_BATCH_FRAMES`] slices each (see [`with_slices`]).
 async fn write_frames(
     write: &mut WriteHalf,
     frames: &VecDeque<Queued>,
@@ -349,13 +344,9 @@ async fn write_frames(
     let mut index = 0usize;
     while index < frames.len() {
         let written = std::future::poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); WRITE_BATCH_FRAMES];
-            let mut count = 0;
-            for (i, (frame, _)) in frames.range(index..).take(WRITE_BATCH_FRAMES).enumerate() {
-                slices[count] = IoSlice::new(if i == 0 { &frame[offset..] } else { frame });
-                count += 1;
-            }
-            std::pin::Pin::new(&mut *write).poll_write_vectored(cx, &slices[..count])
+            with_slices(frames, index, offset, |slices| {
+                std::pin::Pin::new(&mut *write).poll_write_vectored(cx, slices)
+            })
         })
         .await?;
         if written == 0 {
@@ -375,4 +366,43 @@ async fn write_frames(
         }
     }
     Ok(())
+}
+
+/// Slots of the slice array of a small write: most flushes carry a frame or
+/// two, and filling [`WRITE_BATCH_FRAMES`] empty slots for them would cost
+/// more than the write's own bookkeeping.
+const SMALL_WRITE_FRAMES: usize = 8;
+
+/// Call `write` with `frames` from `index` (the first from `offset`) as I/O
+/// slices, at most [`WRITE_BATCH_FRAMES`] of them. The slices live on the
+/// stack of the call, not in any future, so an idle connection's task stays
+/// small; the array is sized for the batch.
+fn with_slices<R>(
+    frames: &VecDeque<Queued>,
+    index: usize,
+    offset: usize,
+    write: impl FnOnce(&[IoSlice<'_>]) -> R,
+) -> R {
+    if frames.len().saturating_sub(index) <= SMALL_WRITE_FRAMES {
+        fill_slices::<SMALL_WRITE_FRAMES, R>(frames, index, offset, write)
+    } else {
+        fill_slices::<WRITE_BATCH_FRAMES, R>(frames, index, offset, write)
+    }
+}
+
+/// [`with_slices`] with an array of `N` slots.
+fn fill_slices<const N: usize, R>(
+    frames: &VecDeque<Queued>,
+    index: usize,
+    offset: usize,
+    write: impl FnOnce(&[IoSlice<'_>]) -> R,
+) -> R {
+    let mut slices = [IoSlice::new(&[]); N];
+    let mut count = 0;
+    for (slot, (frame, _)) in slices.iter_mut().zip(frames.range(index..)) {
+        let bytes: &[u8] = frame;
+        *slot = IoSlice::new(if count == 0 { &bytes[offset..] } else { bytes });
+        count += 1;
+    }
+    write(&slices[..count])
 }
