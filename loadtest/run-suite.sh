@@ -235,6 +235,11 @@ model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
         echo "share of this machine's limit shardcast reaches (1.00 = as cheap as the"
         echo "floor). RSS is the server's growth per idle connection."
         echo
+        echo "This is one run of each server. On a shared 2-core machine the null"
+        echo "broker's own figure moves by up to a third between runs, so one run's"
+        echo "ratio is good to about 20%; \`loadtest/yardstick-pairs.sh OLD NEW\`"
+        echo "repeats the runs, alternating, and prints medians and spreads."
+        echo
         echo "$YARDSTICK_TABLE"
     fi
     echo
