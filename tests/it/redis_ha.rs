@@ -38,8 +38,10 @@ async fn publish_until(c: &mut Client, room: &str, until: Instant) -> (Vec<u64>,
 
 /// A failover under load: publisher on node A, member on node B, the
 /// primary SIGKILLed; returns (acknowledged, lost, the longest time without
-/// an ack).
-async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Duration) {
+/// an ack, what a reader of a failure needs: the seqs acknowledged on each
+/// side of the kill, any seq acknowledged twice, and every frame the member
+/// got that was not a message).
+async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Duration, String) {
     let mut redis = Sentinels::start(replicas);
     let url = redis.url();
     let wait = |c: &mut shardcast::Config| c.cluster.wait_replicas = wait_replicas;
@@ -66,6 +68,7 @@ async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Dura
     let acked: BTreeSet<u64> = before.iter().chain(&after).copied().collect();
     let last = *acked.last().expect("acks");
     let mut seen = BTreeSet::new();
+    let mut others = Vec::new();
     let started = Instant::now();
     while !seen.contains(&last) {
         assert!(
@@ -75,13 +78,29 @@ async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Dura
         let frame = member.recv().await;
         if frame["type"] == "message" {
             seen.insert(frame["seq"].as_u64().expect("seq"));
+        } else {
+            others.push(frame.to_string());
         }
     }
     // The new primary serves both nodes.
     let mut late = a.user("late").await;
     late.join("ha").await;
     let lost: Vec<u64> = acked.difference(&seen).copied().collect();
-    (acked.len(), lost, window)
+    let before_set: BTreeSet<u64> = before.iter().copied().collect();
+    let twice: Vec<u64> = after
+        .iter()
+        .filter(|seq| before_set.contains(seq))
+        .copied()
+        .collect();
+    let diagnostics = format!(
+        "acknowledged before the kill {:?}..{:?}, after it {:?}..{:?}; \
+         acknowledged twice {twice:?}; the member's other frames {others:?}",
+        before.first(),
+        before.last(),
+        after.first(),
+        after.last()
+    );
+    (acked.len(), lost, window, diagnostics)
 }
 
 /// Sentinel failover (primary SIGKILLed, a replica promoted) under load:
@@ -93,13 +112,16 @@ async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(has_redis_sentinel), ignore = "redis-sentinel not found on PATH")]
 async fn a_sentinel_failover_loses_nothing_acknowledged() {
-    let (acked, lost, window) = failover(2, 1).await;
+    let (acked, lost, window, diagnostics) = failover(2, 1).await;
     eprintln!(
         "sentinel failover, wait_replicas 1, 2 replicas: {acked} acknowledged, {} lost, \
-         no ack for {window:?}",
+         no ack for {window:?}; {diagnostics}",
         lost.len()
     );
-    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged and lost: {lost:?} ({diagnostics})"
+    );
 }
 
 /// The same with one replica and `wait_replicas = 0` (the default:
@@ -109,10 +131,10 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(has_redis_sentinel), ignore = "redis-sentinel not found on PATH")]
 async fn a_sentinel_failover_without_wait_resumes() {
-    let (acked, lost, window) = failover(1, 0).await;
+    let (acked, lost, window, diagnostics) = failover(1, 0).await;
     eprintln!(
         "sentinel failover, wait_replicas 0, 1 replica: {acked} acknowledged, {} lost, \
-         no ack for {window:?}",
+         no ack for {window:?}; {diagnostics}",
         lost.len()
     );
 }
