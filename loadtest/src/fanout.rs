@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -131,70 +130,31 @@ pub(crate) enum Phase {
 /// wake-up, and a change waited for with one registration that lasts until
 /// the change comes (registering afresh on every wake-up costs a lock on
 /// the watch channel, shared by every task).
-///
-/// **Invariant:** [`PhaseWatch::get`] is current even when
-/// [`PhaseWatch::changed`] is not polled for a while (a `biased` select
-/// whose read branch is always ready): it looks at the channel's version,
-/// one atomic load, and reads the value only when that moved. And
-/// `changed` skips re-polling its registration only while the registration
-/// stands for the same task and the version has not moved, so no change is
-/// missed.
 pub(crate) struct PhaseWatch {
     now: Phase,
-    /// A receiver of the same channel, for its version: marked seen only
-    /// when `next` has completed, so that it says "changed" until `next`
-    /// has been polled to completion.
-    probe: watch::Receiver<Phase>,
     next: Pin<Box<dyn Future<Output = (Phase, watch::Receiver<Phase>)> + Send>>,
-    /// The waker `next` registered with, while its registration stands.
-    registered: Option<Waker>,
 }
 
 impl PhaseWatch {
-    pub(crate) fn new(mut rx: watch::Receiver<Phase>) -> Self {
-        let now = *rx.borrow_and_update();
+    pub(crate) fn new(rx: watch::Receiver<Phase>) -> Self {
+        let now = *rx.borrow();
         PhaseWatch {
             now,
-            probe: rx.clone(),
             next: Box::pin(next_phase(rx)),
-            registered: None,
         }
     }
 
-    /// The phase now.
-    pub(crate) fn get(&mut self) -> Phase {
-        if !matches!(self.probe.has_changed(), Ok(false)) {
-            self.now = *self.probe.borrow();
-        }
+    /// The phase as of the last change seen.
+    pub(crate) fn get(&self) -> Phase {
         self.now
     }
 
     /// Wait for the next change. Cancel-safe: dropping this future keeps
     /// the registration, so no change is missed.
     pub(crate) async fn changed(&mut self) {
-        std::future::poll_fn(|cx| {
-            let standing = self
-                .registered
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()));
-            if standing && matches!(self.probe.has_changed(), Ok(false)) {
-                return Poll::Pending;
-            }
-            match self.next.as_mut().poll(cx) {
-                Poll::Ready((now, rx)) => {
-                    self.now = now;
-                    self.probe.borrow_and_update();
-                    self.next = Box::pin(next_phase(rx));
-                    self.registered = None;
-                    Poll::Ready(())
-                }
-                Poll::Pending => {
-                    self.registered = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        let (now, rx) = (&mut self.next).await;
+        self.now = now;
+        self.next = Box::pin(next_phase(rx));
     }
 }
 
@@ -771,10 +731,7 @@ pub(crate) async fn read_room(
         let bytes_before = conn.bytes_received();
         // Frames of one read arrived together: one clock read for them all.
         let mut clock = Arrival { origin, at: None };
-        // Reads first: while frames keep coming, the phase's registration
-        // is not polled again (`PhaseWatch::get` sees a change anyway).
         let result = tokio::select! {
-            biased;
             r = conn.read_frames(|f| {
                 if let Frame::Text(t) = f {
                     reader.on_text(&mut s, t, measuring, &mut clock);
@@ -824,10 +781,6 @@ pub(crate) async fn publisher_loop(
     let mut sent_open_loop: u64 = 0;
     let drain_deadline = std::cell::Cell::new(None::<tokio::time::Instant>);
     let mut frame = String::with_capacity(filler.len() + 128);
-    // One timer for the whole run, moved only when the next wake-up moves
-    // (making and dropping one per wake-up cost a timer-wheel update each).
-    let wake = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(wake);
     loop {
         let current = phase.get();
         if current >= Phase::Drain {
@@ -884,11 +837,7 @@ pub(crate) async fn publisher_loop(
             }
             _ => tokio::time::Instant::now() + Duration::from_secs(1),
         };
-        if wake.deadline() != wake_at {
-            wake.as_mut().reset(wake_at);
-        }
         let result = tokio::select! {
-            biased;
             r = conn.read_frames(|f| {
                 let Frame::Text(t) = f else { return };
                 if is_type(t, b"ack") {
@@ -901,7 +850,7 @@ pub(crate) async fn publisher_loop(
                     s.errors += 1;
                 }
             }) => r,
-            () = &mut wake => Ok(()),
+            _ = tokio::time::sleep_until(wake_at) => Ok(()),
             () = phase.changed() => Ok(()),
         };
         if let Err(e) = result {
