@@ -93,16 +93,9 @@ impl<T: Weighed> Inbox<T> {
         }
     }
 
-    /// Put `item` in without waiting; hand it back if the inbox is full.
-    /// A gone receiver (shutdown) drops it.
-    pub(crate) fn try_send(&self, item: T) -> Result<(), T> {
-        match self.try_put(item) {
-            Ok(None) | Err(ShardGone) => Ok(()),
-            Ok(Some(back)) => Err(back),
-        }
-    }
-
-    /// [`Inbox::try_send`] without waking the receiver: the sender rings
+    /// Put `item` in without waiting and without waking the receiver; hand
+    /// it back if the inbox is full (a gone receiver, at shutdown, drops
+    /// it). The sender rings
     /// ([`Inbox::ring`]) once it has put in its batch, and before it waits
     /// for anything, so one wake-up carries many items.
     pub(crate) fn try_send_quiet(&self, item: T) -> Result<(), T> {

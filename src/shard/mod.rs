@@ -103,6 +103,10 @@ pub(crate) struct Shard {
     pub(crate) counters: Rc<ShardCounters>,
     /// Writers to flush at the end of a pump's batch.
     cork: Rc<cork::Cork<std::rc::Weak<Conn>>>,
+    /// Shards whose request inbox a reader put ops in quietly
+    /// ([`Shard::route_or_wait`]), to be woken by [`Shard::ring_requests`]
+    /// before that reader yields.
+    unrung_requests: Cell<crate::placement::ShardSet>,
 }
 
 impl Shard {
@@ -122,6 +126,7 @@ impl Shard {
             seals_signal: LocalSignal::default(),
             counters: Rc::default(),
             cork: Rc::default(),
+            unrung_requests: Cell::default(),
         })
     }
 

@@ -15,6 +15,11 @@
 //! over the publishers' shards rather than paid by a room's one sequencer.
 //! A front door routes on the shard of the connection that asked, so a
 //! refusal is answered here.
+//!
+//! **Invariant:** an op a reader put in a home's inbox without waking it
+//! ([`Shard::route_or_wait`]) is rung ([`Shard::ring_requests`]) before
+//! that reader awaits anything, so no request pump sleeps on an op while
+//! its sender waits.
 
 use crate::backend::Backend;
 use crate::delivery::{Delivery, Outbox};
@@ -121,6 +126,11 @@ impl Shard {
     /// sequencer's queue) if there is room. Hands the op back when the way
     /// is full, and for frames for users (which may go to several shards).
     /// Private, so that no front door skips [`Shard::admit`].
+    ///
+    /// A home's inbox is filled quietly: its pump is woken by
+    /// [`Shard::ring_requests`], once for all the ops a reader's burst put
+    /// there, so that the pump takes them as one batch (and its deliveries
+    /// leave in one write per member) instead of waking for the first.
     fn try_route(&self, op: Op) -> Result<(), Op> {
         if matches!(op, Op::ToUsers { .. }) {
             return Err(op);
@@ -129,11 +139,27 @@ impl Shard {
             Backend::Local => match op.room() {
                 Some(room) => {
                     let home = home_of(room, self.shared.shards());
-                    self.shared.links[home].requests.try_send(op)
+                    self.shared.links[home].requests.try_send_quiet(op)?;
+                    let mut unrung = self.unrung_requests.get();
+                    unrung.insert(home);
+                    self.unrung_requests.set(unrung);
+                    Ok(())
                 }
                 None => Ok(()),
             },
             Backend::Remote(remote) => remote.try_submit(op),
+        }
+    }
+
+    /// Wake the request pumps that [`Shard::route_or_wait`] put ops in
+    /// quietly. A reader calls it before it yields (before it awaits
+    /// anything), so no pump sleeps on ops it was not told of.
+    pub(crate) fn ring_requests(&self) {
+        let unrung = self.unrung_requests.take();
+        for home in unrung.iter() {
+            if let Some(link) = self.shared.links.get(home) {
+                link.requests.ring();
+            }
         }
     }
 
@@ -142,7 +168,9 @@ impl Shard {
     /// connection's reader and teardown), so the wait's state is not
     /// carried while idle.
     pub(crate) async fn route_boxed(&self, op: Op) {
-        if let Some(wait) = self.route_or_wait(op) {
+        let wait = self.route_or_wait(op);
+        self.ring_requests();
+        if let Some(wait) = wait {
             wait.await;
         }
     }
@@ -150,12 +178,18 @@ impl Shard {
     /// [`Shard::route`] without waiting when the way has room (`None`:
     /// the op is on its way); else the wait, boxed, for the caller to
     /// await. The caller's future then carries one pointer, not the wait's
-    /// state.
+    /// state. For a connection's reader only: the op may wait, unrung, for
+    /// the reader's [`Shard::ring_requests`].
     pub(crate) fn route_or_wait(&self, op: Op) -> Option<Waiting<'_>> {
         let op = self.admit(op)?;
         match self.try_route(op) {
             Ok(()) => None,
-            Err(op) => Some(Box::pin(self.route_admitted(op))),
+            Err(op) => {
+                // The way is full: the pumps hear of what this reader put
+                // in before it waits behind them.
+                self.ring_requests();
+                Some(Box::pin(self.route_admitted(op)))
+            }
         }
     }
 

@@ -84,6 +84,51 @@ async fn total_order_per_room_across_shards() {
     }
 }
 
+/// A reader puts a burst's publishes into their rooms' request inboxes
+/// quietly and wakes each home once, when the burst is handled
+/// (`Shard::route_or_wait`). A burst that arrives in one read, for rooms
+/// homed on every shard, and ends with the client's close frame: every
+/// message still reaches every member, in order. A home left unwoken
+/// would hold them until its next wake-up, and the members would time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_in_one_read_reaches_rooms_homed_on_every_shard() {
+    use tokio::io::AsyncWriteExt;
+    const ROOMS: usize = 8;
+    const PER_ROOM: u64 = 40;
+    let broker = TestBroker::new().shards(4).start();
+    let mut members = Vec::new();
+    for r in 0..ROOMS {
+        let mut m = broker.user(&format!("m{r}")).await;
+        m.join(&format!("burst-{r}")).await;
+        members.push(m);
+    }
+    let mut publisher = raw_ws(broker.addr, "?user=burster").await;
+    // The joins, the publishes (a publish right behind its join publishes
+    // once the join succeeds), then the close frame, in one write (so one
+    // read on the server).
+    let mut burst = Vec::new();
+    for r in 0..ROOMS {
+        let join = json!({"type":"join","room":format!("burst-{r}")});
+        burst.extend(raw_frame(true, 0x1, join.to_string().as_bytes(), true));
+    }
+    for n in 0..PER_ROOM {
+        for r in 0..ROOMS {
+            let publish = json!({"type":"publish","room":format!("burst-{r}"),"data":n});
+            burst.extend(raw_frame(true, 0x1, publish.to_string().as_bytes(), true));
+        }
+    }
+    burst.extend(raw_frame(true, 0x8, &1000u16.to_be_bytes(), true));
+    publisher.write_all(&burst).await.expect("write the burst");
+    for (r, m) in members.iter_mut().enumerate() {
+        for n in 0..PER_ROOM {
+            let v = m.recv_type("message").await;
+            assert_eq!(v["data"], n, "room burst-{r}: {v}");
+            assert_eq!(v["seq"], n + 1, "room burst-{r}: {v}");
+        }
+    }
+    assert_eq!(raw_close_code(&mut publisher).await, Some(1000));
+}
+
 /// Invariant 3: 200 concurrent joins to a room with max_members = 50 admit
 /// exactly 50.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,7 @@ pub(super) async fn read_loop(
                         awaiting_pong = None;
                     }
                     if let Some(wait) = dispatch::handle(shard, conn, payload) {
+                        shard.ring_requests();
                         wait.await;
                     }
                 }
@@ -132,6 +133,9 @@ pub(super) async fn read_loop(
                 }
             }
         }
+        // The ops this burst routed go to their rooms' pumps now, as one
+        // batch each (see `Shard::route_or_wait`).
+        shard.ring_requests();
         let paused = conn.replies_full();
         conn.reader_paused.set(paused);
         if paused && conn.is_dead() {

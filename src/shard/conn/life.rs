@@ -60,6 +60,8 @@ pub(crate) fn serve(
         let (mut read, write) = stream.into_split();
         let writer = tokio::task::spawn_local(io::write_loop(conn.clone(), write));
         let end = io::read_loop(&shard, &conn, &mut read, &mut buf).await;
+        // What the reader routed last goes before the connection's leaves.
+        shard.ring_requests();
         drop(buf);
         Box::pin(finish(&shard, &conn, end, read, writer)).await;
         drop(permit);
