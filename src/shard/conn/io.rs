@@ -316,17 +316,13 @@ impl Conn {
                 .and_then(|write| write.try_write_vectored(slices))
         });
         drop(slot);
-        let mut left = match wrote {
+        let wrote = match wrote {
             Some(Ok(n)) => n,
             // Full, or failed: the writer task waits, or sees the error.
             _ => 0,
         };
-        let mut done = 0;
-        while done < inflight.len() && left >= inflight[done].0.len() {
-            left -= inflight[done].0.len();
-            done += 1;
-        }
-        self.inflight_offset.set(left);
+        let (done, offset) = advance(&inflight, 0, 0, wrote);
+        self.inflight_offset.set(offset);
         let rest = inflight.len() > done;
         self.written(inflight, done);
         // Like the writer after each write: `gap`s for messages dropped
@@ -356,20 +352,33 @@ async fn write_frames(
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        let mut left = written;
-        while left > 0 && index < frames.len() {
-            let rest = frames[index].0.len() - offset;
-            if left >= rest {
-                left -= rest;
-                index += 1;
-                offset = 0;
-            } else {
-                offset += left;
-                left = 0;
-            }
-        }
+        (index, offset) = advance(frames, index, offset, written);
     }
     Ok(())
+}
+
+/// Where a write of `written` bytes of `frames`, from frame `index` at
+/// `offset` into it, leaves off: the first frame not wholly written, and
+/// how much of it was.
+fn advance(
+    frames: &VecDeque<Queued>,
+    mut index: usize,
+    mut offset: usize,
+    written: usize,
+) -> (usize, usize) {
+    let mut left = written;
+    while left > 0 && index < frames.len() {
+        let rest = frames[index].0.len() - offset;
+        if left >= rest {
+            left -= rest;
+            index += 1;
+            offset = 0;
+        } else {
+            offset += left;
+            left = 0;
+        }
+    }
+    (index, offset)
 }
 
 /// Slots of the slice array of a small write: most flushes carry a frame or
@@ -409,4 +418,33 @@ fn fill_slices<const N: usize, R>(
         count += 1;
     }
     write(&slices[..count])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(lens: &[usize]) -> VecDeque<Queued> {
+        lens.iter()
+            .map(|&n| (Bytes::from(vec![0u8; n]), 0))
+            .collect()
+    }
+
+    #[test]
+    fn a_write_advances_over_whole_frames_and_into_a_part() {
+        let f = frames(&[3, 5, 4]);
+        assert_eq!(advance(&f, 0, 0, 0), (0, 0), "nothing written");
+        assert_eq!(advance(&f, 0, 0, 2), (0, 2), "part of the first");
+        assert_eq!(advance(&f, 0, 0, 3), (1, 0), "exactly the first");
+        assert_eq!(advance(&f, 0, 0, 6), (1, 3), "the first and 3 of 5");
+        assert_eq!(advance(&f, 0, 0, 12), (3, 0), "all of them");
+    }
+
+    #[test]
+    fn a_write_from_the_middle_of_a_frame_counts_only_its_rest() {
+        let f = frames(&[3, 5, 4]);
+        assert_eq!(advance(&f, 1, 3, 2), (2, 0), "the rest of the second");
+        assert_eq!(advance(&f, 1, 3, 3), (2, 1), "and one byte more");
+        assert_eq!(advance(&f, 2, 1, 3), (3, 0), "the rest of the last");
+    }
 }
