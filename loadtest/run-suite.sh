@@ -39,6 +39,8 @@ YARDSTICK_LIMIT_SECS=900
 SUITE_LIMIT_SECS=1500
 # Ports tried after $PORT when it is taken.
 PORT_ATTEMPTS=50
+# Uncommitted paths the report's commit cell names.
+CHANGED_PATHS_SHOWN=5
 # Client source addresses: spreads sockets over several loopback addresses
 # so 10,000-connection runs don't run short of ephemeral ports.
 SOURCES=127.0.0.1-127.0.0.8
@@ -195,8 +197,16 @@ done
 # docs/BENCHMARKS.md: a header describing the machine, then the report
 # (its own title dropped, chart links pointed at bench/).
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    commit="$commit (with uncommitted changes)"
+# Uncommitted changes are named, so a reader can tell whether they touch the
+# broker or the generator (the first few paths, then how many more).
+mapfile -t changed < <(git status --porcelain --untracked-files=no 2>/dev/null | cut -c4-)
+if ((${#changed[@]} > 0)); then
+    shown=$(printf '%s, ' "${changed[@]:0:$CHANGED_PATHS_SHOWN}")
+    shown=${shown%, }
+    if ((${#changed[@]} > CHANGED_PATHS_SHOWN)); then
+        shown="$shown and $((${#changed[@]} - CHANGED_PATHS_SHOWN)) more"
+    fi
+    commit="$commit (with uncommitted changes to $shown)"
 fi
 model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 {
