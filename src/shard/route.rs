@@ -179,17 +179,13 @@ impl Shard {
     /// the op is on its way); else the wait, boxed, for the caller to
     /// await. The caller's future then carries one pointer, not the wait's
     /// state. For a connection's reader only: the op may wait, unrung, for
-    /// the reader's [`Shard::ring_requests`].
+    /// the reader's [`Shard::ring_requests`], which the reader calls before
+    /// it awaits the wait handed back (or anything else).
     pub(crate) fn route_or_wait(&self, op: Op) -> Option<Waiting<'_>> {
         let op = self.admit(op)?;
         match self.try_route(op) {
             Ok(()) => None,
-            Err(op) => {
-                // The way is full: the pumps hear of what this reader put
-                // in before it waits behind them.
-                self.ring_requests();
-                Some(Box::pin(self.route_admitted(op)))
-            }
+            Err(op) => Some(Box::pin(self.route_admitted(op))),
         }
     }
 
