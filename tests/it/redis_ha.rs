@@ -43,8 +43,8 @@ async fn publish_until(c: &mut Client, room: &str, until: Instant) -> (Vec<u64>,
 /// A failover under load: publisher on node A, member on node B, the
 /// primary SIGKILLed; returns (acknowledged, lost, the longest time without
 /// an ack, what a reader of a failure needs: the seqs acknowledged on each
-/// side of the kill, any seq acknowledged twice, and every frame the member
-/// got that was not a message).
+/// side of the kill, any seq acknowledged twice, and the first
+/// [`OTHER_FRAMES_KEPT`] frames the member got that were not messages).
 async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Duration, String) {
     let mut redis = Sentinels::start(replicas);
     let url = redis.url();
