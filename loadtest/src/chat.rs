@@ -23,7 +23,7 @@ use crate::common::{
 use crate::fanout::{self, MAX_PAYLOAD, Phase, PhaseWatch};
 use crate::progress::{self, Counters};
 use crate::workers;
-use crate::wsclient::{ClientError, Frame, WsConn, is_type, json_str, json_u64};
+use crate::wsclient::{ClientError, Frame, WsConn, field, is_type, json_str, json_u64};
 
 /// Highest total action rate.
 const MAX_RATE: f64 = 1_000_000.0;
@@ -517,11 +517,11 @@ async fn user_loop(
             r = conn.read_frames(|f| {
                 let Frame::Text(t) = f else { return };
                 if is_type(t, b"message") {
-                    let Some(seq) = json_u64(t, b"\"seq\":") else { return };
+                    let Some(seq) = json_u64(t, &field::SEQ) else { return };
                     s.delivered_total += 1;
                     if measuring {
                         s.delivered_window += 1;
-                        if let Some(sent) = json_u64(t, b"\"t\":") {
+                        if let Some(sent) = json_u64(t, &field::T) {
                             let now = nanos_since(shared.origin);
                             let _ = s.latency_us.record((now.saturating_sub(sent) / 1000).max(1));
                         }
@@ -530,24 +530,24 @@ async fn user_loop(
                 } else if is_type(t, b"direct") {
                     shared.direct_received.fetch_add(1, Ordering::AcqRel);
                 } else if is_type(t, b"ack") {
-                    let Some(id) = json_u64(t, b"\"id\":") else { return };
+                    let Some(id) = json_u64(t, &field::ID) else { return };
                     in_flight = in_flight.saturating_sub(1);
                     match id & 3 {
-                        PUBLISH => max_acked = max_acked.max(json_u64(t, b"\"seq\":").unwrap_or(0)),
+                        PUBLISH => max_acked = max_acked.max(json_u64(t, &field::SEQ).unwrap_or(0)),
                         SEND => {
                             shared.direct_acked.fetch_add(1, Ordering::AcqRel);
                         }
                         MEMBERS => s.members_replies += 1,
                         _ if track.rejoin_id == Some(id) => {
-                            track.rejoined(json_u64(t, b"\"seq\":").unwrap_or(0), &mut s);
+                            track.rejoined(json_u64(t, &field::SEQ).unwrap_or(0), &mut s);
                         }
                         _ => {}
                     }
                 } else if is_type(t, b"error") {
-                    let code = json_str(t, b"\"code\":\"").unwrap_or(b"?");
+                    let code = json_str(t, &field::CODE).unwrap_or(b"?");
                     let code = String::from_utf8_lossy(code).into_owned();
                     *s.errors.entry(code).or_default() += 1;
-                    if let Some(id) = json_u64(t, b"\"id\":") {
+                    if let Some(id) = json_u64(t, &field::ID) {
                         in_flight = in_flight.saturating_sub(1);
                         if track.rejoin_id == Some(id) {
                             track.rejoin_id = None;

@@ -22,7 +22,7 @@ use crate::chat::next_random;
 use crate::common::{self, Common, MAX_CONNECTIONS, SETUP_TIMEOUT};
 use crate::fanout;
 use crate::workers;
-use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_str, json_u64};
+use crate::wsclient::{ClientError, Frame, Target, WsConn, field, is_type, json_str, json_u64};
 
 /// Highest total hop rate.
 const MAX_RATE: f64 = 100_000.0;
@@ -263,25 +263,25 @@ async fn hop(
         conn.read_frames(|f| {
             let Frame::Text(t) = f else { return };
             if is_type(t, b"message") {
-                if json_str(t, b"\"from\":\"") == Some(me.as_bytes())
-                    && json_str(t, b"\"room\":\"") == Some(room.as_bytes())
+                if json_str(t, &field::FROM_USER) == Some(me.as_bytes())
+                    && json_str(t, &field::ROOM) == Some(room.as_bytes())
                 {
-                    own_seqs.extend(json_u64(t, b"\"seq\":"));
+                    own_seqs.extend(json_u64(t, &field::SEQ));
                 }
             } else if is_type(t, b"ack") {
-                let id = json_u64(t, b"\"id\":");
+                let id = json_u64(t, &field::ID);
                 if id == Some(publish) {
-                    acked_seq = json_u64(t, b"\"seq\":");
+                    acked_seq = json_u64(t, &field::SEQ);
                 }
                 if id == Some(join) || id == Some(publish) {
                     answered += 1;
                 }
             } else if is_type(t, b"error") {
-                let code = json_str(t, b"\"code\":\"").unwrap_or(b"?");
+                let code = json_str(t, &field::CODE).unwrap_or(b"?");
                 *s.errors
                     .entry(String::from_utf8_lossy(code).into_owned())
                     .or_default() += 1;
-                let id = json_u64(t, b"\"id\":");
+                let id = json_u64(t, &field::ID);
                 if id == Some(join) || id == Some(publish) {
                     answered += 1;
                     failed = true;
@@ -297,11 +297,11 @@ async fn hop(
         conn.read_frames(|f| {
             let Frame::Text(t) = f else { return };
             if (is_type(t, b"ack") || is_type(t, b"error"))
-                && json_u64(t, b"\"id\":") == Some(leave)
+                && json_u64(t, &field::ID) == Some(leave)
             {
                 left = true;
                 if is_type(t, b"error") {
-                    let code = json_str(t, b"\"code\":\"").unwrap_or(b"?");
+                    let code = json_str(t, &field::CODE).unwrap_or(b"?");
                     *s.errors
                         .entry(String::from_utf8_lossy(code).into_owned())
                         .or_default() += 1;

@@ -19,7 +19,7 @@ use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, Window, nanos_sin
 use crate::progress::{self, Counters};
 use crate::pusher::{HttpPublisher, PublishVia, Pusher, PusherArgs};
 use crate::workers;
-use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
+use crate::wsclient::{ClientError, Frame, Target, WsConn, field, is_type, json_u64};
 
 /// Largest payload the generator sends.
 pub(crate) const MAX_PAYLOAD: usize = 1024 * 1024;
@@ -573,8 +573,8 @@ pub(crate) async fn join_room(mut conn: WsConn, room: &str) -> Result<(WsConn, u
     while acked.is_none() {
         conn.read_frames(|f| {
             if let Frame::Text(t) = f {
-                if is_type(t, b"ack") && json_u64(t, b"\"id\":") == Some(1) {
-                    acked = Some(Ok(json_u64(t, b"\"seq\":").unwrap_or(0)));
+                if is_type(t, b"ack") && json_u64(t, &field::ID) == Some(1) {
+                    acked = Some(Ok(json_u64(t, &field::SEQ).unwrap_or(0)));
                 } else if is_type(t, b"error") {
                     acked = Some(Err(String::from_utf8_lossy(t).to_string()));
                 }
@@ -661,7 +661,7 @@ impl RoomReader for SeqReader {
 
     fn on_text(&mut self, s: &mut MemberStats, t: &[u8], measuring: bool, clock: &mut Arrival) {
         if is_type(t, b"message") {
-            let Some(seq) = json_u64(t, b"\"seq\":") else {
+            let Some(seq) = json_u64(t, &field::SEQ) else {
                 return;
             };
             if seq == self.expected {
@@ -673,9 +673,9 @@ impl RoomReader for SeqReader {
                 s.out_of_order += 1;
                 return;
             }
-            s.delivered(measuring, json_u64(t, b"\"t\":"), clock);
+            s.delivered(measuring, json_u64(t, &field::T), clock);
         } else if is_type(t, b"gap") {
-            let (Some(from), Some(to)) = (json_u64(t, b"\"from\":"), json_u64(t, b"\"to\":"))
+            let (Some(from), Some(to)) = (json_u64(t, &field::FROM), json_u64(t, &field::TO))
             else {
                 return;
             };
@@ -842,7 +842,7 @@ pub(crate) async fn publisher_loop(
                 let Frame::Text(t) = f else { return };
                 if is_type(t, b"ack") {
                     in_flight = in_flight.saturating_sub(1);
-                    if let Some(seq) = json_u64(t, b"\"seq\":") {
+                    if let Some(seq) = json_u64(t, &field::SEQ) {
                         s.last_seq = s.last_seq.max(seq);
                     }
                 } else if is_type(t, b"error") {

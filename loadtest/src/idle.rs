@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::common::{self, Common, MAX_CONNECTIONS};
 use crate::procstat;
 use crate::workers;
-use crate::wsclient::{Frame, WsConn, is_type, json_u64};
+use crate::wsclient::{Frame, WsConn, field, is_type, json_u64};
 
 /// `idle` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -64,7 +64,7 @@ pub(crate) async fn run(args: IdleArgs) -> Result<Value, String> {
                 while acked.is_none() {
                     conn.read_frames(|f| {
                         if let Frame::Text(t) = f {
-                            if is_type(t, b"ack") && json_u64(t, b"\"id\":") == Some(1) {
+                            if is_type(t, b"ack") && json_u64(t, &field::ID) == Some(1) {
                                 acked = Some(Ok(()));
                             } else if is_type(t, b"error") {
                                 acked = Some(Err(String::from_utf8_lossy(t).to_string()));

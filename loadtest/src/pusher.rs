@@ -29,7 +29,7 @@ use crate::fanout::{
     Arrival, MemberStats, Phase, PhaseWatch, PublisherStats, Rate, RoomReader, read_room,
 };
 use crate::progress::Counters;
-use crate::wsclient::{ClientError, Frame, Target, WsConn, json_u64};
+use crate::wsclient::{ClientError, Frame, Target, WsConn, field, json_u64};
 
 /// Which protocol the run speaks.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -291,12 +291,16 @@ impl HttpPublisher {
 /// holding one (HTTP API events).
 fn lt_fields(text: &[u8]) -> Option<(u64, u64, Option<u64>)> {
     // One scan decides the encoding; the fields follow `data` in it.
-    let data = memchr::memmem::find(text, b"\"data\":")? + 7;
+    let data = field::DATA.value_at(text)?;
     let body = &text[data..];
-    let (k, n, t): (&[u8], &[u8], &[u8]) = if body.first() == Some(&b'"') {
-        (br#"\"k\":"#, br#"\"n\":"#, br#"\"t\":"#)
+    let (k, n, t) = if body.first() == Some(&b'"') {
+        (
+            &field::PUSHER_K_ESCAPED,
+            &field::PUSHER_N_ESCAPED,
+            &field::PUSHER_T_ESCAPED,
+        )
     } else {
-        (br#""k":"#, br#""n":"#, br#""t":"#)
+        (&field::PUSHER_K, &field::PUSHER_N, &field::T)
     };
     Some((json_u64(body, k)?, json_u64(body, n)?, json_u64(body, t)))
 }

@@ -21,7 +21,7 @@ use crate::common::{self, Common, DRAIN_WAIT, MAX_CONNECTIONS, SETUP_TIMEOUT, Wi
 use crate::fanout::{self, MAX_PAYLOAD, Phase, Rate};
 use crate::progress::{self, Counters};
 use crate::workers;
-use crate::wsclient::{ClientError, Frame, Target, WsConn, is_type, json_u64};
+use crate::wsclient::{ClientError, Frame, Target, WsConn, field, is_type, json_u64};
 
 /// Longest time spent reading the slow members' sockets at the end.
 const SLOW_DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -362,7 +362,7 @@ async fn request(conn: &mut WsConn, frame: &str, id: u64) -> Result<(), String> 
         while answer.is_none() {
             conn.read_frames(|f| {
                 if let Frame::Text(t) = f {
-                    if json_u64(t, b"\"id\":") != Some(id) {
+                    if json_u64(t, &field::ID) != Some(id) {
                         return;
                     }
                     if is_type(t, b"ack") {
@@ -472,7 +472,7 @@ async fn drain_slow_stats(
         let read = conn.read_frames(|f| {
             let Frame::Text(t) = f else { return };
             if is_type(t, b"message") {
-                let Some(seq) = json_u64(t, b"\"seq\":") else {
+                let Some(seq) = json_u64(t, &field::SEQ) else {
                     return;
                 };
                 if seq < expected {
@@ -483,7 +483,7 @@ async fn drain_slow_stats(
                 expected = seq + 1;
                 s.received += 1;
             } else if is_type(t, b"gap") {
-                let (Some(from), Some(to)) = (json_u64(t, b"\"from\":"), json_u64(t, b"\"to\":"))
+                let (Some(from), Some(to)) = (json_u64(t, &field::FROM), json_u64(t, &field::TO))
                 else {
                     return;
                 };
