@@ -103,9 +103,7 @@ pub(super) async fn read_loop(
                     conn.reply(conn.own_data_frame(false, &payload));
                 }
                 Ok(Some(Message::Text(payload))) => {
-                    if conn.is_pusher() {
-                        // Pusher counts any event as activity (its
-                        // `pusher:pong` among them).
+                    if conn.protocol.any_message_answers_heartbeat() {
                         awaiting_pong = None;
                     }
                     if let Some(wait) = dispatch::handle(shard, conn, payload) {

@@ -97,6 +97,16 @@ pub(crate) enum Protocol {
     Pusher(Box<pusher::PusherConn>),
 }
 
+impl Protocol {
+    /// Whether any message from the client answers the heartbeat. Pusher
+    /// counts every event as activity (`pusher:pong` among them), so a
+    /// client that talks is alive; the native protocol answers with a
+    /// WebSocket pong only.
+    pub(crate) fn any_message_answers_heartbeat(&self) -> bool {
+        matches!(self, Protocol::Pusher(_))
+    }
+}
+
 /// A connection's state shared by its reader, its writer and fan-out.
 pub(crate) struct Conn {
     /// This connection, as the shard's cork lists it.
