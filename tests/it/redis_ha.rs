@@ -40,12 +40,36 @@ async fn publish_until(c: &mut Client, room: &str, until: Instant) -> (Vec<u64>,
     (acked, longest)
 }
 
+/// What [`failover`] saw.
+struct Failover {
+    /// Publishes acknowledged.
+    acked: usize,
+    /// Seqs acknowledged that the member never got.
+    lost: Vec<u64>,
+    /// The longest time without an ack.
+    window: Duration,
+    /// What a reader of a failure needs: the seqs acknowledged on each side
+    /// of the kill, any seq acknowledged twice, and the first
+    /// [`OTHER_FRAMES_KEPT`] frames the member got that were not messages.
+    diagnostics: String,
+}
+
+impl Failover {
+    /// One line for the test's output.
+    fn summary(&self, setup: &str) -> String {
+        format!(
+            "sentinel failover, {setup}: {} acknowledged, {} lost, no ack for {:?}; {}",
+            self.acked,
+            self.lost.len(),
+            self.window,
+            self.diagnostics
+        )
+    }
+}
+
 /// A failover under load: publisher on node A, member on node B, the
-/// primary SIGKILLed; returns (acknowledged, lost, the longest time without
-/// an ack, what a reader of a failure needs: the seqs acknowledged on each
-/// side of the kill, any seq acknowledged twice, and the first
-/// [`OTHER_FRAMES_KEPT`] frames the member got that were not messages).
-async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Duration, String) {
+/// primary SIGKILLed.
+async fn failover(replicas: usize, wait_replicas: u32) -> Failover {
     let mut redis = Sentinels::start(replicas);
     let url = redis.url();
     let wait = |c: &mut shardcast::Config| c.cluster.wait_replicas = wait_replicas;
@@ -104,7 +128,12 @@ async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Dura
         after.first(),
         after.last()
     );
-    (acked.len(), lost, window, diagnostics)
+    Failover {
+        acked: acked.len(),
+        lost,
+        window,
+        diagnostics,
+    }
 }
 
 /// Sentinel failover (primary SIGKILLed, a replica promoted) under load:
@@ -116,15 +145,13 @@ async fn failover(replicas: usize, wait_replicas: u32) -> (usize, Vec<u64>, Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(has_redis_sentinel), ignore = "redis-sentinel not found on PATH")]
 async fn a_sentinel_failover_loses_nothing_acknowledged() {
-    let (acked, lost, window, diagnostics) = failover(2, 1).await;
-    eprintln!(
-        "sentinel failover, wait_replicas 1, 2 replicas: {acked} acknowledged, {} lost, \
-         no ack for {window:?}; {diagnostics}",
-        lost.len()
-    );
+    let seen = failover(2, 1).await;
+    eprintln!("{}", seen.summary("wait_replicas 1, 2 replicas"));
     assert!(
-        lost.is_empty(),
-        "acknowledged and lost: {lost:?} ({diagnostics})"
+        seen.lost.is_empty(),
+        "acknowledged and lost: {:?} ({})",
+        seen.lost,
+        seen.diagnostics
     );
 }
 
@@ -135,12 +162,8 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(has_redis_sentinel), ignore = "redis-sentinel not found on PATH")]
 async fn a_sentinel_failover_without_wait_resumes() {
-    let (acked, lost, window, diagnostics) = failover(1, 0).await;
-    eprintln!(
-        "sentinel failover, wait_replicas 0, 1 replica: {acked} acknowledged, {} lost, \
-         no ack for {window:?}; {diagnostics}",
-        lost.len()
-    );
+    let seen = failover(1, 0).await;
+    eprintln!("{}", seen.summary("wait_replicas 0, 1 replica"));
 }
 
 /// `rediss://` with a CA of the operator's (`cluster.tls_ca_file`) and a
