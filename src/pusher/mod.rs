@@ -65,11 +65,12 @@ fn webhook_target(app: &PusherApp) -> Result<webhook::Target, ConfigError> {
         key,
         problem: format!("of app {:?}: {problem}", app.id),
     };
-    let target = webhook::Target::parse(&app.webhook_url)
-        .map_err(|p| invalid("pusher.apps.webhook_url", p))?;
-    if !target.is_https() {
-        return Ok(target);
-    }
+    let url = match webhook::WebhookUrl::parse(&app.webhook_url)
+        .map_err(|p| invalid("pusher.apps.webhook_url", p))?
+    {
+        webhook::WebhookUrl::Http(target) => return Ok(target),
+        webhook::WebhookUrl::Https(url) => url,
+    };
     let key = "pusher.apps.webhook_ca_file";
     let ca = match &app.webhook_ca_file {
         Some(path) => Some(
@@ -80,8 +81,7 @@ fn webhook_target(app: &PusherApp) -> Result<webhook::Target, ConfigError> {
     let what = app.webhook_ca_file.as_deref().unwrap_or(key);
     let roots = crate::tls_client::roots(ca.as_deref(), what, "the webhook receiver")
         .map_err(|p| invalid(key, p))?;
-    target
-        .secure(roots)
+    url.secure(roots)
         .map_err(|p| invalid("pusher.apps.webhook_url", p))
 }
 

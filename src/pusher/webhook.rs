@@ -46,16 +46,37 @@ use crate::observe::{Observed, RoomChange};
 /// How long the sender waits for more events before sending a batch.
 pub(crate) const BATCH_WAIT_MS: u64 = 50;
 
-/// Where an app's webhooks go: `http://host:port/path`, or
-/// `https://host:port/path` checked against the roots of [`Target::secure`].
+/// Where a webhook URL points: the receiver to connect to and what to ask
+/// it for.
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
+struct Endpoint {
     host: String,
     port: u16,
     authority: String,
     path: String,
-    https: bool,
-    /// `https://`: the TLS client, once [`Target::secure`] gave it roots.
+}
+
+/// A parsed webhook URL. An `https://` one becomes a [`Target`] only with
+/// the roots its receiver's certificate must chain to, so no target is
+/// `https://` without its TLS client.
+#[derive(Debug)]
+pub(crate) enum WebhookUrl {
+    /// `http://host:port/path`: a target as it is.
+    Http(Target),
+    /// `https://host:port/path`: see [`HttpsUrl::secure`].
+    Https(HttpsUrl),
+}
+
+/// An `https://` webhook URL waiting for its roots.
+#[derive(Debug)]
+pub(crate) struct HttpsUrl(Endpoint);
+
+/// Where an app's webhooks go: `http://host:port/path`, or
+/// `https://host:port/path` with the TLS client that checks its receiver.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    endpoint: Endpoint,
+    /// `https://`: the TLS client.
     tls: Option<Tls>,
 }
 
@@ -75,10 +96,9 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-impl Target {
-    /// Parse a webhook URL (`http://` or `https://`). An `https://` target
-    /// sends nothing until [`Target::secure`] gives it its roots.
-    pub(crate) fn parse(url: &str) -> Result<Target, String> {
+impl WebhookUrl {
+    /// Parse a webhook URL (`http://` or `https://`).
+    pub(crate) fn parse(url: &str) -> Result<WebhookUrl, String> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -100,32 +120,38 @@ impl Target {
         let path = uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-        Ok(Target {
+        let endpoint = Endpoint {
             host,
             port,
             authority,
             path,
-            https,
-            tls: None,
+        };
+        Ok(if https {
+            WebhookUrl::Https(HttpsUrl(endpoint))
+        } else {
+            WebhookUrl::Http(Target {
+                endpoint,
+                tls: None,
+            })
         })
     }
+}
 
-    /// Whether the receiver speaks TLS (`https://`).
-    pub(crate) fn is_https(&self) -> bool {
-        self.https
-    }
-
-    /// An `https://` target whose receiver's certificate must chain to
-    /// `roots`, and name its host.
-    pub(crate) fn secure(mut self, roots: RootCertStore) -> Result<Target, String> {
-        let name = ServerName::try_from(self.host.clone())
-            .map_err(|e| format!("{:?} is not a TLS server name: {e}", self.host))?;
+impl HttpsUrl {
+    /// The target, whose receiver's certificate must chain to `roots` and
+    /// name its host.
+    pub(crate) fn secure(self, roots: RootCertStore) -> Result<Target, String> {
+        let endpoint = self.0;
+        let name = ServerName::try_from(endpoint.host.clone())
+            .map_err(|e| format!("{:?} is not a TLS server name: {e}", endpoint.host))?;
         let config = crate::tls_client::builder(roots)?.with_no_client_auth();
-        self.tls = Some(Tls {
-            connector: TlsConnector::from(Arc::new(config)),
-            name,
-        });
-        Ok(self)
+        Ok(Target {
+            endpoint,
+            tls: Some(Tls {
+                connector: TlsConnector::from(Arc::new(config)),
+                name,
+            }),
+        })
     }
 }
 
@@ -348,27 +374,27 @@ impl Sender_ {
 /// handshake too, within the caller's `webhook_timeout_ms`); `Ok` on a 2xx
 /// answer.
 async fn post(target: &Target, key: &str, signature: &str, body: Bytes) -> Result<(), String> {
-    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+    let endpoint = &target.endpoint;
+    let stream = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    match (&target.tls, target.https) {
-        (None, false) => exchange(stream, target, key, signature, body).await,
-        (Some(tls), _) => {
+    match &target.tls {
+        None => exchange(stream, endpoint, key, signature, body).await,
+        Some(tls) => {
             let stream = tls
                 .connector
                 .connect(tls.name.clone(), stream)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            exchange(stream, target, key, signature, body).await
+            exchange(stream, endpoint, key, signature, body).await
         }
-        (None, true) => Err("https:// target without TLS roots".into()),
     }
 }
 
 /// The request and its answer on a connected `stream`.
 async fn exchange<S>(
     stream: S,
-    target: &Target,
+    endpoint: &Endpoint,
     key: &str,
     signature: &str,
     body: Bytes,
@@ -380,8 +406,8 @@ where
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let connection = tokio::spawn(connection);
-    let request = Request::post(target.path.as_str())
-        .header(hyper::header::HOST, target.authority.as_str())
+    let request = Request::post(endpoint.path.as_str())
+        .header(hyper::header::HOST, endpoint.authority.as_str())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header("X-Pusher-Key", key)
         .header("X-Pusher-Signature", signature)
@@ -405,15 +431,23 @@ mod tests {
 
     #[test]
     fn targets_are_http_or_https_urls() {
-        let t = Target::parse("http://127.0.0.1:9000/hooks?x=1").expect("url");
+        let Ok(WebhookUrl::Http(t)) = WebhookUrl::parse("http://127.0.0.1:9000/hooks?x=1") else {
+            panic!("an http:// target");
+        };
+        let e = &t.endpoint;
         assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str(), t.is_https()),
-            ("127.0.0.1", 9000, "/hooks?x=1", false)
+            (e.host.as_str(), e.port, e.path.as_str(), t.tls.is_none()),
+            ("127.0.0.1", 9000, "/hooks?x=1", true)
         );
-        assert_eq!(Target::parse("http://h").expect("url").port, 80);
-        let t = Target::parse("https://h.example/").expect("url");
-        assert_eq!((t.port, t.is_https()), (443, true));
-        assert!(Target::parse("ftp://h/").is_err());
-        assert!(Target::parse("not a url").is_err());
+        let Ok(WebhookUrl::Http(t)) = WebhookUrl::parse("http://h") else {
+            panic!("an http:// target");
+        };
+        assert_eq!(t.endpoint.port, 80);
+        let Ok(WebhookUrl::Https(url)) = WebhookUrl::parse("https://h.example/") else {
+            panic!("an https:// URL");
+        };
+        assert_eq!(url.0.port, 443);
+        assert!(WebhookUrl::parse("ftp://h/").is_err());
+        assert!(WebhookUrl::parse("not a url").is_err());
     }
 }
