@@ -15,25 +15,12 @@ use crate::harness::*;
 /// A raw connection offering permessage-deflate; returns it and the
 /// server's `Sec-WebSocket-Extensions` answer (empty if none).
 async fn offer(addr: SocketAddr, query: &str) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "GET /ws?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(RECV_TIMEOUT, s.read(&mut byte))
-            .await
-            .expect("handshake timeout")
-            .expect("read");
-        assert_eq!(n, 1, "closed during handshake");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (s, head) = raw_upgrade(
+        addr,
+        &format!("/ws?{query}"),
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+    )
+    .await;
     let ext = head
         .lines()
         .find_map(|l| {

@@ -284,7 +284,7 @@ pub(crate) async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, 
 
 /// Send one raw HTTP/1.1 request and read the response until the server
 /// closes: (status, response text).
-async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+pub(crate) async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(request.as_bytes()).await.expect("write");
@@ -316,13 +316,21 @@ pub(crate) async fn raw_ws(addr: SocketAddr, query: &str) -> TcpStream {
 
 /// [`raw_ws`] on any path (with its query).
 pub(crate) async fn raw_ws_path(addr: SocketAddr, path: &str) -> TcpStream {
+    raw_upgrade(addr, path, "").await.0
+}
+
+/// A raw WebSocket upgrade on `path` (with its query), with `extra`
+/// request header lines (each ending in `\r\n`): the stream right after
+/// the response head (asserted 101), and that head.
+pub(crate) async fn raw_upgrade(addr: SocketAddr, path: &str, extra: &str) -> (TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     s.write_all(req.as_bytes()).await.expect("write");
+    // Byte by byte: what follows the head stays in the socket.
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -333,12 +341,9 @@ pub(crate) async fn raw_ws_path(addr: SocketAddr, path: &str) -> TcpStream {
         assert_eq!(n, 1, "connection closed during handshake");
         head.push(byte[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, head)
 }
 
 /// A client frame, masked unless `masked` is false.
