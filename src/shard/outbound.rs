@@ -95,8 +95,15 @@ pub struct OutQueue {
     gaps: Vec<PendingGap>,
     closing: bool,
     gap_style: GapStyle,
+    /// How many frames the writer took last time, at most
+    /// [`PRESIZE_MAX_FRAMES`]: the first push after a take makes room for
+    /// that many at once, instead of growing the deque slot by slot.
+    last_take: u16,
     dropped: u64,
 }
+
+/// The most slots the first push after a take reserves.
+const PRESIZE_MAX_FRAMES: usize = 256;
 
 impl OutQueue {
     /// An empty queue with the given bounds.
@@ -111,6 +118,7 @@ impl OutQueue {
             max_bytes,
             gaps: Vec::new(),
             closing: false,
+            last_take: 0,
             dropped: 0,
         }
     }
@@ -163,6 +171,9 @@ impl OutQueue {
     }
 
     fn enqueue(&mut self, frame: Bytes, stamp_us: u64) {
+        if self.frames.is_empty() {
+            self.frames.reserve(self.last_take as usize);
+        }
         self.bytes += frame.len();
         self.frames.push_back((frame, stamp_us));
     }
@@ -280,6 +291,7 @@ impl OutQueue {
     pub fn take_all(&mut self, inflight: &mut VecDeque<Queued>) {
         debug_assert!(inflight.is_empty());
         std::mem::swap(&mut self.frames, inflight);
+        self.last_take = inflight.len().min(PRESIZE_MAX_FRAMES) as u16;
         self.bytes = 0;
         self.reply_frames = 0;
         self.reply_bytes = 0;
@@ -327,6 +339,34 @@ mod tests {
         // A fan-out touches a thousand queues per message: the protocol's
         // byte sits in what was padding, and the reply counts are u32.
         assert!(std::mem::size_of::<OutQueue>() <= 96);
+    }
+
+    #[test]
+    fn the_first_push_after_a_take_makes_room_for_as_many_again() {
+        let mut q = OutQueue::new(10_000, usize::MAX);
+        for _ in 0..100 {
+            q.push_control(frame(1));
+        }
+        assert_eq!(take(&mut q).len(), 100);
+        q.push_control(frame(1));
+        assert!(q.frames.capacity() >= 100, "{}", q.frames.capacity());
+        // At most PRESIZE_MAX_FRAMES, however large the last take.
+        take(&mut q);
+        for _ in 0..1000 {
+            q.push_control(frame(1));
+        }
+        take(&mut q);
+        let mut fresh = OutQueue::new(10_000, usize::MAX);
+        std::mem::swap(&mut fresh.last_take, &mut q.last_take);
+        fresh.push_control(frame(1));
+        let reserved = fresh.frames.capacity();
+        assert!((PRESIZE_MAX_FRAMES..1000).contains(&reserved), "{reserved}");
+        // A take of one frame reserves no more than it needs.
+        take(&mut fresh);
+        let mut small = OutQueue::new(10_000, usize::MAX);
+        std::mem::swap(&mut small.last_take, &mut fresh.last_take);
+        small.push_control(frame(1));
+        assert!(small.frames.capacity() < 16, "{}", small.frames.capacity());
     }
 
     #[test]
