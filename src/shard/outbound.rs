@@ -96,13 +96,15 @@ pub struct OutQueue {
     closing: bool,
     gap_style: GapStyle,
     /// How many frames the writer took last time, at most
-    /// [`PRESIZE_MAX_FRAMES`]: the first push after a take makes room for
-    /// that many at once, instead of growing the deque slot by slot.
+    /// [`PRESIZE_MAX_FRAMES`]: a push that finds the deque full grows it to
+    /// that many at once, instead of doubling it again and again. (A push
+    /// that fits allocates nothing, so a delivery to a quiet connection
+    /// stays free of allocation: invariant 7.)
     last_take: u16,
     dropped: u64,
 }
 
-/// The most slots the first push after a take reserves.
+/// The most slots a full deque grows to at once for [`OutQueue::last_take`].
 const PRESIZE_MAX_FRAMES: usize = 256;
 
 impl OutQueue {
@@ -171,8 +173,11 @@ impl OutQueue {
     }
 
     fn enqueue(&mut self, frame: Bytes, stamp_us: u64) {
-        if self.frames.is_empty() {
-            self.frames.reserve(self.last_take as usize);
+        let len = self.frames.len();
+        if len == self.frames.capacity() {
+            // About to grow anyway: once, to what the last batch needed.
+            self.frames
+                .reserve((self.last_take as usize).saturating_sub(len).max(1));
         }
         self.bytes += frame.len();
         self.frames.push_back((frame, stamp_us));
@@ -342,31 +347,38 @@ mod tests {
     }
 
     #[test]
-    fn the_first_push_after_a_take_makes_room_for_as_many_again() {
+    fn a_full_queue_grows_once_to_the_last_take() {
         let mut q = OutQueue::new(10_000, usize::MAX);
+        let mut inflight = VecDeque::new();
         for _ in 0..100 {
             q.push_control(frame(1));
         }
-        assert_eq!(take(&mut q).len(), 100);
+        // The writer takes the frames and hands back its idle deque of 2
+        // slots.
+        let mut idle = VecDeque::with_capacity(2);
+        q.take_all(&mut inflight);
+        std::mem::swap(&mut q.frames, &mut idle);
+        let slots = q.frames.capacity();
+        // A quiet connection's delivery fits: nothing is allocated.
         q.push_control(frame(1));
+        assert_eq!(q.frames.capacity(), slots);
+        // A burst grows it once, to the last take's 100.
+        while q.len() < slots + 1 {
+            q.push_control(frame(1));
+        }
         assert!(q.frames.capacity() >= 100, "{}", q.frames.capacity());
         // At most PRESIZE_MAX_FRAMES, however large the last take.
-        take(&mut q);
+        inflight.clear();
+        q.take_all(&mut inflight);
         for _ in 0..1000 {
             q.push_control(frame(1));
         }
-        take(&mut q);
-        let mut fresh = OutQueue::new(10_000, usize::MAX);
-        std::mem::swap(&mut fresh.last_take, &mut q.last_take);
-        fresh.push_control(frame(1));
-        let reserved = fresh.frames.capacity();
-        assert!((PRESIZE_MAX_FRAMES..1000).contains(&reserved), "{reserved}");
-        // A take of one frame reserves no more than it needs.
-        take(&mut fresh);
-        let mut small = OutQueue::new(10_000, usize::MAX);
-        std::mem::swap(&mut small.last_take, &mut fresh.last_take);
-        small.push_control(frame(1));
-        assert!(small.frames.capacity() < 16, "{}", small.frames.capacity());
+        inflight.clear();
+        q.take_all(&mut inflight);
+        q.frames = VecDeque::new();
+        q.push_control(frame(1));
+        let grown = q.frames.capacity();
+        assert!((PRESIZE_MAX_FRAMES..1000).contains(&grown), "{grown}");
     }
 
     #[test]
