@@ -1,5 +1,6 @@
 //! A connection's socket loops: the reader (frames in, heartbeat, token
-//! expiry) and the writer (queued frames out in vectored batches).
+//! expiry) and the writer (queued frames out in vectored batches, small
+//! frames copied together into the shard thread's write scratch).
 //!
 //! **Invariants:** the reader holds no buffer while the connection is idle,
 //! the writer keeps [`WRITER_IDLE_CAPACITY`] slots once the queue is
@@ -9,6 +10,7 @@
 //! it takes them), so a client's own burst pushes back on the client
 //! instead of overflowing its queue.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
@@ -22,7 +24,7 @@ use super::Conn;
 use super::dispatch;
 use crate::edge::stream::{ReadHalf, WriteHalf};
 use crate::error::{ErrorCode, Refusal, close};
-use crate::limits::WRITE_BATCH_FRAMES;
+use crate::limits::{COALESCE_FRAME_MAX_BYTES, WRITE_BATCH_FRAMES, WRITE_SCRATCH_BYTES};
 use crate::metrics::FRAME_BINARY;
 use crate::shard::Shard;
 use crate::shard::outbound::Queued;
@@ -379,41 +381,116 @@ fn advance(
     (index, offset)
 }
 
-/// Slots of the slice array of a small write: most flushes carry a frame or
-/// two, and filling [`WRITE_BATCH_FRAMES`] empty slots for them would cost
-/// more than the write's own bookkeeping.
+/// Slots of the slice array of a small write: most writes are one or a few
+/// slices (small frames share one), and filling [`WRITE_BATCH_FRAMES`]
+/// empty slots for them would cost more than the write's own bookkeeping.
 const SMALL_WRITE_FRAMES: usize = 8;
 
+thread_local! {
+    /// The shard thread's write scratch: the small frames of one write,
+    /// copied back to back (see [`COALESCE_FRAME_MAX_BYTES`]). A shard is
+    /// single-threaded and a write never spans an `.await`, so one per
+    /// thread serves every connection of the shard; no connection holds
+    /// one, idle or not.
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Call `write` with `frames` from `index` (the first from `offset`) as I/O
-/// slices, at most [`WRITE_BATCH_FRAMES`] of them. The slices live on the
-/// stack of the call, not in any future, so an idle connection's task stays
-/// small; the array is sized for the batch.
+/// slices: runs of small frames copied into the thread's write scratch as
+/// one slice each, larger frames as their own, at most
+/// [`WRITE_BATCH_FRAMES`] slices and [`WRITE_SCRATCH_BYTES`] copied. The
+/// bytes are the frames' own, in order, so a write of `n` bytes advances
+/// over the frames as if they had been written one by one. The slices live
+/// on the stack of the call, not in any future, so an idle connection's
+/// task stays small; the array is sized for the batch.
 fn with_slices<R>(
     frames: &VecDeque<Queued>,
     index: usize,
     offset: usize,
     write: impl FnOnce(&[IoSlice<'_>]) -> R,
 ) -> R {
-    if frames.len().saturating_sub(index) <= SMALL_WRITE_FRAMES {
-        fill_slices::<SMALL_WRITE_FRAMES, R>(frames, index, offset, write)
-    } else {
-        fill_slices::<WRITE_BATCH_FRAMES, R>(frames, index, offset, write)
+    let count = frames.len().saturating_sub(index);
+    if count <= 1 {
+        // One frame (or none) is one slice already: nothing to copy.
+        let rest = frames
+            .get(index)
+            .map_or(&[][..], |(frame, _)| &frame[offset..]);
+        return write(&[IoSlice::new(rest)][..count]);
     }
+    // Slices a write needs: at most one per large frame and one per run of
+    // small frames between them. Mostly a few, so the small array serves.
+    let large = frames
+        .range(index..)
+        .take(WRITE_BATCH_FRAMES)
+        .filter(|(frame, _)| frame.len() > COALESCE_FRAME_MAX_BYTES)
+        .count();
+    WRITE_SCRATCH.with_borrow_mut(|scratch| {
+        if 2 * large < SMALL_WRITE_FRAMES {
+            gather::<SMALL_WRITE_FRAMES, R>(frames, index, offset, scratch, write)
+        } else {
+            gather::<WRITE_BATCH_FRAMES, R>(frames, index, offset, scratch, write)
+        }
+    })
+}
+
+/// One slice of a write, before the scratch is complete: a frame's own
+/// bytes, or a range of the scratch.
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Frame(&'a [u8]),
+    Copied(usize, usize),
 }
 
 /// [`with_slices`] with an array of `N` slots.
-fn fill_slices<const N: usize, R>(
+fn gather<const N: usize, R>(
     frames: &VecDeque<Queued>,
     index: usize,
     offset: usize,
+    scratch: &mut Vec<u8>,
     write: impl FnOnce(&[IoSlice<'_>]) -> R,
 ) -> R {
-    let mut slices = [IoSlice::new(&[]); N];
-    let mut count = 0;
-    for (slot, (frame, _)) in slices.iter_mut().zip(frames.range(index..)) {
-        let bytes: &[u8] = frame;
-        *slot = IoSlice::new(if count == 0 { &bytes[offset..] } else { bytes });
+    scratch.clear();
+    scratch.reserve_exact(WRITE_SCRATCH_BYTES);
+    let mut parts = [Part::Frame(&[]); N];
+    let mut count = 0usize;
+    for (position, (frame, _)) in frames.range(index..).enumerate() {
+        let bytes: &[u8] = if position == 0 {
+            &frame[offset..]
+        } else {
+            frame
+        };
+        if bytes.len() <= COALESCE_FRAME_MAX_BYTES {
+            if scratch.len() + bytes.len() > WRITE_SCRATCH_BYTES {
+                break; // the scratch is full: this write is large enough
+            }
+            let start = scratch.len();
+            match count.checked_sub(1).map(|last| parts[last]) {
+                // It follows a small frame (whose copy ends the scratch):
+                // the same slice grows.
+                Some(Part::Copied(first, _)) => {
+                    scratch.extend_from_slice(bytes);
+                    parts[count - 1] = Part::Copied(first, scratch.len());
+                    continue;
+                }
+                _ if count == N => break,
+                _ => {}
+            }
+            scratch.extend_from_slice(bytes);
+            parts[count] = Part::Copied(start, scratch.len());
+        } else {
+            if count == N {
+                break;
+            }
+            parts[count] = Part::Frame(bytes);
+        }
         count += 1;
+    }
+    let mut slices = [IoSlice::new(&[]); N];
+    for (slot, part) in slices.iter_mut().zip(&parts[..count]) {
+        *slot = IoSlice::new(match *part {
+            Part::Frame(bytes) => bytes,
+            Part::Copied(start, end) => &scratch[start..end],
+        });
     }
     write(&slices[..count])
 }
@@ -444,5 +521,89 @@ mod tests {
         assert_eq!(advance(&f, 1, 3, 2), (2, 0), "the rest of the second");
         assert_eq!(advance(&f, 1, 3, 3), (2, 1), "and one byte more");
         assert_eq!(advance(&f, 2, 1, 3), (3, 0), "the rest of the last");
+    }
+
+    /// Frames of the given lengths, each filled with its own position, so
+    /// that a reordering or a lost byte shows.
+    fn numbered(lens: &[usize]) -> VecDeque<Queued> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| (Bytes::from(vec![i as u8; n]), 0))
+            .collect()
+    }
+
+    /// What one write would send: its slice count and its bytes.
+    fn write_of(f: &VecDeque<Queued>, index: usize, offset: usize) -> (usize, Vec<u8>) {
+        with_slices(f, index, offset, |slices| {
+            (
+                slices.len(),
+                slices.iter().flat_map(|s| s.iter().copied()).collect(),
+            )
+        })
+    }
+
+    /// The bytes of `f` from frame `index` at `offset` on, in order.
+    fn bytes_from(f: &VecDeque<Queued>, index: usize, offset: usize) -> Vec<u8> {
+        let mut out = f[index].0[offset..].to_vec();
+        for (frame, _) in f.range(index + 1..) {
+            out.extend_from_slice(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn small_frames_go_as_one_slice_and_large_ones_as_their_own() {
+        let big = COALESCE_FRAME_MAX_BYTES + 1;
+        let f = numbered(&[3, big, 5, 7, 2 * big, 2]);
+        let (slices, bytes) = write_of(&f, 0, 1);
+        // [rest of 3] [big] [5 + 7] [2 big] [2]
+        assert_eq!(slices, 5);
+        assert_eq!(bytes, bytes_from(&f, 0, 1));
+        let (slices, bytes) = write_of(&f, 2, 4);
+        assert_eq!(slices, 3, "[1 of 5 + 7] [2 big] [2]");
+        assert_eq!(bytes, bytes_from(&f, 2, 4));
+    }
+
+    #[test]
+    fn a_lone_frame_is_written_from_its_own_bytes() {
+        let f = numbered(&[3, 100]);
+        let direct = with_slices(&f, 1, 10, |slices| slices[0].as_ptr());
+        assert_eq!(direct, f[1].0[10..].as_ptr(), "not copied");
+        assert_eq!(write_of(&f, 2, 0), (0, Vec::new()), "nothing left");
+    }
+
+    #[test]
+    fn one_write_copies_at_most_the_scratch() {
+        let frame = COALESCE_FRAME_MAX_BYTES;
+        let fit = WRITE_SCRATCH_BYTES / frame;
+        let f = numbered(&vec![frame; fit + 10]);
+        let (slices, bytes) = write_of(&f, 0, 0);
+        assert_eq!(slices, 1);
+        assert_eq!(
+            bytes.len(),
+            fit * frame,
+            "whole frames, up to the scratch's size"
+        );
+        assert_eq!(bytes[..], bytes_from(&f, 0, 0)[..fit * frame]);
+        let (index, offset) = advance(&f, 0, 0, bytes.len());
+        assert_eq!(
+            (index, offset),
+            (fit, 0),
+            "the next write starts at the first left out"
+        );
+    }
+
+    #[test]
+    fn one_write_has_at_most_the_batch_of_slices() {
+        let big = COALESCE_FRAME_MAX_BYTES + 1;
+        // Small and large alternate: no two small frames share a slice.
+        let lens: Vec<usize> = (0..WRITE_BATCH_FRAMES + 10)
+            .map(|i| if i % 2 == 0 { 1 } else { big })
+            .collect();
+        let f = numbered(&lens);
+        let (slices, bytes) = write_of(&f, 0, 0);
+        assert_eq!(slices, WRITE_BATCH_FRAMES);
+        let sent: usize = lens[..WRITE_BATCH_FRAMES].iter().sum();
+        assert_eq!(bytes[..], bytes_from(&f, 0, 0)[..sent]);
     }
 }
