@@ -48,6 +48,12 @@ pub const SHARD_PUMP_BATCH: usize = 256;
 /// where one does, and fanout 1x1000 at max rate spent its CPU on them.
 pub const WRITE_BATCH_FRAMES: usize = 512;
 
+/// Slots a connection's writer keeps once its queue is empty, and so the
+/// slots of the deque it hands back to the queue: enough that a delivery to
+/// a quiet connection (a message, or a message and its ack) allocates
+/// nothing, few enough that an idle connection stays small.
+pub const WRITER_IDLE_CAPACITY: usize = 2;
+
 /// Frames of at most this many bytes are copied, with their small
 /// neighbours, into the shard's write scratch and handed to the kernel as
 /// one slice: each slice of a vectored write costs the kernel about 20 ns

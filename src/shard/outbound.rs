@@ -353,9 +353,8 @@ mod tests {
         for _ in 0..100 {
             q.push_control(frame(1));
         }
-        // The writer takes the frames and hands back its idle deque of 2
-        // slots.
-        let mut idle = VecDeque::with_capacity(2);
+        // The writer takes the frames and hands back its idle deque.
+        let mut idle = VecDeque::with_capacity(crate::limits::WRITER_IDLE_CAPACITY);
         q.take_all(&mut inflight);
         std::mem::swap(&mut q.frames, &mut idle);
         let slots = q.frames.capacity();

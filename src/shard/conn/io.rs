@@ -24,7 +24,9 @@ use super::Conn;
 use super::dispatch;
 use crate::edge::stream::{ReadHalf, WriteHalf};
 use crate::error::{ErrorCode, Refusal, close};
-use crate::limits::{COALESCE_FRAME_MAX_BYTES, WRITE_BATCH_FRAMES, WRITE_SCRATCH_BYTES};
+use crate::limits::{
+    COALESCE_FRAME_MAX_BYTES, WRITE_BATCH_FRAMES, WRITE_SCRATCH_BYTES, WRITER_IDLE_CAPACITY,
+};
 use crate::metrics::FRAME_BINARY;
 use crate::shard::Shard;
 use crate::shard::outbound::Queued;
@@ -34,11 +36,6 @@ use crate::ws::{Message, MessageReader};
 /// Capacity a writer's in-flight buffer keeps after a burst; more is given
 /// back so a connection that was once busy does not stay large.
 const WRITER_KEEP_CAPACITY: usize = 256;
-
-/// Slots a writer keeps once its queue is empty: enough that a delivery to
-/// a quiet connection (a message, or a message and its ack) allocates
-/// nothing, few enough that an idle connection stays small.
-const WRITER_IDLE_CAPACITY: usize = 2;
 
 /// How the read loop ended.
 pub(super) enum ReadEnd {
